@@ -1,0 +1,199 @@
+"""Tokenizer: normalise text, split it into word and punctuation tokens, map tokens
+to ids and back, and join tokens into natural text again.
+
+Pure Python and deterministic: the same text always gives the same tokens, and a
+vocabulary built from the same counts is always the same list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIALS = (PAD, UNK, BOS, EOS)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
+FORMAT_VERSION = 1
+
+# Curly quotes and their cousins fold to the two ASCII quotes; a fancy apostrophe
+# inside "don’t" must become the same token as "don't".
+_FOLD = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "`": "'",
+        "\u00b4": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2013": "--",
+        "\u2014": "--",
+        "\u2026": "...",
+    }
+)
+
+# Order matters: numbers with separators ("7:30", "3.14", "1,000") before words,
+# words with inner apostrophes ("don't", "o'clock") as one token, then the
+# multi-character punctuation we keep whole, then any other single symbol.
+_TOKEN_RE = re.compile(
+    r"""
+    \d+(?:[.,:]\d+)+            # 3.14  1,000  7:30
+  | [^\W_]+(?:'[^\W_]+)*        # words, digits, don't, o'clock, rock'n'roll
+  | \.\.\.|--|[!?]+             # ellipsis, dash, ?! runs
+  | [^\w\s]|_                   # any other symbol, emoji included, one at a time
+    """,
+    re.VERBOSE,
+)
+_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|\d+(?:[.,:]\d+)+")
+
+# Detokenisation: which tokens hug their left or right neighbour.
+_NO_SPACE_BEFORE = {".", ",", ";", ":", "!", "?", "...", ")", "]", "}", "%", "-", "/"}
+_NO_SPACE_AFTER = {"(", "[", "{", "$", "#", "-", "/", "@"}
+_CLITICS = {"'s", "'t", "'re", "'ll", "'ve", "'d", "'m", "n't"}
+_SENTENCE_END = {".", "...", "!", "?"}
+_BANGS = re.compile(r"[!?]+")
+
+
+def normalize(text: str) -> str:
+    """NFKC, ASCII quotes, control characters to spaces, lowercase."""
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD)
+    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
+    return text.lower()
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into tokens: `"Don't panic!"` -> `["don't", "panic", "!"]`."""
+    return _TOKEN_RE.findall(normalize(text))
+
+
+def is_word(token: str) -> bool:
+    """True for tokens a user would call words (not punctuation, not specials)."""
+    return _WORD_RE.fullmatch(token) is not None
+
+
+def display_form(token: str, sentence_start: bool = False) -> str:
+    """The form a user would type: `I`, `I'm`, and a capital at a sentence start."""
+    if token == "i" or token.startswith("i'"):
+        return "I" + token[1:]
+    if sentence_start and token[:1].isalpha():
+        return token[:1].upper() + token[1:]
+    return token
+
+
+def at_sentence_start(tokens: Sequence[str]) -> bool:
+    """Whether the next word begins a sentence (start of text, or after . ! ?)."""
+    for token in reversed(tokens):
+        if token in ('"', "'", "(", ")"):
+            continue
+        return token in _SENTENCE_END or token in (BOS, EOS) or _BANGS.fullmatch(token) is not None
+    return True
+
+
+def detokenize(tokens: Iterable[str], *, capitalize: bool = False, after: Sequence[str] = ()) -> str:
+    """Join tokens into natural text: `hello , world .` -> `hello, world.`
+
+    `after` is the context the tokens follow (for quote pairing and sentence starts).
+    With `capitalize`, `I` and sentence-initial words get their capitals back.
+    """
+    out: list[str] = []
+    previous = after[-1] if after else None
+    open_quote = {q: sum(t == q for t in after) % 2 == 1 for q in ('"', "'")}
+    sentence_start = at_sentence_start(after)
+    for token in tokens:
+        if token in SPECIALS:
+            continue
+        ends_sentence = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
+        attach_left = token in _NO_SPACE_BEFORE or token in _CLITICS or ends_sentence
+        if token in open_quote:
+            # An opening quote takes a space before it; a closing one hugs the word.
+            attach_left = open_quote[token]
+            open_quote[token] = not open_quote[token]
+        if previous is None or previous in SPECIALS:
+            attach_left = True
+        elif previous in _NO_SPACE_AFTER:
+            attach_left = True
+        elif previous in open_quote and open_quote[previous]:
+            attach_left = True  # just after an opening quote
+        word = display_form(token, sentence_start) if capitalize else token
+        out.append(word if attach_left or not out else " " + word)
+        if is_word(token):
+            sentence_start = False
+        elif ends_sentence:
+            sentence_start = True
+        previous = token
+    return "".join(out).lstrip() if not after else "".join(out)
+
+
+class Tokenizer:
+    """A vocabulary over `tokenize`: ids 0-3 are the special tokens."""
+
+    def __init__(self, vocab: Sequence[str]):
+        if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with {SPECIALS}")
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("vocabulary has duplicate tokens")
+        self.vocab: list[str] = list(vocab)
+        self.index: dict[str, int] = {t: i for i, t in enumerate(self.vocab)}
+        # Ids of the tokens a user may be offered as a next word.
+        self.word_ids = [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @classmethod
+    def build(cls, texts: Iterable[str], max_size: int = 10_000, min_count: int = 2) -> Tokenizer:
+        """Most frequent tokens first, ties broken alphabetically; specials included in max_size."""
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(tokenize(text))
+        for special in SPECIALS:
+            counts.pop(special, None)
+        ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        return cls(list(SPECIALS) + ranked[: max(0, max_size - len(SPECIALS))])
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = [self.index.get(t, UNK_ID) for t in tokenize(text)]
+        return ([BOS_ID] if bos else []) + ids + ([EOS_ID] if eos else [])
+
+    def encode_tokens(self, tokens: Iterable[str]) -> list[int]:
+        return [self.index.get(t, UNK_ID) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return detokenize(self.vocab[i] for i in ids)
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "normalization": "NFKC, curly quotes folded, control characters removed, lowercase",
+            "specials": list(SPECIALS),
+            "vocab": self.vocab,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Tokenizer:
+        if not isinstance(data, dict) or "vocab" not in data:
+            raise ValueError("not a tokenizer: no 'vocab' list")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"tokenizer format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+        vocab = data["vocab"]
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise ValueError("tokenizer 'vocab' must be a list of strings")
+        return cls(vocab)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
