@@ -1,0 +1,181 @@
+"""The Kneser-Ney n-gram model against a slow reference written straight from
+Chen & Goodman's formulas, plus the properties a Predictor relies on."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wordbot.ngram import KneserNey, modified_kn_discounts
+from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer
+
+WORDS = [f"w{i}" for i in range(100)] + ["never"]  # "never" is never seen in training
+TOKENIZER = Tokenizer(list(SPECIALS) + WORDS)
+V = len(TOKENIZER)
+
+
+def toy_corpus(n_messages: int = 400, seed: int = 0) -> list[list[int]]:
+    """Messages mixing a Zipfian unigram with a sparse Markov chain, `<unk>` included.
+
+    Zipf gives the rare words whose counts make every order's n1..n4 non-zero, so the
+    discount formulas need no clamping; the chain gives repeated long n-grams.
+    """
+    rng = random.Random(seed)
+    seen = [UNK_ID] + [TOKENIZER.index[w] for w in WORDS[:-1]]
+    zipf = [1 / (rank + 1) for rank in range(len(seen))]
+    successors = {t: rng.sample(seen, 2) for t in [BOS_ID, *seen]}
+    out = []
+    for _ in range(n_messages):
+        seq, t = [BOS_ID], BOS_ID
+        for _ in range(rng.randint(1, 9)):
+            t = rng.choice(successors[t]) if rng.random() < 0.7 else rng.choices(seen, zipf)[0]
+            seq.append(t)
+        out.append([*seq, EOS_ID])
+    return out
+
+
+class Reference:
+    """Interpolated modified Kneser-Ney, one probability at a time, from dictionaries."""
+
+    def __init__(self, sequences: list[list[int]], order: int):
+        self.order = order
+        grams: dict[int, Counter] = {k: Counter() for k in range(1, order + 1)}
+        for seq in sequences:
+            padded = [BOS_ID] * (order - 1) + seq[1:]
+            for i in range(order - 1, len(padded)):
+                for k in range(1, order + 1):
+                    grams[k][tuple(padded[i - k + 1 : i + 1])] += 1
+        # Raw counts at the highest order, continuation counts N1+(. g) below it.
+        self.counts = {order: grams[order]}
+        for k in range(1, order):
+            self.counts[k] = Counter(g[1:] for g in grams[k + 1])
+        self.following: dict[tuple[int, ...], dict[int, int]] = {}  # context -> {word: count}
+        for counts in self.counts.values():
+            for gram, count in counts.items():
+                self.following.setdefault(gram[:-1], {})[gram[-1]] = count
+        self.discounts = {}
+        for k, counts in self.counts.items():
+            n1, n2, n3, n4 = (sum(1 for c in counts.values() if c == j) for j in (1, 2, 3, 4))
+            y = n1 / (n1 + 2 * n2)
+            self.discounts[k] = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+
+    def prob(self, word: int, context: tuple[int, ...]) -> float:
+        k = len(context) + 1
+        if k == 1:
+            lower = 0.0 if word in (PAD_ID, BOS_ID) else 1 / (V - 2)
+        else:
+            lower = self.prob(word, context[1:])
+        following = self.following.get(context, {})
+        total = sum(following.values())
+        if total == 0:
+            return lower
+        d1, d2, d3 = self.discounts[k]
+        n1 = sum(1 for c in following.values() if c == 1)
+        n2 = sum(1 for c in following.values() if c == 2)
+        n3 = sum(1 for c in following.values() if c >= 3)
+        gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
+        count = following.get(word, 0)
+        discount = (0.0, d1, d2, d3)[min(count, 3)]
+        return max(count - discount, 0.0) / total + gamma * lower
+
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_matches_reference_implementation(order):
+    corpus = toy_corpus()
+    model = KneserNey.train(corpus, TOKENIZER, order=order)
+    reference = Reference(corpus, order)
+    for k, (d1, d2, d3) in reference.discounts.items():
+        # The toy corpus must not need the clamping of degenerate estimates.
+        assert 0 < d1 <= 1 and 0 < d2 <= 2 and 0 < d3 <= 3, (k, reference.discounts[k])
+        np.testing.assert_allclose(model.discounts[k - 1], (d1, d2, d3), rtol=1e-12)
+
+    contexts = {model.initial_state()}
+    for seq in corpus[:60]:
+        state = model.advance(model.initial_state(), BOS_ID)
+        for token in seq[1:]:
+            state = model.advance(state, token)
+            contexts.add(state)
+    rng = random.Random(1)
+    for _ in range(10):  # unseen contexts, including the never-seen word
+        contexts.add(tuple(rng.randrange(1, V) for _ in range(order - 1)))
+    for context in sorted(contexts):
+        expected = np.array([reference.prob(w, context) for w in range(V)])
+        got = model.probs(context)
+        assert got.shape == (V,)
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-15, err_msg=str(context))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_every_distribution_sums_to_one_and_never_offers_pad_or_bos(order):
+    corpus = toy_corpus(100, seed=2)
+    model = KneserNey.train(corpus, TOKENIZER, order=order)
+    state = model.advance(model.initial_state(), BOS_ID)
+    for token in [*corpus[0][1:], *corpus[1]]:
+        p = model.probs(state)
+        assert abs(p.sum() - 1) < 1e-12
+        assert p[PAD_ID] == 0 and p[BOS_ID] == 0
+        assert (np.delete(p, [PAD_ID, BOS_ID]) > 0).all()
+        state = model.advance(state, token)
+
+
+def test_advance_keeps_the_last_order_minus_one_ids_and_does_not_mutate():
+    model = KneserNey.train(toy_corpus(50), TOKENIZER, order=3)
+    start = model.initial_state()
+    assert start == (BOS_ID, BOS_ID)
+    assert model.advance(start, BOS_ID) == start  # the padding absorbs the message's <s>
+    one = model.advance(start, 5)
+    two = model.advance(one, 6)
+    assert one == (BOS_ID, 5) and two == (5, 6) and model.advance(two, 7) == (6, 7)
+
+
+def test_probs_returns_a_fresh_array():
+    model = KneserNey.train(toy_corpus(50), TOKENIZER, order=2)
+    p = model.probs((UNK_ID,) * 0)
+    p[:] = 0
+    assert abs(model.probs(()).sum() - 1) < 1e-12
+
+
+def test_seen_continuation_is_likelier_than_unseen_word():
+    tokenizer = Tokenizer(list(SPECIALS) + ["the", "cat", "sat", "dog", "ran"])
+    lines = ["the cat sat", "the cat sat", "the dog ran", "the cat ran"]
+    model = KneserNey.from_texts(lines, tokenizer, order=3)
+    state = model.initial_state()
+    for token in tokenizer.encode("the cat", bos=True):
+        state = model.advance(state, token)
+    p = model.probs(state)
+    assert p[tokenizer.index["sat"]] > p[tokenizer.index["ran"]] > p[tokenizer.index["dog"]]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    corpus = toy_corpus(120)
+    model = KneserNey.train(corpus, TOKENIZER, order=4)
+    model.save(tmp_path / "kn.npz")
+    loaded = KneserNey.load(tmp_path / "kn.npz", TOKENIZER)
+    for context in [(BOS_ID, BOS_ID, BOS_ID), (4, 5, 6), (5, 5, 5), (11, 4, 4)]:
+        np.testing.assert_array_equal(loaded.probs(context), model.probs(context))
+    with pytest.raises(ValueError, match="vocabulary"):
+        KneserNey.load(tmp_path / "kn.npz", Tokenizer(list(SPECIALS) + ["x"]))
+
+
+def test_discounts_stay_usable_on_degenerate_counts():
+    for counts in ([1, 1, 1], [2, 2], [5], [1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4]):
+        d = modified_kn_discounts(np.array(counts))
+        assert all(0 < dk <= k for k, dk in zip((1, 2, 3), d, strict=True))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    messages=st.lists(st.lists(st.integers(UNK_ID, V - 1).filter(lambda t: t != BOS_ID), max_size=6), min_size=1),
+    order=st.integers(1, 5),
+    context=st.lists(st.integers(0, V - 1), max_size=4),
+)
+def test_any_corpus_gives_proper_distributions(messages, order, context):
+    model = KneserNey.train([[BOS_ID, *m, EOS_ID] for m in messages], TOKENIZER, order=order)
+    p = model.probs(tuple(context[-(order - 1) :]) if order > 1 else ())
+    assert abs(p.sum() - 1) < 1e-12 and p[PAD_ID] == 0 and p[BOS_ID] == 0
+    assert (np.delete(p, [PAD_ID, BOS_ID]) > 0).all()
