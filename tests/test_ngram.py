@@ -15,7 +15,7 @@ from wordbot.ngram import KneserNey, modified_kn_discounts
 from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer
 
 WORDS = [f"w{i}" for i in range(100)] + ["never"]  # "never" is never seen in training
-TOKENIZER = Tokenizer(list(SPECIALS) + WORDS)
+TOKENIZER = Tokenizer([*SPECIALS, *WORDS])
 V = len(TOKENIZER)
 
 
@@ -141,7 +141,7 @@ def test_probs_returns_a_fresh_array():
 
 
 def test_seen_continuation_is_likelier_than_unseen_word():
-    tokenizer = Tokenizer(list(SPECIALS) + ["the", "cat", "sat", "dog", "ran"])
+    tokenizer = Tokenizer([*SPECIALS, "the", "cat", "sat", "dog", "ran"])
     lines = ["the cat sat", "the cat sat", "the dog ran", "the cat ran"]
     model = KneserNey.from_texts(lines, tokenizer, order=3)
     state = model.initial_state()
@@ -159,7 +159,7 @@ def test_save_and_load_round_trip(tmp_path):
     for context in [(BOS_ID, BOS_ID, BOS_ID), (4, 5, 6), (5, 5, 5), (11, 4, 4)]:
         np.testing.assert_array_equal(loaded.probs(context), model.probs(context))
     with pytest.raises(ValueError, match="vocabulary"):
-        KneserNey.load(tmp_path / "kn.npz", Tokenizer(list(SPECIALS) + ["x"]))
+        KneserNey.load(tmp_path / "kn.npz", Tokenizer([*SPECIALS, "x"]))
 
 
 def test_discounts_stay_usable_on_degenerate_counts():

@@ -225,7 +225,7 @@ class KneserNey:
                 _Order(*(data[f"o{k}_{name}"] for name in ("words", "values", "starts", "gamma", "row_of_context")))
                 for k in range(1, order + 1)
             ]
-            keys = [data[f"context_keys_{m}"] if f"context_keys_{m}" in data else None for m in range(order)]
+            keys = [data.get(f"context_keys_{m}") for m in range(order)]
             return cls(tokenizer, order, tables, keys, data["discounts"])
 
 
