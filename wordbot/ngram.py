@@ -243,3 +243,65 @@ def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_siz
     row_of_context = np.full(n_contexts, -1, dtype=np.int64)
     row_of_context[rows_context] = np.arange(len(rows_context))
     return _Order(words, values, np.append(starts, len(contexts)).astype(np.int64), left / total, row_of_context)
+
+
+class Interpolated:
+    """A linear mixture of language models over one tokenizer: sum_i w_i p_i(next)."""
+
+    def __init__(self, models: Sequence, weights: Sequence[float]):
+        if len(models) != len(weights) or not models:
+            raise ValueError("one weight per model")
+        if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):
+            raise ValueError(f"mixture weights must be non-negative and sum to 1, got {list(weights)}")
+        vocab = models[0].tokenizer.vocab
+        if any(m.tokenizer.vocab != vocab for m in models[1:]):
+            raise ValueError("mixed models must share one vocabulary")
+        self.models = list(models)
+        self.weights = [float(w) for w in weights]
+        self.tokenizer = models[0].tokenizer
+
+    def initial_state(self) -> tuple:
+        return tuple(m.initial_state() for m in self.models)
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
+
+    def probs(self, state: tuple) -> np.ndarray:
+        p = np.zeros(len(self.tokenizer))
+        for m, s, w in zip(self.models, state, self.weights, strict=True):
+            p += w * m.probs(s)
+        return p
+
+
+DEFAULT_ORDER = 4
+# Weight of the n-gram in the "mix" backend when the manifest names none.
+DEFAULT_MIX_WEIGHT = 0.3
+
+
+def train_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer,
+                    order: int = DEFAULT_ORDER) -> KneserNey:  # fmt: skip
+    """A Kneser-Ney model on exactly the text a model directory was trained on
+    (its validation part left out), over that model's vocabulary."""
+    from wordbot.corpus import training_messages
+
+    return KneserNey.from_texts(training_messages(manifest, directory), tokenizer, order)
+
+
+def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
+    """The language model behind `Predictor.load(..., backend=...)`: "ngram" is a
+    Kneser-Ney model on the RNN's training text ("ngram.npz" in the model directory
+    if present, else counted on the spot, about a second); "mix" interpolates it with
+    the RNN using the manifest's `mix.ngram_weight`."""
+    settings = manifest.get("mix") or {}
+    order = int(settings.get("order", DEFAULT_ORDER))
+    cached = Path(directory) / "ngram.npz"
+    if cached.exists():
+        ngram = KneserNey.load(cached, lm.tokenizer)
+    else:
+        ngram = train_for_model(manifest, directory, lm.tokenizer, order)
+    if backend == "ngram":
+        return ngram
+    if backend == "mix":
+        weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
+        return Interpolated([lm, ngram], [1.0 - weight, weight])
+    raise ValueError(f"unknown backend {backend!r}")

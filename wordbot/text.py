@@ -119,20 +119,18 @@ def detokenize(tokens: Iterable[str], *, capitalize: bool = False, after: Sequen
             # An opening quote takes a space before it; a closing one hugs the word.
             attach_left = open_quote[token]
             open_quote[token] = not open_quote[token]
-        if previous is None or previous in SPECIALS:
+        if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER:
             attach_left = True
-        elif previous in _NO_SPACE_AFTER:
-            attach_left = True
-        elif previous in open_quote and open_quote[previous]:
+        elif open_quote.get(previous):
             attach_left = True  # just after an opening quote
         word = display_form(token, sentence_start) if capitalize else token
-        out.append(word if attach_left or not out else " " + word)
+        out.append(word if attach_left else " " + word)
         if is_word(token):
             sentence_start = False
         elif ends_sentence:
             sentence_start = True
         previous = token
-    return "".join(out).lstrip() if not after else "".join(out)
+    return "".join(out)
 
 
 class Tokenizer:

@@ -1,0 +1,156 @@
+"""The model directory: manifest.json, tokenizer.json and weights.npz.
+
+Saving writes a complete directory beside the target and renames it into place, so
+an interrupted save never leaves a half-written model where a good one was. Loading
+checks everything a later crash would otherwise trip over, and says which file is
+wrong and how.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from wordbot import __version__
+from wordbot.errors import ModelError
+from wordbot.text import Tokenizer
+
+FORMAT = "wordbot-model"
+FORMAT_VERSION = 1
+CELLS = ("simple_rnn", "gru", "lstm")
+GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
+
+
+def expected_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Every array the engine needs, with the shape the manifest implies."""
+    cell = architecture["cell"]
+    if cell not in CELLS:
+        raise ModelError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
+    emb, units, layers = architecture["embedding_dim"], architecture["units"], architecture["layers"]
+    projection = architecture.get("projection")
+    gates = GATES[cell]
+    shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb)}
+    width = emb
+    for i in range(layers):
+        shapes[f"rnn{i}/kernel"] = (width, gates * units)
+        shapes[f"rnn{i}/recurrent_kernel"] = (units, gates * units)
+        shapes[f"rnn{i}/bias"] = (2, 3 * units) if cell == "gru" else (gates * units,)
+        width = units
+    if projection:
+        shapes["projection/kernel"] = (units, projection)
+        shapes["projection/bias"] = (projection,)
+        width = projection
+    if architecture.get("tied"):
+        if width != emb:
+            raise ModelError(f"tied output needs width {width} to equal embedding_dim {emb}")
+    else:
+        shapes["output/kernel"] = (width, vocab_size)
+    shapes["output/bias"] = (vocab_size,)
+    return shapes
+
+
+def save_model(directory: str | Path, manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> Path:
+    """Write a model directory atomically (as far as a directory rename allows)."""
+    directory = Path(directory)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "wordbot_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest,
+        "vocab_size": len(tokenizer),
+    }
+    shapes = expected_shapes(manifest["architecture"], len(tokenizer))
+    missing = sorted(set(shapes) - set(weights))
+    if missing:
+        raise ModelError(f"cannot save: weights lack {', '.join(missing)}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        with open(tmp / "weights.npz", "wb") as f:
+            np.savez(f, **{k: np.asarray(weights[k], dtype=np.float32) for k in shapes})
+        tokenizer.save(tmp / "tokenizer.json")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for name in ("weights.npz", "tokenizer.json", "manifest.json"):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelError(f"{path.parent}: {path.name} is missing; not a wordbot model directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
+    """Read and check a model directory: (manifest, tokenizer, weights)."""
+    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    if not directory.exists():
+        raise ModelError(f"model directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ModelError(f"{directory} is not a directory; a model is a directory with manifest.json")
+    manifest = _read_json(directory / "manifest.json")
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{directory / 'manifest.json'}: not a wordbot model manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{directory / 'manifest.json'}: format version {manifest.get('format_version')!r}, "
+            f"this wordbot reads version {FORMAT_VERSION}"
+        )
+    try:
+        tokenizer = Tokenizer.from_json(_read_json(directory / "tokenizer.json"))
+    except ModelError:
+        raise
+    except ValueError as e:
+        raise ModelError(f"{directory / 'tokenizer.json'}: {e}") from None
+    if manifest.get("vocab_size") != len(tokenizer):
+        raise ModelError(
+            f"{directory}: manifest says vocabulary size {manifest.get('vocab_size')}, "
+            f"tokenizer.json has {len(tokenizer)}"
+        )
+    try:
+        shapes = expected_shapes(manifest["architecture"], len(tokenizer))
+    except (KeyError, TypeError) as e:
+        raise ModelError(f"{directory / 'manifest.json'}: architecture incomplete ({e})") from None
+    path = directory / "weights.npz"
+    if not path.is_file():
+        raise ModelError(f"{directory}: weights.npz is missing")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            weights = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ModelError(f"{path}: unreadable ({e})") from None
+    for name, shape in shapes.items():
+        if name not in weights:
+            raise ModelError(f"{path}: array {name!r} is missing")
+        if weights[name].shape != shape:
+            raise ModelError(f"{path}: array {name!r} has shape {weights[name].shape}, manifest implies {shape}")
+        if not np.isfinite(weights[name]).all():
+            raise ModelError(f"{path}: array {name!r} holds NaN or infinite values")
+        weights[name] = weights[name].astype(np.float32, copy=False)
+    return manifest, tokenizer, weights

@@ -1,0 +1,422 @@
+"""The Discord face: a `commands.Cog` with `!next`, `!continue` and `!wordbot` (each also a
+slash command), the reply and mention forms, `build_bot()` and `run()`.
+
+A thin adapter over `Predictor`: it parses, asks the predictor off the event loop, and formats.
+Intents: the default ones plus Message Content (privileged; enable it in the developer
+portal), which the prefix, reply and mention forms need to read what users wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from wordbot.predictor import Prediction, Predictor
+
+log = logging.getLogger(__name__)
+
+MAX_INPUT_CHARS = 1000  # longer input gets a polite refusal
+MAX_OUTPUT_CHARS = 2000  # Discord's limit for a message
+ECHO_CHARS = 200  # how much of the user's text is quoted back in an answer
+DEFAULT_K, MAX_K = 5, 10  # next words offered by !next
+DEFAULT_WORDS, MAX_WORDS = 20, 100  # words written by !continue
+COOLDOWN_RATE, COOLDOWN_PER = 5, 10.0  # per user: 5 commands per 10 seconds, all commands together
+
+# Everything the bot sends goes out with this, whatever the text says: no @everyone, no
+# role or user pings, not even the author of the message it replies to.
+NO_MENTIONS = discord.AllowedMentions.none()
+
+NO_TOKEN_MESSAGE = (
+    "wordbot: no Discord bot token. Create a bot at https://discord.com/developers/applications "
+    "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
+)
+
+# A trailing "k=7" on !next, and "words=50" or just "50" on !continue, in the prefix form.
+_TRAILING_COUNT = re.compile(r"\s+(?:(?P<key>k|words)=)?(?P<count>\d{1,4})\s*$", re.IGNORECASE)
+
+
+def split_count(text: str, key: str, *, bare: bool) -> tuple[str, int | None]:
+    """Take a trailing count option off prefix-command text: `("deep learning k=3", "k")` ->
+    `("deep learning", 3)`. A bare trailing number counts only when `bare` is true."""
+    match = _TRAILING_COUNT.search(text)
+    if match is None:
+        return text, None
+    named = match["key"]
+    if (named and named.lower() != key) or (not named and not bare):
+        return text, None
+    return text[: match.start()], int(match["count"])
+
+
+def fit(content: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    """Cut `content` to Discord's message limit, marking the cut."""
+    return content if len(content) <= limit else content[: limit - 1] + "…"
+
+
+def echo(text: str) -> str:
+    """The user's text as quoted back: its last ECHO_CHARS characters, markdown escaped."""
+    text = " ".join(text.split())
+    if len(text) > ECHO_CHARS:
+        text = "…" + text[-ECHO_CHARS:].lstrip()
+    return discord.utils.escape_markdown(text)
+
+
+def percent(prob: float) -> str:
+    return f"{prob:.0%}" if prob >= 0.005 else "<1%"
+
+
+def format_next(text: str, predictions: list[Prediction]) -> str:
+    """`deep learning is a → **subset** 31% · **neural** 12% · ...`"""
+    prompt = echo(text) if text.strip() else "*(start of a message)*"
+    if not predictions:
+        return fit(f"{prompt} → I have no guess.")
+    words = " · ".join(
+        f"**{discord.utils.escape_markdown(word)}** {percent(prob)}" for word, prob in predictions
+    )
+    return fit(f"{prompt} → {words}")
+
+
+def format_continuation(text: str, continuation: str) -> str:
+    """The user's text plain, the model's continuation in bold after it."""
+    prompt = echo(text) if text.strip() else ""
+    written = continuation.strip()
+    if not written:
+        return fit(f"{prompt} *(the model has nothing to add)*".strip())
+    bold = f"**{discord.utils.escape_markdown(written)}**"
+    # The predictor says whether its text joins with a space ("is a test") or hugs ("'s").
+    joiner = " " if prompt and continuation[:1].isspace() else ""
+    return fit(f"{prompt}{joiner}{bold}")
+
+
+class WordbotCog(commands.Cog, name="wordbot"):
+    """Next-word prediction and text continuation."""
+
+    def __init__(
+        self,
+        bot: commands.Bot,
+        predictor: Predictor,
+        *,
+        cooldown_rate: int = COOLDOWN_RATE,
+        cooldown_per: float = COOLDOWN_PER,
+    ) -> None:
+        self.bot = bot
+        self.predictor = predictor
+        # One budget per user shared by every command and the mention form.
+        self.cooldown = commands.CooldownMapping.from_cooldown(
+            cooldown_rate, cooldown_per, commands.BucketType.user
+        )
+
+    # -- the commands --------------------------------------------------------------------
+
+    @commands.hybrid_command(name="next")
+    @app_commands.describe(text="the text so far (empty: the first word of a message)", k="how many words")
+    async def next_(
+        self, ctx: commands.Context, *, text: str = "", k: commands.Range[int, 1, MAX_K] = DEFAULT_K
+    ) -> None:
+        """The likeliest next words, with their probabilities (add k=10 for more)."""
+        if ctx.interaction is None:
+            text, count = split_count(text, "k", bare=False)
+            k = min(max(count, 1), MAX_K) if count is not None else k
+        text = await self.text_or_replied(ctx.message, text)
+        if not await self.check_length(ctx, text):
+            return
+        await ctx.defer()
+        predictions = await asyncio.to_thread(self.predictor.next_words, text, k)
+        await self.respond(ctx, format_next(text, predictions))
+
+    @commands.hybrid_command(name="continue")
+    @app_commands.describe(text="the text to continue", words=f"how many words (at most {MAX_WORDS})")
+    async def continue_(
+        self,
+        ctx: commands.Context,
+        *,
+        text: str = "",
+        words: commands.Range[int, 1, MAX_WORDS] = DEFAULT_WORDS,
+    ) -> None:
+        """Continues your text with words sampled from the model (a number at the end sets how many)."""
+        if ctx.interaction is None:
+            text, count = split_count(text, "words", bare=True)
+            words = min(max(count, 1), MAX_WORDS) if count is not None else words
+        text = await self.text_or_replied(ctx.message, text)
+        if not await self.check_length(ctx, text):
+            return
+        await ctx.defer()
+        continuation = await asyncio.to_thread(self.predictor.continue_text, text, words)
+        await self.respond(ctx, format_continuation(text, continuation))
+
+    @commands.hybrid_command(name="wordbot")
+    async def about(self, ctx: commands.Context) -> None:
+        """What this bot does, its commands, and the model it runs."""
+        prefix = "/" if ctx.interaction else ctx.clean_prefix
+        lines = [
+            "**wordbot** predicts the next word with a small recurrent language model.",
+            f"`{prefix}next <text>` — the likeliest next words and their probabilities"
+            f" (`k=10` for up to {MAX_K}).",
+            f"`{prefix}continue <text> [words]` — continues your text"
+            f" ({DEFAULT_WORDS} words unless you say, at most {MAX_WORDS}).",
+            "Reply to a message with just a command to use that message's text;"
+            " mention me with some text and I'll continue it.",
+            f"Model: {self.predictor.describe()}",
+        ]
+        await self.respond(ctx, "\n".join(lines))
+
+    # -- the mention form ----------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """`@wordbot some text` continues the text; as a reply with no text, the replied one."""
+        me = self.bot.user
+        if message.author.bot or me is None:
+            return
+        mention = re.compile(rf"<@!?{me.id}>")
+        # Only a mention written in the text counts: a reply to the bot pings it silently,
+        # and that alone should not make it talk.
+        if not mention.search(message.content):
+            return
+        if (await self.bot.get_context(message)).valid:
+            return  # a command that happens to mention the bot: the command answers
+        try:
+            retry_after = self.cooldown.update_rate_limit(message)
+            if retry_after:
+                await self.send_reply(message, slow_down(retry_after))
+                return
+            text = await self.text_or_replied(message, mention.sub(" ", message.content).strip())
+            if len(text) > MAX_INPUT_CHARS:
+                await self.send_reply(message, too_long())
+                return
+            continuation = await asyncio.to_thread(self.predictor.continue_text, text, DEFAULT_WORDS)
+            await self.send_reply(message, format_continuation(text, continuation))
+        except Exception:
+            log.exception("the mention form failed for message %s", message.id)
+            await self.apologise(message.channel, reference=message)
+
+    # -- shared pieces -------------------------------------------------------------------
+
+    async def cog_before_invoke(self, ctx: commands.Context) -> None:
+        # Not a check: `!help` runs checks to decide what to list and must not spend the budget.
+        bucket = self.cooldown.get_bucket(ctx.message)
+        retry_after = self.cooldown.update_rate_limit(ctx.message)
+        if retry_after and bucket is not None:
+            raise commands.CommandOnCooldown(bucket, retry_after, commands.BucketType.user)
+
+    @commands.Cog.listener()
+    async def on_command_error(self, ctx: commands.Context, error: commands.CommandError) -> None:
+        """Every command error ends here (having this listener silences discord.py's default)."""
+        if isinstance(error, commands.CommandNotFound):
+            return  # "!" followed by anything: not necessarily meant for us
+        if isinstance(error, commands.CommandOnCooldown):
+            await self.respond(ctx, slow_down(error.retry_after), quiet=True)
+        elif isinstance(error, commands.UserInputError):
+            usage = f"{ctx.clean_prefix}{ctx.command.qualified_name} {ctx.command.signature}".strip()
+            await self.respond(ctx, f"I couldn't read that. Usage: `{usage}`", quiet=True)
+        elif isinstance(error, commands.CheckFailure):
+            await self.respond(ctx, "That command isn't available here.", quiet=True)
+        else:
+            original = getattr(error, "original", error)
+            log.error("command %s failed", ctx.command, exc_info=original)
+            await self.apologise(ctx)
+
+    async def text_or_replied(self, message: discord.Message, text: str) -> str:
+        """`text`, or when it is empty and `message` replies to another, that message's text."""
+        if text.strip() or message.reference is None or message.reference.message_id is None:
+            return text
+        replied = message.reference.resolved
+        if not isinstance(replied, discord.Message):
+            try:
+                replied = await message.channel.fetch_message(message.reference.message_id)
+            except discord.HTTPException:
+                return text  # deleted or out of reach: treat as an empty prompt
+        return replied.content
+
+    async def check_length(self, ctx: commands.Context, text: str) -> bool:
+        if len(text) <= MAX_INPUT_CHARS:
+            return True
+        await self.respond(ctx, too_long())
+        return False
+
+    async def respond(self, ctx: commands.Context, content: str, *, quiet: bool = False) -> None:
+        """Answer a command: a reply to the invoking message that pings nobody (for a slash
+        command, the interaction response; `quiet` makes that one visible only to the user)."""
+        content = fit(content)
+        if ctx.interaction is not None:
+            await ctx.send(content, allowed_mentions=NO_MENTIONS, ephemeral=quiet)
+        else:
+            await self.send_reply(ctx.message, content)
+
+    async def send_reply(self, message: discord.Message, content: str) -> None:
+        await message.channel.send(
+            fit(content),
+            # A deleted invoking message should not turn the answer into an error.
+            reference=message.to_reference(fail_if_not_exists=False),
+            mention_author=False,
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    async def apologise(self, target: Any, *, reference: discord.Message | None = None) -> None:
+        """A short apology in the channel; never the traceback (that goes to the log)."""
+        text = "Sorry, something went wrong on my side. Please try again."
+        try:
+            if isinstance(target, commands.Context):
+                await self.respond(target, text)
+            elif reference is not None:
+                await self.send_reply(reference, text)
+            else:
+                await target.send(text, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            log.exception("could not even apologise")
+
+
+def slow_down(retry_after: float) -> str:
+    return f"Slow down a little, please — try again in {max(retry_after, 1):.0f} s."
+
+
+def too_long() -> str:
+    return f"That's a bit long for me: please keep it under {MAX_INPUT_CHARS:,} characters."
+
+
+def intents() -> discord.Intents:
+    """The default intents plus Message Content: the prefix, reply and mention forms read text."""
+    wanted = discord.Intents.default()
+    wanted.message_content = True
+    return wanted
+
+
+def build_bot(
+    predictor: Predictor,
+    *,
+    prefix: str = "!",
+    shards: int | None = None,
+    sync_commands: bool = True,
+    cooldown_rate: int = COOLDOWN_RATE,
+    cooldown_per: float = COOLDOWN_PER,
+    **options: Any,
+) -> commands.Bot:
+    """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
+    `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N.
+    `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
+    bot_class: type[commands.Bot] = commands.Bot
+    if shards is not None:
+        bot_class = commands.AutoShardedBot
+        if shards > 0:
+            options["shard_count"] = shards
+    bot = bot_class(
+        command_prefix=prefix,
+        intents=intents(),
+        allowed_mentions=NO_MENTIONS,
+        case_insensitive=True,
+        strip_after_prefix=True,
+        description="wordbot predicts the next word.",
+        **options,
+    )
+
+    async def setup_hook() -> None:
+        await bot.add_cog(
+            WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per)
+        )
+        if sync_commands:
+            await sync_if_changed(bot)
+
+    bot.setup_hook = setup_hook  # type: ignore[method-assign]
+    return bot
+
+
+def _command_key(command: dict[str, Any]) -> str:
+    # Normalise a command the way discord.py parses Discord's answer, so that the local
+    # definition and the registered one compare equal when nothing changed.
+    options = [
+        app_commands.Argument(parent=None, data=option).to_dict()  # type: ignore[arg-type]
+        for option in command.get("options", [])
+    ]
+    return json.dumps([command["name"], command.get("description", ""), options], sort_keys=True)
+
+
+async def sync_if_changed(bot: commands.Bot) -> bool:
+    """Register the slash commands with Discord, but only when they differ from what is
+    registered: a restart must not spend the daily command-update limit. Returns whether it
+    synced. A failure (e.g. the bot was invited without the applications.commands scope) is
+    logged and the prefix commands keep working."""
+    try:
+        registered = await bot.http.get_global_commands(bot.application_id)  # type: ignore[arg-type]
+        local = [command.to_dict(bot.tree) for command in bot.tree.get_commands()]
+        if sorted(map(_command_key, registered)) == sorted(map(_command_key, local)):
+            log.info("slash commands are up to date")
+            return False
+        await bot.tree.sync()
+        log.info("synced %d slash commands", len(local))
+        return True
+    except discord.HTTPException:
+        log.exception("could not sync slash commands; the prefix commands still work")
+        return False
+
+
+async def setup(bot: commands.Bot) -> None:
+    """Extension entry point: `await bot.load_extension("wordbot.bot")` adds the commands,
+    running the bundled default model."""
+    from wordbot.predictor import Predictor
+
+    predictor = await asyncio.to_thread(Predictor.load, None)
+    await bot.add_cog(WordbotCog(bot, predictor))
+
+
+def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The token from `token_file` if given, else from DISCORD_TOKEN; None when there is none.
+    Raises OSError when the file cannot be read."""
+    if token_file is not None:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get("DISCORD_TOKEN", "").strip()
+    return token or None
+
+
+def run(
+    model: str | os.PathLike[str] | None = None,
+    prefix: str = "!",
+    token_file: str | os.PathLike[str] | None = None,
+    shards: int | None = None,
+) -> int:
+    """`wordbot discord`: load the model, connect, answer until Ctrl-C. Returns an exit status;
+    problems a user can fix are one line on stderr, never a traceback, never the token."""
+    try:
+        token = read_token(token_file)
+    except OSError as exc:
+        print(f"wordbot: cannot read the token file {token_file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if token is None:
+        print(NO_TOKEN_MESSAGE, file=sys.stderr)
+        return 2
+
+    from wordbot.predictor import Predictor
+
+    try:
+        predictor = Predictor.load(model)
+    except (ValueError, OSError) as exc:
+        print(f"wordbot: {exc}", file=sys.stderr)
+        return 2
+
+    bot = build_bot(predictor, prefix=prefix, shards=shards)
+    try:
+        bot.run(token, log_level=logging.INFO, root_logger=True)
+    except discord.LoginFailure:
+        print(
+            "wordbot: Discord rejected the token; copy it again from the developer portal (Bot -> Reset Token).",
+            file=sys.stderr,
+        )
+        return 1
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "wordbot: enable the Message Content intent for this bot in the developer portal"
+            " (Bot -> Privileged Gateway Intents), then start it again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,125 @@
+"""Read training corpora and cut them for training: one message per line (the
+default fortunes corpus, chat logs) or prose paragraphs separated by blank lines;
+a deterministic validation split; the token-id stream cut into windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wordbot.errors import CorpusError
+from wordbot.text import BOS_ID, EOS_ID, Tokenizer
+
+FORMATS = ("lines", "paragraphs")
+
+
+def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
+    """The messages of one file: non-empty lines, or blank-line-separated paragraphs."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise CorpusError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise CorpusError(f"{path}: not UTF-8 text (invalid byte at line {line}, offset {e.start})") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if fmt == "lines":
+        messages = [line.strip() for line in text.split("\n")]
+    else:
+        messages = [" ".join(p.split()) for p in text.split("\n\n")]
+    return [m for m in messages if m]
+
+
+def read_corpus(paths: Sequence[str | Path], fmt: str = "lines") -> list[str]:
+    if not paths:
+        raise CorpusError("no corpus files given")
+    messages = [m for p in paths for m in read_messages(p, fmt)]
+    if not messages:
+        raise CorpusError(f"corpus {', '.join(map(str, paths))} holds no text")
+    return messages
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_messages(messages: Sequence[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded, order-preserving split: the same corpus and seed give the same split."""
+    if not 0 <= validation_fraction < 1:
+        raise CorpusError(f"validation fraction must be in [0, 1), not {validation_fraction}")
+    n_val = round(len(messages) * validation_fraction)
+    if validation_fraction > 0 and len(messages) >= 2:
+        n_val = min(max(n_val, 1), len(messages) - 1)
+    chosen = set(random.Random(seed).sample(range(len(messages)), n_val))
+    train = [m for i, m in enumerate(messages) if i not in chosen]
+    val = [m for i, m in enumerate(messages) if i in chosen]
+    return train, val
+
+
+def token_stream(messages: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
+    """All messages as one id stream, each wrapped in <s> ... </s>."""
+    ids: list[int] = []
+    for message in messages:
+        ids.extend(tokenizer.encode(message, bos=True, eos=True))
+    return np.asarray(ids, dtype=np.int32)
+
+
+def windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a stream into (inputs, targets) windows for truncated backprop through time.
+
+    Targets are the inputs shifted by one, so every position is a training target.
+    """
+    n = (len(stream) - 1) // seq_len
+    if n == 0:
+        raise CorpusError(f"corpus too small: {len(stream)} tokens make no window of {seq_len}")
+    x = stream[: n * seq_len].reshape(n, seq_len)
+    y = stream[1 : n * seq_len + 1].reshape(n, seq_len)
+    return x, y
+
+
+def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
+    """The exact messages a model was trained on (its validation part left out).
+
+    Corpus paths in the manifest are relative to the model directory, or absolute.
+    """
+    corpus = manifest.get("corpus") or {}
+    files = corpus.get("files") or []
+    if not files:
+        raise CorpusError("the model's manifest names no training corpus")
+    paths = []
+    for entry in files:
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = (Path(model_dir) / path).resolve()
+        paths.append(path)
+    messages = read_corpus(paths, corpus.get("format", "lines"))
+    train, _ = split_messages(messages, corpus.get("validation_fraction", 0.0), corpus.get("split_seed", 0))
+    return train
+
+
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "FORMATS",
+    "read_corpus",
+    "read_messages",
+    "sha256_of",
+    "split_messages",
+    "token_stream",
+    "training_messages",
+    "windows",
+]

@@ -1,0 +1,274 @@
+"""Predictor: the one object the bot, the REPL, the CLI and the evaluation use.
+
+It wraps any language model with `initial_state / advance / probs` (the NumPy RNN
+engine, the Kneser-Ney n-gram) and adds what users see: the next words, completions
+of a half-typed word, sampled continuations, and the forms a user would type
+("I", a capital at a sentence start). States are cached by token prefix, so typing
+one more letter costs a lookup and one more word costs one recurrent step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
+from wordbot.text import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Tokenizer,
+    at_sentence_start,
+    detokenize,
+    display_form,
+    is_word,
+    normalize,
+    tokenize,
+)
+
+# A word being typed at the very end of the text: "hel", "don'", "o'cl".
+_PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*$")
+MAX_CONTEXT = 256  # tokens of context the model sees; older text is dropped in chunks
+STATE_CACHE_SIZE = 4096
+PROBS_CACHE_SIZE = 64
+BACKENDS = ("rnn", "ngram", "mix")
+
+
+class Prediction(NamedTuple):
+    word: str
+    prob: float
+
+
+class LanguageModel(Protocol):
+    tokenizer: Tokenizer
+
+    def initial_state(self) -> object: ...
+    def advance(self, state: object, token_id: int) -> object: ...
+    def probs(self, state: object) -> np.ndarray: ...
+
+
+def sample(
+    probs: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> int:
+    """Draw one index from `probs` reshaped by temperature, top-k and nucleus (top-p).
+
+    Temperature 0 means greedy. Zero-probability entries are never drawn.
+    """
+    if temperature <= 0:
+        return int(np.argmax(probs))
+    candidates = np.flatnonzero(probs > 0)
+    p = probs[candidates].astype(np.float64)
+    if top_k and top_k < len(p):
+        keep = np.argpartition(-p, top_k - 1)[:top_k]
+        candidates, p = candidates[keep], p[keep]
+    # Temperature in log space, then renormalise before the nucleus cut.
+    logp = np.log(p) / temperature
+    p = np.exp(logp - logp.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cumulative = np.cumsum(p[order])
+        cut = int(np.searchsorted(cumulative, top_p)) + 1
+        order = order[:cut]
+        candidates, p = candidates[order], p[order] / p[order].sum()
+    return int(candidates[rng.choice(len(p), p=p)])
+
+
+class Predictor:
+    """Next words, completions and continuations from a language model."""
+
+    def __init__(self, lm: LanguageModel, *, name: str = "model", manifest: dict | None = None):
+        self.lm = lm
+        self.tokenizer: Tokenizer = lm.tokenizer
+        self.name = name
+        self.manifest: dict = manifest or {}
+        self._lock = threading.RLock()
+        self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._probs: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        vocab = self.tokenizer.vocab
+        word_ids = np.array([i for i in self.tokenizer.word_ids if i != UNK_ID], dtype=np.int64)
+        self._word_ids = word_ids
+        # Words sorted by spelling, so the words starting with a prefix are one slice.
+        order = sorted(word_ids.tolist(), key=lambda i: vocab[i])
+        self._sorted_words = [vocab[i] for i in order]
+        self._sorted_ids = np.array(order, dtype=np.int64)
+        # Tokens a continuation may never produce.
+        self._banned = np.array([PAD_ID, UNK_ID, BOS_ID], dtype=np.int64)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, backend: str = "rnn") -> Predictor:
+        """Load a model directory (None: the bundled default) behind the chosen backend."""
+        from wordbot.engine import RNNLanguageModel
+
+        directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        manifest, tokenizer, weights = load_model(directory)
+        name = directory.resolve().name
+        lm: LanguageModel = RNNLanguageModel(manifest, tokenizer, weights)
+        if backend != "rnn":
+            from wordbot import ngram
+
+            lm = ngram.backend_for(backend, lm, manifest, directory)
+        return cls(lm, name=name, manifest=manifest)
+
+    def describe(self) -> str:
+        arch = self.manifest.get("architecture")
+        if not arch:
+            return f"{self.name}: {type(self.lm).__name__}, vocabulary {len(self.tokenizer):,}"
+        cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
+        parts = [f"{cell} {arch['layers']}×{arch['units']}", f"vocabulary {len(self.tokenizer):,}"]
+        files = (self.manifest.get("corpus") or {}).get("files") or []
+        if files:
+            parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))
+        metrics = self.manifest.get("metrics") or {}
+        for key, label in (
+            ("test_perplexity", "test perplexity"),
+            ("validation_perplexity", "validation perplexity"),
+        ):
+            if key in metrics:
+                parts.append(f"{label} {metrics[key]:.1f}")
+                break
+        return f"{self.name}: " + ", ".join(parts)
+
+    # -- states -------------------------------------------------------------------
+
+    def _context(self, tokens: Sequence[str]) -> tuple[int, ...]:
+        """Token ids the model conditions on: <s> and the text, or its recent part."""
+        ids = self.tokenizer.encode_tokens(tokens)
+        if len(ids) < MAX_CONTEXT:
+            return (BOS_ID, *ids)
+        # Drop old text in whole chunks so the key stays stable (and cached) while typing.
+        chunk = MAX_CONTEXT // 2
+        start = ((len(ids) - MAX_CONTEXT) // chunk + 1) * chunk
+        return tuple(ids[start:])
+
+    def _state(self, key: tuple[int, ...]) -> object:
+        with self._lock:
+            cached = self._states.get(key)
+            if cached is not None:
+                self._states.move_to_end(key)
+                return cached
+            # Longest cached prefix, then one step per remaining token.
+            n = len(key) - 1
+            while n > 0 and key[:n] not in self._states:
+                n -= 1
+            state = self._states[key[:n]] if n > 0 else self.lm.initial_state()
+            for i in range(n, len(key)):
+                state = self.lm.advance(state, key[i])
+                self._remember(self._states, key[: i + 1], state, STATE_CACHE_SIZE)
+            return state
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key, value, size: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+    def _distribution(self, key: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            probs = self._probs.get(key)
+            if probs is None:
+                probs = self.lm.probs(self._state(key)) if key else self.lm.probs(self.lm.initial_state())
+                self._remember(self._probs, key, probs, PROBS_CACHE_SIZE)
+            else:
+                self._probs.move_to_end(key)
+            return probs
+
+    def token_probs(self, ids: Sequence[int]) -> np.ndarray:
+        """The next-token distribution after `ids` (which normally start with <s>)."""
+        return self._distribution(tuple(int(i) for i in ids))
+
+    # -- what users see -------------------------------------------------------------
+
+    def _ranked(self, probs: np.ndarray, ids: np.ndarray, k: int, sentence_start: bool, total: float = 1.0):
+        p = probs[ids]
+        top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
+        vocab = self.tokenizer.vocab
+        return [Prediction(display_form(vocab[ids[j]], sentence_start), float(p[j] / total)) for j in top]
+
+    def next_words(self, text: str, k: int = 5) -> list[Prediction]:
+        """The likeliest words to follow `text`; an empty text means the start of a message."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        tokens = tokenize(text)
+        probs = self._distribution(self._context(tokens))
+        return self._ranked(probs, self._word_ids, k, at_sentence_start(tokens))
+
+    def complete(self, text: str, k: int = 5) -> list[Prediction]:
+        """Completions of the word being typed at the end of `text`, else the next words.
+
+        Probabilities are renormalised over the vocabulary words that match the prefix.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        normalized = normalize(text)
+        match = _PARTIAL_RE.search(normalized)
+        if match is None:
+            return self.next_words(text, k)
+        prefix = match.group()
+        tokens = tokenize(normalized[: match.start()])
+        lo = bisect_left(self._sorted_words, prefix)
+        hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
+        if lo == hi:
+            return []
+        ids = self._sorted_ids[lo:hi]
+        probs = self._distribution(self._context(tokens))
+        total = float(probs[ids].sum())
+        if total <= 0:
+            return []
+        return self._ranked(probs, ids, k, at_sentence_start(tokens), total)
+
+    def continue_text(
+        self,
+        text: str,
+        n_words: int = 20,
+        *,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        seed: int | None = None,
+    ) -> str:
+        """Sample a continuation of `text`: at most `n_words` words, ending early at the
+        end of a message. Returns only the continuation, with a leading space when it
+        should be separated from `text` by one. Temperature 0 is greedy."""
+        if n_words < 0:
+            raise ValueError("n_words must not be negative")
+        rng = np.random.default_rng(seed)
+        context_tokens = tokenize(text)
+        key = self._context(context_tokens)
+        out: list[str] = []
+        words = 0
+        vocab = self.tokenizer.vocab
+        while words < n_words:
+            probs = self._distribution(key).copy()
+            probs[self._banned] = 0.0
+            if not out:
+                probs[EOS_ID] = 0.0  # say at least something
+            total = probs.sum()
+            if total <= 0:
+                break
+            token_id = sample(probs / total, rng, temperature, top_k, top_p)
+            if token_id == EOS_ID:
+                break
+            out.append(vocab[token_id])
+            words += is_word(vocab[token_id])
+            key = (*key, token_id)
+            if len(key) > MAX_CONTEXT:
+                key = self._context([*context_tokens, *out])
+        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"])

@@ -1,0 +1,523 @@
+"""The terminal REPL: live next-word suggestions, word completion and ghost text as you type.
+
+A thin prompt_toolkit face over a `Predictor`: a `Completer` for the menu, an `AutoSuggest`
+for the dimmed continuation, key bindings, a bottom toolbar and the session loop. When
+standard input or output is not a terminal it reads lines and prints suggestions instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.auto_suggest import AutoSuggest, Suggestion, ThreadedAutoSuggest
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding.bindings.named_commands import get_by_name
+from prompt_toolkit.styles import Style
+
+if TYPE_CHECKING:
+    from prompt_toolkit.buffer import Buffer
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+
+    from wordbot.predictor import Prediction, Predictor
+
+__all__ = ["GhostText", "Repl", "WordCompleter", "history_path", "run"]
+
+MAX_K = 20  # the menu scrolls past this; more is noise
+GHOST_WORDS = 4  # ghost text long enough to save keystrokes, short enough to stay right
+STATE_DIR_ENV = "WORDBOT_STATE_DIR"
+
+# The partial word at the end of the text: letters and digits, with inner apostrophes
+# ("don'" may become "don't"); curly apostrophes count too, the tokenizer folds them.
+_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
+# After these a new word follows without a space; after other punctuation it takes one.
+_NO_SPACE_AFTER = set("([{$#@/-\"'\u201c\u2018")
+_FIRST_WORD_RE = re.compile(r"\s*\S+")
+_COMMAND_RE = re.compile(r":([A-Za-z]+)(?:\s+(.*))?$", re.DOTALL)
+COMMANDS = {
+    "help": "this text",
+    "k": "N: how many suggestions to show (1-20)",
+    "temp": "T: ghost-text temperature (0 = greedy, the likeliest words)",
+    "model": "PATH: load another model directory (:model default for the bundled one)",
+    "quit": "exit (Ctrl-D does too)",
+}
+_ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
+
+STYLE = Style.from_dict(
+    {
+        # `dim` keeps the ghost text apart from typed text under NO_COLOR too.
+        "auto-suggestion": "#808080 dim",
+        "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
+        "bottom-toolbar.text": "",
+        "note": "#808080",
+        "error": "#ff5f5f bold",
+        "banner": "bold",
+    }
+)
+
+
+def history_path(state_dir: str | os.PathLike | None = None) -> Path:
+    """Where committed lines are kept: `state_dir`, else $WORDBOT_STATE_DIR, else the
+    user's state directory (e.g. ~/.local/state/wordbot/history)."""
+    if state_dir is None:
+        state_dir = os.environ.get(STATE_DIR_ENV) or None
+    if state_dir is None:
+        import platformdirs
+
+        state_dir = platformdirs.user_state_dir("wordbot")
+    return Path(state_dir) / "history"
+
+
+def format_prob(prob: float) -> str:
+    """`31%`, `0.4%`, `<0.1%`: short enough for the menu, never a misleading `0%`."""
+    if prob >= 0.01:
+        return f"{prob:.0%}"
+    if prob >= 0.001:
+        return f"{prob:.1%}"
+    return "<0.1%"
+
+
+def partial_word(text: str) -> str:
+    """The word being typed at the end of `text` ('' after a space or punctuation)."""
+    match = _PARTIAL_RE.search(text)
+    return match.group() if match else ""
+
+
+def _fold(word: str) -> str:
+    return word.lower().replace("\u2019", "'")
+
+
+def is_command(line: str) -> bool:
+    """`:k 3` is a command; `:)` or `: hello` is text."""
+    return _COMMAND_RE.match(line.strip()) is not None
+
+
+@dataclass
+class Settings:
+    """What the user can change while the REPL runs, and what the toolbar reports."""
+
+    k: int = 5
+    temperature: float = 0.0
+    last_ms: float | None = None  # time the last menu suggestion took
+
+
+@dataclass
+class Suggestions:
+    """What the model offers at the end of a text, in the form the faces show it."""
+
+    completing: str  # the partial word being completed; '' when offering next words
+    space_before: bool  # whether a next word needs a space in front of it
+    predictions: list[Prediction] = field(default_factory=list)
+
+
+def suggest(predictor: Predictor, text: str, k: int) -> Suggestions:
+    """Completions of the partial word at the end of `text`, or the next words after it."""
+    partial = partial_word(text)
+    predictions = predictor.complete(text, k) if text.strip() else predictor.next_words("", k)
+    if partial and all(_fold(p.word).startswith(_fold(partial)) for p in predictions):
+        return Suggestions(partial, False, predictions)
+    # The model saw a finished token ("3.14", an emoji, punctuation): offer next words.
+    if partial:
+        predictions = predictor.next_words(text, k)
+    space = bool(text) and not text[-1].isspace() and text[-1] not in _NO_SPACE_AFTER
+    return Suggestions("", space, predictions)
+
+
+def completion_text(partial: str, word: str) -> str:
+    """The text that replaces `partial`: the model's display form ("I'm", a capital at a
+    sentence start) unless the user typed capitals of their own, which we keep."""
+    if partial == partial.lower():
+        return word
+    return partial + word[len(partial) :]
+
+
+class WordCompleter(Completer):
+    """The menu: completions of the partial word, or the likeliest next words, with
+    their probabilities. Lines starting with `:` complete to command names."""
+
+    def __init__(self, get_predictor: Callable[[], Predictor], settings: Settings):
+        self.get_predictor = get_predictor
+        self.settings = settings
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        text = document.text_before_cursor
+        if text.startswith(":"):
+            yield from self._command_completions(text)
+            return
+        start = time.perf_counter()
+        found = suggest(self.get_predictor(), text, self.settings.k)
+        self.settings.last_ms = (time.perf_counter() - start) * 1000
+        for word, prob in found.predictions:
+            if found.completing:
+                insert = completion_text(found.completing, word)
+                start_position = -len(found.completing)
+            else:
+                insert = (" " if found.space_before else "") + word
+                start_position = 0
+            yield Completion(insert, start_position, display=word, display_meta=format_prob(prob))
+
+    @staticmethod
+    def _command_completions(text: str) -> Iterable[Completion]:
+        if " " in text:
+            return
+        for name, meta in COMMANDS.items():
+            if name.startswith(text[1:]):
+                yield Completion(":" + name, -len(text), display_meta=meta.split(":")[0])
+
+
+class GhostText(AutoSuggest):
+    """The dimmed continuation after the cursor: the rest of the word being typed, then
+    the next few words (greedy at temperature 0, else sampled with a seed from the text,
+    so the same text always shows the same ghost)."""
+
+    def __init__(self, get_predictor: Callable[[], Predictor], settings: Settings, n_words: int = GHOST_WORDS):
+        self.get_predictor = get_predictor
+        self.settings = settings
+        self.n_words = n_words
+
+    def get_suggestion(self, buffer: Buffer | None, document: Document) -> Suggestion | None:
+        text = document.text
+        if not document.is_cursor_at_the_end or not text.strip() or is_command(text):
+            return None
+        predictor = self.get_predictor()
+        found = suggest(predictor, text, 1)
+        if not found.predictions:
+            return None
+        ghost = ""
+        words = self.n_words
+        if found.completing:
+            word = completion_text(found.completing, found.predictions[0].word)
+            ghost = word[len(found.completing) :]
+            words -= 1
+        if words > 0:
+            temperature = self.settings.temperature
+            seed = zlib.crc32((text + ghost).encode("utf-8", "surrogatepass"))
+            rest = predictor.continue_text(text + ghost, words, temperature=temperature, seed=seed)
+            if (text + ghost)[-1:].isspace():
+                rest = rest.lstrip()
+            ghost += rest
+        return Suggestion(ghost) if ghost.strip() else None
+
+
+def _key_bindings(settings: Settings) -> KeyBindings:
+    bindings = KeyBindings()
+
+    @Condition
+    def ghost_available() -> bool:
+        from prompt_toolkit.application.current import get_app
+
+        buffer = get_app().current_buffer
+        return bool(buffer.suggestion and buffer.suggestion.text and buffer.document.is_cursor_at_the_end)
+
+    @Condition
+    def completion_selected() -> bool:
+        from prompt_toolkit.application.current import get_app
+
+        state = get_app().current_buffer.complete_state
+        return bool(state and state.current_completion)
+
+    @bindings.add("tab")
+    def _select(event: KeyPressEvent) -> None:
+        "Open the menu on its first entry, or move to the next one."
+        buffer = event.current_buffer
+        if buffer.complete_state:
+            buffer.complete_next()
+        else:
+            buffer.start_completion(select_first=True)
+
+    @bindings.add("enter", filter=completion_selected)
+    def _insert(event: KeyPressEvent) -> None:
+        "Keep the selected entry (already in the text) and add a space for the next word."
+        buffer = event.current_buffer
+        buffer.complete_state = None
+        buffer.insert_text(" ")
+
+    @bindings.add("escape", "f", filter=ghost_available)
+    @bindings.add("c-right", filter=ghost_available)
+    def _accept_word(event: KeyPressEvent) -> None:
+        "Accept one word of the ghost text; the rest stays as ghost."
+        buffer = event.current_buffer
+        ghost = buffer.suggestion.text
+        word = _FIRST_WORD_RE.match(ghost).group()
+        buffer.insert_text(word)
+        rest = ghost[len(word) :]
+        # Set after the insert (which clears it) so the rest shows without a model call.
+        buffer.suggestion = Suggestion(rest) if rest.strip() else None
+
+    @bindings.add("backspace")
+    @bindings.add("c-h")
+    def _backspace(event: KeyPressEvent) -> None:
+        "Delete, then suggest again: prompt_toolkit only re-suggests after an insert."
+        get_by_name("backward-delete-char").call(event)
+        buffer = event.current_buffer
+        buffer.start_completion()
+        refresh_ghost = getattr(buffer, "_async_suggester", None)
+        if refresh_ghost is not None and buffer.auto_suggest is not None:
+            event.app.create_background_task(refresh_ghost())
+
+    @bindings.add("c-c")
+    @bindings.add("<sigint>")
+    def _clear(event: KeyPressEvent) -> None:
+        "Clear the line."
+        event.current_buffer.reset()
+
+    @bindings.add("c-d")
+    def _exit(event: KeyPressEvent) -> None:
+        "Exit, whatever is on the line."
+        event.app.exit(exception=EOFError)
+
+    return bindings
+
+
+KEYS_HELP = """\
+  Tab / Down     pick a suggestion; Enter inserts it and a space
+  Right          accept the grey ghost text; Alt-F or Ctrl-Right: one word of it
+  Enter          commit the line (kept in history; Up recalls it)
+  Ctrl-C         clear the line            Ctrl-D or :quit   exit"""
+
+
+class Repl:
+    """The session state and the line handling shared by the interactive and pipe modes."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        state_dir: str | os.PathLike | None = None,
+        write: Callable[[str, str], None] | None = None,
+        k: int = 5,
+        temperature: float = 0.0,
+    ):
+        self.predictor = predictor
+        self.settings = Settings(k=k, temperature=temperature)
+        self.state_dir = state_dir
+        self.transcript: list[str] = []  # committed lines, in order
+        self.errors = 0
+        self._write = write or (lambda text, style: print(text))
+
+    def say(self, text: str, style: str = "") -> None:
+        self._write(text, style)
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        self._write(text, "error")
+
+    # ---- building the prompt ----
+
+    def history(self) -> History:
+        path = history_path(self.state_dir)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+        except OSError as exc:
+            self.error(f"history not kept: cannot write {path} ({exc.strerror})")
+            return InMemoryHistory()
+        return FileHistory(str(path))
+
+    def toolbar(self) -> FormattedText:
+        last = self.settings.last_ms
+        timing = "-" if last is None else f"{last:.1f} ms"
+        name = str(getattr(self.predictor, "name", "model"))[:16]
+        return FormattedText(
+            [
+                ("class:bottom-toolbar.text", f" {name} | {timing} | "),
+                ("class:bottom-toolbar.text", "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit"),
+            ]
+        )
+
+    def session(self, input: Input | None = None, output: Output | None = None) -> PromptSession:
+        get_predictor = lambda: self.predictor  # noqa: E731 -- `:model` swaps it under the completer
+        return PromptSession(
+            message="> ",
+            completer=ThreadedCompleter(WordCompleter(get_predictor, self.settings)),
+            complete_while_typing=True,
+            auto_suggest=ThreadedAutoSuggest(GhostText(get_predictor, self.settings)),
+            history=self.history(),
+            key_bindings=_key_bindings(self.settings),
+            bottom_toolbar=self.toolbar,
+            style=STYLE,
+            include_default_pygments_style=False,
+            reserve_space_for_menu=6,
+            input=input,
+            output=output,
+        )
+
+    # ---- the two modes ----
+
+    def banner(self) -> None:
+        self.say("wordbot: next-word suggestions as you type.", "banner")
+        self.say(f"Model: {self.predictor.describe()}", "note")
+        self.say(KEYS_HELP)
+        self.say("Type :help for commands. Ctrl-D or :quit exits.", "note")
+
+    def interact(self, session: PromptSession) -> int:
+        """The interactive loop: one committed line per prompt, until Ctrl-D or :quit."""
+        self.banner()
+        while True:
+            try:
+                line = session.prompt()
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                return 0
+            if not self.commit(line):
+                return 0
+
+    def pipe(self, lines: Iterable[str]) -> int:
+        """Non-interactive: the suggestions for each line read (commands work too)."""
+        for raw in lines:
+            if not self.commit(raw.rstrip("\r\n"), echo=True):
+                break
+        return 1 if self.errors else 0
+
+    # ---- one committed line ----
+
+    def commit(self, line: str, *, echo: bool = False) -> bool:
+        """Handle one committed line; False means: exit."""
+        if is_command(line):
+            return self.command(line.strip())
+        self.transcript.append(line)
+        if echo:
+            self.say(line)
+        self.say(self.report(line), "note")
+        return True
+
+    def report(self, text: str) -> str:
+        """What the model expects after `text`: the menu's entries and the ghost text."""
+        found = suggest(self.predictor, text, self.settings.k)
+        label = "completions" if found.completing else "next words"
+        words = ", ".join(f"{word} {format_prob(prob)}" for word, prob in found.predictions) or "(none)"
+        lines = [f"  {label}: {words}"]
+        ghost = GhostText(lambda: self.predictor, self.settings).get_suggestion(None, Document(text))
+        if ghost is not None:
+            lines.append(f"  continued: {_shorten(text)}{ghost.text}")
+        return "\n".join(lines)
+
+    def command(self, line: str) -> bool:
+        name, argument = _COMMAND_RE.match(line).groups()
+        name = _ALIASES.get(name.lower(), name.lower())
+        argument = (argument or "").strip()
+        if name == "quit":
+            return False
+        if name == "help":
+            self.say(self.help_text())
+        elif name == "k":
+            self._set_k(argument)
+        elif name == "temp":
+            self._set_temperature(argument)
+        elif name == "model":
+            self._load_model(argument)
+        else:
+            self.error(f"unknown command :{name}; :help lists the commands")
+        return True
+
+    def help_text(self) -> str:
+        commands = "\n".join(f"  :{name:<12} {text}" for name, text in COMMANDS.items())
+        return (
+            "The menu shows the likeliest next words (after a space) or completions of the\n"
+            "word being typed, each with its probability; the grey text continues the line.\n"
+            f"{KEYS_HELP}\nCommands:\n{commands}\n"
+            f"Now: k={self.settings.k}, temp={self.settings.temperature:g}, "
+            f"model: {self.predictor.describe()}"
+        )
+
+    def _set_k(self, argument: str) -> None:
+        try:
+            k = int(argument)
+        except ValueError:
+            self.error(f":k needs a whole number from 1 to {MAX_K}, got {argument or 'nothing'!r}")
+            return
+        if not 1 <= k <= MAX_K:
+            self.error(f":k needs a whole number from 1 to {MAX_K}, got {k}")
+            return
+        self.settings.k = k
+        self.say(f"showing {k} suggestion{'s' if k > 1 else ''}", "note")
+
+    def _set_temperature(self, argument: str) -> None:
+        try:
+            temperature = float(argument)
+        except ValueError:
+            temperature = float("nan")
+        if not 0 <= temperature <= 5:  # also false for nan
+            self.error(f":temp needs a number from 0 (greedy) to 5, got {argument or 'nothing'!r}")
+            return
+        self.settings.temperature = temperature
+        how = "greedy: the likeliest words" if temperature == 0 else "sampled"
+        self.say(f"ghost text temperature {temperature:g} ({how})", "note")
+
+    def _load_model(self, argument: str) -> None:
+        if not argument:
+            self.say(f"model: {self.predictor.describe()} (:model PATH loads another)", "note")
+            return
+        from wordbot.predictor import Predictor
+
+        path = None if argument == "default" and not Path(argument).exists() else os.path.expanduser(argument)
+        try:
+            predictor = Predictor.load(path)
+        except (OSError, ValueError) as exc:
+            self.error(f"cannot load model {argument!r}: {exc}")
+            return
+        self.predictor = predictor
+        self.say(f"model: {predictor.describe()}", "note")
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    """The end of a long line, so a pasted page does not flood the transcript."""
+    text = " ".join(text.split()) if "\n" in text else text
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def _stream_writer(stream: TextIO) -> Callable[[str, str], None]:
+    def write(text: str, style: str) -> None:
+        (sys.stderr if style == "error" else stream).write(text + "\n")
+
+    return write
+
+
+def _terminal_writer(output: Output | None) -> Callable[[str, str], None]:
+    def write(text: str, style: str) -> None:
+        fragments: Any = FormattedText([(f"class:{style}" if style else "", text)])
+        print_formatted_text(fragments, style=STYLE, output=output, include_default_pygments_style=False)
+
+    return write
+
+
+def run(
+    model: str | os.PathLike | None = None,
+    *,
+    input: TextIO | None = None,
+    output: TextIO | None = None,
+    state_dir: str | os.PathLike | None = None,
+) -> int:
+    """Open the REPL on `model` (None: the bundled default) and return the exit status.
+
+    Interactive when standard input and output are terminals and no streams are given;
+    otherwise reads lines from `input` (default stdin) and writes suggestions to `output`.
+    """
+    from wordbot.predictor import Predictor
+
+    try:
+        predictor = Predictor.load(model)
+    except (OSError, ValueError) as exc:
+        print(f"wordbot: {exc}", file=sys.stderr)
+        return 1
+    interactive = input is None and output is None and sys.stdin.isatty() and sys.stdout.isatty()
+    if not interactive:
+        out = output or sys.stdout
+        return Repl(predictor, state_dir=state_dir, write=_stream_writer(out)).pipe(input or sys.stdin)
+    repl = Repl(predictor, state_dir=state_dir, write=_terminal_writer(None))
+    return repl.interact(repl.session())

@@ -1,0 +1,385 @@
+"""Training: the Keras model, the tf.data pipeline, fit with the callbacks that make
+a recurrent network train (clipping, dropout, early stopping, a falling learning
+rate, backup and restore), and export to the NumPy model directory.
+
+The only module that imports TensorFlow, and only inside functions, so the bot and
+the REPL never pay for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wordbot.artifacts import CELLS, load_model, save_model
+from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
+from wordbot.errors import ConfigError
+from wordbot.text import BOS_ID, Tokenizer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: tuple[str, ...] = ()  # training text files; validation is carved out of them
+    format: str = "lines"  # "lines": one message per line; "paragraphs": blank-line separated
+    out: str = "model"  # the model directory to write
+    cell: str = "simple_rnn"  # simple_rnn, gru or lstm
+    layers: int = 1  # stacked recurrent layers
+    units: int = 512  # hidden units per recurrent layer
+    embedding_dim: int = 256  # word vector size (and output projection size when tied)
+    tie_embeddings: bool = True  # output layer reuses the input embedding (fewer weights, better on small text)
+    vocab_size: int = 10_000  # cap, special tokens included
+    min_count: int = 2  # rarer tokens become <unk>
+    seq_len: int = 64  # truncated backpropagation through time: steps per window
+    batch_size: int = 64
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    dropout: float = 0.3  # after the embedding and after every recurrent layer
+    clipnorm: float = 1.0  # gradient clipping by global norm keeps RNN updates sane
+    learning_rate: float = 2e-3
+    lr_decay: float = 0.5  # multiply the learning rate by this when validation stalls
+    patience: int = 2  # epochs without validation improvement before stopping
+    validation_fraction: float = 0.05  # messages held out for validation, chosen by seed
+    seed: int = 0
+    max_minutes: float = 0  # stop after this many minutes of training (0: no limit)
+    notes: str = field(default="", compare=False)  # free text kept in the manifest
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if not self.corpus:
+            problems.append("no corpus files")
+        if self.cell not in CELLS:
+            problems.append(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.format not in FORMATS:
+            problems.append(f"format must be one of {', '.join(FORMATS)}")
+        for name in ("layers", "units", "embedding_dim", "seq_len", "batch_size", "epochs", "min_count"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.vocab_size < 5:
+            problems.append("vocab_size must be at least 5")
+        if not 0 <= self.dropout < 1:
+            problems.append("dropout must be in [0, 1)")
+        if not 0 <= self.validation_fraction < 0.5:
+            problems.append("validation_fraction must be in [0, 0.5)")
+        if self.learning_rate <= 0 or self.clipnorm <= 0:
+            problems.append("learning_rate and clipnorm must be positive")
+        if problems:
+            raise ConfigError("bad training configuration: " + "; ".join(problems))
+        return self
+
+    @property
+    def projection(self) -> int | None:
+        """A linear layer from the hidden state to embedding size, needed to tie when they differ."""
+        return self.embedding_dim if self.tie_embeddings and self.units != self.embedding_dim else None
+
+    def architecture(self) -> dict:
+        return {
+            "cell": self.cell,
+            "layers": self.layers,
+            "units": self.units,
+            "embedding_dim": self.embedding_dim,
+            "projection": self.projection,
+            "tied": self.tie_embeddings,
+        }
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        data = data.get("train", data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+        # Relative corpus paths in a config file are relative to the file.
+        base = Path(path).parent
+        if "corpus" in data:
+            corpus = [data["corpus"]] if isinstance(data["corpus"], str) else data["corpus"]
+            data["corpus"] = tuple(str(p) if Path(p).is_absolute() else os.path.relpath(base / p) for p in corpus)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if "corpus" in data:
+            data["corpus"] = tuple(data["corpus"])
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def _tf():
+    """Import TensorFlow and Keras quietly, only when training."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    return tf, keras
+
+
+def build_model(config: TrainConfig, vocab_size: int):
+    """Embedding -> recurrent layer(s) -> (projection) -> logits over the vocabulary."""
+    _, keras = _tf()
+
+    class TiedEmbedding(keras.layers.Embedding):
+        """An embedding that also maps vectors back to vocabulary logits (weight tying)."""
+
+        def build(self, input_shape=None):
+            super().build(input_shape)
+            self.output_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="output_bias")
+
+        def call(self, inputs, reverse=False):
+            if reverse:
+                return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings)) + self.output_bias
+            return super().call(inputs)
+
+        def compute_output_spec(self, inputs, reverse=False):
+            if reverse:
+                return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+            return super().compute_output_spec(inputs)
+
+    recurrent = {"simple_rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    embedding = TiedEmbedding(vocab_size, config.embedding_dim, name="embedding")
+    x = embedding(inputs)
+    x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    for i in range(config.layers):
+        x = recurrent[config.cell](config.units, return_sequences=True, name=f"rnn{i}")(x)
+        x = keras.layers.Dropout(config.dropout, name=f"rnn{i}_dropout")(x)
+    if config.projection:
+        x = keras.layers.Dense(config.projection, name="projection")(x)
+    if config.tie_embeddings:
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(vocab_size, name="output")(x)
+    return keras.Model(inputs, logits, name=f"wordbot_{config.cell}")
+
+
+def masked_loss(y_true, logits):
+    """Cross-entropy per target token, not counting the trivial <s> that follows </s>."""
+    _, keras = _tf()
+    ce = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    mask = keras.ops.cast(keras.ops.not_equal(y_true, BOS_ID), ce.dtype)
+    return keras.ops.sum(ce * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+
+
+def export_weights(model, config: TrainConfig) -> dict[str, np.ndarray]:
+    """Keras weights -> the named arrays of weights.npz."""
+    embedding = model.get_layer("embedding")
+    weights = {"embedding": embedding.embeddings.numpy(), "output/bias": embedding.output_bias.numpy()}
+    if not config.tie_embeddings:
+        out = model.get_layer("output")
+        weights["output/kernel"], weights["output/bias"] = (w.numpy() for w in out.weights)
+    for i in range(config.layers):
+        kernel, recurrent, bias = (w.numpy() for w in model.get_layer(f"rnn{i}").weights)
+        weights[f"rnn{i}/kernel"], weights[f"rnn{i}/recurrent_kernel"], weights[f"rnn{i}/bias"] = (
+            kernel,
+            recurrent,
+            bias,
+        )
+    if config.projection:
+        weights["projection/kernel"], weights["projection/bias"] = (
+            w.numpy() for w in model.get_layer("projection").weights
+        )
+    return weights
+
+
+def import_weights(model, config: TrainConfig, weights: dict[str, np.ndarray]) -> None:
+    """The inverse of export_weights: put named arrays back into a Keras model."""
+    embedding = model.get_layer("embedding")
+    embedding.embeddings.assign(weights["embedding"])
+    embedding.output_bias.assign(
+        weights["output/bias"] if config.tie_embeddings else np.zeros(len(weights["embedding"]))
+    )
+    if not config.tie_embeddings:
+        model.get_layer("output").set_weights([weights["output/kernel"], weights["output/bias"]])
+    for i in range(config.layers):
+        model.get_layer(f"rnn{i}").set_weights(
+            [weights[f"rnn{i}/kernel"], weights[f"rnn{i}/recurrent_kernel"], weights[f"rnn{i}/bias"]]
+        )
+    if config.projection:
+        model.get_layer("projection").set_weights([weights["projection/kernel"], weights["projection/bias"]])
+
+
+def config_from_manifest(manifest: dict) -> TrainConfig:
+    data = dict(manifest.get("config") or {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    data = {k: v for k, v in data.items() if k in known}
+    data["corpus"] = tuple(data.get("corpus") or ())
+    return TrainConfig(**data)
+
+
+def keras_model_from_dir(path: str | Path | None = None):
+    """The Keras model of a model directory, with its weights (for parity tests and benchmarks)."""
+    manifest, tokenizer, weights = load_model(path)
+    config = config_from_manifest(manifest)
+    model = build_model(config, len(tokenizer))
+    import_weights(model, config, weights)
+    return model
+
+
+def _dataset(tf, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).prefetch(2)
+    # Autotuning left fit() idle for half a minute after the last step here (DESIGN.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
+def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool, log):
+    monitor = "val_loss" if has_validation else "loss"
+    started = time.monotonic()
+
+    class EpochReport(keras.callbacks.Callback):
+        """One line per epoch with perplexities (what a language-model user reads)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = [f"epoch {epoch + 1}", f"train perplexity {math.exp(min(logs.get('loss', 0), 50)):.1f}"]
+            if "val_loss" in logs:
+                parts.append(f"validation perplexity {math.exp(min(logs['val_loss'], 50)):.1f}")
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            parts.append(f"learning rate {lr:.2g}")
+            parts.append(f"{(time.monotonic() - started) / 60:.1f} min")
+            log(" · ".join(parts))
+            if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
+                log(f"time budget of {config.max_minutes:g} minutes reached; stopping")
+                self.model.stop_training = True
+
+    class KeepBest(keras.callbacks.Callback):
+        """Save the best weights so far to the work directory; survives interruption."""
+
+        def __init__(self):
+            super().__init__()
+            state = work_dir / "best.json"
+            self.best = json.loads(state.read_text())["loss"] if state.exists() else math.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get(monitor)
+            if loss is not None and loss < self.best:
+                self.best = loss
+                np.savez(work_dir / "best.tmp.npz", **export_weights(self.model, config))
+                os.replace(work_dir / "best.tmp.npz", work_dir / "best.npz")
+                (work_dir / "best.json").write_text(json.dumps({"loss": loss, "epoch": epoch + 1}))
+
+    return [
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=500),
+        KeepBest(),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
+        EpochReport(),
+    ]
+
+
+def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Path:
+    """Train a model as configured and write its directory; returns the directory.
+
+    An interrupted run leaves `<out>.partial/`; the same command resumes from it.
+    """
+    config.validate()
+    corpus_paths = [Path(p) for p in config.corpus]
+    messages = read_corpus(corpus_paths, config.format)
+    train_messages, val_messages = split_messages(messages, config.validation_fraction, config.seed)
+    tokenizer = Tokenizer.build(train_messages, config.vocab_size, config.min_count)
+    train_stream = token_stream(train_messages, tokenizer)
+    x, y = windows(train_stream, config.seq_len)
+    val = None
+    if val_messages:
+        val_stream = token_stream(val_messages, tokenizer)
+        val = windows(val_stream, min(config.seq_len, len(val_stream) - 1)) if len(val_stream) > 1 else None
+
+    out = Path(config.out)
+    work_dir = out.parent / f"{out.name}.partial"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    run_config = dataclasses.asdict(config) | {"notes": ""}
+    stamp = work_dir / "config.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(run_config)):
+        raise ConfigError(
+            f"{work_dir} holds an interrupted run with other settings; "
+            "rerun with those settings to resume, or delete it to start afresh"
+        )
+    resumed = stamp.exists()
+    stamp.write_text(json.dumps(run_config, indent=2))
+
+    tf, keras = _tf()
+    keras.utils.set_random_seed(config.seed)
+    log(
+        f"{len(train_messages):,} training messages ({len(train_stream):,} tokens, {len(x):,} windows of "
+        f"{config.seq_len}), {len(val_messages):,} validation messages; vocabulary {len(tokenizer):,}"
+        + ("; resuming the interrupted run" if resumed else "")
+    )
+    model = build_model(config, len(tokenizer))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=config.clipnorm),
+        loss=masked_loss,
+    )
+    train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
+    val_ds = _dataset(tf, *val, config.batch_size, None) if val is not None else None
+    if progress is None:
+        progress = sys.stdout.isatty()
+    started = time.monotonic()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log),
+        verbose=1 if progress else 0,
+    )
+    minutes = (time.monotonic() - started) / 60
+    best = work_dir / "best.npz"
+    if best.exists():
+        with np.load(best, allow_pickle=False) as npz:
+            weights = {k: npz[k] for k in npz.files}
+        best_info = json.loads((work_dir / "best.json").read_text())
+    else:
+        weights, best_info = export_weights(model, config), {}
+    metrics: dict = {"epochs_run": len(history.history.get("loss", [])), "train_minutes": round(minutes, 2)}
+    if best_info:
+        metrics["best_epoch"] = best_info["epoch"]
+        key = "validation_perplexity" if val_ds is not None else "train_perplexity"
+        metrics[key] = round(math.exp(best_info["loss"]), 3)
+    metrics["train_tokens_per_second"] = round(
+        metrics["epochs_run"] * len(x) * config.seq_len / max(minutes * 60, 1e-9)
+    )
+    manifest = {
+        "architecture": config.architecture(),
+        "corpus": {
+            "files": [
+                {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size}
+                for p in corpus_paths
+            ],
+            "format": config.format,
+            "validation_fraction": config.validation_fraction,
+            "split_seed": config.seed,
+            "train_messages": len(train_messages),
+            "validation_messages": len(val_messages),
+            "train_tokens": len(train_stream),
+        },
+        "config": dataclasses.asdict(config),
+        "metrics": metrics,
+    }
+    save_model(out, manifest, tokenizer, weights)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return out
+
+
+def _portable_path(corpus: Path, out: Path) -> str:
+    """The corpus path relative to the model directory when both share a tree."""
+    try:
+        return os.path.relpath(corpus.resolve(), out.resolve())
+    except ValueError:  # different drives
+        return str(corpus.resolve())
