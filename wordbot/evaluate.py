@@ -1,0 +1,370 @@
+"""Measure language models on held-out text, side by side: perplexity, next-word
+accuracy (top-1, top-3, MRR@3), keystroke savings and time per suggestion.
+
+Every model is driven through the LanguageModel protocol (`initial_state / advance /
+probs`), one message per line, so the RNN, the n-gram and a unigram are scored alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wordbot.text import BOS_ID, EOS, EOS_ID, PAD_ID, UNK_ID, Tokenizer, is_word, tokenize
+
+TOP_K = 3  # suggestions a keyboard shows
+SAMPLE_SEED = 0  # the --max-positions sample is the same on every run
+
+
+class Unigram:
+    """Add-one unigram over a tokenizer's vocabulary: the floor any model must clear."""
+
+    def __init__(self, tokenizer: Tokenizer, counts: np.ndarray):
+        self.tokenizer = tokenizer
+        p = np.asarray(counts, dtype=np.float64) + 1.0
+        p[[PAD_ID, BOS_ID]] = 0.0  # never predicted, as in the n-gram
+        self._p = p / p.sum()
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], tokenizer: Tokenizer) -> Unigram:
+        counts = np.zeros(len(tokenizer))
+        for text in texts:
+            np.add.at(counts, tokenizer.encode(text, eos=True), 1)
+        return cls(tokenizer, counts)
+
+    def initial_state(self) -> tuple:
+        return ()
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return ()
+
+    def probs(self, state: tuple) -> np.ndarray:
+        return self._p.copy()
+
+
+def language_model(obj):
+    """The LanguageModel inside `obj`: itself, or a Predictor's `.lm`."""
+    if all(hasattr(obj, name) for name in ("initial_state", "advance", "probs")):
+        return obj
+    if hasattr(obj, "lm"):
+        return obj.lm
+    raise TypeError(f"{type(obj).__name__} is not a language model (initial_state/advance/probs)")
+
+
+class _Suggester:
+    """The words a keyboard would offer: the top-k real words overall, or among the
+    vocabulary words that start with the typed prefix (one bisect, one slice)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        vocab = tokenizer.vocab
+        ids = [i for i in tokenizer.word_ids if i != UNK_ID]
+        self.word_ids = np.array(ids, dtype=np.int64)
+        ranked = sorted(ids, key=lambda i: (vocab[i].lower(), i))
+        self.sorted_words = [vocab[i].lower() for i in ranked]
+        self.sorted_ids = np.array(ranked, dtype=np.int64)
+        self.lower = [t.lower() for t in vocab]
+
+    def top(self, p: np.ndarray, prefix: str = "") -> np.ndarray:
+        if prefix:
+            lo = bisect_left(self.sorted_words, prefix)
+            hi = bisect_left(self.sorted_words, prefix + "\U0010ffff", lo)
+            candidates = self.sorted_ids[lo:hi]
+        else:
+            candidates = self.word_ids
+        if len(candidates) > TOP_K:
+            scores = p[candidates]
+            best = np.argpartition(-scores, TOP_K - 1)[:TOP_K]
+            candidates = candidates[best[np.argsort(-scores[best], kind="stable")]]
+        else:
+            candidates = candidates[np.argsort(-p[candidates], kind="stable")]
+        return candidates
+
+    def position(self, suggestions: np.ndarray, word: str) -> int:
+        """Where `word` sits in the suggestions (case-insensitively), or -1."""
+        for rank, i in enumerate(suggestions.tolist()):
+            if self.lower[i] == word:
+                return rank
+        return -1
+
+
+def sample_messages(messages: Sequence[str], max_positions: int | None) -> list[list[str]]:
+    """Tokenised messages to score. With `max_positions`, messages are taken in a
+    fixed-seed random order until that many token positions are covered (the last
+    message cut short), so the same call always scores the same positions."""
+    if max_positions is None:
+        return [tokenize(m) for m in messages]
+    order = np.random.default_rng(SAMPLE_SEED).permutation(len(messages))
+    out, positions = [], 0
+    for i in order:
+        if positions >= max_positions:
+            break
+        tokens = tokenize(messages[i])
+        room = max_positions - positions
+        if len(tokens) + 1 > room:  # +1 for </s>
+            tokens = tokens[:room]
+        out.append(tokens)
+        positions += len(tokens) + 1
+    return out
+
+
+class _Progress:
+    """A one-line progress report on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None):
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.25:
+            self._last = now
+            pct = 100 * self.done / max(self.total, 1)
+            sys.stderr.write(f"\r{self.label}: {pct:3.0f}% ({self.done:,}/{self.total:,} tokens)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * (len(self.label) + 40) + "\r")
+            sys.stderr.flush()
+
+
+def evaluate_messages(
+    model,
+    messages: Sequence[str],
+    *,
+    max_positions: int | None = None,
+    label: str = "evaluating",
+    progress: bool | None = None,
+) -> dict:
+    """Score `model` (a LanguageModel or a Predictor) on messages, one per string.
+
+    - perplexity: per token, over every token of the message and its `</s>`,
+      punctuation included. Targets that are `<unk>` are left out, as is usual when
+      models share one vocabulary (counting them would reward predicting `<unk>`);
+      `oov_rate` says how many tokens that is.
+    - top1, top3, mrr3: on word targets only (not punctuation, not `</s>`); the
+      candidates are the model's likeliest real words (no specials, no punctuation),
+      compared case-insensitively. An out-of-vocabulary word is a miss.
+    - ksr: keystroke savings. Each word is typed letter by letter; before every
+      letter, including the first, the top 3 suggestions are offered (the next words
+      for an empty prefix, else the vocabulary words completing the typed prefix,
+      ranked by the model). Accepting one costs one keystroke and inserts the word and
+      its space. KSR = 1 - keystrokes used / (letters + one space per word).
+    - latency: per word, the time to advance the model by the previous token and rank
+      the next words; per keystroke, the time to rank the completions of a prefix.
+    """
+    lm = language_model(model)
+    tokenizer: Tokenizer = lm.tokenizer
+    suggester = _Suggester(tokenizer)
+    sample = sample_messages(messages, max_positions)
+    bar = _Progress(label, sum(len(t) + 1 for t in sample), progress)
+    log_likelihood, scored, oov, positions = 0.0, 0, 0, 0
+    words, hits1, hits3, reciprocal = 0, 0, 0, 0.0
+    keys_used, keys_plain = 0, 0
+    word_times: list[float] = []
+    key_times: list[float] = []
+    started = time.perf_counter()
+    for tokens in sample:
+        state = lm.advance(lm.initial_state(), BOS_ID)
+        targets = [*tokenizer.encode_tokens(tokens), EOS_ID]
+        previous = None
+        for token, target in zip([*tokens, EOS], targets, strict=True):
+            t0 = time.perf_counter()
+            if previous is not None:
+                state = lm.advance(state, previous)
+            p = lm.probs(state)
+            word = is_word(token)
+            if word:
+                suggestions = suggester.top(p)
+            word_times.append(time.perf_counter() - t0)
+            positions += 1
+            if target == UNK_ID:
+                oov += 1
+            else:
+                log_likelihood += math.log(max(float(p[target]), 1e-300))
+                scored += 1
+            if word:
+                typed = token.lower()
+                words += 1
+                keys_plain += len(typed) + 1
+                cost = len(typed) + 1
+                rank = suggester.position(suggestions, typed) if target != UNK_ID else -1
+                if rank >= 0:
+                    hits1 += rank == 0
+                    hits3 += 1
+                    reciprocal += 1.0 / (rank + 1)
+                    cost = 1
+                elif target != UNK_ID:
+                    for j in range(1, len(typed)):
+                        t1 = time.perf_counter()
+                        found = suggester.position(suggester.top(p, typed[:j]), typed) >= 0
+                        key_times.append(time.perf_counter() - t1)
+                        if found:
+                            cost = j + 1
+                            break
+                keys_used += cost
+            previous = target
+        bar.update(len(targets))
+    bar.close()
+    word_ms = np.array(word_times) * 1e3
+    key_ms = np.array(key_times) * 1e3 if key_times else np.zeros(1)
+    return {
+        "positions": positions,
+        "perplexity": math.exp(-log_likelihood / scored) if scored else float("nan"),
+        "oov_rate": oov / positions if positions else 0.0,
+        "words": words,
+        "top1": hits1 / words if words else 0.0,
+        "top3": hits3 / words if words else 0.0,
+        "mrr3": reciprocal / words if words else 0.0,
+        "ksr": 1.0 - keys_used / keys_plain if keys_plain else 0.0,
+        "latency_word_ms_median": float(np.median(word_ms)) if len(word_ms) else 0.0,
+        "latency_word_ms_p99": float(np.percentile(word_ms, 99)) if len(word_ms) else 0.0,
+        "latency_key_ms_median": float(np.median(key_ms)),
+        "latency_key_ms_p99": float(np.percentile(key_ms, 99)),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def evaluate_file(model, path: str | os.PathLike, max_positions: int | None = None, **options) -> dict:
+    """`evaluate_messages` on a file with one message per line."""
+    from wordbot.corpus import read_messages
+
+    return evaluate_messages(model, read_messages(path), max_positions=max_positions, **options)
+
+
+_ROWS = [
+    ("perplexity", "perplexity (lower is better)", "{:.1f}"),
+    ("top1", "top-1 next word", "{:.1%}"),
+    ("top3", "top-3 next word", "{:.1%}"),
+    ("mrr3", "MRR@3", "{:.3f}"),
+    ("ksr", "keystroke savings", "{:.1%}"),
+    ("oov_rate", "OOV tokens (not in perplexity)", "{:.1%}"),
+    ("latency_word_ms_median", "ms per word, median", "{:.3f}"),
+    ("latency_word_ms_p99", "ms per word, p99", "{:.3f}"),
+    ("latency_key_ms_median", "ms per keystroke, median", "{:.3f}"),
+    ("latency_key_ms_p99", "ms per keystroke, p99", "{:.3f}"),
+    ("positions", "tokens scored", "{:,}"),
+    ("words", "words scored", "{:,}"),
+]
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Models as columns, metrics as rows: `{"default": metrics, "KN4": metrics, ...}`."""
+    names = list(results)
+    header = ["metric", *names]
+    rows = [header]
+    for key, label, fmt in _ROWS:
+        if any(key in m for m in results.values()):
+            rows.append([label, *(fmt.format(results[n][key]) if key in results[n] else "-" for n in names)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for j, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def parse_baseline(baseline: str | None) -> int | None:
+    """'kn4' -> 4; 'none' or None -> no n-gram baseline."""
+    if baseline is None or baseline.lower() in ("", "none"):
+        return None
+    name = baseline.lower()
+    if name.startswith("kn") and name[2:].isdigit() and 1 <= int(name[2:]) <= 6:
+        return int(name[2:])
+    raise ValueError(f"unknown baseline {baseline!r}: use kn2 .. kn5, or none")
+
+
+def run(
+    model_dir: str | os.PathLike | None,
+    test_files: Sequence[str | os.PathLike],
+    baseline: str | None = "kn4",
+    as_json: bool = False,
+    max_positions: int | None = None,
+    backend: str = "rnn",
+) -> str:
+    """`wordbot eval`: the model, the n-gram baseline and a unigram, trained on the
+    model's own training text (validation part excluded), on each test file."""
+    from wordbot.artifacts import DEFAULT_MODEL_DIR
+    from wordbot.corpus import training_messages
+    from wordbot.ngram import KneserNey
+    from wordbot.predictor import Predictor
+
+    predictor = Predictor.load(model_dir, backend=backend)
+    directory = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+    tokenizer = predictor.tokenizer
+    train = training_messages(predictor.manifest, directory)
+    models = {predictor.name if backend == "rnn" else f"{predictor.name} ({backend})": predictor.lm}
+    order = parse_baseline(baseline)
+    if order is not None:
+        models[f"KN{order}"] = KneserNey.from_texts(train, tokenizer, order)
+    models["unigram"] = Unigram.from_texts(train, tokenizer)
+    report: dict[str, dict[str, dict]] = {}
+    for path in test_files:
+        report[str(path)] = {
+            name: evaluate_file(lm, path, max_positions, label=f"{name} on {Path(path).name}")
+            for name, lm in models.items()
+        }
+    if as_json:
+        return json.dumps(report, indent=2)
+    blocks = [f"{path}\n\n{format_table(results)}" for path, results in report.items()]
+    return "\n\n".join(blocks)
+
+
+def ngram_orders_report(
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    orders: Sequence[int] = (2, 3, 4, 5),
+    max_size: int = 10_000,
+    min_count: int = 2,
+    max_positions: int | None = None,
+) -> dict[str, dict]:
+    """Kneser-Ney of several orders (and a unigram) on one train/test pair, over a
+    vocabulary built from the training file: the target a trained model must beat."""
+    from wordbot.corpus import read_messages
+    from wordbot.ngram import KneserNey
+
+    train = read_messages(train_path)
+    tokenizer = Tokenizer.build(train, max_size=max_size, min_count=min_count)
+    ids = [tokenizer.encode(m, bos=True, eos=True) for m in train]
+    results = {}
+    for order in orders:
+        started = time.perf_counter()
+        model = KneserNey.train(ids, tokenizer, order)
+        trained = time.perf_counter() - started
+        results[f"KN{order}"] = evaluate_file(model, test_path, max_positions, label=f"KN{order}")
+        results[f"KN{order}"]["train_seconds"] = trained
+    counts = np.bincount(np.concatenate([seq[1:] for seq in ids]), minlength=len(tokenizer))
+    unigram = Unigram(tokenizer, counts)
+    results["unigram"] = evaluate_file(unigram, test_path, max_positions, label="unigram")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m wordbot.evaluate", description="Kneser-Ney baselines of several orders on a test file."
+    )
+    parser.add_argument("--train", required=True, help="training text, one message per line")
+    parser.add_argument("--test", required=True, help="held-out text, one message per line")
+    parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 5], help="n-gram orders")
+    parser.add_argument("--max-positions", type=int, help="score a fixed sample of this many tokens")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    results = ngram_orders_report(args.train, args.test, args.orders, max_positions=args.max_positions)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+
+
+if __name__ == "__main__":
+    main()
