@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.text import BOS_ID, EOS, EOS_ID, PAD_ID, UNK_ID, Tokenizer, is_word, tokenize
+from wordbot.text import BOS_ID, EOS, PAD_ID, UNK_ID, Tokenizer, is_word, tokenize
 
 TOP_K = 3  # suggestions a keyboard shows
 SAMPLE_SEED = 0  # the --max-positions sample is the same on every run
@@ -96,23 +96,27 @@ class _Suggester:
         return -1
 
 
-def sample_messages(messages: Sequence[str], max_positions: int | None) -> list[list[str]]:
-    """Tokenised messages to score. With `max_positions`, messages are taken in a
-    fixed-seed random order until that many token positions are covered (the last
-    message cut short), so the same call always scores the same positions."""
+def sample_messages(messages: Sequence[str], max_positions: int | None) -> list[tuple[list[str], bool]]:
+    """(tokens, whether `</s>` is scored too) for each message to score.
+
+    With `max_positions`, messages are taken in a fixed-seed random order until that
+    many token positions are covered, the last one cut short (and then without its
+    `</s>`), so the same call always scores the same positions."""
     if max_positions is None:
-        return [tokenize(m) for m in messages]
+        return [(tokenize(m), True) for m in messages]
     order = np.random.default_rng(SAMPLE_SEED).permutation(len(messages))
     out, positions = [], 0
     for i in order:
-        if positions >= max_positions:
+        room = max_positions - positions
+        if room <= 0:
             break
         tokens = tokenize(messages[i])
-        room = max_positions - positions
-        if len(tokens) + 1 > room:  # +1 for </s>
-            tokens = tokens[:room]
-        out.append(tokens)
-        positions += len(tokens) + 1
+        if len(tokens) + 1 <= room:
+            out.append((tokens, True))
+            positions += len(tokens) + 1
+        else:
+            out.append((tokens[:room], False))
+            positions += room
     return out
 
 
@@ -168,18 +172,19 @@ def evaluate_messages(
     tokenizer: Tokenizer = lm.tokenizer
     suggester = _Suggester(tokenizer)
     sample = sample_messages(messages, max_positions)
-    bar = _Progress(label, sum(len(t) + 1 for t in sample), progress)
+    bar = _Progress(label, sum(len(t) + complete for t, complete in sample), progress)
     log_likelihood, scored, oov, positions = 0.0, 0, 0, 0
     words, hits1, hits3, reciprocal = 0, 0, 0, 0.0
     keys_used, keys_plain = 0, 0
     word_times: list[float] = []
     key_times: list[float] = []
     started = time.perf_counter()
-    for tokens in sample:
+    for message, complete in sample:
         state = lm.advance(lm.initial_state(), BOS_ID)
-        targets = [*tokenizer.encode_tokens(tokens), EOS_ID]
+        tokens = [*message, EOS] if complete else message
+        targets = tokenizer.encode_tokens(tokens)  # EOS maps to EOS_ID
         previous = None
-        for token, target in zip([*tokens, EOS], targets, strict=True):
+        for token, target in zip(tokens, targets, strict=True):
             t0 = time.perf_counter()
             if previous is not None:
                 state = lm.advance(state, previous)

@@ -1,0 +1,164 @@
+"""The metrics on models whose answers we know by hand, and `run` end to end on the
+tiny model directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wordbot import evaluate
+from wordbot.evaluate import Unigram, evaluate_messages, format_table, parse_baseline
+from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer, tokenize
+
+WORDS = ["banana", "bandana", "berry", "apple", "apricot", "cherry", "."]
+TOKENIZER = Tokenizer([*SPECIALS, *WORDS])
+
+
+class Fixed:
+    """The same distribution after any context."""
+
+    def __init__(self, p):
+        self.tokenizer = TOKENIZER
+        self.p = np.asarray(p, dtype=np.float64) / np.sum(p)
+
+    def initial_state(self):
+        return ()
+
+    def advance(self, state, token_id):
+        return ()
+
+    def probs(self, state):
+        return self.p.copy()
+
+
+class Oracle:
+    """Knows the one message it is scored on: puts 0.9 on the true next token."""
+
+    def __init__(self, message: str):
+        self.tokenizer = TOKENIZER
+        self.targets = [*TOKENIZER.encode(message), EOS_ID]
+
+    def initial_state(self):
+        return -1
+
+    def advance(self, state, token_id):
+        return state + 1
+
+    def probs(self, state):
+        p = np.full(len(TOKENIZER), 0.1 / (len(TOKENIZER) - 1))
+        p[self.targets[state]] = 0.9
+        return p
+
+
+def ranked(*words):
+    """A fixed model whose ranking of real words is `words`, then the rest."""
+    p = np.full(len(TOKENIZER), 1e-3)
+    for rank, word in enumerate(words):
+        p[TOKENIZER.index[word]] = 1.0 - rank / 10
+    return Fixed(p)
+
+
+def test_uniform_model_has_perplexity_equal_to_its_support():
+    p = np.ones(len(TOKENIZER))
+    p[[PAD_ID, BOS_ID]] = 0
+    result = evaluate_messages(Fixed(p), ["banana apple .", "cherry"], progress=False)
+    assert result["perplexity"] == pytest.approx(len(TOKENIZER) - 2)
+    assert result["positions"] == 4 + 2  # every token and each </s>
+    assert result["words"] == 3
+
+
+def test_unknown_targets_are_skipped_from_perplexity_and_reported_as_oov():
+    model = Fixed(np.arange(1, len(TOKENIZER) + 1))
+    known = evaluate_messages(model, ["banana apple"], progress=False)
+    with_oov = evaluate_messages(model, ["banana zucchini apple"], progress=False)
+    assert with_oov["perplexity"] == pytest.approx(known["perplexity"])
+    assert with_oov["oov_rate"] == pytest.approx(1 / 4)
+    assert with_oov["words"] == 3  # the unknown word is a word target, and a miss
+    assert with_oov["top3"] < known["top3"] or known["top3"] == 0
+
+
+def test_oracle_gets_every_known_word_at_one_keystroke():
+    message = "cherry banana zucchini apricot ."
+    result = evaluate_messages(Oracle(message), [message], progress=False)
+    assert result["top1"] == pytest.approx(3 / 4)  # zucchini is out of vocabulary: a miss
+    assert result["mrr3"] == pytest.approx(3 / 4)
+    letters_and_spaces = sum(len(w) + 1 for w in ["cherry", "banana", "zucchini", "apricot"])
+    used = 1 + 1 + len("zucchini") + 1 + 1
+    assert result["ksr"] == pytest.approx(1 - used / letters_and_spaces)
+    # cherry, banana, apricot, "." and </s> each at 0.9; zucchini is skipped.
+    assert result["perplexity"] == pytest.approx(1 / 0.9)
+
+
+def test_keystroke_savings_follow_the_prefix_completions():
+    # Next words: banana, bandana, berry. After "a": apple, apricot. After "c": cherry.
+    model = ranked("banana", "bandana", "berry", "apple", "apricot", "cherry")
+    result = evaluate_messages(model, ["cherry apricot bandana"], progress=False)
+    assert result["top1"] == 0
+    assert result["top3"] == pytest.approx(1 / 3)
+    assert result["mrr3"] == pytest.approx((1 / 2) / 3)
+    # cherry: "c" then accept (2); apricot: "a" then accept (2); bandana: accept (1).
+    assert result["ksr"] == pytest.approx(1 - (2 + 2 + 1) / (7 + 8 + 8))
+
+
+def test_suggestions_are_real_words_only():
+    p = np.full(len(TOKENIZER), 1e-3)
+    p[[UNK_ID, EOS_ID, TOKENIZER.index["."]]] = 1.0  # specials and punctuation first
+    p[TOKENIZER.index["cherry"]] = 0.5
+    result = evaluate_messages(Fixed(p), ["cherry"], progress=False)
+    assert result["top1"] == 1.0
+
+
+def test_words_are_matched_case_insensitively():
+    model = ranked("cherry")
+    assert evaluate_messages(model, ["Cherry"], progress=False)["top1"] == 1.0
+
+
+def test_max_positions_scores_a_fixed_sample_of_that_size():
+    messages = [f"banana apple cherry {'berry ' * i}." for i in range(30)]
+    model = ranked("berry")
+    first = evaluate_messages(model, messages, max_positions=50, progress=False)
+    second = evaluate_messages(model, messages, max_positions=50, progress=False)
+    assert first["positions"] == 50
+    assert {k: v for k, v in first.items() if "latency" not in k and k != "seconds"} == {
+        k: v for k, v in second.items() if "latency" not in k and k != "seconds"
+    }
+    assert evaluate.sample_messages(messages, 50) == evaluate.sample_messages(messages, 50)
+    assert evaluate.sample_messages(messages, None) == [(tokenize(m), True) for m in messages]
+
+
+def test_unigram_is_add_one_and_never_predicts_pad_or_bos():
+    model = Unigram.from_texts(["banana banana apple"], TOKENIZER)
+    p = model.probs(model.initial_state())
+    assert p.sum() == pytest.approx(1.0)
+    assert p[PAD_ID] == 0 and p[BOS_ID] == 0
+    assert p[TOKENIZER.index["banana"]] == pytest.approx(3 * p[TOKENIZER.index["cherry"]])
+    assert p[EOS_ID] == pytest.approx(2 * p[TOKENIZER.index["cherry"]])
+
+
+def test_format_table_puts_models_side_by_side():
+    model = ranked("banana")
+    results = {name: evaluate_messages(model, ["banana ."], progress=False) for name in ("default", "KN4", "unigram")}
+    table = format_table(results)
+    header = table.splitlines()[0]
+    assert header.split() == ["metric", "default", "KN4", "unigram"]
+    assert "perplexity" in table and "keystroke savings" in table and "top-3 next word" in table
+
+
+def test_parse_baseline():
+    assert parse_baseline("kn4") == 4 and parse_baseline("KN5") == 5
+    assert parse_baseline("none") is None and parse_baseline(None) is None
+    with pytest.raises(ValueError, match="baseline"):
+        parse_baseline("markov")
+
+
+def test_run_reports_the_model_and_baselines_for_each_file(tiny_model_dir, tmp_path):
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("What is the meaning of life?\nA penny saved is a penny earned.\n")
+    table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
+    assert str(test_file) in table
+    assert table.splitlines()[2].split()[1:] == ["tiny", "KN3", "unigram"]
+    report = json.loads(evaluate.run(tiny_model_dir, [test_file], baseline="none", as_json=True, max_positions=5))
+    assert list(report[str(test_file)]) == ["tiny", "unigram"]
+    assert report[str(test_file)]["tiny"]["positions"] == 5
