@@ -80,9 +80,7 @@ def format_next(text: str, predictions: list[Prediction]) -> str:
     prompt = echo(text) if text.strip() else "*(start of a message)*"
     if not predictions:
         return fit(f"{prompt} → I have no guess.")
-    words = " · ".join(
-        f"**{discord.utils.escape_markdown(word)}** {percent(prob)}" for word, prob in predictions
-    )
+    words = " · ".join(f"**{discord.utils.escape_markdown(word)}** {percent(prob)}" for word, prob in predictions)
     return fit(f"{prompt} → {words}")
 
 
@@ -112,9 +110,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         self.bot = bot
         self.predictor = predictor
         # One budget per user shared by every command and the mention form.
-        self.cooldown = commands.CooldownMapping.from_cooldown(
-            cooldown_rate, cooldown_per, commands.BucketType.user
-        )
+        self.cooldown = commands.CooldownMapping.from_cooldown(cooldown_rate, cooldown_per, commands.BucketType.user)
 
     # -- the commands --------------------------------------------------------------------
 
@@ -160,8 +156,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         prefix = "/" if ctx.interaction else ctx.clean_prefix
         lines = [
             "**wordbot** predicts the next word with a small recurrent language model.",
-            f"`{prefix}next <text>` — the likeliest next words and their probabilities"
-            f" (`k=10` for up to {MAX_K}).",
+            f"`{prefix}next <text>` — the likeliest next words and their probabilities (`k=10` for up to {MAX_K}).",
             f"`{prefix}continue <text> [words]` — continues your text"
             f" ({DEFAULT_WORDS} words unless you say, at most {MAX_WORDS}).",
             "Reply to a message with just a command to use that message's text;"
@@ -320,9 +315,7 @@ def build_bot(
     )
 
     async def setup_hook() -> None:
-        await bot.add_cog(
-            WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per)
-        )
+        await bot.add_cog(WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per))
         if sync_commands:
             await sync_if_changed(bot)
 

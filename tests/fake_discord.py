@@ -1,0 +1,507 @@
+"""A fake Discord for tests and benchmarks: the REST routes and the websocket gateway that
+discord.py's real, unmodified client talks to, served by aiohttp on 127.0.0.1.
+
+Point the client at it with `server.point_client_here(monkeypatch)` (or `patch_client()`), which
+sets `discord.http.Route.BASE` and `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`. It keeps
+one guild with one text channel, records every request and every message the bot POSTs, and
+speaks enough of the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats, RESUME,
+INVALID_SESSION, dispatch) for the client to connect, drop, resume and answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import yarl
+from aiohttp import WSMsgType, web
+
+# Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
+DISPATCH, HEARTBEAT, IDENTIFY, RESUME, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 0, 1, 2, 6, 9, 10, 11
+MESSAGE_CONTENT_INTENT = 1 << 15
+EPOCH = "2024-01-01T00:00:00.000000+00:00"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    # discord.py only parses a body whose content-type is exactly "application/json";
+    # aiohttp's json_response would add "; charset=utf-8".
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+        "flags": 0,
+    }
+
+
+@dataclass
+class Session:
+    """One gateway session: what was dispatched to it, so a RESUME can replay what it missed."""
+
+    session_id: str
+    shard: tuple[int, int]
+    intents: int
+    seq: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ws: web.WebSocketResponse | None = None
+
+
+@dataclass
+class Posted:
+    """A message the bot sent: the channel, the JSON payload as POSTed, and when it arrived."""
+
+    channel_id: int
+    payload: dict[str, Any]
+    message: dict[str, Any]
+    at: float
+
+    @property
+    def content(self) -> str:
+        return self.payload.get("content") or ""
+
+    @property
+    def reply_to(self) -> int | None:
+        ref = self.payload.get("message_reference")
+        return int(ref["message_id"]) if ref else None
+
+
+class FakeDiscord:
+    """The fake server. `await start()`, then point the client here, then talk as users with
+    `send_message()` and wait for the bot's answers with `wait_for_reply()`."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-token",
+        shards: int = 1,
+        heartbeat_interval_ms: int = 41_250,
+        message_content_allowed: bool = True,
+    ) -> None:
+        self.token = token
+        self.recommended_shards = shards
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.message_content_allowed = message_content_allowed
+        self._ids = itertools.count(1_100_000_000_000_000_000)
+        self.bot_user = user_payload(self.new_id(), "wordbot", bot=True)
+        self.application_id = int(self.bot_user["id"])
+        self.guild_id = self.new_id()
+        self.channel_id = self.new_id()
+        self.users = {name: user_payload(self.new_id(), name) for name in ("alice", "bob", "carol", "dave")}
+        self.users["otherbot"] = user_payload(self.new_id(), "otherbot", bot=True)
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.posted: list[Posted] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every REST call
+        self.unhandled: list[tuple[str, str]] = []  # REST calls this fake does not know
+        self.identifies: list[dict[str, Any]] = []
+        self.resumes: list[dict[str, Any]] = []
+        self.heartbeats = 0
+        self.commands: list[dict[str, Any]] = []  # registered global application commands
+        self.command_puts = 0
+        self.interaction_responses: list[dict[str, Any]] = []
+        self.sessions: dict[str, Session] = {}
+        self.dispatched_at: dict[int, float] = {}  # message id -> perf_counter when sent to the bot
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # the random port we got
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            if session.ws is not None and not session.ws.closed:
+                await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @contextlib.contextmanager
+    def patch_client(self) -> Iterator[None]:
+        """Point discord.py's REST base and default gateway at this server while inside."""
+        old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+        discord.http.Route.BASE = self.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+        try:
+            yield
+        finally:
+            discord.http.Route.BASE = old_base
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+    def point_client_here(self, monkeypatch: Any) -> None:
+        monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
+
+    # -- what tests do as users --------------------------------------------------------------
+
+    def message_payload(
+        self,
+        content: str,
+        *,
+        author: str = "alice",
+        reply_to: dict[str, Any] | None = None,
+        mentions: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        user = self.users.get(author, self.bot_user)
+        message: dict[str, Any] = {
+            "id": str(self.new_id()),
+            "channel_id": str(self.channel_id),
+            "guild_id": str(self.guild_id),
+            "author": user,
+            "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
+            "content": content,
+            "timestamp": EPOCH,
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": "@everyone" in content or "@here" in content,
+            "mentions": mentions or [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
+        if reply_to is not None:
+            message["type"] = 19  # a reply
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+                "guild_id": reply_to.get("guild_id"),
+            }
+            message["referenced_message"] = reply_to
+        return message
+
+    async def send_message(self, content: str, **kwargs: Any) -> dict[str, Any]:
+        """A user writes `content` in the channel; the bot's gateway gets MESSAGE_CREATE."""
+        message = self.message_payload(content, **kwargs)
+        self.messages[int(message["id"])] = message
+        self.dispatched_at[int(message["id"])] = time.perf_counter()
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    def mention(self) -> str:
+        return f"<@{self.bot_user['id']}>"
+
+    async def wait_for_reply(self, message: dict[str, Any], timeout: float = 10.0) -> Posted:
+        """The first message the bot POSTed as a reply to `message`."""
+        message_id = int(message["id"])
+        return await self.wait_for(lambda p: p.reply_to == message_id, timeout)
+
+    async def wait_for(self, predicate: Callable[[Posted], bool], timeout: float = 10.0) -> Posted:
+        async def find() -> Posted:
+            async with self._changed:
+                while True:
+                    for posted in self.posted:
+                        if predicate(posted):
+                            return posted
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def poll() -> None:
+            while not condition():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), timeout)
+
+    async def drop_connections(self) -> None:
+        """Cut every gateway connection without a close frame, like a network failure."""
+        for session in self.sessions.values():
+            if session.ws is not None:
+                ws, session.ws = session.ws, None
+                with contextlib.suppress(Exception):
+                    ws._req.transport.close()  # no close handshake: the client sees a dead socket
+
+    # -- gateway -----------------------------------------------------------------------------
+
+    def _session_for_guild(self) -> Session | None:
+        for session in self.sessions.values():
+            index, count = session.shard
+            if (self.guild_id >> 22) % count == index:
+                return session
+        return None
+
+    async def dispatch(self, event: str, data: dict[str, Any], session: Session | None = None) -> None:
+        """Send a DISPATCH to the session that owns the guild; kept for replay on RESUME."""
+        session = session or self._session_for_guild()
+        if session is None:
+            raise RuntimeError("no gateway session is connected")
+        if (
+            event == "MESSAGE_CREATE"
+            and not session.intents & MESSAGE_CONTENT_INTENT
+            and self.bot_user["id"] not in {m["id"] for m in data.get("mentions", [])}
+        ):
+            data = {**data, "content": ""}  # what Discord does without the Message Content intent
+        session.seq += 1
+        frame = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
+        session.events.append(frame)
+        if session.ws is not None and not session.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await session.ws.send_str(json.dumps(frame))
+
+    def _guild_payload(self) -> dict[str, Any]:
+        everyone = {
+            "id": str(self.guild_id),
+            "name": "@everyone",
+            "permissions": str(discord.Permissions.general().value | discord.Permissions.text().value),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        channel = {
+            "id": str(self.channel_id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
+        me = {"user": self.bot_user, "roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0}
+        return {
+            "id": str(self.guild_id),
+            "name": "wordbot test server",
+            "icon": None,
+            "owner_id": self.users["alice"]["id"],
+            "roles": [everyone],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "channels": [channel],
+            "threads": [],
+            "members": [me],
+            "member_count": len(self.users) + 1,
+            "large": False,
+            "unavailable": False,
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "joined_at": EPOCH,
+            "premium_tier": 0,
+            "mfa_level": 0,
+            "verification_level": 0,
+            "explicit_content_filter": 0,
+            "default_message_notifications": 0,
+            "system_channel_flags": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+        }
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}))
+        session: Session | None = None
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            op, data = frame.get("op"), frame.get("d")
+            if op == HEARTBEAT:
+                self.heartbeats += 1
+                await ws.send_str(json.dumps({"op": HEARTBEAT_ACK}))
+            elif op == IDENTIFY:
+                session = await self._identify(ws, data)
+                if session is None:
+                    break
+            elif op == RESUME:
+                session = await self._resume(ws, data)
+            # presence updates, member chunk requests and the rest: ignored
+        if session is not None and session.ws is ws:
+            session.ws = None
+        return ws
+
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
+        self.identifies.append(data)
+        async with self._changed:
+            self._changed.notify_all()
+        if data.get("token") != self.token:
+            await ws.close(code=4004, message=b"Authentication failed.")
+            return None
+        intents = int(data.get("intents", 0))
+        if intents & MESSAGE_CONTENT_INTENT and not self.message_content_allowed:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
+            return None
+        shard = tuple(data.get("shard") or (0, 1))
+        session = Session(session_id=f"session-{self.new_id()}", shard=shard, intents=intents, ws=ws)
+        # A new IDENTIFY for a shard replaces that shard's old session.
+        for old_id in [s.session_id for s in self.sessions.values() if s.shard == shard]:
+            del self.sessions[old_id]
+        self.sessions[session.session_id] = session
+        ready = {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if self._owns_guild(shard) else [],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "shard": list(shard),
+            "application": {"id": str(self.application_id), "flags": 0},
+        }
+        await self.dispatch("READY", ready, session)
+        if self._owns_guild(shard):
+            await self.dispatch("GUILD_CREATE", self._guild_payload(), session)
+        return session
+
+    def _owns_guild(self, shard: tuple[int, int]) -> bool:
+        index, count = shard
+        return (self.guild_id >> 22) % count == index
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
+        self.resumes.append(data)
+        session = self.sessions.get(data.get("session_id", ""))
+        if session is None or data.get("token") != self.token:
+            await ws.send_str(json.dumps({"op": INVALID_SESSION, "d": False}))
+            return None
+        session.ws = ws
+        missed = [frame for frame in session.events if frame["s"] > (data.get("seq") or 0)]
+        for frame in missed:
+            await ws.send_str(json.dumps(frame))
+        await self.dispatch("RESUMED", {}, session)
+        return session
+
+    # -- REST --------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        self.requests.append((request.method, path))
+        if request.headers.get("Authorization") != f"Bot {self.token}" and not path.startswith(
+            ("/webhooks/", "/interactions/")
+        ):
+            return json_response({"message": "401: Unauthorized", "code": 0}, 401)
+        parts = path.strip("/").split("/")
+        route = (request.method, *parts)
+        match route:
+            case ("GET", "users", "@me"):
+                return json_response(self.bot_user)
+            case ("GET", "oauth2", "applications", "@me"):
+                return json_response(self._application())
+            case ("GET", "gateway", "bot"):
+                limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+                return json_response(
+                    {"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limit}
+                )
+            case ("GET", "gateway"):
+                return json_response({"url": self.gateway_url})
+            case ("GET", "applications", _, "commands"):
+                return json_response(self.commands)
+            case ("PUT", "applications", _, "commands"):
+                self.command_puts += 1
+                body = await request.json()
+                self.commands = [
+                    {
+                        **command,
+                        "id": str(self.new_id()),
+                        "application_id": str(self.application_id),
+                        "version": "1",
+                        "type": command.get("type", 1),
+                        "default_member_permissions": None,
+                        "dm_permission": True,
+                    }
+                    for command in body
+                ]
+                return json_response(self.commands)
+            case ("POST", "channels", channel_id, "messages"):
+                return await self._post_message(int(channel_id), await self._payload(request))
+            case ("GET", "channels", _, "messages", message_id):
+                message = self.messages.get(int(message_id))
+                if message is None:
+                    return json_response({"message": "Unknown Message", "code": 10008}, 404)
+                return json_response(message)
+            case ("POST", "channels", _, "typing"):
+                return web.Response(status=204)
+            case ("POST", "interactions", _, _, "callback"):
+                self.interaction_responses.append(await self._payload(request))
+                async with self._changed:
+                    self._changed.notify_all()
+                return web.Response(status=204)
+            case ("POST", "webhooks", _, _):
+                return await self._post_message(self.channel_id, await self._payload(request))
+            case ("PATCH", "webhooks", _, _, "messages", _):
+                return await self._post_message(self.channel_id, await self._payload(request))
+        self.unhandled.append((request.method, path))
+        return json_response({"message": "404: Not Found", "code": 0}, 404)
+
+    async def _payload(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":
+                    return json.loads(await part.text())
+            return {}
+        return await request.json() if request.can_read_body else {}
+
+    async def _post_message(self, channel_id: int, payload: dict[str, Any]) -> web.Response:
+        arrived = time.perf_counter()
+        if len(payload.get("content") or "") > 2000:
+            error = {"message": "Invalid Form Body", "code": 50035}
+            return json_response(error, 400)
+        message = self.message_payload(payload.get("content") or "", author="wordbot")
+        message["channel_id"] = str(channel_id)
+        if payload.get("message_reference"):
+            message["message_reference"] = payload["message_reference"]
+        self.messages[int(message["id"])] = message
+        self.posted.append(Posted(channel_id, payload, message, arrived))
+        async with self._changed:
+            self._changed.notify_all()
+        return json_response(message)
+
+    def _application(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": "wordbot",
+            "icon": None,
+            "description": "",
+            "rpc_origins": [],
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.users["alice"],
+            "summary": "",
+            "verify_key": "0" * 64,
+            "team": None,
+            "flags": 0,
+            "tags": [],
+        }

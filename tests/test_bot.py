@@ -1,0 +1,417 @@
+"""The Discord bot, tested through discord.py's real client talking to the fake Discord in
+fake_discord.py over 127.0.0.1: commands, replies, mentions, bursts, errors, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import discord
+import pytest
+import pytest_asyncio
+from discord.ext import commands
+
+from tests.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord
+from wordbot import bot as wordbot_bot
+from wordbot.bot import (
+    MAX_INPUT_CHARS,
+    MAX_OUTPUT_CHARS,
+    build_bot,
+    format_continuation,
+    format_next,
+    run,
+    split_count,
+)
+
+NO_PINGS = {"parse": [], "replied_user": False}
+StartBot = Callable[..., Awaitable[commands.Bot]]
+
+
+@pytest_asyncio.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    fake.point_client_here(monkeypatch)
+    yield fake
+    await fake.close()
+
+
+@pytest_asyncio.fixture
+async def start_bot(server: FakeDiscord, tiny_predictor: Any) -> AsyncIterator[StartBot]:
+    """Starts a real bot against the fake server and waits until it is ready."""
+    running: list[tuple[commands.Bot, asyncio.Task[None]]] = []
+
+    async def start(predictor: Any = None, **options: Any) -> commands.Bot:
+        options.setdefault("guild_ready_timeout", 0.05)
+        bot = build_bot(predictor or tiny_predictor, **options)
+        task = asyncio.create_task(bot.start(server.token))
+        running.append((bot, task))
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait([ready, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raise what stopped it
+        assert bot.is_ready(), "the bot did not become ready"
+        return bot
+
+    yield start
+    for bot, task in running:
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest_asyncio.fixture
+async def bot(start_bot: StartBot) -> commands.Bot:
+    # Burst-friendly by default; the cooldown test starts its own bot.
+    return await start_bot(cooldown_rate=1000)
+
+
+def words_of(content: str) -> list[str]:
+    return [part.split("**")[0] for part in content.split("→", 1)[1].split("**")[1::2]]
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_next_replies_with_the_predictors_top_words(server, bot, tiny_predictor):
+    message = await server.send_message("!next the cat is")
+    reply = await server.wait_for_reply(message)
+    expected = [p.word for p in tiny_predictor.next_words("the cat is", 5)]
+    assert reply.content.startswith("the cat is → ")
+    assert words_of(reply.content) == [discord.utils.escape_markdown(w) for w in expected]
+    assert reply.content.count("%") == len(expected)
+    assert reply.payload["allowed_mentions"] == NO_PINGS
+    assert server.unhandled == []
+
+
+@pytest.mark.asyncio
+async def test_next_takes_k_up_to_ten(server, bot):
+    message = await server.send_message("!next the cat k=50")
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("the cat → ")
+    assert len(words_of(reply.content)) == 10
+
+
+@pytest.mark.asyncio
+async def test_empty_next_predicts_the_first_word_of_a_message(server, bot, tiny_predictor):
+    message = await server.send_message("!next")
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("*(start of a message)* → ")
+    assert len(words_of(reply.content)) == len(tiny_predictor.next_words("", 5))
+
+
+@pytest.mark.asyncio
+async def test_continue_shows_the_prompt_then_the_continuation_in_bold(server, bot):
+    message = await server.send_message("!continue once upon a time 7")
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("once upon a time")
+    rest = reply.content[len("once upon a time") :]
+    assert "**" in rest or "nothing to add" in rest
+    if "**" in rest:
+        written = rest.split("**")[1]
+        assert 1 <= len(written.split()) <= 7 * 2  # 7 words, plus any punctuation tokens
+    assert reply.payload["allowed_mentions"] == NO_PINGS
+
+
+@pytest.mark.asyncio
+async def test_about_describes_the_commands_and_the_model(server, bot, tiny_predictor):
+    message = await server.send_message("!wordbot")
+    reply = await server.wait_for_reply(message)
+    assert "!next" in reply.content and "!continue" in reply.content
+    assert tiny_predictor.describe() in reply.content
+
+
+# -- reply and mention forms ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_command_replying_to_a_message_uses_that_messages_text(server, bot):
+    original = await server.send_message("the dog sat on the", author="bob")
+    for command in ("!next", "!continue"):
+        message = await server.send_message(command, reply_to=original)
+        reply = await server.wait_for_reply(message)
+        assert reply.content.startswith("the dog sat on the")
+
+
+@pytest.mark.asyncio
+async def test_a_reply_whose_message_is_not_in_the_event_is_fetched(server, bot):
+    original = await server.send_message("a man walks into", author="bob")
+    payload = server.message_payload("!next", reply_to=original)
+    del payload["referenced_message"]  # Discord omits it sometimes; the bot must fetch
+    server.messages[int(payload["id"])] = payload
+    await server.dispatch("MESSAGE_CREATE", payload)
+    reply = await server.wait_for_reply(payload)
+    assert reply.content.startswith("a man walks into →")
+    assert ("GET", f"/channels/{server.channel_id}/messages/{original['id']}") in server.requests
+
+
+@pytest.mark.asyncio
+async def test_mentioning_the_bot_continues_the_text(server, bot):
+    message = await server.send_message(f"{server.mention()} the weather today", mentions=[server.bot_user])
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("the weather today")
+    assert "<@" not in reply.content
+    assert reply.payload["allowed_mentions"] == NO_PINGS
+
+
+@pytest.mark.asyncio
+async def test_a_bare_mention_replying_to_a_message_continues_that_message(server, bot):
+    original = await server.send_message("it was a dark and", author="carol")
+    message = await server.send_message(server.mention(), reply_to=original, mentions=[server.bot_user])
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("it was a dark and")
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_the_bot_without_a_written_mention_is_not_answered(server, bot):
+    first = await server.send_message("!next hello")
+    answer = await server.wait_for_reply(first)
+    # Discord lists the replied-to author in `mentions` when a reply pings; that is no request.
+    silent = await server.send_message("thanks!", reply_to=answer.message, mentions=[server.bot_user])
+    control = await server.send_message("!next thanks")
+    await server.wait_for_reply(control)
+    assert all(p.reply_to != int(silent["id"]) for p in server.posted)
+
+
+# -- what a server admin expects -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_100_commands_from_several_users_is_all_answered(server, bot, tiny_predictor):
+    users = ["alice", "bob", "carol", "dave"]
+    prompts = ["the", "i am", "what is the", "you can", "it is a"]
+    sent = []
+    for i in range(100):
+        prompt = prompts[i % len(prompts)]
+        command = "!next" if i % 3 else "!continue"
+        sent.append((command, prompt, await server.send_message(f"{command} {prompt}", author=users[i % 4])))
+    replies = await asyncio.gather(*(server.wait_for_reply(m, timeout=30) for _, _, m in sent))
+    for (command, prompt, _), reply in zip(sent, replies, strict=True):
+        assert reply.content.startswith(prompt)
+        if command == "!next":
+            expected = [p.word for p in tiny_predictor.next_words(prompt, 5)]
+            assert words_of(reply.content) == [discord.utils.escape_markdown(w) for w in expected]
+        assert reply.payload["allowed_mentions"] == NO_PINGS
+    assert len(server.posted) == 100
+
+
+@pytest.mark.asyncio
+async def test_a_user_past_the_cooldown_is_asked_to_slow_down(server, start_bot):
+    await start_bot(cooldown_rate=2, cooldown_per=60)
+    answers = []
+    for _ in range(3):
+        answers.append(await server.wait_for_reply(await server.send_message("!next the")))
+    assert "→" in answers[0].content and "→" in answers[1].content
+    assert answers[2].content.startswith("Slow down")
+    # Another user has their own budget.
+    other = await server.wait_for_reply(await server.send_message("!next the", author="bob"))
+    assert "→" in other.content
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "text",
+    [
+        "!next @everyone @here hello",
+        "!continue <@&123456789012345678> and <@123456789012345678> said",
+        "@everyone",  # nothing for the bot: the next command must still go out muted
+    ],
+)
+async def test_mentions_in_the_input_never_ping(server, bot, text):
+    first = await server.send_message(text)
+    if text.startswith("!"):
+        reply = await server.wait_for_reply(first)
+    else:
+        reply = await server.wait_for_reply(await server.send_message("!next @everyone"))
+    assert reply.payload["allowed_mentions"]["parse"] == []
+    assert reply.payload["allowed_mentions"]["replied_user"] is False
+
+
+@pytest.mark.asyncio
+async def test_messages_from_bots_are_ignored(server, bot):
+    from_bot = await server.send_message("!next the", author="otherbot")
+    mention_from_bot = await server.send_message(
+        f"{server.mention()} hi", author="otherbot", mentions=[server.bot_user]
+    )
+    control = await server.send_message("!next the")
+    await server.wait_for_reply(control)
+    await asyncio.sleep(0.2)
+    ignored = {int(from_bot["id"]), int(mention_from_bot["id"])}
+    assert not [p for p in server.posted if p.reply_to in ignored]
+
+
+@pytest.mark.asyncio
+async def test_over_long_input_is_refused_politely(server, bot):
+    for command in ("!next ", "!continue ", f"{server.mention()} "):
+        message = await server.send_message(command + "word " * 250, mentions=[server.bot_user])
+        reply = await server.wait_for_reply(message)
+        assert f"{MAX_INPUT_CHARS:,} characters" in reply.content
+        assert "→" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_awkward_input_does_not_break_it(server, bot):
+    for text in ["🙂🙂🙂", "```python\nprint('hi')\n```", "**bold** _it_ ~~x~~ ||spoiler||", "zxqv blorp"]:
+        for command in ("!next", "!continue"):
+            reply = await server.wait_for_reply(await server.send_message(f"{command} {text}"))
+            assert 0 < len(reply.content) <= MAX_OUTPUT_CHARS
+            assert "Sorry" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_an_error_in_prediction_gets_an_apology_and_the_bot_keeps_answering(
+    server, start_bot, tiny_predictor, caplog
+):
+    class Flaky:
+        def __init__(self) -> None:
+            self.failed = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tiny_predictor, name)
+
+        def next_words(self, text: str, k: int = 5) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("the model fell over")
+            return tiny_predictor.next_words(text, k)
+
+    await start_bot(Flaky(), cooldown_rate=1000)
+    with caplog.at_level(logging.ERROR, logger="wordbot.bot"):
+        apology = await server.wait_for_reply(await server.send_message("!next the"))
+    assert apology.content.startswith("Sorry")
+    assert "Traceback" not in apology.content and "fell over" not in apology.content
+    assert any(r.exc_info and "fell over" in str(r.exc_info[1]) for r in caplog.records)
+    answer = await server.wait_for_reply(await server.send_message("!next the"))
+    assert "→" in answer.content
+
+
+@pytest.mark.asyncio
+async def test_the_bot_resumes_after_the_gateway_connection_drops(server, bot):
+    first = await server.wait_for_reply(await server.send_message("!next the"))
+    assert "→" in first.content
+    (session_id,) = server.sessions
+    await server.drop_connections()
+    # Sent while the bot is away: the RESUME replays it.
+    while_away = await server.send_message("!next it is")
+    reply = await server.wait_for_reply(while_away, timeout=20)
+    assert reply.content.startswith("it is →")
+    assert [r["session_id"] for r in server.resumes] == [session_id]
+    assert len(server.identifies) == 1
+    after = await server.wait_for_reply(await server.send_message("!continue and then"), timeout=10)
+    assert after.content.startswith("and then")
+
+
+@pytest.mark.asyncio
+async def test_the_bot_identifies_again_when_its_session_cannot_be_resumed(server, start_bot, monkeypatch):
+    async def no_identify_delay(self: Any, shard_id: int | None, *, initial: bool = False) -> None:
+        return None  # discord.py waits 5 s before a repeated IDENTIFY
+
+    monkeypatch.setattr(commands.Bot, "before_identify_hook", no_identify_delay)
+    await start_bot(cooldown_rate=1000)
+    await server.drop_connections()
+    server.sessions.clear()  # the server forgot the session: RESUME gets INVALID_SESSION
+    await server.wait_until(lambda: len(server.identifies) == 2 and bool(server.sessions), timeout=20)
+    reply = await server.wait_for_reply(await server.send_message("!next it is"), timeout=10)
+    assert reply.content.startswith("it is →")
+    assert len(server.resumes) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_bot_asks_for_the_message_content_intent(server, bot):
+    assert server.identifies[0]["intents"] & MESSAGE_CONTENT_INTENT
+
+
+@pytest.mark.asyncio
+async def test_slash_commands_are_registered_once_not_on_every_start(server, start_bot):
+    await start_bot()
+    assert {c["name"] for c in server.commands} == {"next", "continue", "wordbot"}
+    assert server.command_puts == 1
+    await start_bot()  # a restart with the same commands
+    assert server.command_puts == 1
+
+
+@pytest.mark.asyncio
+async def test_shards_run_an_auto_sharded_bot_that_answers(server, start_bot, monkeypatch):
+    async def no_identify_delay(self: Any, shard_id: int | None, *, initial: bool = False) -> None:
+        return None  # real Discord wants 5 s between shard IDENTIFYs; the fake does not
+
+    monkeypatch.setattr(commands.AutoShardedBot, "before_identify_hook", no_identify_delay)
+    bot = await start_bot(shards=2, cooldown_rate=1000)
+    assert isinstance(bot, commands.AutoShardedBot)
+    assert sorted(tuple(i["shard"]) for i in server.identifies) == [(0, 2), (1, 2)]
+    reply = await server.wait_for_reply(await server.send_message("!next the"))
+    assert "→" in reply.content
+
+
+# -- formatting and parsing, directly ------------------------------------------------------
+
+
+def test_split_count_takes_only_the_option_meant():
+    assert split_count("deep learning k=3", "k", bare=False) == ("deep learning", 3)
+    assert split_count("the year 1984", "k", bare=False) == ("the year 1984", None)
+    assert split_count("once upon a time 30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon words=12", "words", bare=True) == ("once upon", 12)
+    assert split_count("42", "words", bare=True) == ("42", None)
+    assert split_count("a k=3", "words", bare=True) == ("a k=3", None)
+
+
+def test_formatted_answers_never_exceed_discords_limit():
+    from wordbot.predictor import Prediction
+
+    huge = "*_`~|>" * 400
+    assert len(format_next(huge, [Prediction(huge, 0.5)] * 10)) <= MAX_OUTPUT_CHARS
+    assert len(format_continuation(huge, " " + huge)) <= MAX_OUTPUT_CHARS
+    assert format_next("", []).startswith("*(start of a message)*")
+    assert format_continuation("a", "") == "a *(the model has nothing to add)*"
+
+
+# -- starting up ---------------------------------------------------------------------------
+
+
+def test_run_without_a_token_says_how_to_get_one_and_returns_nonzero(monkeypatch, capsys):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert run() == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "DISCORD_TOKEN" in err and "--token-file" in err
+
+
+def test_run_with_an_unreadable_token_file_returns_nonzero(tmp_path, capsys):
+    assert run(token_file=tmp_path / "missing.txt") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_token_file_wins_over_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "token"
+    path.write_text("from-file\n")
+    monkeypatch.setenv("DISCORD_TOKEN", "from-env")
+    assert wordbot_bot.read_token(path) == "from-file"
+    assert wordbot_bot.read_token(None) == "from-env"
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_the_command_line_without_a_token_exits_cleanly():
+    result = _python("-m", "wordbot", "discord")
+    if "invalid choice" in result.stderr:
+        pytest.skip("the CLI has no `discord` subcommand yet")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "DISCORD_TOKEN" in result.stderr
+
+
+def test_importing_the_bot_does_not_import_tensorflow():
+    result = _python("-c", "import sys, wordbot.bot; print('tensorflow' in sys.modules)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
