@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wordbot.ngram import KneserNey, modified_kn_discounts
+from wordbot.ngram import Interpolated, KneserNey, modified_kn_discounts
 from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer
 
 WORDS = [f"w{i}" for i in range(100)] + ["never"]  # "never" is never seen in training
@@ -179,3 +179,26 @@ def test_any_corpus_gives_proper_distributions(messages, order, context):
     p = model.probs(tuple(context[-(order - 1) :]) if order > 1 else ())
     assert abs(p.sum() - 1) < 1e-12 and p[PAD_ID] == 0 and p[BOS_ID] == 0
     assert (np.delete(p, [PAD_ID, BOS_ID]) > 0).all()
+
+
+def test_mixture_is_a_proper_distribution_between_its_parts():
+    corpus = toy_corpus(100)
+    bigram = KneserNey.train(corpus, TOKENIZER, order=2)
+    fourgram = KneserNey.train(corpus, TOKENIZER, order=4)
+    mix = Interpolated([bigram, fourgram], [0.25, 0.75])
+    state = mix.advance(mix.advance(mix.initial_state(), BOS_ID), 5)
+    expected = 0.25 * bigram.probs(state[0]) + 0.75 * fourgram.probs(state[1])
+    np.testing.assert_allclose(mix.probs(state), expected)
+    with pytest.raises(ValueError, match="sum to 1"):
+        Interpolated([bigram, fourgram], [0.5, 0.6])
+
+
+@pytest.mark.parametrize("backend", ["ngram", "mix"])
+def test_predictor_serves_the_ngram_backends(tiny_model_dir, backend):
+    from wordbot.predictor import Predictor
+
+    predictor = Predictor.load(tiny_model_dir, backend=backend)
+    words = predictor.next_words("what is the", k=3)
+    assert len(words) == 3 and all(w.prob > 0 for w in words)
+    p = predictor.token_probs([BOS_ID])
+    assert abs(float(p.sum()) - 1) < 1e-6
