@@ -1,0 +1,99 @@
+"""Cold start and peak memory: `wordbot next` vs a process that imports TensorFlow,
+and vs answering the same request the Keras way, measured side by side in one run.
+
+    PYTHONPATH=. python benchmarks/bench_coldstart.py [--model DIR] [--repeat 5]
+
+Each command is a fresh process; the runs are interleaved so background load hits
+them alike. Wall time is from spawn to exit; peak RSS is the child's ru_maxrss
+(os.wait4), so nothing of this script's own memory is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
+
+PROMPT = "What is the meaning of"
+
+
+def measure(argv: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one fresh process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: the bundled model)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each command")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+        standin = not (model_dir / "manifest.json").exists()
+        if standin:
+            from bench_engine import standin_model_dir
+
+            model_dir = standin_model_dir(Path(tmp))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        wordbot = shutil.which("wordbot")
+        wordbot_cmd = [wordbot] if wordbot else [sys.executable, "-m", "wordbot"]
+        keras_answer = (
+            "import numpy as np; from wordbot.training import keras_model_from_dir; "
+            "from wordbot.predictor import Predictor; from wordbot.text import BOS_ID; "
+            f"d = {str(model_dir)!r}; t = Predictor.load(d).tokenizer; m = keras_model_from_dir(d); "
+            f"p = m.predict(np.array([[BOS_ID, *t.encode({PROMPT!r})]]), verbose=0)[0, -1]; "
+            "print([t.vocab[i] for i in np.argsort(-p)[:5]])"
+        )
+        commands = {
+            "wordbot next (NumPy engine)": [*wordbot_cmd, "next", PROMPT, "--model", str(model_dir)],
+            'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
+            "the same answer the Keras way": [sys.executable, "-c", keras_answer],
+            'python -c "import numpy" (floor)': [sys.executable, "-c", "import numpy"],
+        }
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for cmd in commands.values():  # one untimed run each warms the page cache
+            measure(cmd, env)
+        for _ in range(args.repeat):
+            for name, cmd in commands.items():
+                runs[name].append(measure(cmd, env))
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
+    print(f"         Python {platform.python_version()}; {args.repeat} runs each, interleaved, medians")
+    print(f"model:   {'random stand-in of the default size' if standin else model_dir}")
+    print()
+    base_wall = statistics.median(w for w, _ in runs["wordbot next (NumPy engine)"])
+    base_rss = statistics.median(r for _, r in runs["wordbot next (NumPy engine)"])
+    print("| command | wall s (median) | wall s (min..max) | peak RSS MB | wall vs wordbot | RSS vs wordbot |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, results in runs.items():
+        walls = [w for w, _ in results]
+        wall, rss = statistics.median(walls), statistics.median(r for _, r in results)
+        print(
+            f"| {name} | {wall:.2f} | {min(walls):.2f}..{max(walls):.2f} | {rss:.0f} | "
+            f"{wall / base_wall:.1f}x | {rss / base_rss:.1f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
