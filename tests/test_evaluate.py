@@ -162,3 +162,11 @@ def test_run_reports_the_model_and_baselines_for_each_file(tiny_model_dir, tmp_p
     report = json.loads(evaluate.run(tiny_model_dir, [test_file], baseline="none", as_json=True, max_positions=5))
     assert list(report[str(test_file)]) == ["tiny", "unigram"]
     assert report[str(test_file)]["tiny"]["positions"] == 5
+
+
+def test_best_mix_weight_picks_the_better_model_and_matches_evaluate():
+    message = "cherry banana apricot ."
+    oracle, flat = Oracle(message), Fixed(np.ones(len(TOKENIZER)))
+    weight, table = evaluate.best_mix_weight(flat, oracle, [message], weights=[0.0, 0.5, 1.0])
+    assert weight == 1.0 and table[1.0] < table[0.5] < table[0.0]
+    assert table[1.0] == pytest.approx(evaluate_messages(oracle, [message], progress=False)["perplexity"])

@@ -241,6 +241,31 @@ def evaluate_messages(
     }
 
 
+def target_probs(model, messages: Sequence[str]) -> np.ndarray:
+    """p(target) at every scored position (every token and `</s>`, `<unk>` skipped)."""
+    lm = language_model(model)
+    out = []
+    for message in messages:
+        targets = lm.tokenizer.encode(message, eos=True)
+        state = lm.advance(lm.initial_state(), BOS_ID)
+        for target in targets:
+            if target != UNK_ID:
+                out.append(float(lm.probs(state)[target]))
+            state = lm.advance(state, target)
+    return np.array(out)
+
+
+def best_mix_weight(model, ngram, messages: Sequence[str], weights: Sequence[float] | None = None):
+    """The n-gram weight w minimising the perplexity of (1 - w) p_model + w p_ngram on
+    `messages` (use validation text, never the test file). Returns (w, {w: perplexity})."""
+    weights = np.linspace(0.0, 0.6, 13) if weights is None else weights
+    p_model, p_ngram = target_probs(model, messages), target_probs(ngram, messages)
+    table = {
+        float(w): float(np.exp(-np.mean(np.log(np.maximum((1 - w) * p_model + w * p_ngram, 1e-300))))) for w in weights
+    }
+    return min(table, key=table.get), table
+
+
 def evaluate_file(model, path: str | os.PathLike, max_positions: int | None = None, **options) -> dict:
     """`evaluate_messages` on a file with one message per line."""
     from wordbot.corpus import read_messages
