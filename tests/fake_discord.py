@@ -68,6 +68,7 @@ class Posted:
     payload: dict[str, Any]
     message: dict[str, Any]
     at: float
+    interaction_token: str | None = None  # set for a slash command's response or follow-up
 
     @property
     def content(self) -> str:
@@ -95,7 +96,7 @@ class FakeDiscord:
         self.recommended_shards = shards
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.message_content_allowed = message_content_allowed
-        self._ids = itertools.count(1_100_000_000_000_000_000)
+        self._ids = itertools.count()
         self.bot_user = user_payload(self.new_id(), "wordbot", bot=True)
         self.application_id = int(self.bot_user["id"])
         self.guild_id = self.new_id()
@@ -119,7 +120,9 @@ class FakeDiscord:
         self.port = 0
 
     def new_id(self) -> int:
-        return next(self._ids)
+        # A snowflake of the current time: discord.py dates interactions by their id and
+        # answers an "expired" one in the channel instead.
+        return discord.utils.time_snowflake(discord.utils.utcnow()) + next(self._ids) % (1 << 22)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -212,6 +215,54 @@ class FakeDiscord:
         self.dispatched_at[int(message["id"])] = time.perf_counter()
         await self.dispatch("MESSAGE_CREATE", message)
         return message
+
+    async def send_interaction(
+        self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice"
+    ) -> dict[str, Any]:
+        """A user runs the slash command `/name` with `options`; the gateway gets INTERACTION_CREATE."""
+        command = next(c for c in self.commands if c["name"] == name)
+        types = {option["name"]: option["type"] for option in command.get("options", [])}
+        interaction = {
+            "id": str(self.new_id()),
+            "application_id": str(self.application_id),
+            "type": 2,  # application command
+            "token": f"interaction-token-{self.new_id()}",
+            "version": 1,
+            "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id),
+            "channel": {"id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id), "name": "general"},
+            "member": {
+                "user": self.users[author],
+                "roles": [],
+                "joined_at": EPOCH,
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(discord.Permissions.text().value),
+            },
+            "data": {
+                "id": command["id"],
+                "name": name,
+                "type": 1,
+                "options": [
+                    {"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()
+                ],
+            },
+            "app_permissions": str(discord.Permissions.text().value),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
+        await self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction
+
+    async def wait_for_interaction_answer(self, interaction: dict[str, Any], timeout: float = 10.0) -> Posted:
+        """The message that answers a slash command: its response or its first follow-up."""
+        token = interaction["token"]
+        return await self.wait_for(lambda p: p.interaction_token == token, timeout)
 
     def mention(self) -> str:
         return f"<@{self.bot_user['id']}>"
@@ -453,15 +504,12 @@ class FakeDiscord:
                 return json_response(message)
             case ("POST", "channels", _, "typing"):
                 return web.Response(status=204)
-            case ("POST", "interactions", _, _, "callback"):
-                self.interaction_responses.append(await self._payload(request))
-                async with self._changed:
-                    self._changed.notify_all()
-                return web.Response(status=204)
-            case ("POST", "webhooks", _, _):
-                return await self._post_message(self.channel_id, await self._payload(request))
-            case ("PATCH", "webhooks", _, _, "messages", _):
-                return await self._post_message(self.channel_id, await self._payload(request))
+            case ("POST", "interactions", interaction_id, token, "callback"):
+                return await self._interaction_callback(interaction_id, token, await self._payload(request))
+            case ("POST", "webhooks", _, token):
+                return await self._post_message(self.channel_id, await self._payload(request), token)
+            case ("PATCH", "webhooks", _, token, "messages", _):
+                return await self._post_message(self.channel_id, await self._payload(request), token)
         self.unhandled.append((request.method, path))
         return json_response({"message": "404: Not Found", "code": 0}, 404)
 
@@ -474,7 +522,19 @@ class FakeDiscord:
             return {}
         return await request.json() if request.can_read_body else {}
 
-    async def _post_message(self, channel_id: int, payload: dict[str, Any]) -> web.Response:
+    async def _interaction_callback(self, interaction_id: str, token: str, body: dict[str, Any]) -> web.Response:
+        self.interaction_responses.append(body)
+        answer = {"interaction": {"id": interaction_id, "type": 2}, "resource": {"type": body["type"]}}
+        if body["type"] == 4:  # a message right away, rather than "thinking..." and a follow-up
+            posted = await self._post_message(self.channel_id, body.get("data") or {}, token)
+            answer["resource"]["message"] = json.loads(posted.body)
+        else:
+            answer["interaction"]["response_message_loading"] = body["type"] == 5
+        return json_response(answer)
+
+    async def _post_message(
+        self, channel_id: int, payload: dict[str, Any], interaction_token: str | None = None
+    ) -> web.Response:
         arrived = time.perf_counter()
         if len(payload.get("content") or "") > 2000:
             error = {"message": "Invalid Form Body", "code": 50035}
@@ -484,7 +544,7 @@ class FakeDiscord:
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
         self.messages[int(message["id"])] = message
-        self.posted.append(Posted(channel_id, payload, message, arrived))
+        self.posted.append(Posted(channel_id, payload, message, arrived, interaction_token))
         async with self._changed:
             self._changed.notify_all()
         return json_response(message)

@@ -126,6 +126,22 @@ async def test_about_describes_the_commands_and_the_model(server, bot, tiny_pred
     assert tiny_predictor.describe() in reply.content
 
 
+@pytest.mark.asyncio
+async def test_slash_commands_answer_too(server, bot, tiny_predictor):
+    interaction = await server.send_interaction("next", {"text": "the cat is", "k": 3})
+    answer = await server.wait_for_interaction_answer(interaction)
+    expected = [p.word for p in tiny_predictor.next_words("the cat is", 3)]
+    assert words_of(answer.content) == [discord.utils.escape_markdown(w) for w in expected]
+    assert answer.payload["allowed_mentions"]["parse"] == []
+    interaction = await server.send_interaction("continue", {"text": "@everyone once upon a", "words": 5})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert answer.content.startswith("@everyone once upon a")
+    assert answer.payload["allowed_mentions"]["parse"] == []
+    interaction = await server.send_interaction("wordbot")
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert "/next" in answer.content
+
+
 # -- reply and mention forms ---------------------------------------------------------------
 
 
@@ -386,6 +402,25 @@ def test_run_with_an_unreadable_token_file_returns_nonzero(tmp_path, capsys):
     assert run(token_file=tmp_path / "missing.txt") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_with_a_bad_model_directory_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISCORD_TOKEN", "not-used")
+    assert run(model=tmp_path / "no-such-model") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "not-used" not in err
+
+
+@pytest.mark.asyncio
+async def test_the_token_never_reaches_the_log(server, start_bot, caplog):
+    with caplog.at_level(logging.DEBUG):
+        await start_bot()
+        await server.wait_for_reply(await server.send_message("!next the"))
+        await server.drop_connections()
+        await server.wait_for_reply(await server.send_message("!next the"), timeout=20)
+    assert caplog.records
+    assert server.token not in caplog.text
 
 
 def test_the_token_file_wins_over_the_environment(tmp_path, monkeypatch):

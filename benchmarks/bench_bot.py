@@ -1,0 +1,258 @@
+"""The bot under a burst: time from MESSAGE_CREATE to the POSTed reply (median, p99) and the
+longest event-loop stall, for wordbot's bot and for a baseline bot whose `!next` calls Keras
+`model.predict` per command on the same weights (the tutorial way), in one run.
+
+    PYTHONPATH=. python benchmarks/bench_bot.py [--model DIR] [--commands 200] [--users 4]
+
+Both bots are the real discord.py client talking to tests/fake_discord.py over 127.0.0.1. The
+fake server runs in its own thread and event loop, so a bot that blocks its loop cannot also
+slow down "Discord": its timestamps are what a user would see. Each bot first answers a few
+commands one at a time (warm-up and idle latency), then gets all `--commands` at once from
+`--users` users. Without --model it uses the bundled default, or, if there is none yet, random
+weights of the default size (latency does not depend on the weight values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import discord  # noqa: E402
+from discord.ext import commands  # noqa: E402
+
+from tests.fake_discord import FakeDiscord  # noqa: E402
+from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
+from wordbot.bot import NO_MENTIONS, build_bot, format_next, intents  # noqa: E402
+from wordbot.corpus import read_messages  # noqa: E402
+from wordbot.predictor import Prediction, Predictor  # noqa: E402
+
+TEST_FILE = ROOT / "data" / "corpus" / "fortunes-test.txt"
+USERS = ["alice", "bob", "carol", "dave"]
+WARMUP = 10  # commands answered one at a time before the burst
+K = 5  # words per answer, as !next gives by default
+
+
+class ServerThread:
+    """FakeDiscord on its own thread and loop; `call()` runs a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = FakeDiscord()
+        self.call_sync(self.server.start())
+
+    def call_sync(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def call(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        self.call_sync(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+class StallMonitor:
+    """Wakes every `tick` seconds; the worst lateness is the longest the loop was blocked."""
+
+    def __init__(self, tick: float = 0.005) -> None:
+        self.tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.tick)
+            self.worst = max(self.worst, loop.time() - before - self.tick)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def keras_baseline_bot(model_dir: Path) -> commands.Bot:
+    """The tutorial bot: tokenise, pad, `model.predict` inside the handler, top k."""
+    from wordbot.artifacts import load_model
+    from wordbot.training import keras_model_from_dir
+
+    manifest, tokenizer, _ = load_model(model_dir)
+    model = keras_model_from_dir(model_dir)
+    seq_len = int((manifest.get("config") or {}).get("seq_len", 64))
+    words = np.array(tokenizer.word_ids)
+    bot = commands.Bot(command_prefix="!", intents=intents(), allowed_mentions=NO_MENTIONS)
+
+    @bot.command(name="next")
+    async def next_(ctx: commands.Context, *, text: str = "") -> None:
+        ids = tokenizer.encode(text, bos=True)[-seq_len:]
+        x = np.zeros((1, seq_len), dtype=np.int32)  # pad_sequences(..., padding="pre")
+        x[0, seq_len - len(ids) :] = ids
+        logits = model.predict(x, verbose=0)[0, -1]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        top = words[np.argsort(probs[words])[::-1][:K]]
+        predictions = [Prediction(tokenizer.vocab[i], float(probs[i])) for i in top]
+        await ctx.reply(format_next(text, predictions), mention_author=False)
+
+    return bot
+
+
+class ConstantPredictor:
+    """Answers instantly with the same words: what is left is discord.py and the fake server."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.answer = predictor.next_words("", K)
+
+    def next_words(self, text: str, k: int = K) -> list[Prediction]:
+        return self.answer[:k]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def measure(make_bot: Callable[[], commands.Bot], prompts: list[str], users: int) -> dict[str, float]:
+    side = ServerThread()
+    server = side.server
+    bot = make_bot()
+    with server.patch_client():
+        return await run_bot(side, bot, prompts, users)
+
+
+async def run_bot(side: ServerThread, bot: commands.Bot, prompts: list[str], users: int) -> dict[str, float]:
+    server = side.server
+    task = asyncio.create_task(bot.start(server.token))
+    await asyncio.wait_for(bot.wait_until_ready(), 60)
+    monitor = StallMonitor()
+    monitor.start()
+    try:
+        idle = []
+        for prompt in prompts[:WARMUP]:
+            message = await side.call(server.send_message(f"!next {prompt}"))
+            reply = await side.call(server.wait_for_reply(message, timeout=120))
+            idle.append(reply.at - server.dispatched_at[int(message["id"])])
+        monitor.worst = 0.0
+        burst = prompts[WARMUP:]
+
+        async def send_all() -> list[dict[str, Any]]:
+            return [await server.send_message(f"!next {p}", author=USERS[i % users]) for i, p in enumerate(burst)]
+
+        async def wait_all(sent: list[dict[str, Any]]) -> list[Any]:
+            return await asyncio.gather(*(server.wait_for_reply(m, timeout=600) for m in sent))
+
+        started = time.perf_counter()
+        sent = await side.call(send_all())
+        replies = await side.call(wait_all(sent))
+        latencies = [r.at - server.dispatched_at[int(m["id"])] for m, r in zip(sent, replies, strict=True)]
+        elapsed = max(r.at for r in replies) - started
+        assert all("→" in r.content for r in replies), "a command was not answered with predictions"
+    finally:
+        await monitor.stop()
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+        side.close()
+    return {
+        "idle_median_ms": statistics.median(idle) * 1e3,
+        "median_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+        "stall_ms": monitor.worst * 1e3,
+        "per_s": len(burst) / elapsed,
+    }
+
+
+def prompts_from_test_file(count: int) -> list[str]:
+    """Distinct prompts: the first 4-12 words of the test file's messages."""
+    prompts = []
+    for i, message in enumerate(read_messages(TEST_FILE)):
+        words = message.split()[: 4 + i % 9]
+        if words:
+            prompts.append(" ".join(words))
+        if len(prompts) == count:
+            break
+    return prompts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="model directory (default: bundled)")
+    parser.add_argument("--commands", type=int, default=200, help="commands in the burst")
+    parser.add_argument("--users", type=int, default=4, choices=range(1, len(USERS) + 1), help="users sending")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, note = args.model, ""
+        if model_dir is None and (DEFAULT_MODEL_DIR / "manifest.json").exists():
+            model_dir = DEFAULT_MODEL_DIR
+        elif model_dir is None:
+            from bench_engine import standin_model_dir
+
+            model_dir = standin_model_dir(Path(tmp))
+            note = " (stand-in: random weights, default sizes)"
+        predictor = Predictor.load(model_dir)
+        prompts = prompts_from_test_file(WARMUP + args.commands)
+
+        def make_wordbot() -> commands.Bot:
+            return build_bot(predictor, cooldown_rate=10**6, sync_commands=False, guild_ready_timeout=0.05)
+
+        def make_floor() -> commands.Bot:
+            return build_bot(
+                ConstantPredictor(predictor),  # type: ignore[arg-type]
+                cooldown_rate=10**6,
+                sync_commands=False,
+                guild_ready_timeout=0.05,
+            )
+
+        def make_keras() -> commands.Bot:
+            return keras_baseline_bot(model_dir)
+
+        results = {}
+        for name, make in [
+            ("floor: same bot, constant answer (no model)", make_floor),
+            ("wordbot (NumPy engine, asyncio.to_thread)", make_wordbot),
+            ("baseline (Keras model.predict in the handler)", make_keras),
+        ]:
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            results[name] = asyncio.run(measure(make, prompts, args.users))
+
+    print(f"model: {predictor.describe()}{note}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, discord.py {discord.__version__}"
+    )
+    print(f"burst: {args.commands} `!next` commands at once from {args.users} users, after {WARMUP} one at a time")
+    print()
+    print("| bot | idle median | burst median | burst p99 | burst max | replies/s | longest loop stall |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['idle_median_ms']:.1f} ms | {r['median_ms']:.1f} ms | {r['p99_ms']:.1f} ms"
+            f" | {r['max_ms']:.1f} ms | {r['per_s']:.0f} | {r['stall_ms']:.1f} ms |"
+        )
+
+
+if __name__ == "__main__":
+    main()
