@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -280,6 +281,34 @@ async def test_awkward_input_does_not_break_it(server, bot):
 
 
 @pytest.mark.asyncio
+async def test_prediction_runs_off_the_event_loop(server, start_bot, tiny_predictor):
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tiny_predictor, name)
+
+        def next_words(self, text: str, k: int = 5) -> Any:
+            time.sleep(0.5)  # a slow model: blocking, as real computation is
+            return tiny_predictor.next_words(text, k)
+
+    await start_bot(Slow(), cooldown_rate=1000)
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+
+    async def watch() -> None:
+        nonlocal worst
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            worst = max(worst, loop.time() - before - 0.01)
+
+    watcher = asyncio.create_task(watch())
+    sent = [await server.send_message(f"!next the {i}", author=u) for i, u in enumerate(["alice", "bob", "carol"])]
+    await asyncio.gather(*(server.wait_for_reply(m) for m in sent))
+    watcher.cancel()
+    assert worst < 0.4, f"the event loop stalled for {worst:.2f} s"
+
+
+@pytest.mark.asyncio
 async def test_an_error_in_prediction_gets_an_apology_and_the_bot_keeps_answering(
     server, start_bot, tiny_predictor, caplog
 ):
@@ -365,6 +394,13 @@ async def test_shards_run_an_auto_sharded_bot_that_answers(server, start_bot, mo
 
 
 # -- formatting and parsing, directly ------------------------------------------------------
+
+
+def test_the_invite_url_asks_for_what_the_bot_needs():
+    url = wordbot_bot.invite_url(1234)
+    assert "client_id=1234" in url and "scope=bot+applications.commands" in url
+    assert f"permissions={wordbot_bot.PERMISSIONS.value}" in url
+    assert wordbot_bot.PERMISSIONS.read_message_history and wordbot_bot.PERMISSIONS.send_messages
 
 
 def test_split_count_takes_only_the_option_meant():

@@ -37,6 +37,11 @@ COOLDOWN_RATE, COOLDOWN_PER = 5, 10.0  # per user: 5 commands per 10 seconds, al
 # role or user pings, not even the author of the message it replies to.
 NO_MENTIONS = discord.AllowedMentions.none()
 
+# What the bot needs in a channel: see it, read the message it replies to, answer (in threads too).
+PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
+)
+
 NO_TOKEN_MESSAGE = (
     "wordbot: no Discord bot token. Create a bot at https://discord.com/developers/applications "
     "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
@@ -165,6 +170,17 @@ class WordbotCog(commands.Cog, name="wordbot"):
         ]
         await self.respond(ctx, "\n".join(lines))
 
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        # Fires again after every re-IDENTIFY; worth a line each time.
+        me = self.bot.user
+        log.info(
+            "logged in as %s in %d servers; invite it with %s",
+            me,
+            len(self.bot.guilds),
+            invite_url(self.bot.application_id or (me.id if me else 0)),
+        )
+
     # -- the mention form ----------------------------------------------------------------
 
     @commands.Cog.listener()
@@ -277,6 +293,11 @@ def slow_down(retry_after: float) -> str:
 
 def too_long() -> str:
     return f"That's a bit long for me: please keep it under {MAX_INPUT_CHARS:,} characters."
+
+
+def invite_url(application_id: int) -> str:
+    """The link that adds the bot to a server with the permissions it needs and its slash commands."""
+    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
 
 
 def intents() -> discord.Intents:
