@@ -21,7 +21,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from tests.fake_discord import FakeDiscord  # noqa: E402
+from tests.fake_discord import FakeDiscordThread  # noqa: E402
 from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
 from wordbot.bot import NO_MENTIONS, build_bot, format_next, intents  # noqa: E402
 from wordbot.corpus import read_messages  # noqa: E402
@@ -45,28 +44,6 @@ TEST_FILE = ROOT / "data" / "corpus" / "fortunes-test.txt"
 USERS = ["alice", "bob", "carol", "dave"]
 WARMUP = 10  # commands answered one at a time before the burst
 K = 5  # words per answer, as !next gives by default
-
-
-class ServerThread:
-    """FakeDiscord on its own thread and loop; `call()` runs a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = FakeDiscord()
-        self.call_sync(self.server.start())
-
-    def call_sync(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    async def call(self, coro: Any) -> Any:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
-    def close(self) -> None:
-        self.call_sync(self.server.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
 
 
 class StallMonitor:
@@ -135,14 +112,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(make_bot: Callable[[], commands.Bot], prompts: list[str], users: int) -> dict[str, float]:
-    side = ServerThread()
+    side = FakeDiscordThread()
     server = side.server
     bot = make_bot()
     with server.patch_client():
         return await run_bot(side, bot, prompts, users)
 
 
-async def run_bot(side: ServerThread, bot: commands.Bot, prompts: list[str], users: int) -> dict[str, float]:
+async def run_bot(side: FakeDiscordThread, bot: commands.Bot, prompts: list[str], users: int) -> dict[str, float]:
     server = side.server
     task = asyncio.create_task(bot.start(server.token))
     await asyncio.wait_for(bot.wait_until_ready(), 60)

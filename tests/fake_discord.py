@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -565,3 +566,28 @@ class FakeDiscord:
             "flags": 0,
             "tags": [],
         }
+
+
+class FakeDiscordThread:
+    """A FakeDiscord on its own thread and event loop, for code that runs its own loop (the
+    blocking `bot.run()`, a benchmark whose bot may block its loop). `call()` runs a coroutine
+    on the server's loop from another loop; `call_sync()` from plain code."""
+
+    def __init__(self, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = FakeDiscord(**options)
+        self.call_sync(self.server.start())
+
+    def call_sync(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def call(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        self.call_sync(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()

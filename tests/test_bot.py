@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from discord.ext import commands
 
-from tests.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord
+from tests.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 from wordbot import bot as wordbot_bot
 from wordbot.bot import (
     MAX_INPUT_CHARS,
@@ -457,6 +457,30 @@ async def test_the_token_never_reaches_the_log(server, start_bot, caplog):
         await server.wait_for_reply(await server.send_message("!next the"), timeout=20)
     assert caplog.records
     assert server.token not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "token", "expected"),
+    [
+        ({}, "wrong-token", "rejected the token"),
+        ({"message_content_allowed": False}, "fake-token", "Message Content intent"),
+    ],
+)
+def test_run_explains_what_discord_refused_in_one_line(options, token, expected, tiny_model_dir, monkeypatch, capsys):
+    # bot.run() sets up logging on the root logger; undo that after the test.
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.root, "level", logging.root.level)
+    side = FakeDiscordThread(**options)
+    try:
+        side.server.point_client_here(monkeypatch)
+        monkeypatch.setenv("DISCORD_TOKEN", token)
+        assert run(model=tiny_model_dir) == 1
+    finally:
+        side.close()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("wordbot:")]
+    assert len(lines) == 1 and expected in lines[0]
+    assert "Traceback" not in err and token not in err
 
 
 def test_the_token_file_wins_over_the_environment(tmp_path, monkeypatch):

@@ -397,6 +397,7 @@ def run(
     prefix: str = "!",
     token_file: str | os.PathLike[str] | None = None,
     shards: int | None = None,
+    backend: str = "rnn",
 ) -> int:
     """`wordbot discord`: load the model, connect, answer until Ctrl-C. Returns an exit status;
     problems a user can fix are one line on stderr, never a traceback, never the token."""
@@ -412,7 +413,7 @@ def run(
     from wordbot.predictor import Predictor
 
     try:
-        predictor = Predictor.load(model)
+        predictor = Predictor.load(model, backend=backend)
     except (ValueError, OSError) as exc:
         print(f"wordbot: {exc}", file=sys.stderr)
         return 2
