@@ -138,9 +138,23 @@ async def test_slash_commands_answer_too(server, bot, tiny_predictor):
     answer = await server.wait_for_interaction_answer(interaction)
     assert answer.content.startswith("@everyone once upon a")
     assert answer.payload["allowed_mentions"]["parse"] == []
+    interaction = await server.send_interaction("next", {"text": "i am"})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert len(words_of(answer.content)) == len(tiny_predictor.next_words("i am", 5))
+    interaction = await server.send_interaction("continue", {})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert answer.content and "Sorry" not in answer.content
     interaction = await server.send_interaction("wordbot")
     answer = await server.wait_for_interaction_answer(interaction)
     assert "/next" in answer.content
+
+
+@pytest.mark.asyncio
+async def test_help_describes_each_command_and_pings_nobody(server, bot):
+    await server.send_message("!help next")
+    answer = await server.wait_for(lambda p: "Arguments" in p.content)
+    assert "likeliest next words" in answer.content and "k=7" in answer.content
+    assert answer.payload["allowed_mentions"]["parse"] == []
 
 
 # -- reply and mention forms ---------------------------------------------------------------
@@ -375,6 +389,9 @@ async def test_the_bot_asks_for_the_message_content_intent(server, bot):
 async def test_slash_commands_are_registered_once_not_on_every_start(server, start_bot):
     await start_bot()
     assert {c["name"] for c in server.commands} == {"next", "continue", "wordbot"}
+    options = [o for c in server.commands for o in c.get("options", [])]
+    assert {o["name"] for o in options} == {"text", "k", "words"}
+    assert all(len(o["description"]) > 5 for o in options)  # described, not discord.py's "…"
     assert server.command_puts == 1
     await start_bot()  # a restart with the same commands
     assert server.command_puts == 1

@@ -101,6 +101,18 @@ def format_continuation(text: str, continuation: str) -> str:
     return fit(f"{prompt}{joiner}{bold}")
 
 
+# The commands' parameters, described for `!help` (and, through app_commands.describe, for the
+# slash commands, whose option descriptions discord.py does not take from these).
+NEXT_TEXT = commands.parameter(
+    default="", displayed_default="nothing", description="the text so far (nothing: a message's first word)"
+)
+NEXT_K = commands.parameter(default=DEFAULT_K, description=f"how many words, at most {MAX_K} (!next ... k=7)")
+CONTINUE_TEXT = commands.parameter(default="", displayed_default="nothing", description="the text to continue")
+CONTINUE_WORDS = commands.parameter(
+    default=DEFAULT_WORDS, description=f"how many words, at most {MAX_WORDS} (!continue ... 50)"
+)
+
+
 class WordbotCog(commands.Cog, name="wordbot"):
     """Next-word prediction and text continuation."""
 
@@ -120,14 +132,19 @@ class WordbotCog(commands.Cog, name="wordbot"):
     # -- the commands --------------------------------------------------------------------
 
     @commands.hybrid_command(name="next")
-    @app_commands.describe(text="the text so far (empty: the first word of a message)", k="how many words")
+    @app_commands.describe(text=NEXT_TEXT.description, k=NEXT_K.description)
     async def next_(
-        self, ctx: commands.Context, *, text: str = "", k: commands.Range[int, 1, MAX_K] = DEFAULT_K
+        self,
+        ctx: commands.Context,
+        *,
+        text: str = NEXT_TEXT,
+        k: commands.Range[int, 1, MAX_K] = NEXT_K,
     ) -> None:
         """The likeliest next words, with their probabilities (add k=10 for more)."""
         if ctx.interaction is None:
             text, count = split_count(text, "k", bare=False)
-            k = min(max(count, 1), MAX_K) if count is not None else k
+            # In the prefix form discord.py stops at the free text; k comes only from "k=N".
+            k = min(max(count, 1), MAX_K) if count is not None else DEFAULT_K
         text = await self.text_or_replied(ctx.message, text)
         if not await self.check_length(ctx, text):
             return
@@ -136,18 +153,18 @@ class WordbotCog(commands.Cog, name="wordbot"):
         await self.respond(ctx, format_next(text, predictions))
 
     @commands.hybrid_command(name="continue")
-    @app_commands.describe(text="the text to continue", words=f"how many words (at most {MAX_WORDS})")
+    @app_commands.describe(text=CONTINUE_TEXT.description, words=CONTINUE_WORDS.description)
     async def continue_(
         self,
         ctx: commands.Context,
         *,
-        text: str = "",
-        words: commands.Range[int, 1, MAX_WORDS] = DEFAULT_WORDS,
+        text: str = CONTINUE_TEXT,
+        words: commands.Range[int, 1, MAX_WORDS] = CONTINUE_WORDS,
     ) -> None:
         """Continues your text with words sampled from the model (a number at the end sets how many)."""
         if ctx.interaction is None:
             text, count = split_count(text, "words", bare=True)
-            words = min(max(count, 1), MAX_WORDS) if count is not None else words
+            words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
         text = await self.text_or_replied(ctx.message, text)
         if not await self.check_length(ctx, text):
             return
