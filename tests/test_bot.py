@@ -16,8 +16,8 @@ import discord
 import pytest
 import pytest_asyncio
 from discord.ext import commands
+from fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 
-from tests.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 from wordbot import bot as wordbot_bot
 from wordbot.bot import (
     MAX_INPUT_CHARS,
