@@ -48,7 +48,7 @@ NO_TOKEN_MESSAGE = (
 )
 
 # A trailing "k=7" on !next, and "words=50" or just "50" on !continue, in the prefix form.
-_TRAILING_COUNT = re.compile(r"\s+(?:(?P<key>k|words)=)?(?P<count>\d{1,4})\s*$", re.IGNORECASE)
+_TRAILING_COUNT = re.compile(r"(?:^|\s+)(?:(?P<key>k|words)=)?(?P<count>\d{1,4})\s*$", re.IGNORECASE)
 
 
 def split_count(text: str, key: str, *, bare: bool) -> tuple[str, int | None]:
@@ -58,8 +58,10 @@ def split_count(text: str, key: str, *, bare: bool) -> tuple[str, int | None]:
     if match is None:
         return text, None
     named = match["key"]
-    if (named and named.lower() != key) or (not named and not bare):
+    if named and named.lower() != key:
         return text, None
+    if not named and (not bare or match.start() == 0):
+        return text, None  # "!continue 1984": the number is the text
     return text[: match.start()], int(match["count"])
 
 
