@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny model directory made with NumPy alone (no TensorFlow), so
+tests of the predictor, the bot and the REPL run in milliseconds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wordbot.artifacts import expected_shapes, save_model
+from wordbot.corpus import read_messages
+from wordbot.text import Tokenizer, tokenize
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_FILE = ROOT / "data" / "corpus" / "fortunes-train.txt"
+
+
+def make_model_dir(
+    directory: Path, cell: str = "simple_rnn", units: int = 24, embedding_dim: int = 16, seed: int = 0
+) -> Path:
+    """A random-weight model whose output bias is the log unigram frequency, so its
+    suggestions are frequent real words rather than noise."""
+    messages = read_messages(TRAIN_FILE)[:1500]
+    tokenizer = Tokenizer.build(messages, max_size=800, min_count=2)
+    counts = Counter(t for m in messages for t in tokenize(m))
+    architecture = {
+        "cell": cell,
+        "layers": 1,
+        "units": units,
+        "embedding_dim": embedding_dim,
+        "projection": embedding_dim if units != embedding_dim else None,
+        "tied": True,
+    }
+    rng = np.random.default_rng(seed)
+    weights = {
+        name: rng.normal(0, 0.3, shape).astype(np.float32)
+        for name, shape in expected_shapes(architecture, len(tokenizer)).items()
+    }
+    freq = np.array([counts.get(t, 0) + 1 for t in tokenizer.vocab], dtype=np.float64)
+    freq[tokenizer.index["</s>"]] = len(messages)
+    weights["output/bias"] = np.log(freq / freq.sum()).astype(np.float32)
+    manifest = {
+        "architecture": architecture,
+        "corpus": {
+            "files": [{"path": str(TRAIN_FILE), "sha256": "", "bytes": 0}],
+            "format": "lines",
+            "validation_fraction": 0.0,
+            "split_seed": 0,
+        },
+        "config": {"cell": cell, "units": units, "embedding_dim": embedding_dim, "seq_len": 16},
+        "metrics": {"validation_perplexity": 999.0},
+    }
+    return save_model(directory, manifest, tokenizer, weights)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def tiny_predictor(tiny_model_dir):
+    from wordbot.predictor import Predictor
+
+    return Predictor.load(tiny_model_dir)

@@ -1,0 +1,254 @@
+"""Command line: parse arguments and hand each subcommand to the module that owns it.
+
+`wordbot` alone opens the REPL. Nothing here imports TensorFlow: only `train` does,
+inside wordbot.training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wordbot import __version__
+from wordbot.errors import WordbotError
+
+MAX_TEXT_CHARS = 100_000
+
+
+def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    parser.add_argument("--model", metavar="DIR", default=None, help="model directory (default: the bundled model)")
+    if backend:
+        parser.add_argument(
+            "--backend",
+            choices=("rnn", "ngram", "mix"),
+            default="rnn",
+            help="rnn: the recurrent model; ngram: a Kneser-Ney 4-gram on its training text; mix: both",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wordbot",
+        description="A small, fast next-word predictor. With no command, opens the interactive REPL.",
+    )
+    parser.add_argument("--version", action="version", version=f"wordbot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("next", help="print the likeliest next words of a text")
+    p.add_argument("text", nargs="*", help="the text so far ('-' reads standard input; none: start of a message)")
+    p.add_argument("-k", type=int, default=5, help="how many words (default 5)")
+    p.add_argument("--complete", action="store_true", help="complete the last word if the text ends inside one")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of {word, prob}")
+    _add_model(p)
+
+    p = sub.add_parser("continue", help="continue a text with sampled words")
+    p.add_argument("text", nargs="*", help="the text to continue ('-' reads standard input)")
+    p.add_argument("-n", "--words", type=int, default=20, help="at most this many words (default 20)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus: smallest set with this mass (default 0.95)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible continuation")
+    _add_model(p)
+
+    p = sub.add_parser("train", help="train a model on your own text")
+    p.add_argument("corpus", nargs="*", help="training text files (UTF-8)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with training settings (options override it)")
+    p.add_argument("--out", help="model directory to write (default: ./model)")
+    p.add_argument("--format", choices=("lines", "paragraphs"), help="lines: a message per line (default)")
+    p.add_argument("--cell", choices=("simple_rnn", "gru", "lstm"), help="recurrent cell (default simple_rnn)")
+    p.add_argument("--layers", type=int, help="stacked recurrent layers (default 1)")
+    p.add_argument("--units", type=int, help="hidden units per layer (default 512)")
+    p.add_argument("--embedding-dim", type=int, help="word vector size (default 256)")
+    p.add_argument("--untied", dest="tie_embeddings", action="store_false", default=None, help="separate output layer")
+    p.add_argument("--vocab-size", type=int, help="vocabulary cap, special tokens included (default 10000)")
+    p.add_argument("--min-count", type=int, help="rarer tokens become <unk> (default 2)")
+    p.add_argument("--seq-len", type=int, help="backpropagation-through-time window (default 64)")
+    p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default 20)")
+    p.add_argument("--dropout", type=float, help="dropout rate (default 0.3)")
+    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 2)")
+    p.add_argument("--validation-fraction", type=float, help="messages held out for validation (default 0.05)")
+    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (default: no limit)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+
+    p = sub.add_parser("eval", help="measure a model against n-gram baselines on test text")
+    p.add_argument("testfiles", nargs="+", help="test text, one message per line")
+    p.add_argument("--baseline", default="kn4", help="n-gram baseline: kn2..kn5 (default kn4), or 'none'")
+    p.add_argument("--max-positions", type=int, help="evaluate a fixed sample of about this many tokens")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_model(p)
+
+    p = sub.add_parser("info", help="describe a model directory")
+    p.add_argument("model", nargs="?", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+
+    p = sub.add_parser("repl", help="interactive prompt with live suggestions (the default command)")
+    _add_model(p)
+
+    p = sub.add_parser("discord", help="run the Discord bot (token from DISCORD_TOKEN or --token-file)")
+    p.add_argument("--prefix", default="!", help="command prefix (default !)")
+    p.add_argument("--token-file", metavar="PATH", help="read the bot token from this file")
+    p.add_argument("--shards", type=int, default=None, help="shard count; 0 lets Discord choose (AutoShardedBot)")
+    _add_model(p)
+    return parser
+
+
+def _text(args: argparse.Namespace) -> str:
+    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[-MAX_TEXT_CHARS:]  # only the end matters for what comes next
+    return text
+
+
+def _predictor(args: argparse.Namespace):
+    from wordbot.predictor import Predictor
+
+    return Predictor.load(args.model, backend=getattr(args, "backend", "rnn"))
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise WordbotError("-k must be at least 1")
+    predictor = _predictor(args)
+    text = _text(args)
+    predictions = predictor.complete(text, args.k) if args.complete else predictor.next_words(text, args.k)
+    if args.json:
+        print(json.dumps([p._asdict() for p in predictions], ensure_ascii=False))
+    else:
+        width = max((len(p.word) for p in predictions), default=0)
+        for p in predictions:
+            print(f"{p.word:<{width}}  {p.prob:6.1%}")
+    return 0
+
+
+def _cmd_continue(args: argparse.Namespace) -> int:
+    if args.words < 0 or args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
+        raise WordbotError("need --words >= 0, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    predictor = _predictor(args)
+    text = _text(args)
+    print(
+        text
+        + predictor.continue_text(
+            text, args.words, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        )
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from wordbot.training import TrainConfig, train
+
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "out",
+            "format",
+            "cell",
+            "layers",
+            "units",
+            "embedding_dim",
+            "tie_embeddings",
+            "vocab_size",
+            "min_count",
+            "seq_len",
+            "batch_size",
+            "epochs",
+            "dropout",
+            "clipnorm",
+            "learning_rate",
+            "patience",
+            "validation_fraction",
+            "max_minutes",
+            "seed",
+        )
+    }
+    if args.corpus:
+        overrides["corpus"] = tuple(args.corpus)
+    if args.config:
+        config = TrainConfig.from_toml(args.config, **overrides)
+    else:
+        if not args.corpus:
+            raise WordbotError("give corpus files to train on, or --config FILE")
+        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        out = train(config, progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; progress is kept in {config.out}.partial/ — run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"model written to {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from wordbot import evaluate
+
+    baseline = None if args.baseline == "none" else args.baseline
+    print(
+        evaluate.run(args.model, args.testfiles, baseline=baseline, as_json=args.json, max_positions=args.max_positions)
+    )
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
+    from wordbot.predictor import Predictor
+
+    manifest, _, _ = load_model(args.model)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    print(Predictor.load(args.model).describe())
+    print(f"directory: {Path(args.model) if args.model else DEFAULT_MODEL_DIR}")
+    print(f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}")
+    for key, value in (manifest.get("metrics") or {}).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_repl(args: argparse.Namespace) -> int:
+    from wordbot import repl
+
+    return repl.run(args.model)
+
+
+def _cmd_discord(args: argparse.Namespace) -> int:
+    from wordbot import bot
+
+    return bot.run(
+        model=args.model, prefix=args.prefix, token_file=args.token_file, shards=args.shards, backend=args.backend
+    )
+
+
+COMMANDS = {
+    "next": _cmd_next,
+    "continue": _cmd_continue,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "info": _cmd_info,
+    "repl": _cmd_repl,
+    "discord": _cmd_discord,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["repl", *(argv or sys.argv[1:])])
+    try:
+        return COMMANDS[args.command](args)
+    except WordbotError as e:
+        print(f"wordbot: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
