@@ -255,7 +255,9 @@ class Predictor:
         out: list[str] = []
         words = 0
         vocab = self.tokenizer.vocab
-        while words < n_words:
+        # Punctuation does not count as a word, so cap tokens too: greedy decoding can loop on ".".
+        max_tokens = 3 * n_words + 5
+        while words < n_words and len(out) < max_tokens:
             probs = self._distribution(key).copy()
             probs[self._banned] = 0.0
             if not out:
