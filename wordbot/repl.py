@@ -391,20 +391,25 @@ class Repl:
         if is_command(line):
             return self.command(line.strip())
         self.transcript.append(line)
+        if not line.strip():
+            return True  # a blank line asks nothing, as in a shell
         if echo:
             self.say(line)
         self.say(self.report(line), "note")
         return True
 
     def report(self, text: str) -> str:
-        """What the model expects after `text`: the menu's entries and the ghost text."""
-        found = suggest(self.predictor, text, self.settings.k)
-        label = "completions" if found.completing else "next words"
-        words = ", ".join(f"{word} {format_prob(prob)}" for word, prob in found.predictions) or "(none)"
-        lines = [f"  {label}: {words}"]
-        ghost = GhostText(lambda: self.predictor, self.settings).get_suggestion(None, Document(text))
-        if ghost is not None:
-            lines.append(f"  continued: {_shorten(text)}{ghost.text}")
+        """What the model expects after a finished line: its next words and a continuation.
+
+        A committed line is finished, so its last word is a word, not a prefix to complete."""
+        predictions = self.predictor.next_words(text, self.settings.k)
+        words = ", ".join(f"{word} {format_prob(prob)}" for word, prob in predictions) or "(none)"
+        lines = [f"  next words: {words}"]
+        seed = zlib.crc32(text.encode("utf-8", "surrogatepass"))
+        temperature = self.settings.temperature
+        continuation = self.predictor.continue_text(text, GHOST_WORDS * 2, temperature=temperature, seed=seed)
+        if continuation.strip():
+            lines.append(f"  continued: {_shorten(text)}{continuation}")
         return "\n".join(lines)
 
     def command(self, line: str) -> bool:

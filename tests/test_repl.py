@@ -1,0 +1,571 @@
+"""The terminal REPL: the completer and ghost text called directly, the whole prompt
+driven through a pipe, a real pseudo-terminal, and the non-TTY pipe mode."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from wordbot import repl as repl_module
+from wordbot.repl import GhostText, Repl, Settings, WordCompleter, completion_text, format_prob, run
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL = ROOT / "data" / "models" / "default"
+
+# Keys as a terminal sends them.
+TAB, ENTER, DOWN, UP, RIGHT = "\t", "\r", "\x1b[B", "\x1b[A", "\x1b[C"
+ALT_F, CTRL_RIGHT, CTRL_C, CTRL_D, BACKSPACE = "\x1bf", "\x1b[1;5C", "\x03", "\x04", "\x7f"
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+def completions(predictor, text: str, k: int = 5, cursor: int | None = None):
+    completer = WordCompleter(lambda: predictor, Settings(k=k))
+    return list(completer.get_completions(Document(text, cursor), CompleteEvent(text_inserted=True)))
+
+
+def ghost(predictor, text: str, temperature: float = 0.0) -> str | None:
+    suggestion = GhostText(lambda: predictor, Settings(temperature=temperature)).get_suggestion(None, Document(text))
+    return None if suggestion is None else suggestion.text
+
+
+def a_word(predictor, min_length: int = 5) -> str:
+    """A lowercase vocabulary word to type half of; the tiny model's vocabulary varies."""
+    vocab = predictor.tokenizer.vocab
+    return next(vocab[i] for i in predictor.tokenizer.word_ids if len(vocab[i]) >= min_length and vocab[i].isalpha())
+
+
+# ---- the completer, called directly ----
+
+
+def test_after_a_space_the_menu_offers_the_next_words_with_probabilities(tiny_predictor):
+    found = completions(tiny_predictor, "the cat sat on ", k=4)
+    expected = tiny_predictor.next_words("the cat sat on ", 4)
+    assert [c.text for c in found] == [p.word for p in expected]
+    assert all(c.start_position == 0 for c in found)
+    assert [c.display_meta_text for c in found] == [format_prob(p.prob) for p in expected]
+    assert all(c.display_meta_text.endswith("%") for c in found)
+
+
+def test_inside_a_word_the_menu_completes_it_and_replaces_the_partial_word(tiny_predictor):
+    word = a_word(tiny_predictor)
+    text = "the " + word[:3]
+    found = completions(tiny_predictor, text)
+    assert found, f"no completion for {word[:3]!r}"
+    assert word in [c.text for c in found]
+    for c in found:
+        assert c.start_position == -3
+        assert c.text.startswith(word[:3])
+    assert [c.text for c in found] == [p.word for p in tiny_predictor.complete(text)]
+
+
+def test_completion_works_at_a_cursor_inside_the_line(tiny_predictor):
+    word = a_word(tiny_predictor)
+    text = "the " + word[:3] + " and more"
+    found = completions(tiny_predictor, text, cursor=len("the ") + 3)
+    assert found and all(c.start_position == -3 and c.text.startswith(word[:3]) for c in found)
+
+
+def test_on_an_empty_line_the_menu_offers_first_words(tiny_predictor):
+    found = completions(tiny_predictor, "", k=3)
+    assert [c.text for c in found] == [p.word for p in tiny_predictor.next_words("", 3)]
+    assert all(c.start_position == 0 and not c.text.startswith(" ") for c in found)
+
+
+def test_after_punctuation_a_next_word_brings_its_own_space(tiny_predictor):
+    after_comma = completions(tiny_predictor, "well,")
+    assert after_comma and all(c.text.startswith(" ") and c.start_position == 0 for c in after_comma)
+    assert [c.display_text for c in after_comma] == [p.word for p in tiny_predictor.next_words("well,")]
+    after_paren = completions(tiny_predictor, "well (")
+    assert after_paren and not any(c.text.startswith(" ") for c in after_paren)
+
+
+def test_emoji_and_non_ascii_input_get_suggestions(tiny_predictor):
+    assert completions(tiny_predictor, "naïve café 😀 ")
+    assert all(c.text.startswith(" ") for c in completions(tiny_predictor, "so 😀"))
+
+
+def test_a_prefix_no_word_starts_with_offers_nothing(tiny_predictor):
+    assert completions(tiny_predictor, "the zqxjw") == []
+    assert ghost(tiny_predictor, "the zqxjw") is None
+
+
+def test_capitals_the_user_typed_are_kept(tiny_predictor):
+    assert completion_text("Hel", "hello") == "Hello"
+    assert completion_text("i", "I'm") == "I'm"  # the model's form wins over lowercase typing
+    word = a_word(tiny_predictor)
+    found = completions(tiny_predictor, "so " + word[:3].upper())
+    assert found and all(c.text.startswith(word[:3].upper()) for c in found)
+
+
+def test_command_lines_complete_to_command_names(tiny_predictor):
+    assert [c.text for c in completions(tiny_predictor, ":mo")] == [":model"]
+    assert {c.text for c in completions(tiny_predictor, ":")} == {":help", ":k", ":temp", ":model", ":quit"}
+    assert completions(tiny_predictor, ":k 3") == []
+
+
+def test_probabilities_read_as_short_percentages():
+    assert format_prob(0.31) == "31%"
+    assert format_prob(0.004) == "0.4%"
+    assert format_prob(0.00001) == "<0.1%"
+
+
+# ---- the ghost text, called directly ----
+
+
+def test_ghost_text_after_a_space_is_the_greedy_continuation(tiny_predictor):
+    text = "the cat sat on "
+    expected = tiny_predictor.continue_text(text, repl_module.GHOST_WORDS, temperature=0).lstrip()
+    assert ghost(tiny_predictor, text) == expected
+
+
+def test_ghost_text_inside_a_word_finishes_it_first(tiny_predictor):
+    word = a_word(tiny_predictor)
+    text = "the " + word[:3]
+    top = tiny_predictor.complete(text, 1)[0].word
+    assert ghost(tiny_predictor, text).startswith(top[3:])
+
+
+def test_ghost_text_is_none_on_an_empty_line_a_command_or_mid_line(tiny_predictor):
+    assert ghost(tiny_predictor, "") is None
+    assert ghost(tiny_predictor, "   ") is None
+    assert ghost(tiny_predictor, ":k 3") is None
+    suggester = GhostText(lambda: tiny_predictor, Settings())
+    assert suggester.get_suggestion(None, Document("the cat sat", cursor_position=3)) is None
+
+
+def test_sampled_ghost_text_is_stable_for_the_same_text(tiny_predictor):
+    assert ghost(tiny_predictor, "the cat ", 1.0) == ghost(tiny_predictor, "the cat ", 1.0)
+
+
+def test_ten_kilobytes_of_text_get_suggestions(tiny_predictor):
+    text = "the cat sat on the mat and " * 380  # ~10 kB
+    assert len(text) > 10_000
+    assert completions(tiny_predictor, text)
+    assert ghost(tiny_predictor, text)
+
+
+# ---- commands ----
+
+
+@pytest.fixture
+def quiet_repl(tiny_predictor, tmp_path):
+    said: list[tuple[str, str]] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append((style, text)))
+    repl.said = said
+    return repl
+
+
+def test_k_and_temp_change_the_settings(quiet_repl):
+    assert quiet_repl.commit(":k 3")
+    assert quiet_repl.settings.k == 3
+    assert quiet_repl.commit(":temp 0.7")
+    assert quiet_repl.settings.temperature == 0.7
+    assert quiet_repl.errors == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (":k", "whole number from 1 to 20, got 'nothing'"),
+        (":k three", "got 'three'"),
+        (":k 0", "got 0"),
+        (":k 500", "got 500"),
+        (":temp -1", "from 0 (greedy) to 5"),
+        (":temp hot", "got 'hot'"),
+        (":temp nan", "got 'nan'"),
+        (":model /no/such/model", "cannot load model '/no/such/model'"),
+        (":frobnicate", "unknown command :frobnicate"),
+    ],
+)
+def test_bad_command_arguments_get_a_clear_error_and_change_nothing(quiet_repl, line, message):
+    predictor = quiet_repl.predictor
+    assert quiet_repl.commit(line)
+    assert quiet_repl.errors == 1
+    style, text = quiet_repl.said[-1]
+    assert style == "error" and message in text
+    assert (quiet_repl.settings.k, quiet_repl.settings.temperature) == (5, 0.0)
+    assert quiet_repl.predictor is predictor
+
+
+def test_model_loads_another_model_directory(quiet_repl, tiny_model_dir):
+    before = quiet_repl.predictor
+    assert quiet_repl.commit(f":model {tiny_model_dir}")
+    assert quiet_repl.predictor is not before
+    assert quiet_repl.predictor.name == Path(tiny_model_dir).name
+
+
+def test_help_lists_every_command_and_the_model(quiet_repl):
+    quiet_repl.commit(":help")
+    text = quiet_repl.said[-1][1]
+    for command in (":help", ":k", ":temp", ":model", ":quit", "Ctrl-D"):
+        assert command in text
+    assert quiet_repl.predictor.describe() in text
+
+
+def test_quit_ends_and_text_that_only_starts_with_a_colon_is_text(quiet_repl):
+    assert quiet_repl.commit(":)")
+    assert quiet_repl.transcript == [":)"]
+    assert not quiet_repl.commit(":quit")
+    assert not quiet_repl.commit(":q")
+
+
+def test_history_lives_in_the_state_dir_and_the_env_var_moves_it(tmp_path, monkeypatch):
+    assert repl_module.history_path(tmp_path) == tmp_path / "history"
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path / "env"))
+    assert repl_module.history_path() == tmp_path / "env" / "history"
+    monkeypatch.delenv("WORDBOT_STATE_DIR")
+    assert repl_module.history_path().parts[-2:] == ("wordbot", "history")
+
+
+# ---- the whole prompt, driven through a pipe ----
+
+
+class Driver:
+    """Runs the REPL's prompt loop in a thread on a pipe input, so a test can type keys
+    and wait for the (threaded) suggestions to arrive, as a user would."""
+
+    def __init__(self, repl: Repl):
+        self.repl = repl
+        self.status: int | None = None
+
+    def __enter__(self) -> Driver:
+        self._input_cm = create_pipe_input()
+        self.input = self._input_cm.__enter__()
+        self.session = self.repl.session(self.input, DummyOutput())
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.wait(lambda: self.session.app.is_running, "the prompt to start")
+        return self
+
+    def _run(self) -> None:
+        self.status = self.repl.interact(self.session)
+
+    def __exit__(self, *exc) -> None:
+        if self.thread.is_alive():
+            self.input.send_text(CTRL_D)
+            self.thread.join(5)
+        self._input_cm.__exit__(*exc)
+
+    @property
+    def buffer(self):
+        return self.session.default_buffer
+
+    def type(self, text: str) -> None:
+        self.input.send_text(text)
+
+    def wait(self, condition, what: str, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value = condition()
+            except (AttributeError, IndexError, TypeError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.005)
+        raise AssertionError(f"timed out waiting for {what}; buffer {self.buffer.text[-80:]!r}")
+
+    def menu(self) -> list:
+        return self.wait(lambda: self.buffer.complete_state.completions, "the completion menu")
+
+    def ghost(self) -> str:
+        return self.wait(lambda: self.buffer.suggestion.text, "ghost text")
+
+
+def test_typing_shows_the_menu_and_tab_then_enter_inserts_the_word_and_a_space(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type("the cat sat on ")
+        menu = d.menu()
+        assert [c.text for c in menu] == [p.word for p in quiet_repl.predictor.next_words("the cat sat on ")]
+        d.type(TAB)
+        d.wait(lambda: d.buffer.complete_state.complete_index == 0, "the first entry selected")
+        assert d.buffer.text == "the cat sat on " + menu[0].text
+        d.type(ENTER)
+        d.wait(lambda: d.buffer.text == f"the cat sat on {menu[0].text} ", "the word and a space")
+        # The menu for the next word comes at once, without another keystroke.
+        d.menu()
+        assert quiet_repl.transcript == []  # Enter on a selected entry does not commit the line
+
+
+def test_down_selects_and_typing_inside_a_word_completes_it(quiet_repl):
+    word = a_word(quiet_repl.predictor)
+    with Driver(quiet_repl) as d:
+        d.type("so " + word[:3])
+        menu = d.menu()
+        assert all(c.text.startswith(word[:3]) for c in menu)
+        d.type(DOWN + DOWN)
+        d.wait(lambda: d.buffer.complete_state.complete_index == 1, "the second entry")
+        d.type(ENTER)
+        d.wait(lambda: d.buffer.text == f"so {menu[1].text} ", "the completed word and a space")
+
+
+def test_backspace_brings_the_menu_back(quiet_repl):
+    word = a_word(quiet_repl.predictor)
+    with Driver(quiet_repl) as d:
+        d.type("so " + word[:4])
+        d.menu()
+        d.type(BACKSPACE)
+        d.wait(lambda: d.buffer.text == "so " + word[:3], "the deletion")
+        d.wait(lambda: all(c.start_position == -3 for c in d.buffer.complete_state.completions), "new menu")
+
+
+def test_right_accepts_the_ghost_text_and_alt_f_one_word(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type("the cat ")
+        full = d.ghost()
+        assert full == quiet_repl.predictor.continue_text("the cat ", repl_module.GHOST_WORDS, temperature=0).lstrip()
+        first_word = full.split()[0]
+        d.type(ALT_F)
+        d.wait(lambda: d.buffer.text == "the cat " + first_word, "one word of the ghost text")
+        assert d.buffer.suggestion is None or full.endswith(d.buffer.suggestion.text)
+        d.ghost()
+        rest = d.buffer.suggestion.text
+        d.type(RIGHT)
+        d.wait(lambda: d.buffer.text == "the cat " + first_word + rest, "all of the ghost text")
+        d.type(CTRL_C)
+        d.wait(lambda: d.buffer.text == "", "Ctrl-C to clear the line")
+        d.type("the dog ")
+        second = d.ghost().split()[0]
+        d.type(CTRL_RIGHT)
+        d.wait(lambda: d.buffer.text == "the dog " + second, "Ctrl-Right to accept a word")
+
+
+def test_enter_commits_lines_to_the_transcript_and_history_and_up_recalls_them(quiet_repl, tmp_path):
+    with Driver(quiet_repl) as d:
+        d.type("first line" + ENTER)
+        d.wait(lambda: quiet_repl.transcript == ["first line"], "the first commit")
+        d.type("second line 😀" + ENTER)
+        d.wait(lambda: len(quiet_repl.transcript) == 2, "the second commit")
+        d.type(ENTER)  # an empty line: committed, but not kept in history
+        d.wait(lambda: len(quiet_repl.transcript) == 3, "the empty commit")
+        # Each prompt reloads its history in the background; a user is never this quick.
+        d.wait(lambda: "second line 😀" in d.buffer._working_lines, "the history to load")
+        d.type(UP)
+        d.wait(lambda: d.buffer.text == "second line 😀", "Up to recall the last line")
+        d.type(UP)
+        d.wait(lambda: d.buffer.text == "first line", "Up to recall the line before")
+        d.type(CTRL_D)
+        d.thread.join(5)
+        assert d.status == 0
+    assert quiet_repl.transcript == ["first line", "second line 😀", ""]
+    assert any(text.startswith("  next words:") for _, text in quiet_repl.said)
+    history = (tmp_path / "history").read_text(encoding="utf-8")
+    assert "+first line" in history and "+second line 😀" in history
+
+
+def test_k_3_shortens_the_menu_and_ctrl_d_exits_with_status_0(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type(":k 3" + ENTER)
+        d.wait(lambda: quiet_repl.settings.k == 3, ":k 3")
+        d.type("the cat ")
+        assert len(d.menu()) == 3
+        d.type(CTRL_D)
+        d.thread.join(5)
+        assert not d.thread.is_alive() and d.status == 0
+    assert quiet_repl.transcript == []  # Ctrl-D drops the unfinished line
+
+
+def test_quit_command_exits(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type(":quit" + ENTER)
+        d.thread.join(5)
+        assert d.status == 0
+
+
+def test_pasting_ten_kilobytes_behaves(quiet_repl):
+    text = "the cat sat on the mat and " * 380
+    with Driver(quiet_repl) as d:
+        d.type(PASTE_START + text + PASTE_END)
+        d.wait(lambda: d.buffer.text == text, "the paste")
+        d.menu()
+        d.type(ENTER)
+        d.wait(lambda: quiet_repl.transcript == [text], "the commit")
+
+
+def test_the_start_screen_says_how_to_exit(quiet_repl):
+    with Driver(quiet_repl):
+        pass
+    start = "\n".join(text for _, text in quiet_repl.said)
+    assert "Ctrl-D" in start and ":quit" in start and ":help" in start
+
+
+def test_the_toolbar_names_the_model_and_the_last_suggestion_time(quiet_repl):
+    assert "-" in quiet_repl.toolbar()[0][1]
+    with Driver(quiet_repl) as d:
+        d.type("the ")
+        d.menu()
+    bar = "".join(text for _, text in quiet_repl.toolbar())
+    assert quiet_repl.predictor.name[:16] in bar and " ms " in bar and "Ctrl-D" in bar
+    assert len(bar) <= 80
+
+
+# ---- pipe mode ----
+
+
+def test_pipe_mode_prints_suggestions_for_each_line(tiny_model_dir, tmp_path):
+    out = io.StringIO()
+    lines = "the cat sat on\n:k 2\nthe c\n\nnaïve 😀\n"
+    assert run(tiny_model_dir, input=io.StringIO(lines), output=out, state_dir=tmp_path) == 0
+    text = out.getvalue()
+    # A line is a finished text: its next words, even when it ends in a word's prefix.
+    assert text.count("  next words:") == 3  # the blank line asks nothing
+    assert "  continued: the cat sat on" in text
+    assert "showing 2 suggestions" in text
+    last_words = [line for line in text.splitlines() if line.startswith("  next words:")][-1]
+    assert last_words.count("%") == 2
+    assert not (tmp_path / "history").exists()  # pipes are not typed lines
+
+
+def test_pipe_mode_reports_a_bad_command_in_its_exit_status(tiny_model_dir, tmp_path, capsys):
+    assert run(tiny_model_dir, input=io.StringIO(":k many\n"), output=io.StringIO(), state_dir=tmp_path) == 1
+    assert ":k needs a whole number" in capsys.readouterr().err
+
+
+def test_a_bad_model_path_is_one_clear_line_and_status_1(tmp_path, capsys):
+    assert run(tmp_path / "nothing", input=io.StringIO(""), output=io.StringIO()) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _cli_has_repl() -> bool:
+    cli = ROOT / "wordbot" / "cli.py"
+    return cli.exists() and "repl" in cli.read_text(encoding="utf-8")
+
+
+def repl_command(*args: str) -> list[str]:
+    """`python -m wordbot repl ...`, or the same through `run()` until cli.py wires it."""
+    if _cli_has_repl():
+        return [sys.executable, "-m", "wordbot", "repl", *args]
+    model = repr(args[1]) if args else "None"
+    return [sys.executable, "-c", f"from wordbot.repl import run; raise SystemExit(run({model}))"]
+
+
+def _env(tmp_path, **extra) -> dict[str, str]:
+    env = dict(os.environ, WORDBOT_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(ROOT), **extra)
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def test_pipe_mode_from_the_shell_without_importing_tensorflow(tiny_model_dir, tmp_path):
+    probe = (
+        "import sys, io; from wordbot.repl import run; "
+        f"status = run({str(tiny_model_dir)!r}, input=io.StringIO('the cat sat on\\n'), output=sys.stdout); "
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+        "print('heavy:', heavy); raise SystemExit(status)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stdout
+    shell = subprocess.run(
+        repl_command("--model", str(tiny_model_dir)),
+        input="the cat sat on\n",
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=60,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert "  next words:" in shell.stdout and shell.stdout.count("%") >= 5
+
+
+# ---- a real pseudo-terminal ----
+
+
+class Terminal:
+    """pexpect for the pseudo-terminal, pyte for what a user would see on an 80x24 screen."""
+
+    def __init__(self, command: list[str], env: dict[str, str], rows: int = 24, columns: int = 80):
+        import pexpect
+        import pyte
+
+        self.child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(rows, columns), cwd=str(ROOT))
+        child = self.child
+
+        class Screen(pyte.Screen):
+            def write_process_input(self, data: str) -> None:
+                child.send(data)  # answers prompt_toolkit's cursor-position requests
+
+        self.screen = Screen(columns, rows)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def text(self) -> str:
+        return "\n".join(self.screen.display)
+
+    def pump(self, seconds: float = 0.05) -> None:
+        import pexpect
+
+        try:
+            self.stream.feed(self.child.read_nonblocking(65536, timeout=seconds))
+        except pexpect.TIMEOUT:
+            pass
+
+    def wait_for(self, condition, what: str, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            found = condition(self.screen)
+            if found:
+                return found
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.text()}")
+
+    def finish(self) -> int:
+        import pexpect
+
+        self.child.expect(pexpect.EOF, timeout=20)
+        self.child.close()
+        return self.child.exitstatus
+
+
+def _prompt_line(screen) -> str:
+    return next((line for line in screen.display if line.startswith("> ")), "")
+
+
+def _menu_rows(screen) -> list[str]:
+    """Rows under the prompt that look like menu entries: a word, then a percentage."""
+    lines = screen.display
+    start = next(i for i, line in enumerate(lines) if line.startswith("> "))
+    return [line.strip() for line in lines[start + 1 :] if line.strip().endswith("%")]
+
+
+def _type_and_pick(term: Terminal, text: str) -> None:
+    term.child.send(text)
+    term.wait_for(lambda s: _prompt_line(s).startswith("> " + text), "the typed text")
+    rows = term.wait_for(_menu_rows, "the completion menu under the cursor")
+    first_word = rows[0].split()[0]
+    term.child.send(TAB)
+    term.wait_for(lambda s: _prompt_line(s).startswith(f"> {text}{first_word}"), f"{first_word!r} inserted")
+
+
+def test_a_real_terminal_with_the_bundled_model(tmp_path):
+    if not (BUNDLED_MODEL / "manifest.json").exists():
+        pytest.skip(f"the bundled model {BUNDLED_MODEL} is not there yet")
+    term = Terminal(repl_command(), _env(tmp_path, TERM="xterm-256color"))
+    term.wait_for(lambda s: "Ctrl-D" in "\n".join(s.display) and _prompt_line(s), "the start screen")
+    _type_and_pick(term, "deep learning is a ")
+    term.child.send(CTRL_D)
+    assert term.finish() == 0
+
+
+def test_a_real_terminal_80x24_with_no_color(tiny_model_dir, tmp_path):
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="xterm", NO_COLOR="1"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    assert "Ctrl-D" in term.text()
+    _type_and_pick(term, "the cat sat on ")
+    term.wait_for(lambda s: " ms |" in "\n".join(s.display), "the toolbar with the suggestion time")
+    term.child.send(ENTER + ENTER)  # insert the word and a space, then commit the line
+    term.wait_for(lambda s: "next words:" in "\n".join(s.display), "the committed line's report")
+    term.child.send(":k 2" + ENTER)
+    term.wait_for(lambda s: "showing 2 suggestions" in "\n".join(s.display), ":k 2")
+    term.child.send(CTRL_D)
+    assert term.finish() == 0
+    assert "the cat sat on" in (tmp_path / "state" / "history").read_text(encoding="utf-8")
