@@ -3,6 +3,7 @@ driven through a pipe, a real pseudo-terminal, and the non-TTY pipe mode."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -432,22 +433,14 @@ def test_pipe_mode_reports_a_bad_command_in_its_exit_status(tiny_model_dir, tmp_
     assert ":k needs a whole number" in capsys.readouterr().err
 
 
-def test_a_bad_model_path_is_one_clear_line_and_status_1(tmp_path, capsys):
-    assert run(tmp_path / "nothing", input=io.StringIO(""), output=io.StringIO()) == 1
-    assert "does not exist" in capsys.readouterr().err
-
-
-def _cli_has_repl() -> bool:
-    cli = ROOT / "wordbot" / "cli.py"
-    return cli.exists() and "repl" in cli.read_text(encoding="utf-8")
+def test_a_bad_model_path_is_one_clear_line_and_status_2(tmp_path, capsys):
+    assert run(tmp_path / "nothing", input=io.StringIO(""), output=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: ") and "does not exist" in err and err.count("\n") == 1
 
 
 def repl_command(*args: str) -> list[str]:
-    """`python -m wordbot repl ...`, or the same through `run()` until cli.py wires it."""
-    if _cli_has_repl():
-        return [sys.executable, "-m", "wordbot", "repl", *args]
-    model = repr(args[1]) if args else "None"
-    return [sys.executable, "-c", f"from wordbot.repl import run; raise SystemExit(run({model}))"]
+    return [sys.executable, "-m", "wordbot", "repl", *args]
 
 
 def _env(tmp_path, **extra) -> dict[str, str]:
@@ -504,10 +497,8 @@ class Terminal:
     def pump(self, seconds: float = 0.05) -> None:
         import pexpect
 
-        try:
+        with contextlib.suppress(pexpect.TIMEOUT):
             self.stream.feed(self.child.read_nonblocking(65536, timeout=seconds))
-        except pexpect.TIMEOUT:
-            pass
 
     def wait_for(self, condition, what: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout

@@ -48,12 +48,12 @@ _PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
 _NO_SPACE_AFTER = set("([{$#@/-\"'\u201c\u2018")
 _FIRST_WORD_RE = re.compile(r"\s*\S+")
 _COMMAND_RE = re.compile(r":([A-Za-z]+)(?:\s+(.*))?$", re.DOTALL)
-COMMANDS = {
-    "help": "this text",
-    "k": "N: how many suggestions to show (1-20)",
-    "temp": "T: ghost-text temperature (0 = greedy, the likeliest words)",
-    "model": "PATH: load another model directory (:model default for the bundled one)",
-    "quit": "exit (Ctrl-D does too)",
+COMMANDS = {  # name: (argument, what it does), as :help shows them
+    "help": ("", "this text"),
+    "k": ("N", "how many suggestions to show (1-20)"),
+    "temp": ("T", "ghost-text temperature (0 = greedy: the likeliest words)"),
+    "model": ("PATH", "load another model directory (`default`: the bundled one)"),
+    "quit": ("", "exit (Ctrl-D does too)"),
 }
 _ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
 
@@ -174,9 +174,10 @@ class WordCompleter(Completer):
     def _command_completions(text: str) -> Iterable[Completion]:
         if " " in text:
             return
-        for name, meta in COMMANDS.items():
+        for name in COMMANDS:
             if name.startswith(text[1:]):
-                yield Completion(":" + name, -len(text), display_meta=meta.split(":")[0])
+                argument, meta = COMMANDS[name]
+                yield Completion(":" + name, -len(text), display=f":{name} {argument}", display_meta=meta)
 
 
 class GhostText(AutoSuggest):
@@ -285,7 +286,7 @@ def _key_bindings(settings: Settings) -> KeyBindings:
 
 KEYS_HELP = """\
   Tab / Down     pick a suggestion; Enter inserts it and a space
-  Right          accept the grey ghost text; Alt-F or Ctrl-Right: one word of it
+  Right          accept the grey ghost text; Alt-F or Ctrl-Right: one word
   Enter          commit the line (kept in history; Up recalls it)
   Ctrl-C         clear the line            Ctrl-D or :quit   exit"""
 
@@ -431,7 +432,7 @@ class Repl:
         return True
 
     def help_text(self) -> str:
-        commands = "\n".join(f"  :{name:<12} {text}" for name, text in COMMANDS.items())
+        commands = "\n".join(f"  {':' + name + ' ' + arg:<14} {text}" for name, (arg, text) in COMMANDS.items())
         return (
             "The menu shows the likeliest next words (after a space) or completions of the\n"
             "word being typed, each with its probability; the grey text continues the line.\n"
@@ -507,6 +508,7 @@ def run(
     input: TextIO | None = None,
     output: TextIO | None = None,
     state_dir: str | os.PathLike | None = None,
+    backend: str = "rnn",
 ) -> int:
     """Open the REPL on `model` (None: the bundled default) and return the exit status.
 
@@ -516,10 +518,10 @@ def run(
     from wordbot.predictor import Predictor
 
     try:
-        predictor = Predictor.load(model)
+        predictor = Predictor.load(model, backend=backend)
     except (OSError, ValueError) as exc:
-        print(f"wordbot: {exc}", file=sys.stderr)
-        return 1
+        print(f"wordbot: error: {exc}", file=sys.stderr)
+        return 2
     interactive = input is None and output is None and sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
         out = output or sys.stdout
