@@ -132,26 +132,34 @@ def build_model(config: TrainConfig, vocab_size: int):
     """Embedding -> recurrent layer(s) -> (projection) -> logits over the vocabulary."""
     _, keras = _tf()
 
-    class TiedEmbedding(keras.layers.Embedding):
-        """An embedding that also maps vectors back to vocabulary logits (weight tying)."""
+    class TiedEmbedding(keras.layers.Layer):
+        """Word vectors that, when tied, also map vectors back to vocabulary logits."""
+
+        def __init__(self, input_dim, output_dim, tied, **kwargs):
+            super().__init__(**kwargs)
+            self.input_dim, self.output_dim, self.tied = input_dim, output_dim, tied
 
         def build(self, input_shape=None):
-            super().build(input_shape)
-            self.output_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="output_bias")
+            init = keras.initializers.RandomUniform(-0.05, 0.05)  # Keras' Embedding default
+            self.embeddings = self.add_weight(
+                shape=(self.input_dim, self.output_dim), initializer=init, name="embeddings"
+            )
+            if self.tied:
+                self.output_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="output_bias")
 
         def call(self, inputs, reverse=False):
             if reverse:
                 return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings)) + self.output_bias
-            return super().call(inputs)
+            return keras.ops.take(self.embeddings, keras.ops.cast(inputs, "int32"), axis=0)
 
         def compute_output_spec(self, inputs, reverse=False):
             if reverse:
                 return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
-            return super().compute_output_spec(inputs)
+            return keras.KerasTensor((*inputs.shape, self.output_dim), dtype=self.compute_dtype)
 
     recurrent = {"simple_rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    embedding = TiedEmbedding(vocab_size, config.embedding_dim, name="embedding")
+    embedding = TiedEmbedding(vocab_size, config.embedding_dim, config.tie_embeddings, name="embedding")
     x = embedding(inputs)
     x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
     for i in range(config.layers):
@@ -177,8 +185,10 @@ def masked_loss(y_true, logits):
 def export_weights(model, config: TrainConfig) -> dict[str, np.ndarray]:
     """Keras weights -> the named arrays of weights.npz."""
     embedding = model.get_layer("embedding")
-    weights = {"embedding": embedding.embeddings.numpy(), "output/bias": embedding.output_bias.numpy()}
-    if not config.tie_embeddings:
+    weights = {"embedding": embedding.embeddings.numpy()}
+    if config.tie_embeddings:
+        weights["output/bias"] = embedding.output_bias.numpy()
+    else:
         out = model.get_layer("output")
         weights["output/kernel"], weights["output/bias"] = (w.numpy() for w in out.weights)
     for i in range(config.layers):
@@ -199,10 +209,9 @@ def import_weights(model, config: TrainConfig, weights: dict[str, np.ndarray]) -
     """The inverse of export_weights: put named arrays back into a Keras model."""
     embedding = model.get_layer("embedding")
     embedding.embeddings.assign(weights["embedding"])
-    embedding.output_bias.assign(
-        weights["output/bias"] if config.tie_embeddings else np.zeros(len(weights["embedding"]))
-    )
-    if not config.tie_embeddings:
+    if config.tie_embeddings:
+        embedding.output_bias.assign(weights["output/bias"])
+    else:
         model.get_layer("output").set_weights([weights["output/kernel"], weights["output/bias"]])
     for i in range(config.layers):
         model.get_layer(f"rnn{i}").set_weights(
@@ -240,7 +249,7 @@ def _dataset(tf, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: in
     return ds.with_options(options)
 
 
-def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool, log):
+def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool, log, steps_per_epoch: int):
     monitor = "val_loss" if has_validation else "loss"
     started = time.monotonic()
 
@@ -277,7 +286,8 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
                 (work_dir / "best.json").write_text(json.dumps({"loss": loss, "epoch": epoch + 1}))
 
     return [
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=500),
+        # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
         KeepBest(),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
@@ -305,7 +315,8 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     out = Path(config.out)
     work_dir = out.parent / f"{out.name}.partial"
     work_dir.mkdir(parents=True, exist_ok=True)
-    run_config = dataclasses.asdict(config) | {"notes": ""}
+    # Settings that may change between an interruption and the resumed run.
+    run_config = dataclasses.asdict(config) | {"notes": "", "epochs": 0, "max_minutes": 0, "patience": 0}
     stamp = work_dir / "config.json"
     if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(run_config)):
         raise ConfigError(
@@ -336,7 +347,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log),
+        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, math.ceil(len(x) / config.batch_size)),
         verbose=1 if progress else 0,
     )
     minutes = (time.monotonic() - started) / 60

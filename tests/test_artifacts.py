@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wordbot.artifacts import load_model, save_model
+from wordbot.errors import ModelError
+from wordbot.predictor import Predictor
+
+from .conftest import make_model_dir
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_model_dir(tmp_path / "m")
+
+
+def _edit_manifest(model_dir, **changes):
+    path = model_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_saved_model_loads_back(model_dir):
+    manifest, tokenizer, weights = load_model(model_dir)
+    assert manifest["vocab_size"] == len(tokenizer)
+    assert weights["embedding"].shape == (len(tokenizer), 16)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: (d / "weights.npz").unlink(), "weights.npz is missing"),
+        (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
+        (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json: unreadable"),
+        (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: unreadable"),
+        (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
+        (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
+        (lambda d: _edit_manifest(d, architecture={"cell": "transformer"}), "unknown cell 'transformer'"),
+    ],
+)
+def test_a_broken_model_directory_gives_a_clear_error(model_dir, breakage, message):
+    breakage(model_dir)
+    with pytest.raises(ModelError, match=message):
+        Predictor.load(model_dir)
+
+
+def test_a_missing_array_is_named(model_dir):
+    with np.load(model_dir / "weights.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "rnn0/recurrent_kernel"}
+    np.savez(model_dir / "weights.npz", **arrays)
+    with pytest.raises(ModelError, match="'rnn0/recurrent_kernel' is missing"):
+        load_model(model_dir)
+
+
+def test_a_mismatched_array_shape_is_named(model_dir):
+    with np.load(model_dir / "weights.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["embedding"] = arrays["embedding"][:, :8]
+    np.savez(model_dir / "weights.npz", **arrays)
+    with pytest.raises(ModelError, match="'embedding' has shape"):
+        load_model(model_dir)
+
+
+def test_a_missing_directory_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        Predictor.load(tmp_path / "nope")
+
+
+def test_an_interrupted_save_leaves_the_old_model_intact(model_dir, monkeypatch):
+    before = (model_dir / "weights.npz").read_bytes()
+    manifest, tokenizer, weights = load_model(model_dir)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while the new weights were written
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model_dir, manifest, tokenizer, weights)
+    assert (model_dir / "weights.npz").read_bytes() == before
+    assert load_model(model_dir)[0]["vocab_size"] == len(tokenizer)
+    assert not [p for p in os.listdir(model_dir.parent) if p.startswith(".")]  # no debris left
+
+
+def test_saving_over_a_model_replaces_it_whole(model_dir):
+    manifest, tokenizer, weights = load_model(model_dir)
+    weights["output/bias"] = weights["output/bias"] + 1.0
+    save_model(model_dir, manifest, tokenizer, weights)
+    assert np.allclose(load_model(model_dir)[2]["output/bias"], weights["output/bias"])

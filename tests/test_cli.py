@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wordbot.cli import main
+
+
+def test_next_prints_words_with_probabilities(tiny_model_dir, capsys):
+    assert main(["next", "deep", "learning", "is", "a", "-k", "3", "--model", str(tiny_model_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert all(line.rstrip().endswith("%") for line in lines)
+
+
+def test_next_json(tiny_model_dir, capsys):
+    assert main(["next", "the", "--json", "--model", str(tiny_model_dir)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data) == 5 and {"word", "prob"} == set(data[0])
+
+
+def test_next_on_empty_text_predicts_a_first_word(tiny_model_dir, capsys):
+    assert main(["next", "--json", "--model", str(tiny_model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)
+
+
+def test_continue_is_reproducible_with_a_seed(tiny_model_dir, capsys):
+    args = ["continue", "the", "dog", "-n", "8", "--seed", "3", "--model", str(tiny_model_dir)]
+    main(args)
+    first = capsys.readouterr().out
+    main(args)
+    assert capsys.readouterr().out == first and first.startswith("the dog")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["next", "x", "--model", "/nonexistent"], ["next", "x", "-k", "0"], ["info", "/nonexistent"]],
+)
+def test_errors_are_one_line_without_traceback(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_model_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("manifest.json", "tokenizer.json"):
+        (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
+    (broken / "weights.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["next", "x", "--model", str(broken)]) == 2
+    assert "weights.npz: unreadable" in capsys.readouterr().err
+
+
+def test_info_describes_the_model(tiny_model_dir, capsys):
+    assert main(["info", str(tiny_model_dir)]) == 0
+    assert "SimpleRNN 1×24" in capsys.readouterr().out
+
+
+def test_train_without_corpus_explains(capsys):
+    assert main(["train"]) == 2
+    assert "give corpus files" in capsys.readouterr().err
+
+
+def test_wordbot_next_does_not_import_tensorflow(tiny_model_dir):
+    code = (
+        "import sys; from wordbot.cli import main; "
+        f"main(['next', 'deep learning is a', '--model', {str(tiny_model_dir)!r}]); "
+        "raise SystemExit('tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_python_dash_m_runs_the_cli(tiny_model_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "wordbot", "next", "hello", "--model", str(tiny_model_dir), "-k", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2

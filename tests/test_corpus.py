@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from wordbot.corpus import read_corpus, read_messages, split_messages, token_stream, windows
+from wordbot.errors import CorpusError
+from wordbot.text import BOS_ID, EOS_ID, Tokenizer
+
+
+def test_lines_and_paragraph_formats(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("one line\n\ntwo\r\nlines here\n", encoding="utf-8")
+    assert read_messages(path, "lines") == ["one line", "two", "lines here"]
+    assert read_messages(path, "paragraphs") == ["one line", "two lines here"]
+
+
+def test_invalid_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"fine\nbroken \xff here\n")
+    with pytest.raises(CorpusError, match=r"bad.txt: not UTF-8 text \(invalid byte at line 2"):
+        read_messages(path)
+
+
+def test_an_empty_or_missing_corpus_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n   \n")
+    with pytest.raises(CorpusError, match="holds no text"):
+        read_corpus([tmp_path / "empty.txt"])
+    with pytest.raises(CorpusError, match="cannot read corpus"):
+        read_corpus([tmp_path / "missing.txt"])
+
+
+def test_validation_split_is_deterministic_and_disjoint():
+    messages = [f"message {i}" for i in range(100)]
+    train, val = split_messages(messages, 0.1, seed=3)
+    assert (train, val) == split_messages(messages, 0.1, seed=3)
+    assert len(val) == 10 and set(train).isdisjoint(val) and len(train) + len(val) == 100
+    assert split_messages(messages, 0.1, seed=4)[1] != val
+
+
+def test_windows_predict_the_next_token_at_every_position():
+    tok = Tokenizer.build(["a b c", "d e"], min_count=1)
+    stream = token_stream(["a b c", "d e"], tok)
+    assert stream[0] == BOS_ID and stream[4] == EOS_ID
+    x, y = windows(stream, 3)
+    assert x.shape == y.shape == ((len(stream) - 1) // 3, 3)
+    assert (x[:, 1:] == y[:, :-1]).all()
+    assert (y.ravel() == stream[1 : 1 + y.size]).all()

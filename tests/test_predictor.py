@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, sample
+from wordbot.text import SPECIALS, tokenize
+
+TEXTS = ["", "deep learning is a", "The dog ", "hello,", "!!!", "😀😀", "zxqv unknownish words", "a\x00b\x1b[31m"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_next_words_are_at_most_k_sorted_real_probabilities(tiny_predictor, text):
+    predictions = tiny_predictor.next_words(text, k=7)
+    assert 1 <= len(predictions) <= 7
+    probs = [p.prob for p in predictions]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0 < p <= 1 for p in probs)
+    assert sum(probs) <= 1 + 1e-9
+    assert all(isinstance(p, Prediction) for p in predictions)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_special_tokens_and_punctuation_are_never_offered(tiny_predictor, text):
+    for p in tiny_predictor.next_words(text, k=50):
+        assert p.word.lower() not in SPECIALS
+        assert tokenize(p.word) == [p.word.lower()]  # one real word
+        assert p.word[0].isalnum()
+
+
+def test_i_is_capitalised_and_sentence_starts_are_capitalised(tiny_predictor):
+    words = [p.word for p in tiny_predictor.next_words("", k=800)]
+    assert "I" in words and "i" not in words
+    assert all(w[0].isupper() for w in words if w[0].isalpha())  # a message starts a sentence
+    mid = [p.word for p in tiny_predictor.next_words("so the", k=800)]
+    assert "the" in mid and "I" in mid
+
+
+def test_completions_match_the_typed_prefix_and_renormalise(tiny_predictor):
+    predictions = tiny_predictor.complete("what is th", k=800)
+    assert predictions and all(p.word.lower().startswith("th") for p in predictions)
+    assert sum(p.prob for p in predictions) == pytest.approx(1.0)
+    assert [p.word for p in tiny_predictor.complete("what is TH", k=5)] == [p.word for p in predictions[:5]]
+
+
+def test_complete_after_a_space_is_next_words(tiny_predictor):
+    assert tiny_predictor.complete("what is ", k=5) == tiny_predictor.next_words("what is", k=5)
+
+
+def test_complete_of_a_prefix_no_word_has_is_empty(tiny_predictor):
+    assert tiny_predictor.complete("qqqqzz", k=5) == []
+
+
+def test_seeded_continuation_is_reproducible_and_made_of_vocabulary(tiny_predictor):
+    a = tiny_predictor.continue_text("the dog", 15, seed=7)
+    b = tiny_predictor.continue_text("the dog", 15, seed=7)
+    assert a == b and a
+    vocab = set(tiny_predictor.tokenizer.vocab)
+    tokens = tokenize(a)
+    assert all(t in vocab for t in tokens)
+    assert "<unk>" not in a
+    assert sum(t[0].isalnum() for t in tokens) <= 15
+
+
+def test_greedy_continuation_ends(tiny_predictor):
+    text = tiny_predictor.continue_text("", 10, temperature=0)
+    assert isinstance(text, str) and len(tokenize(text)) <= 35
+
+
+@given(st.floats(0.1, 3.0), st.integers(0, 50), st.floats(0.05, 1.0), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_sample_only_draws_allowed_indices(temperature, top_k, top_p, seed):
+    probs = np.array([0.0, 0.5, 0.3, 0.2, 0.0])
+    i = sample(probs, np.random.default_rng(seed), temperature, top_k, top_p)
+    assert probs[i] > 0
+    if top_k == 1 or top_p <= 0.3:  # the likeliest of three keeps at least a third of the mass
+        assert i == 1
+
+
+def test_greedy_sample_is_argmax():
+    assert sample(np.array([0.1, 0.2, 0.7]), np.random.default_rng(0), temperature=0) == 2
+
+
+def test_state_cache_makes_one_more_word_one_step(tiny_predictor):
+    calls = 0
+    advance = tiny_predictor.lm.advance
+
+    def counting(state, token_id):
+        nonlocal calls
+        calls += 1
+        return advance(state, token_id)
+
+    tiny_predictor.lm.advance = counting
+    tiny_predictor.next_words("the dog sat on the")
+    calls = 0
+    tiny_predictor.next_words("the dog sat on the mat")
+    assert calls == 1
+    calls = 0
+    tiny_predictor.complete("the dog sat on the mat and th")  # letters inside a word: one step for "and"
+    tiny_predictor.complete("the dog sat on the mat and the")
+    assert calls == 1
+
+
+def test_cached_and_fresh_predictions_agree(tiny_model_dir):
+    warm = Predictor.load(tiny_model_dir)
+    warm.next_words("the dog sat")
+    assert warm.next_words("the dog sat on") == Predictor.load(tiny_model_dir).next_words("the dog sat on")
+
+
+def test_huge_text_is_answered_from_its_end(tiny_predictor):
+    text = "the dog sat on the mat. " * 5000  # about 120 kB
+    predictions = tiny_predictor.next_words(text)
+    assert predictions
+    assert len(tiny_predictor._context(tokenize(text))) <= MAX_CONTEXT
+
+
+def test_bad_k_is_refused(tiny_predictor):
+    with pytest.raises(ValueError):
+        tiny_predictor.next_words("x", k=0)
+
+
+def test_predictor_module_does_not_import_tensorflow(tiny_model_dir):
+    code = (
+        "import sys; from wordbot.predictor import Predictor; "
+        f"Predictor.load({str(tiny_model_dir)!r}).next_words('hello'); "
+        "bad = [m for m in ('tensorflow', 'keras', 'discord', 'prompt_toolkit') if m in sys.modules]; "
+        "print(bad); raise SystemExit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

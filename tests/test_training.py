@@ -1,0 +1,117 @@
+"""Training end to end with TensorFlow: tiny models on a slice of the fortunes corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from wordbot.cli import main
+from wordbot.predictor import Predictor
+
+from .conftest import TRAIN_FILE
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("tensorflow")
+
+TINY = ["--units", "24", "--embedding-dim", "16", "--vocab-size", "300", "--seq-len", "12", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text("\n".join(TRAIN_FILE.read_text(encoding="utf-8").splitlines()[:600]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """cell -> model directory, each trained through the CLI."""
+    out = {}
+    for cell in ("simple_rnn", "gru", "lstm"):
+        directory = tmp_path_factory.mktemp("models") / cell
+        args = ["train", str(corpus), "--out", str(directory), "--cell", cell, "--epochs", "2", "--quiet", *TINY]
+        if cell == "lstm":
+            args += ["--layers", "2", "--untied"]
+        assert main(args) == 0
+        out[cell] = directory
+    return out
+
+
+def test_trained_model_loads_and_predicts(trained, corpus):
+    predictor = Predictor.load(trained["simple_rnn"])
+    assert len(predictor.next_words("the", k=5)) == 5
+    manifest = predictor.manifest
+    assert manifest["config"]["cell"] == "simple_rnn"
+    assert manifest["corpus"]["files"][0]["sha256"] and manifest["metrics"]["validation_perplexity"] > 1
+    assert not (trained["simple_rnn"].parent / "simple_rnn.partial").exists()
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "gru", "lstm"])
+def test_numpy_engine_matches_keras(trained, cell):
+    import keras
+
+    from wordbot.training import keras_model_from_dir
+
+    predictor = Predictor.load(trained[cell])
+    model = keras_model_from_dir(trained[cell])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        ids = [2, *rng.integers(3, len(predictor.tokenizer), size=25).tolist()]
+        expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(np.array([ids])), axis=-1))[0]
+        got = np.stack([predictor.token_probs(ids[: i + 1]) for i in range(len(ids))])
+        assert np.abs(got - expected).max() < 1e-5
+
+
+def test_config_file_reproduces_and_options_override(corpus, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text(
+        f'corpus = ["{corpus}"]\nout = "{tmp_path / "m"}"\nunits = 16\nembedding_dim = 16\n'
+        "vocab_size = 200\nseq_len = 8\nepochs = 1\n"
+    )
+    assert main(["train", "--config", str(config), "--units", "20", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["architecture"]["units"] == 20 and manifest["vocab_size"] == 200
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "train.toml"
+    config.write_text('corpus = ["x.txt"]\nunitz = 3\n')
+    assert main(["train", "--config", str(config)]) == 2
+    assert "unknown setting(s) unitz" in capsys.readouterr().err
+
+
+def test_empty_corpus_gives_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main(["train", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "m")]) == 2
+    assert "holds no text" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_ctrl_c_keeps_progress_and_the_same_command_resumes(corpus, tmp_path):
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "wordbot", "train", str(corpus), "--out", str(out), "--epochs", "30", "--quiet", *TINY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "m.partial" / "best.json").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "run the same command again to resume" in output
+    assert not out.exists() and (tmp_path / "m.partial").exists()
+
+    resumed = subprocess.run([*cmd, "--units", "30"], capture_output=True, text=True, env=env)
+    assert resumed.returncode != 0 and "other settings" in resumed.stderr  # a different run is refused
+    resumed = subprocess.run([*cmd, "--epochs", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming the interrupted run" in resumed.stdout
+    assert Predictor.load(out).next_words("the")
