@@ -16,7 +16,6 @@ import discord
 import pytest
 import pytest_asyncio
 from discord.ext import commands
-from fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 
 from wordbot import bot as wordbot_bot
 from wordbot.bot import (
@@ -28,6 +27,8 @@ from wordbot.bot import (
     run,
     split_count,
 )
+
+from .fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 
 NO_PINGS = {"parse": [], "replied_user": False}
 StartBot = Callable[..., Awaitable[commands.Bot]]
