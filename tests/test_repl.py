@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -444,9 +445,8 @@ def repl_command(*args: str) -> list[str]:
 
 
 def _env(tmp_path, **extra) -> dict[str, str]:
-    env = dict(os.environ, WORDBOT_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(ROOT), **extra)
-    env.pop("NO_COLOR", None)
-    return env
+    env = {name: value for name, value in os.environ.items() if name != "NO_COLOR"}
+    return {**env, "WORDBOT_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT), **extra}
 
 
 def test_pipe_mode_from_the_shell_without_importing_tensorflow(tiny_model_dir, tmp_path):
@@ -490,6 +490,7 @@ class Terminal:
 
         self.screen = Screen(columns, rows)
         self.stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()  # everything the program wrote, escape sequences included
 
     def text(self) -> str:
         return "\n".join(self.screen.display)
@@ -498,7 +499,9 @@ class Terminal:
         import pexpect
 
         with contextlib.suppress(pexpect.TIMEOUT):
-            self.stream.feed(self.child.read_nonblocking(65536, timeout=seconds))
+            data = self.child.read_nonblocking(65536, timeout=seconds)
+            self.raw += data
+            self.stream.feed(data)
 
     def wait_for(self, condition, what: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout
@@ -559,4 +562,6 @@ def test_a_real_terminal_80x24_with_no_color(tiny_model_dir, tmp_path):
     term.wait_for(lambda s: "showing 2 suggestions" in "\n".join(s.display), ":k 2")
     term.child.send(CTRL_D)
     assert term.finish() == 0
+    colors = re.findall(rb"\x1b\[[0-9;]*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m", bytes(term.raw))
+    assert not colors, f"colour escape sequences under NO_COLOR: {colors[:5]}"
     assert "the cat sat on" in (tmp_path / "state" / "history").read_text(encoding="utf-8")

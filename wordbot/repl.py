@@ -61,8 +61,6 @@ STYLE = Style.from_dict(
     {
         # `dim` keeps the ghost text apart from typed text under NO_COLOR too.
         "auto-suggestion": "#808080 dim",
-        "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
-        "bottom-toolbar.text": "",
         "note": "#808080",
         "error": "#ff5f5f bold",
         "banner": "bold",
