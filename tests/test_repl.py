@@ -449,13 +449,23 @@ def _env(tmp_path, **extra) -> dict[str, str]:
     return {**env, "WORDBOT_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT), **extra}
 
 
-def test_pipe_mode_from_the_shell_without_importing_tensorflow(tiny_model_dir, tmp_path):
-    probe = (
-        "import sys, io; from wordbot.repl import run; "
-        f"status = run({str(tiny_model_dir)!r}, input=io.StringIO('the cat sat on\\n'), output=sys.stdout); "
-        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
-        "print('heavy:', heavy); raise SystemExit(status)"
-    )
+def test_the_repl_never_imports_tensorflow_and_pipes_from_the_shell(tiny_model_dir, tmp_path):
+    model, state = str(tiny_model_dir), str(tmp_path)
+    probe = f"""
+import io, sys
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from wordbot.predictor import Predictor
+from wordbot.repl import Repl, run
+
+status = run({model!r}, input=io.StringIO("the cat sat on\\n"), output=sys.stdout)
+repl = Repl(Predictor.load({model!r}), state_dir={state!r})
+with create_pipe_input() as keys:
+    keys.send_text("the cat \\x04")
+    status += repl.interact(repl.session(keys, DummyOutput()))
+print("heavy:", [m for m in ("tensorflow", "keras") if m in sys.modules])
+raise SystemExit(status)
+"""
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(tmp_path), timeout=60)
     assert done.returncode == 0, done.stderr
     assert "heavy: []" in done.stdout
