@@ -158,10 +158,10 @@ def test_run_reports_the_model_and_baselines_for_each_file(tiny_model_dir, tmp_p
     test_file.write_text("What is the meaning of life?\nA penny saved is a penny earned.\n")
     table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
     assert str(test_file) in table
-    assert table.splitlines()[2].split()[1:] == ["tiny", "KN3", "unigram"]
+    assert table.splitlines()[2].split()[1:] == ["tiny/rnn", "KN3", "unigram"]
     report = json.loads(evaluate.run(tiny_model_dir, [test_file], baseline="none", as_json=True, max_positions=5))
-    assert list(report[str(test_file)]) == ["tiny", "unigram"]
-    assert report[str(test_file)]["tiny"]["positions"] == 5
+    assert list(report[str(test_file)]) == ["tiny/rnn", "unigram"]
+    assert report[str(test_file)]["tiny/rnn"]["positions"] == 5
 
 
 def test_best_mix_weight_picks_the_better_model_and_matches_evaluate():

@@ -416,7 +416,7 @@ def run(
     prefix: str = "!",
     token_file: str | os.PathLike[str] | None = None,
     shards: int | None = None,
-    backend: str = "rnn",
+    backend: str | None = None,
 ) -> int:
     """`wordbot discord`: load the model, connect, answer until Ctrl-C. Returns an exit status;
     problems a user can fix are one line on stderr, never a traceback, never the token."""

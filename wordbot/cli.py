@@ -23,8 +23,9 @@ def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
         parser.add_argument(
             "--backend",
             choices=("rnn", "ngram", "mix"),
-            default="rnn",
-            help="rnn: the recurrent model; ngram: a Kneser-Ney 4-gram on its training text; mix: both",
+            default=None,
+            help="rnn: the recurrent model alone; ngram: Kneser-Ney on its training text; mix: their "
+            "interpolation (default: what the model's manifest recommends)",
         )
 
 
@@ -108,7 +109,7 @@ def _text(args: argparse.Namespace) -> str:
 def _predictor(args: argparse.Namespace):
     from wordbot.predictor import Predictor
 
-    return Predictor.load(args.model, backend=getattr(args, "backend", "rnn"))
+    return Predictor.load(args.model, backend=args.backend)
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
@@ -216,7 +217,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_repl(args: argparse.Namespace) -> int:
     from wordbot import repl
 
-    return repl.run(args.model)
+    return repl.run(args.model, backend=args.backend)
 
 
 def _cmd_discord(args: argparse.Namespace) -> int:

@@ -323,7 +323,7 @@ def run(
     baseline: str | None = "kn4",
     as_json: bool = False,
     max_positions: int | None = None,
-    backend: str = "rnn",
+    backend: str | None = None,
 ) -> str:
     """`wordbot eval`: the model, the n-gram baseline and a unigram, trained on the
     model's own training text (validation part excluded), on each test file."""
@@ -336,7 +336,10 @@ def run(
     directory = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     tokenizer = predictor.tokenizer
     train = training_messages(predictor.manifest, directory)
-    models = {predictor.name if backend == "rnn" else f"{predictor.name} ({backend})": predictor.lm}
+    models = {f"{predictor.name}/{predictor.backend}": predictor.lm}
+    if predictor.backend == "mix":
+        # Show what the recurrent network does alone beside the interpolation.
+        models[f"{predictor.name}/rnn"] = predictor.lm.models[0]
     order = parse_baseline(baseline)
     if order is not None:
         models[f"KN{order}"] = KneserNey.from_texts(train, tokenizer, order)

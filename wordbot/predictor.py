@@ -21,6 +21,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
+from wordbot.errors import ModelError
 from wordbot.text import (
     BOS_ID,
     EOS_ID,
@@ -95,6 +96,7 @@ class Predictor:
         self.tokenizer: Tokenizer = lm.tokenizer
         self.name = name
         self.manifest: dict = manifest or {}
+        self.backend = "rnn" if hasattr(lm, "embedding") else type(lm).__name__
         self._lock = threading.RLock()
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._probs: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
@@ -109,21 +111,30 @@ class Predictor:
         self._banned = np.array([PAD_ID, UNK_ID, BOS_ID], dtype=np.int64)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, backend: str = "rnn") -> Predictor:
-        """Load a model directory (None: the bundled default) behind the chosen backend."""
+    def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:
+        """Load a model directory (None: the bundled default).
+
+        `backend`: "rnn" (the recurrent model alone), "ngram" (Kneser-Ney on its training
+        text) or "mix" (their interpolation); None takes the one the manifest recommends
+        (`serving.backend`, measured on validation text when the model was made), else "rnn".
+        """
         from wordbot.engine import RNNLanguageModel
 
         directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         manifest, tokenizer, weights = load_model(directory)
+        if backend is None:
+            backend = (manifest.get("serving") or {}).get("backend", "rnn")
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         name = directory.resolve().name
         lm: LanguageModel = RNNLanguageModel(manifest, tokenizer, weights)
         if backend != "rnn":
             from wordbot import ngram
 
             lm = ngram.backend_for(backend, lm, manifest, directory)
-        return cls(lm, name=name, manifest=manifest)
+        predictor = cls(lm, name=name, manifest=manifest)
+        predictor.backend = backend
+        return predictor
 
     def describe(self) -> str:
         arch = self.manifest.get("architecture")
