@@ -506,7 +506,7 @@ def run(
     input: TextIO | None = None,
     output: TextIO | None = None,
     state_dir: str | os.PathLike | None = None,
-    backend: str = "rnn",
+    backend: str | None = None,
 ) -> int:
     """Open the REPL on `model` (None: the bundled default) and return the exit status.
 
