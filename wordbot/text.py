@@ -68,7 +68,8 @@ _BANGS = re.compile(r"[!?]+")
 def normalize(text: str) -> str:
     """NFKC, ASCII quotes, control characters to spaces, lowercase."""
     text = unicodedata.normalize("NFKC", text).translate(_FOLD)
-    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
+    if not text.isprintable():  # the per-character pass only where it can matter
+        text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
     return text.lower()
 
 

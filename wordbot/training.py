@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class TrainConfig:
     validation_fraction: float = 0.05  # messages held out for validation, chosen by seed
     seed: int = 0
     max_minutes: float = 0  # stop after this many minutes of training (0: no limit)
+    mix_order: int = 4  # interpolate with a Kneser-Ney n-gram of this order when validation says it helps (0: never)
     notes: str = field(default="", compare=False)  # free text kept in the manifest
 
     def validate(self) -> TrainConfig:
@@ -105,11 +107,13 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        # Relative corpus paths in a config file are relative to the file.
+        # Relative paths in a config file are relative to the file.
         base = Path(path).parent
         if "corpus" in data:
             corpus = [data["corpus"]] if isinstance(data["corpus"], str) else data["corpus"]
             data["corpus"] = tuple(str(p) if Path(p).is_absolute() else os.path.relpath(base / p) for p in corpus)
+        if isinstance(data.get("out"), str) and not Path(data["out"]).is_absolute():
+            data["out"] = os.path.relpath(base / data["out"])
         data.update({k: v for k, v in overrides.items() if v is not None})
         if "corpus" in data:
             data["corpus"] = tuple(data["corpus"])
@@ -328,6 +332,8 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
 
     tf, keras = _tf()
     keras.utils.set_random_seed(config.seed)
+    # Keras warns that fit(shuffle=True) is ignored for a tf.data input: ours shuffles itself.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     log(
         f"{len(train_messages):,} training messages ({len(train_stream):,} tokens, {len(x):,} windows of "
         f"{config.seq_len}), {len(val_messages):,} validation messages; vocabulary {len(tokenizer):,}"
@@ -335,7 +341,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     )
     model = build_model(config, len(tokenizer))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=config.clipnorm),
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=config.clipnorm),
         loss=masked_loss,
     )
     train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
@@ -383,9 +389,43 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         "config": dataclasses.asdict(config),
         "metrics": metrics,
     }
+    if config.mix_order and val_messages:
+        log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
+        manifest.update(tune_mix(manifest, tokenizer, weights, train_messages, val_messages, config.mix_order))
+        log(
+            f"validation perplexity (<unk> not counted): rnn {manifest['mix']['rnn_perplexity']:.1f}, "
+            f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weight {manifest['mix']['ngram_weight']:.2f}; "
+            f"serving {manifest['serving']['backend']}"
+        )
     save_model(out, manifest, tokenizer, weights)
     shutil.rmtree(work_dir, ignore_errors=True)
     return out
+
+
+def tune_mix(manifest, tokenizer, weights, train_messages, val_messages, order: int, max_messages: int = 1000) -> dict:
+    """Pick the n-gram weight of the RNN + Kneser-Ney interpolation on validation text.
+
+    Serve the mixture only if it beats the RNN alone by more than 1% in perplexity.
+    """
+    from wordbot.engine import RNNLanguageModel
+    from wordbot.evaluate import best_mix_weight
+    from wordbot.ngram import KneserNey
+
+    rnn = RNNLanguageModel(manifest, tokenizer, weights)
+    ngram = KneserNey.from_texts(train_messages, tokenizer, order)
+    weight, table = best_mix_weight(rnn, ngram, val_messages[:max_messages], weights=np.linspace(0, 0.9, 19))
+    weight = round(float(weight), 2)
+    rnn_ppl, mix_ppl = table[0.0], min(table.values())
+    return {
+        "mix": {
+            "order": order,
+            "ngram_weight": weight,
+            "rnn_perplexity": round(rnn_ppl, 2),
+            "mix_perplexity": round(mix_ppl, 2),
+            "tuned_on": f"{min(len(val_messages), max_messages)} validation messages",
+        },
+        "serving": {"backend": "mix" if mix_ppl < 0.99 * rnn_ppl else "rnn"},
+    }
 
 
 def _portable_path(corpus: Path, out: Path) -> str:
