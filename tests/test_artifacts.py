@@ -91,3 +91,8 @@ def test_saving_over_a_model_replaces_it_whole(model_dir):
     weights["output/bias"] = weights["output/bias"] + 1.0
     save_model(model_dir, manifest, tokenizer, weights)
     assert np.allclose(load_model(model_dir)[2]["output/bias"], weights["output/bias"])
+
+
+def test_a_saved_model_directory_is_readable_by_others(tmp_path):
+    directory = make_model_dir(tmp_path / "shared")
+    assert directory.stat().st_mode & 0o055 == 0o055  # group and others may read and enter

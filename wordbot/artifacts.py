@@ -75,6 +75,10 @@ def save_model(directory: str | Path, manifest: dict, tokenizer: Tokenizer, weig
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
+        # mkdtemp makes the directory private (0700); a model is as shareable as any file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         with open(tmp / "weights.npz", "wb") as f:
             np.savez(f, **{k: np.asarray(weights[k], dtype=np.float32) for k in shapes})
         tokenizer.save(tmp / "tokenizer.json")
