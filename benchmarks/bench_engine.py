@@ -99,7 +99,7 @@ def main(argv=None) -> None:
             model_dir = standin_model_dir(Path(tmp))
         word_texts, key_texts = requests(args.messages)
 
-        predictor = Predictor.load(model_dir)
+        predictor = Predictor.load(model_dir, backend="rnn")  # the same network Keras runs
         predictor.next_words("warm up", k=3)
         numpy_word = timed(lambda t: predictor.next_words(t, k=3), word_texts)
         numpy_key = timed(lambda t: predictor.complete(t, k=3), key_texts)

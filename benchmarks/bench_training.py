@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed batches per method")
     parser.add_argument("--units", type=int, default=512)
-    parser.add_argument("--embedding-dim", type=int, default=256)
+    parser.add_argument("--embedding-dim", type=int, default=384)
     parser.add_argument("--vocab-size", type=int, default=10_000)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)

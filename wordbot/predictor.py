@@ -137,22 +137,28 @@ class Predictor:
         return predictor
 
     def describe(self) -> str:
+        """One line for help screens: what the model is, what it learned from, how good it is."""
         arch = self.manifest.get("architecture")
         if not arch:
             return f"{self.name}: {type(self.lm).__name__}, vocabulary {len(self.tokenizer):,}"
         cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
-        parts = [f"{cell} {arch['layers']}×{arch['units']}", f"vocabulary {len(self.tokenizer):,}"]
+        model = f"{cell} {arch['layers']}×{arch['units']}"
+        mix = self.manifest.get("mix") or {}
+        if self.backend == "mix" and mix:
+            model += f" mixed with a Kneser-Ney {mix.get('order', 4)}-gram"
+        elif self.backend == "ngram":
+            model = f"Kneser-Ney {mix.get('order', 4)}-gram on the text of {model}"
+        parts = [model, f"vocabulary {len(self.tokenizer):,}"]
         files = (self.manifest.get("corpus") or {}).get("files") or []
         if files:
             parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))
         metrics = self.manifest.get("metrics") or {}
-        for key, label in (
-            ("test_perplexity", "test perplexity"),
-            ("validation_perplexity", "validation perplexity"),
-        ):
-            if key in metrics:
-                parts.append(f"{label} {metrics[key]:.1f}")
-                break
+        if self.backend == "mix" and "mix_perplexity" in mix:
+            parts.append(f"validation perplexity {mix['mix_perplexity']:.1f}")
+        elif self.backend == "rnn" and "rnn_perplexity" in mix:
+            parts.append(f"validation perplexity {mix['rnn_perplexity']:.1f}")
+        elif self.backend == "rnn" and "validation_perplexity" in metrics:
+            parts.append(f"validation perplexity {metrics['validation_perplexity']:.1f}")
         return f"{self.name}: " + ", ".join(parts)
 
     # -- states -------------------------------------------------------------------
