@@ -50,6 +50,9 @@ def test_trained_model_loads_and_predicts(trained, corpus):
     manifest = predictor.manifest
     assert manifest["config"]["cell"] == "simple_rnn"
     assert manifest["corpus"]["files"][0]["sha256"] and manifest["metrics"]["validation_perplexity"] > 1
+    # The interpolation with the n-gram was tuned on validation text and recorded.
+    assert 0 <= manifest["mix"]["ngram_weight"] <= 0.9 and manifest["serving"]["backend"] in ("rnn", "mix")
+    assert predictor.backend == manifest["serving"]["backend"]
     assert not (trained["simple_rnn"].parent / "simple_rnn.partial").exists()
 
 
@@ -59,7 +62,7 @@ def test_numpy_engine_matches_keras(trained, cell):
 
     from wordbot.training import keras_model_from_dir
 
-    predictor = Predictor.load(trained[cell])
+    predictor = Predictor.load(trained[cell], backend="rnn")  # the network alone, not the served mix
     model = keras_model_from_dir(trained[cell])
     rng = np.random.default_rng(0)
     for _ in range(3):
