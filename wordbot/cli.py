@@ -209,8 +209,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(Predictor.load(args.model).describe())
     print(f"directory: {Path(args.model) if args.model else DEFAULT_MODEL_DIR}")
     print(f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}")
-    for key, value in (manifest.get("metrics") or {}).items():
-        print(f"{key}: {value}")
+    metrics = manifest.get("metrics") or {}
+    labels = {
+        "validation_perplexity": "validation perplexity of the network (<unk> counted)",
+        "train_minutes": "training minutes",
+    }
+    for key, value in metrics.items():
+        print(f"{labels.get(key, key.replace('_', ' '))}: {value}")
+    mix = manifest.get("mix")
+    if mix:
+        print(
+            f"mix: Kneser-Ney {mix['order']}-gram weight {mix['ngram_weight']}; validation perplexity "
+            f"(<unk> not counted) {mix['rnn_perplexity']} alone, {mix['mix_perplexity']} mixed"
+        )
+        print(f"served backend: {(manifest.get('serving') or {}).get('backend', 'rnn')}")
     return 0
 
 
