@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,28 @@ def test_predictor_module_does_not_import_tensorflow(tiny_model_dir):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_model_whose_training_text_is_gone_serves_the_network_alone(tmp_path, caplog):
+    import json
+    import shutil
+
+    from wordbot.errors import CorpusError
+
+    from .conftest import make_model_dir
+
+    directory = make_model_dir(tmp_path / "m")
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(Path(__file__).resolve().parent.parent / "data" / "corpus" / "fortunes-train.txt", corpus)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": ""}]
+    manifest["serving"] = {"backend": "mix"}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    assert Predictor.load(directory).backend == "mix"
+
+    corpus.unlink()
+    predictor = Predictor.load(directory)
+    assert predictor.backend == "rnn" and predictor.next_words("the")
+    assert "serving the recurrent network alone" in caplog.text
+    with pytest.raises(CorpusError, match="is not there"):
+        Predictor.load(directory, backend="mix")  # asked for explicitly: say why it cannot

@@ -105,6 +105,10 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
         path = Path(entry["path"])
         if not path.is_absolute():
             path = (Path(model_dir) / path).resolve()
+        if not path.is_file():
+            raise CorpusError(f"the training corpus {path} is not there (the model directory names it)")
+        if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
+            raise CorpusError(f"the training corpus {path} has changed since the model was trained")
         paths.append(path)
     messages = read_corpus(paths, corpus.get("format", "lines"))
     train, _ = split_messages(messages, corpus.get("validation_fraction", 0.0), corpus.get("split_seed", 0))

@@ -9,6 +9,7 @@ one more letter costs a lookup and one more word costs one recurrent step.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -21,7 +22,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
-from wordbot.errors import ModelError
+from wordbot.errors import CorpusError, ModelError
 from wordbot.text import (
     BOS_ID,
     EOS_ID,
@@ -35,6 +36,8 @@ from wordbot.text import (
     normalize,
     tokenize,
 )
+
+log = logging.getLogger(__name__)
 
 # A word being typed at the very end of the text: "hel", "don'", "o'cl".
 _PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*$")
@@ -122,7 +125,8 @@ class Predictor:
 
         directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
         manifest, tokenizer, weights = load_model(directory)
-        if backend is None:
+        implicit = backend is None
+        if implicit:
             backend = (manifest.get("serving") or {}).get("backend", "rnn")
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -131,7 +135,14 @@ class Predictor:
         if backend != "rnn":
             from wordbot import ngram
 
-            lm = ngram.backend_for(backend, lm, manifest, directory)
+            try:
+                lm = ngram.backend_for(backend, lm, manifest, directory)
+            except CorpusError as e:
+                if not implicit:
+                    raise
+                # The n-gram half is counted from the training text; without it, serve the network.
+                log.warning("wordbot: %s; serving the recurrent network alone (--backend rnn)", e)
+                backend = "rnn"
         predictor = cls(lm, name=name, manifest=manifest)
         predictor.backend = backend
         return predictor
