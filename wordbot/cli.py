@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 2)")
     p.add_argument("--validation-fraction", type=float, help="messages held out for validation (default 0.05)")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes (default: no limit)")
+    p.add_argument(
+        "--mix-order", type=int, help="Kneser-Ney order to interpolate with, tuned on validation (default 4; 0: none)"
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
 
@@ -165,6 +168,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "patience",
             "validation_fraction",
             "max_minutes",
+            "mix_order",
             "seed",
         )
     }
