@@ -94,12 +94,12 @@ def sample(
 class Predictor:
     """Next words, completions and continuations from a language model."""
 
-    def __init__(self, lm: LanguageModel, *, name: str = "model", manifest: dict | None = None):
+    def __init__(self, lm: LanguageModel, *, name: str = "model", manifest: dict | None = None, backend: str = "rnn"):
         self.lm = lm
         self.tokenizer: Tokenizer = lm.tokenizer
         self.name = name
         self.manifest: dict = manifest or {}
-        self.backend = "rnn" if hasattr(lm, "embedding") else type(lm).__name__
+        self.backend = backend  # what `lm` is: "rnn", "ngram" or "mix"
         self._lock = threading.RLock()
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._probs: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
@@ -143,9 +143,7 @@ class Predictor:
                 # The n-gram half is counted from the training text; without it, serve the network.
                 log.warning("wordbot: %s; serving the recurrent network alone (--backend rnn)", e)
                 backend = "rnn"
-        predictor = cls(lm, name=name, manifest=manifest)
-        predictor.backend = backend
-        return predictor
+        return cls(lm, name=name, manifest=manifest, backend=backend)
 
     def describe(self) -> str:
         """One line for help screens: what the model is, what it learned from, how good it is."""
