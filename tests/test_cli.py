@@ -82,3 +82,24 @@ def test_python_dash_m_runs_the_cli(tiny_model_dir):
         text=True,
     )
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "no-such-file.txt"], "test file no-such-file.txt does not exist"),
+        (["eval", "README.md", "--baseline", "kn9"], "unknown baseline 'kn9'"),
+    ],
+)
+def test_eval_refuses_bad_arguments_in_one_line(tiny_model_dir, args, message, capsys):
+    assert main([*args, "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_next_reads_100_kb_from_standard_input(tiny_model_dir, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the dog sat on the mat. " * 4200))
+    assert main(["next", "-", "-k", "2", "--model", str(tiny_model_dir)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

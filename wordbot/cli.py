@@ -195,10 +195,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from wordbot import evaluate
 
-    baseline = None if args.baseline == "none" else args.baseline
-    print(
-        evaluate.run(args.model, args.testfiles, baseline=baseline, as_json=args.json, max_positions=args.max_positions)
+    try:
+        evaluate.parse_baseline(args.baseline)
+    except ValueError as e:
+        raise WordbotError(str(e)) from None
+    for path in args.testfiles:
+        if not Path(path).is_file():
+            raise WordbotError(f"test file {path} does not exist")
+    if args.max_positions is not None and args.max_positions < 1:
+        raise WordbotError("--max-positions must be at least 1")
+    report = evaluate.run(
+        args.model,
+        args.testfiles,
+        baseline=args.baseline,
+        as_json=args.json,
+        max_positions=args.max_positions,
+        backend=args.backend,
     )
+    print(report)
     return 0
 
 
