@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -359,7 +360,8 @@ class Repl:
 
     def banner(self) -> None:
         self.say("wordbot: next-word suggestions as you type.", "banner")
-        self.say(f"Model: {self.predictor.describe()}", "note")
+        # Wrapped at word boundaries for an 80-column terminal rather than mid-number.
+        self.say(textwrap.fill(f"Model: {self.predictor.describe()}", 79, subsequent_indent="  "), "note")
         self.say(KEYS_HELP)
         self.say("Type :help for commands. Ctrl-D or :quit exits.", "note")
 
