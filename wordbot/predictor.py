@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -34,13 +33,12 @@ from wordbot.text import (
     display_form,
     is_word,
     normalize,
+    partial_word,
     tokenize,
 )
 
 log = logging.getLogger(__name__)
 
-# A word being typed at the very end of the text: "hel", "don'", "o'cl".
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]*)*$")
 MAX_CONTEXT = 256  # tokens of context the model sees; older text is dropped in chunks
 STATE_CACHE_SIZE = 4096
 PROBS_CACHE_SIZE = 64
@@ -243,12 +241,11 @@ class Predictor:
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        normalized = normalize(text)
-        match = _PARTIAL_RE.search(normalized)
-        if match is None:
+        partial = partial_word(text)
+        if not partial:
             return self.next_words(text, k)
-        prefix = match.group()
-        tokens = tokenize(normalized[: match.start()])
+        prefix = normalize(partial)
+        tokens = tokenize(text[: len(text) - len(partial)])
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
         if lo == hi:

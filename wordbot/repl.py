@@ -29,6 +29,8 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.named_commands import get_by_name
 from prompt_toolkit.styles import Style
 
+from wordbot.text import normalize, partial_word
+
 if TYPE_CHECKING:
     from prompt_toolkit.buffer import Buffer
     from prompt_toolkit.input import Input
@@ -42,9 +44,6 @@ MAX_K = 20  # the menu scrolls past this; more is noise
 GHOST_WORDS = 4  # ghost text long enough to save keystrokes, short enough to stay right
 STATE_DIR_ENV = "WORDBOT_STATE_DIR"
 
-# The partial word at the end of the text: letters and digits, with inner apostrophes
-# ("don'" may become "don't"); curly apostrophes count too, the tokenizer folds them.
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
 # After these a new word follows without a space; after other punctuation it takes one.
 _NO_SPACE_AFTER = set("([{$#@/-\"'\u201c\u2018")
 _FIRST_WORD_RE = re.compile(r"\s*\S+")
@@ -90,16 +89,6 @@ def format_prob(prob: float) -> str:
     return "<0.1%"
 
 
-def partial_word(text: str) -> str:
-    """The word being typed at the end of `text` ('' after a space or punctuation)."""
-    match = _PARTIAL_RE.search(text)
-    return match.group() if match else ""
-
-
-def _fold(word: str) -> str:
-    return word.lower().replace("\u2019", "'")
-
-
 def is_command(line: str) -> bool:
     """`:k 3` is a command; `:)` or `: hello` is text."""
     return _COMMAND_RE.match(line.strip()) is not None
@@ -127,7 +116,7 @@ def suggest(predictor: Predictor, text: str, k: int) -> Suggestions:
     """Completions of the partial word at the end of `text`, or the next words after it."""
     partial = partial_word(text)
     predictions = predictor.complete(text, k) if text.strip() else predictor.next_words("", k)
-    if partial and all(_fold(p.word).startswith(_fold(partial)) for p in predictions):
+    if partial and all(normalize(p.word).startswith(normalize(partial)) for p in predictions):
         return Suggestions(partial, False, predictions)
     # The model saw a finished token ("3.14", an emoji, punctuation): offer next words.
     if partial:

@@ -55,6 +55,8 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
+# A word still being typed at the end of a text: "hel", "don'", "o’cl" (either apostrophe).
+_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
 _WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|\d+(?:[.,:]\d+)+")
 
 # Detokenisation: which tokens hug their left or right neighbour.
@@ -76,6 +78,12 @@ def normalize(text: str) -> str:
 def tokenize(text: str) -> list[str]:
     """Split text into tokens: `"Don't panic!"` -> `["don't", "panic", "!"]`."""
     return _TOKEN_RE.findall(normalize(text))
+
+
+def partial_word(text: str) -> str:
+    """The word being typed at the end of `text`, as typed ('' after a space or punctuation)."""
+    match = _PARTIAL_RE.search(text)
+    return match.group() if match else ""
 
 
 def is_word(token: str) -> bool:
