@@ -218,14 +218,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
-    from wordbot.predictor import Predictor
+    from wordbot.predictor import describe_model
 
-    manifest, _, _ = load_model(args.model)
+    manifest, tokenizer, _ = load_model(args.model)  # checks the whole directory
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
-    print(Predictor.load(args.model).describe())
-    print(f"directory: {Path(args.model) if args.model else DEFAULT_MODEL_DIR}")
+    directory = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    backend = (manifest.get("serving") or {}).get("backend", "rnn")
+    print(describe_model(directory.resolve().name, manifest, backend, len(tokenizer)))
+    print(f"directory: {directory}")
     print(f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}")
     metrics = manifest.get("metrics") or {}
     labels = {

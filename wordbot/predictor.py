@@ -89,6 +89,32 @@ def sample(
     return int(candidates[rng.choice(len(p), p=p)])
 
 
+def describe_model(name: str, manifest: dict, backend: str, vocab_size: int, kind: str = "model") -> str:
+    """One line for help screens, from a model's manifest and the backend it serves."""
+    arch = manifest.get("architecture")
+    if not arch:
+        return f"{name}: {kind}, vocabulary {vocab_size:,}"
+    cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
+    model = f"{cell} {arch['layers']}×{arch['units']}"
+    mix = manifest.get("mix") or {}
+    if backend == "mix" and mix:
+        model += f" mixed with a Kneser-Ney {mix.get('order', 4)}-gram"
+    elif backend == "ngram":
+        model = f"Kneser-Ney {mix.get('order', 4)}-gram on the text of {model}"
+    parts = [model, f"vocabulary {vocab_size:,}"]
+    files = (manifest.get("corpus") or {}).get("files") or []
+    if files:
+        parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))
+    metrics = manifest.get("metrics") or {}
+    if backend == "mix" and "mix_perplexity" in mix:
+        parts.append(f"validation perplexity {mix['mix_perplexity']:.1f}")
+    elif backend == "rnn" and "rnn_perplexity" in mix:
+        parts.append(f"validation perplexity {mix['rnn_perplexity']:.1f}")
+    elif backend == "rnn" and "validation_perplexity" in metrics:
+        parts.append(f"validation perplexity {metrics['validation_perplexity']:.1f}")
+    return f"{name}: " + ", ".join(parts)
+
+
 class Predictor:
     """Next words, completions and continuations from a language model."""
 
@@ -145,28 +171,7 @@ class Predictor:
 
     def describe(self) -> str:
         """One line for help screens: what the model is, what it learned from, how good it is."""
-        arch = self.manifest.get("architecture")
-        if not arch:
-            return f"{self.name}: {type(self.lm).__name__}, vocabulary {len(self.tokenizer):,}"
-        cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
-        model = f"{cell} {arch['layers']}×{arch['units']}"
-        mix = self.manifest.get("mix") or {}
-        if self.backend == "mix" and mix:
-            model += f" mixed with a Kneser-Ney {mix.get('order', 4)}-gram"
-        elif self.backend == "ngram":
-            model = f"Kneser-Ney {mix.get('order', 4)}-gram on the text of {model}"
-        parts = [model, f"vocabulary {len(self.tokenizer):,}"]
-        files = (self.manifest.get("corpus") or {}).get("files") or []
-        if files:
-            parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))
-        metrics = self.manifest.get("metrics") or {}
-        if self.backend == "mix" and "mix_perplexity" in mix:
-            parts.append(f"validation perplexity {mix['mix_perplexity']:.1f}")
-        elif self.backend == "rnn" and "rnn_perplexity" in mix:
-            parts.append(f"validation perplexity {mix['rnn_perplexity']:.1f}")
-        elif self.backend == "rnn" and "validation_perplexity" in metrics:
-            parts.append(f"validation perplexity {metrics['validation_perplexity']:.1f}")
-        return f"{self.name}: " + ", ".join(parts)
+        return describe_model(self.name, self.manifest, self.backend, len(self.tokenizer), type(self.lm).__name__)
 
     # -- states -------------------------------------------------------------------
 
