@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -180,42 +179,34 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=4, choices=range(1, len(USERS) + 1), help="users sending")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir, note = args.model, ""
-        if model_dir is None and (DEFAULT_MODEL_DIR / "manifest.json").exists():
-            model_dir = DEFAULT_MODEL_DIR
-        elif model_dir is None:
-            from bench_engine import standin_model_dir
+    model_dir = args.model or DEFAULT_MODEL_DIR
+    predictor = Predictor.load(model_dir)
+    prompts = prompts_from_test_file(WARMUP + args.commands)
 
-            model_dir = standin_model_dir(Path(tmp))
-            note = " (stand-in: random weights, default sizes)"
-        predictor = Predictor.load(model_dir)
-        prompts = prompts_from_test_file(WARMUP + args.commands)
+    def make_wordbot() -> commands.Bot:
+        return build_bot(predictor, cooldown_rate=10**6, sync_commands=False, guild_ready_timeout=0.05)
 
-        def make_wordbot() -> commands.Bot:
-            return build_bot(predictor, cooldown_rate=10**6, sync_commands=False, guild_ready_timeout=0.05)
+    def make_floor() -> commands.Bot:
+        return build_bot(
+            ConstantPredictor(predictor),  # type: ignore[arg-type]
+            cooldown_rate=10**6,
+            sync_commands=False,
+            guild_ready_timeout=0.05,
+        )
 
-        def make_floor() -> commands.Bot:
-            return build_bot(
-                ConstantPredictor(predictor),  # type: ignore[arg-type]
-                cooldown_rate=10**6,
-                sync_commands=False,
-                guild_ready_timeout=0.05,
-            )
+    def make_keras() -> commands.Bot:
+        return keras_baseline_bot(model_dir)
 
-        def make_keras() -> commands.Bot:
-            return keras_baseline_bot(model_dir)
+    results = {}
+    for name, make in [
+        ("floor: same bot, constant answer (no model)", make_floor),
+        ("wordbot (NumPy engine, asyncio.to_thread)", make_wordbot),
+        ("baseline (Keras model.predict in the handler)", make_keras),
+    ]:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        results[name] = asyncio.run(measure(make, prompts, args.users))
 
-        results = {}
-        for name, make in [
-            ("floor: same bot, constant answer (no model)", make_floor),
-            ("wordbot (NumPy engine, asyncio.to_thread)", make_wordbot),
-            ("baseline (Keras model.predict in the handler)", make_keras),
-        ]:
-            print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results[name] = asyncio.run(measure(make, prompts, args.users))
-
-    print(f"model: {predictor.describe()}{note}")
+    print(f"model: {predictor.describe()}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, discord.py {discord.__version__}"

@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,39 +47,33 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each command")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
-        standin = not (model_dir / "manifest.json").exists()
-        if standin:
-            from bench_engine import standin_model_dir
-
-            model_dir = standin_model_dir(Path(tmp))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        wordbot = shutil.which("wordbot")
-        wordbot_cmd = [wordbot] if wordbot else [sys.executable, "-m", "wordbot"]
-        keras_answer = (
-            "import numpy as np; from wordbot.training import keras_model_from_dir; "
-            "from wordbot.predictor import Predictor; from wordbot.text import BOS_ID; "
-            f"d = {str(model_dir)!r}; t = Predictor.load(d).tokenizer; m = keras_model_from_dir(d); "
-            f"p = m.predict(np.array([[BOS_ID, *t.encode({PROMPT!r})]]), verbose=0)[0, -1]; "
-            "print([t.vocab[i] for i in np.argsort(-p)[:5]])"
-        )
-        commands = {
-            "wordbot next (NumPy engine)": [*wordbot_cmd, "next", PROMPT, "--model", str(model_dir)],
-            'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
-            "the same answer the Keras way": [sys.executable, "-c", keras_answer],
-            'python -c "import numpy" (floor)': [sys.executable, "-c", "import numpy"],
-        }
-        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for cmd in commands.values():  # one untimed run each warms the page cache
-            measure(cmd, env)
-        for _ in range(args.repeat):
-            for name, cmd in commands.items():
-                runs[name].append(measure(cmd, env))
+    model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    wordbot = shutil.which("wordbot")
+    wordbot_cmd = [wordbot] if wordbot else [sys.executable, "-m", "wordbot"]
+    keras_answer = (
+        "import numpy as np; from wordbot.training import keras_model_from_dir; "
+        "from wordbot.predictor import Predictor; from wordbot.text import BOS_ID; "
+        f"d = {str(model_dir)!r}; t = Predictor.load(d).tokenizer; m = keras_model_from_dir(d); "
+        f"p = m.predict(np.array([[BOS_ID, *t.encode({PROMPT!r})]]), verbose=0)[0, -1]; "
+        "print([t.vocab[i] for i in np.argsort(-p)[:5]])"
+    )
+    commands = {
+        "wordbot next (NumPy engine)": [*wordbot_cmd, "next", PROMPT, "--model", str(model_dir)],
+        'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
+        "the same answer the Keras way": [sys.executable, "-c", keras_answer],
+        'python -c "import numpy" (floor)': [sys.executable, "-c", "import numpy"],
+    }
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for cmd in commands.values():  # one untimed run each warms the page cache
+        measure(cmd, env)
+    for _ in range(args.repeat):
+        for name, cmd in commands.items():
+            runs[name].append(measure(cmd, env))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
     print(f"         Python {platform.python_version()}; {args.repeat} runs each, interleaved, medians")
-    print(f"model:   {'random stand-in of the default size' if standin else model_dir}")
+    print(f"model:   {model_dir}")
     print()
     base_wall = statistics.median(w for w, _ in runs["wordbot next (NumPy engine)"])
     base_rss = statistics.median(r for _, r in runs["wordbot next (NumPy engine)"])

@@ -6,20 +6,17 @@ ways (model.predict, model(x), a tf.function) on the same weights, in one run.
 Requests replay the first messages of the test file word by word (`next_words` after
 each word) and letter by letter (`complete` of each partial word). Keras has no state
 between requests, so each request feeds it the last `--context` tokens; a keystroke
-costs it the same forward pass as a word. Without --model it uses the bundled default,
-or, if there is none yet, random weights of the default size (latency does not
-depend on the weight values).
+costs it the same forward pass as a word. Without --model it uses the bundled model's
+network alone (the mix adds the n-gram, which Keras does not have).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,34 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wordbot.artifacts import DEFAULT_MODEL_DIR, save_model  # noqa: E402
+from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
 from wordbot.corpus import read_messages  # noqa: E402
 from wordbot.predictor import Predictor  # noqa: E402
-from wordbot.text import BOS_ID, Tokenizer, detokenize, is_word, tokenize  # noqa: E402
+from wordbot.text import BOS_ID, detokenize, is_word, tokenize  # noqa: E402
 
 TEST_FILE = ROOT / "data" / "corpus" / "fortunes-test.txt"
 TRAIN_FILE = ROOT / "data" / "corpus" / "fortunes-train.txt"
-
-
-def standin_model_dir(directory: Path, cell: str = "simple_rnn") -> Path:
-    """Random weights with the default training configuration's sizes."""
-    from wordbot.artifacts import expected_shapes
-    from wordbot.training import TrainConfig
-
-    config = TrainConfig(corpus=(str(TRAIN_FILE),), cell=cell)
-    tokenizer = Tokenizer.build(read_messages(TRAIN_FILE), config.vocab_size, config.min_count)
-    rng = np.random.default_rng(0)
-    architecture = config.architecture()
-    weights = {
-        name: rng.normal(0, 0.05, shape).astype(np.float32)
-        for name, shape in expected_shapes(architecture, len(tokenizer)).items()
-    }
-    manifest = {
-        "architecture": architecture,
-        "config": dataclasses.asdict(config),
-        "corpus": {"files": [{"path": str(TRAIN_FILE)}], "format": "lines", "validation_fraction": 0.0},
-    }
-    return save_model(directory / "standin", manifest, tokenizer, weights)
 
 
 def requests(n_messages: int) -> tuple[list[str], list[str]]:
@@ -92,66 +68,62 @@ def main(argv=None) -> None:
     parser.add_argument("--context", type=int, default=32, help="tokens fed to Keras per request")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
-        standin = not (model_dir / "manifest.json").exists()
-        if standin:
-            model_dir = standin_model_dir(Path(tmp))
-        word_texts, key_texts = requests(args.messages)
+    model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    word_texts, key_texts = requests(args.messages)
 
-        predictor = Predictor.load(model_dir, backend="rnn")  # the same network Keras runs
-        predictor.next_words("warm up", k=3)
-        numpy_word = timed(lambda t: predictor.next_words(t, k=3), word_texts)
-        numpy_key = timed(lambda t: predictor.complete(t, k=3), key_texts)
+    predictor = Predictor.load(model_dir, backend="rnn")  # the same network Keras runs
+    predictor.next_words("warm up", k=3)
+    numpy_word = timed(lambda t: predictor.next_words(t, k=3), word_texts)
+    numpy_key = timed(lambda t: predictor.complete(t, k=3), key_texts)
 
-        t0 = time.perf_counter()
-        import tensorflow as tf
+    t0 = time.perf_counter()
+    import tensorflow as tf
 
-        from wordbot.training import keras_model_from_dir
+    from wordbot.training import keras_model_from_dir
 
-        model = keras_model_from_dir(model_dir)
-        keras_load_s = time.perf_counter() - t0
-        tokenizer = predictor.tokenizer
-        word_ids = np.array([i for i in tokenizer.word_ids if i != 1])
+    model = keras_model_from_dir(model_dir)
+    keras_load_s = time.perf_counter() - t0
+    tokenizer = predictor.tokenizer
+    word_ids = np.array([i for i in tokenizer.word_ids if i != 1])
 
-        def window(text: str) -> np.ndarray:
-            ids = [BOS_ID, *tokenizer.encode(text)][-args.context :]
-            return np.array([ids], dtype=np.int32)
+    def window(text: str) -> np.ndarray:
+        ids = [BOS_ID, *tokenizer.encode(text)][-args.context :]
+        return np.array([ids], dtype=np.int32)
 
-        def top3(logits) -> list[str]:
-            logits = np.asarray(logits)[0, -1].astype(np.float64)
-            p = np.exp(logits - logits.max())
-            p /= p.sum()
-            best = word_ids[np.argsort(-p[word_ids])[:3]]
-            return [tokenizer.vocab[i] for i in best]
+    def top3(logits) -> list[str]:
+        logits = np.asarray(logits)[0, -1].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        best = word_ids[np.argsort(-p[word_ids])[:3]]
+        return [tokenizer.vocab[i] for i in best]
 
-        @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)])
-        def compiled(x):
-            return model(x, training=False)
+    @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)])
+    def compiled(x):
+        return model(x, training=False)
 
-        ways = {
-            "model.predict": lambda t: top3(model.predict(window(t), verbose=0)),
-            "model(x)": lambda t: top3(model(window(t), training=False)),
-            "tf.function": lambda t: top3(compiled(window(t))),
-        }
-        keras_ms = {}
-        for name, fn in ways.items():
-            fn("warm up")
-            keras_ms[name] = timed(fn, word_texts, args.requests)
+    ways = {
+        "model.predict": lambda t: top3(model.predict(window(t), verbose=0)),
+        "model(x)": lambda t: top3(model(window(t), training=False)),
+        "tf.function": lambda t: top3(compiled(window(t))),
+    }
+    keras_ms = {}
+    for name, fn in ways.items():
+        fn("warm up")
+        keras_ms[name] = timed(fn, word_texts, args.requests)
 
-        # Same weights, same answer: the engine's distribution against Keras's.
-        text = word_texts[min(20, len(word_texts) - 1)]
-        ids = [BOS_ID, *tokenizer.encode(text)]
-        logits = np.asarray(compiled(np.array([ids], dtype=np.int32)))[0, -1].astype(np.float64)
-        keras_p = np.exp(logits - logits.max())
-        keras_p /= keras_p.sum()
-        parity = float(np.max(np.abs(predictor.token_probs(ids) - keras_p)))
+    # Same weights, same answer: the engine's distribution against Keras's.
+    text = word_texts[min(20, len(word_texts) - 1)]
+    ids = [BOS_ID, *tokenizer.encode(text)]
+    logits = np.asarray(compiled(np.array([ids], dtype=np.int32)))[0, -1].astype(np.float64)
+    keras_p = np.exp(logits - logits.max())
+    keras_p /= keras_p.sum()
+    parity = float(np.max(np.abs(predictor.token_probs(ids) - keras_p)))
 
     arch = predictor.manifest["architecture"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
     print(f"         Python {platform.python_version()}, NumPy {np.__version__}, TensorFlow {tf.__version__}")
     print(
-        f"model:   {'random stand-in of the default size' if standin else model_dir}: "
+        f"model:   {model_dir}: "
         f"{arch['cell']} {arch['layers']}x{arch['units']}, embedding {arch['embedding_dim']}, "
         f"vocabulary {len(tokenizer):,}; Keras context {args.context} tokens"
     )
