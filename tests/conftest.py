@@ -18,10 +18,17 @@ TRAIN_FILE = ROOT / "data" / "corpus" / "fortunes-train.txt"
 
 
 def make_model_dir(
-    directory: Path, cell: str = "simple_rnn", units: int = 24, embedding_dim: int = 16, seed: int = 0
+    directory: Path,
+    cell: str = "simple_rnn",
+    units: int = 24,
+    embedding_dim: int = 16,
+    seed: int = 0,
+    members: int = 1,
+    dtype: str = "float32",
 ) -> Path:
     """A random-weight model whose output bias is the log unigram frequency, so its
-    suggestions are frequent real words rather than noise."""
+    suggestions are frequent real words rather than noise (`members` > 1: an ensemble
+    of such networks)."""
     messages = read_messages(TRAIN_FILE)[:1500]
     tokenizer = Tokenizer.build(messages, max_size=800, min_count=2)
     counts = Counter(t for m in messages for t in tokenize(m))
@@ -32,7 +39,7 @@ def make_model_dir(
         "embedding_dim": embedding_dim,
         "projection": embedding_dim if units != embedding_dim else None,
         "tied": True,
-    }
+    } | ({"members": members} if members > 1 else {})
     rng = np.random.default_rng(seed)
     weights = {
         name: rng.normal(0, 0.3, shape).astype(np.float32)
@@ -40,7 +47,9 @@ def make_model_dir(
     }
     freq = np.array([counts.get(t, 0) + 1 for t in tokenizer.vocab], dtype=np.float64)
     freq[tokenizer.index["</s>"]] = len(messages)
-    weights["output/bias"] = np.log(freq / freq.sum()).astype(np.float32)
+    for name in weights:
+        if name.endswith("output/bias"):
+            weights[name] = np.log(freq / freq.sum()).astype(np.float32)
     manifest = {
         "architecture": architecture,
         "corpus": {
@@ -52,7 +61,7 @@ def make_model_dir(
         "config": {"cell": cell, "units": units, "embedding_dim": embedding_dim, "seq_len": 16},
         "metrics": {"validation_perplexity": 999.0},
     }
-    return save_model(directory, manifest, tokenizer, weights)
+    return save_model(directory, manifest, tokenizer, weights, dtype=dtype)
 
 
 @pytest.fixture(scope="session")

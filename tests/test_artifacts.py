@@ -41,6 +41,18 @@ def test_a_saved_model_loads_back(model_dir):
         (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
         (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
         (lambda d: _edit_manifest(d, architecture={"cell": "transformer"}), "unknown cell 'transformer'"),
+        (
+            lambda d: _edit_manifest(
+                d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"members": 0}
+            ),
+            "members must be a positive integer",
+        ),
+        (
+            lambda d: _edit_manifest(
+                d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"members": 2}
+            ),
+            "'member1/embedding' is missing",
+        ),
     ],
 )
 def test_a_broken_model_directory_gives_a_clear_error(model_dir, breakage, message):
@@ -96,3 +108,32 @@ def test_saving_over_a_model_replaces_it_whole(model_dir):
 def test_a_saved_model_directory_is_readable_by_others(tmp_path):
     directory = make_model_dir(tmp_path / "shared")
     assert directory.stat().st_mode & 0o055 == 0o055  # group and others may read and enter
+
+
+def test_float16_weights_take_half_the_space_and_predict_the_same(tmp_path):
+    full = make_model_dir(tmp_path / "full")
+    half = make_model_dir(tmp_path / "half", dtype="float16")
+    assert (half / "weights.npz").stat().st_size < 0.6 * (full / "weights.npz").stat().st_size
+    manifest, _, weights = load_model(half)
+    assert manifest["weights_dtype"] == "float16"
+    assert all(w.dtype == np.float32 for w in weights.values())  # the engine computes in float32
+    a = Predictor.load(full, backend="rnn").next_words("the cat sat on the", k=5)
+    b = Predictor.load(half, backend="rnn").next_words("the cat sat on the", k=5)
+    assert [p.word for p in a] == [p.word for p in b]
+    assert np.allclose([p.prob for p in a], [p.prob for p in b], rtol=2e-2)
+
+
+def test_weights_of_another_type_are_refused(model_dir):
+    with np.load(model_dir / "weights.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["embedding"] = arrays["embedding"].astype(np.int32)
+    np.savez(model_dir / "weights.npz", **arrays)
+    with pytest.raises(ModelError, match="'embedding' is int32"):
+        load_model(model_dir)
+
+
+def test_saving_in_an_unknown_dtype_is_refused(model_dir, tmp_path):
+    manifest, tokenizer, weights = load_model(model_dir)
+    with pytest.raises(ModelError, match="float32 or float16"):
+        save_model(tmp_path / "other", manifest, tokenizer, weights, dtype="int8")
+    assert not (tmp_path / "other").exists()

@@ -45,3 +45,16 @@ def test_windows_predict_the_next_token_at_every_position():
     assert x.shape == y.shape == ((len(stream) - 1) // 3, 3)
     assert (x[:, 1:] == y[:, :-1]).all()
     assert (y.ravel() == stream[1 : 1 + y.size]).all()
+
+
+def test_novel_messages_leave_out_repeated_quotations():
+    from wordbot.corpus import novel_messages
+
+    training = ["Time flies like an arrow; fruit flies like a banana, said Groucho Marx."]
+    held_out = [
+        "TIME flies like an arrow -- fruit flies like a banana!",  # the same eight words in a row
+        "Time flies like an arrow, they say.",  # seven: a common phrase, not a repeat
+        "Something else entirely.",
+    ]
+    assert novel_messages(held_out, training) == held_out[1:]
+    assert novel_messages(held_out, training, run=4) == held_out[2:]

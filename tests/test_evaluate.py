@@ -170,3 +170,17 @@ def test_best_mix_weight_picks_the_better_model_and_matches_evaluate():
     weight, table = evaluate.best_mix_weight(flat, oracle, [message], weights=[0.0, 0.5, 1.0])
     assert weight == 1.0 and table[1.0] < table[0.5] < table[0.0]
     assert table[1.0] == pytest.approx(evaluate_messages(oracle, [message], progress=False)["perplexity"])
+
+
+def test_best_order_weights_trusts_the_ngram_where_its_context_was_seen():
+    from wordbot.ngram import KneserNey
+
+    train = ["apple banana cherry ."] * 20 + ["berry apricot ."]
+    ngram = KneserNey.from_texts(train, TOKENIZER, order=3)
+    flat = Fixed(np.ones(len(TOKENIZER)))
+    # Seen text: the trigram knows it, the flat model does not; its weight goes up.
+    found = evaluate.best_order_weights(flat, ngram, ["apple banana cherry ."] * 30, min_positions=10)
+    assert found["by_order"][3] > 0.8
+    assert found["by_order_perplexity"] <= found["single_perplexity"] < found["model_perplexity"]
+    # An order seen too rarely falls back to the single weight.
+    assert found["positions_by_order"][1] < 10 and found["by_order"][1] == found["single"]

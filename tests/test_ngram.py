@@ -202,3 +202,46 @@ def test_predictor_serves_the_ngram_backends(tiny_model_dir, backend):
     assert len(words) == 3 and all(w.prob > 0 for w in words)
     p = predictor.token_probs([BOS_ID])
     assert abs(float(p.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_context_order_is_the_longest_context_with_counts(order):
+    corpus = toy_corpus()
+    model = KneserNey.train(corpus, TOKENIZER, order=order)
+    reference = Reference(corpus, order)
+    rng = random.Random(3)
+    contexts = [model.initial_state(), (TOKENIZER.index["never"],) * (order - 1)]
+    contexts += [tuple(rng.randrange(3, V) for _ in range(order - 1)) for _ in range(200)]
+    seen_contexts = [tuple(seq[i - order + 1 : i]) for seq in corpus[:50] for i in range(order - 1, len(seq))]
+    contexts += seen_contexts
+    # Seen contexts with their oldest words replaced: shorter and shorter parts still seen.
+    contexts += [tuple(rng.randrange(3, V) for _ in range(j)) + c[j:] for c in seen_contexts for j in range(len(c))]
+    seen_orders = set()
+    for context in contexts:
+        expected = max([1] + [len(context) - j + 1 for j in range(len(context)) if context[j:] in reference.following])
+        assert model.context_order(context) == expected, context
+        seen_orders.add(expected)
+    assert seen_orders == set(range(1, order + 1))  # every order occurs, the test means something
+
+
+def test_order_weighted_mix_uses_the_weight_of_the_context_order():
+    from wordbot.ngram import OrderWeighted
+
+    corpus = toy_corpus(100)
+    bigram = KneserNey.train(corpus, TOKENIZER, order=2)
+    trigram = KneserNey.train(corpus, TOKENIZER, order=3)
+    weights = {1: 0.1, 2: 0.5, 3: 0.9}
+    mix = OrderWeighted(bigram, trigram, weights)
+    checked = set()
+    for seq in corpus[:30]:
+        state = mix.advance(mix.initial_state(), BOS_ID)
+        for token in [*seq[1:], TOKENIZER.index["never"], 7, 8]:
+            w = weights[trigram.context_order(state[1])]
+            checked.add(w)
+            expected = (1 - w) * bigram.probs(state[0]) + w * trigram.probs(state[1])
+            np.testing.assert_allclose(mix.probs(state), expected)
+            assert abs(mix.probs(state).sum() - 1) < 1e-12
+            state = mix.advance(state, token)
+    assert checked == {0.1, 0.5, 0.9}
+    with pytest.raises(ValueError, match="every order"):
+        OrderWeighted(bigram, trigram, {1: 0.1, 2: 0.5})

@@ -159,3 +159,27 @@ def test_a_model_whose_training_text_is_gone_serves_the_network_alone(tmp_path, 
     assert "serving the recurrent network alone" in caplog.text
     with pytest.raises(CorpusError, match="is not there"):
         Predictor.load(directory, backend="mix")  # asked for explicitly: say why it cannot
+
+
+def test_an_ensemble_predicts_the_mean_of_its_networks(tmp_path):
+    from wordbot.artifacts import load_model
+    from wordbot.engine import Ensemble, RNNLanguageModel
+    from wordbot.text import BOS_ID
+
+    from .conftest import make_model_dir
+
+    directory = make_model_dir(tmp_path / "ensemble", members=3)
+    predictor = Predictor.load(directory, backend="rnn")
+    assert isinstance(predictor.lm, Ensemble) and len(predictor.lm.networks) == 3
+    assert "ensemble of 3 SimpleRNN" in predictor.describe()
+    manifest, tokenizer, weights = load_model(directory)
+    ids = [BOS_ID, *tokenizer.encode("the dog sat on the")]
+    singles = [RNNLanguageModel(manifest, tokenizer, weights, member=i).sequence_probs(ids)[-1] for i in range(3)]
+    assert not np.allclose(singles[0], singles[1])  # three different networks
+    state = predictor.lm.initial_state()
+    for token_id in ids:
+        state = predictor.lm.advance(state, token_id)
+    p = predictor.lm.probs(state)
+    assert np.allclose(p, np.mean(singles, axis=0), atol=1e-7) and np.isclose(p.sum(), 1.0)
+    words = predictor.next_words("the dog sat on the", k=3)
+    assert [w.prob for w in words] == sorted((w.prob for w in words), reverse=True)

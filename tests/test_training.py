@@ -51,7 +51,11 @@ def test_trained_model_loads_and_predicts(trained, corpus):
     assert manifest["config"]["cell"] == "simple_rnn"
     assert manifest["corpus"]["files"][0]["sha256"] and manifest["metrics"]["validation_perplexity"] > 1
     # The interpolation with the n-gram was tuned on validation text and recorded.
-    assert 0 <= manifest["mix"]["ngram_weight"] <= 0.9 and manifest["serving"]["backend"] in ("rnn", "mix")
+    assert 0 <= manifest["mix"]["ngram_weight"] <= 0.95 and manifest["serving"]["backend"] in ("rnn", "mix")
+    by_order = manifest["mix"]["ngram_weight_by_order"]
+    assert sorted(by_order, key=int) == ["1", "2", "3", "4"] and all(0 <= w <= 0.95 for w in by_order.values())
+    assert manifest["mix"]["mix_perplexity"] <= manifest["mix"]["single_weight_perplexity"]
+    assert type(Predictor.load(trained["simple_rnn"], backend="mix").lm).__name__ == "OrderWeighted"
     assert predictor.backend == manifest["serving"]["backend"]
     assert not (trained["simple_rnn"].parent / "simple_rnn.partial").exists()
 
@@ -118,3 +122,45 @@ def test_ctrl_c_keeps_progress_and_the_same_command_resumes(corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming the interrupted run" in resumed.stdout
     assert Predictor.load(out).next_words("the")
+
+
+def test_an_ensemble_trains_each_network_once_even_across_an_interruption(corpus, tmp_path):
+    import keras
+
+    from wordbot.training import TrainConfig, keras_model_from_dir, train
+
+    config = TrainConfig(
+        corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=32, epochs=2, ensemble=2, weights_dtype="float16", mix_order=0,
+    )  # fmt: skip
+    lines = []
+
+    def interrupt_in_the_second_network(line):
+        lines.append(line)
+        if line.startswith("network 2/2 · epoch 1"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=interrupt_in_the_second_network, progress=False)
+    assert any(line.startswith("network 1/2 · epoch 2") for line in lines)
+    assert not (tmp_path / "m").exists()
+
+    lines.clear()
+    out = train(config, log=lines.append, progress=False)
+    assert "network 1/2 · already trained; kept from the interrupted run" in lines
+    assert not any(line.startswith("network 1/2 · epoch") for line in lines)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["architecture"]["members"] == 2 and manifest["weights_dtype"] == "float16"
+    assert [n["seed"] for n in manifest["metrics"]["networks"]] == [0, 1]
+
+    # Each network of the ensemble is the Keras model it was trained as, and the
+    # ensemble predicts the mean of their distributions.
+    predictor = Predictor.load(out, backend="rnn")
+    ids = [2, *np.random.default_rng(0).integers(3, len(predictor.tokenizer), size=20).tolist()]
+    per_network = [
+        keras.ops.convert_to_numpy(keras.ops.softmax(keras_model_from_dir(out, member=i)(np.array([ids])), axis=-1))[0]
+        for i in range(2)
+    ]
+    assert np.abs(per_network[0] - per_network[1]).max() > 1e-3
+    got = np.stack([predictor.token_probs(ids[: i + 1]) for i in range(len(ids))])
+    assert np.abs(got - np.mean(per_network, axis=0)).max() < 1e-5

@@ -29,8 +29,38 @@ GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
 
 
+WEIGHT_DTYPES = ("float32", "float16")
+
+
+def member_prefix(i: int) -> str:
+    """Where network i of an ensemble keeps its arrays: the first one unprefixed, so a
+    one-network directory reads as before."""
+    return "" if i == 0 else f"member{i}/"
+
+
+def members(architecture: dict) -> int:
+    """How many networks of this architecture the model averages (1 unless an ensemble)."""
+    n = architecture.get("members", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ModelError(f"architecture.members must be a positive integer, not {n!r}")
+    return n
+
+
+def member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np.ndarray]:
+    """The arrays of network `member`, under the names a one-network model uses."""
+    prefix = member_prefix(member)
+    if not prefix:
+        return {name: array for name, array in weights.items() if not name.startswith("member")}
+    return {name[len(prefix) :]: array for name, array in weights.items() if name.startswith(prefix)}
+
+
 def expected_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """Every array the engine needs, with the shape the manifest implies."""
+    one = _network_shapes(architecture, vocab_size)
+    return {member_prefix(i) + name: shape for i in range(members(architecture)) for name, shape in one.items()}
+
+
+def _network_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int, ...]]:
     cell = architecture["cell"]
     if cell not in CELLS:
         raise ModelError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
@@ -57,15 +87,27 @@ def expected_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int,
     return shapes
 
 
-def save_model(directory: str | Path, manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> Path:
-    """Write a model directory atomically (as far as a directory rename allows)."""
+def save_model(
+    directory: str | Path,
+    manifest: dict,
+    tokenizer: Tokenizer,
+    weights: dict[str, np.ndarray],
+    dtype: str = "float32",
+) -> Path:
+    """Write a model directory atomically (as far as a directory rename allows).
+
+    `dtype` "float16" halves weights.npz; the engine computes in float32 either way.
+    """
     directory = Path(directory)
+    if dtype not in WEIGHT_DTYPES:
+        raise ModelError(f"weights are stored as {' or '.join(WEIGHT_DTYPES)}, not {dtype!r}")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "wordbot_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **manifest,
+        "weights_dtype": dtype,
         "vocab_size": len(tokenizer),
     }
     shapes = expected_shapes(manifest["architecture"], len(tokenizer))
@@ -80,7 +122,7 @@ def save_model(directory: str | Path, manifest: dict, tokenizer: Tokenizer, weig
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
         with open(tmp / "weights.npz", "wb") as f:
-            np.savez(f, **{k: np.asarray(weights[k], dtype=np.float32) for k in shapes})
+            np.savez(f, **{k: np.asarray(weights[k], dtype=dtype) for k in shapes})
         tokenizer.save(tmp / "tokenizer.json")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for name in ("weights.npz", "tokenizer.json", "manifest.json"):
@@ -141,6 +183,8 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
         shapes = expected_shapes(manifest["architecture"], len(tokenizer))
     except (KeyError, TypeError) as e:
         raise ModelError(f"{directory / 'manifest.json'}: architecture incomplete ({e})") from None
+    except ModelError as e:
+        raise ModelError(f"{directory / 'manifest.json'}: {e}") from None
     path = directory / "weights.npz"
     if not path.is_file():
         raise ModelError(f"{directory}: weights.npz is missing")
@@ -152,6 +196,8 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
     for name, shape in shapes.items():
         if name not in weights:
             raise ModelError(f"{path}: array {name!r} is missing")
+        if weights[name].dtype.name not in WEIGHT_DTYPES:
+            raise ModelError(f"{path}: array {name!r} is {weights[name].dtype}, expected float32 or float16")
         if weights[name].shape != shape:
             raise ModelError(f"{path}: array {name!r} has shape {weights[name].shape}, manifest implies {shape}")
         if not np.isfinite(weights[name]).all():

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mix-order", type=int, help="Kneser-Ney order to interpolate with, tuned on validation (default 4; 0: none)"
     )
+    p.add_argument(
+        "--ensemble", type=int, metavar="N", help="train N networks from different seeds and average them (default 1)"
+    )
+    p.add_argument(
+        "--weights-dtype", choices=("float32", "float16"), help="how weights are stored (float16: half the size)"
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
 
@@ -169,6 +175,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "validation_fraction",
             "max_minutes",
             "mix_order",
+            "ensemble",
+            "weights_dtype",
             "seed",
         )
     }
@@ -235,11 +243,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "train_minutes": "training minutes",
     }
     for key, value in metrics.items():
-        print(f"{labels.get(key, key.replace('_', ' '))}: {value}")
+        if key == "networks":
+            for i, net in enumerate(value, 1):
+                print(f"network {i}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in net.items()))
+        else:
+            print(f"{labels.get(key, key.replace('_', ' '))}: {value}")
     mix = manifest.get("mix")
     if mix:
+        from wordbot.predictor import mix_weights_text
+
         print(
-            f"mix: Kneser-Ney {mix['order']}-gram weight {mix['ngram_weight']}; validation perplexity "
+            f"mix: Kneser-Ney {mix['order']}-gram weight {mix_weights_text(mix)}; validation perplexity "
             f"(<unk> not counted) {mix['rnn_perplexity']} alone, {mix['mix_perplexity']} mixed"
         )
         print(f"served backend: {(manifest.get('serving') or {}).get('backend', 'rnn')}")

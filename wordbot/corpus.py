@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from wordbot.errors import CorpusError
-from wordbot.text import BOS_ID, EOS_ID, Tokenizer
+from wordbot.text import BOS_ID, EOS_ID, Tokenizer, is_word, tokenize
 
 FORMATS = ("lines", "paragraphs")
 
@@ -115,10 +115,29 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
     return train
 
 
+def _word_runs(message: str, length: int) -> set[tuple[str, ...]]:
+    words = [t for t in tokenize(message) if is_word(t)]
+    return {tuple(words[i : i + length]) for i in range(len(words) - length + 1)}
+
+
+def novel_messages(candidates: Sequence[str], reference: Sequence[str], run: int = 8) -> list[str]:
+    """The candidates that share no run of `run` words with any reference message.
+
+    Collections repeat themselves (the same quotation filed twice); a held-out message
+    that repeats training text measures memory, not prediction. The bundled test file
+    was cut this way (data/corpus/PROVENANCE.md), and tuning on the same kind of text
+    keeps validation honest about it."""
+    seen: set[tuple[str, ...]] = set()
+    for message in reference:
+        seen |= _word_runs(message, run)
+    return [m for m in candidates if seen.isdisjoint(_word_runs(m, run))]
+
+
 __all__ = [
     "BOS_ID",
     "EOS_ID",
     "FORMATS",
+    "novel_messages",
     "read_corpus",
     "read_messages",
     "sha256_of",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import load_model
+from wordbot.artifacts import load_model, member_weights, members
 from wordbot.text import BOS_ID, Tokenizer
 
 
@@ -29,8 +29,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class RNNLanguageModel:
     """A language model over a tokenizer: initial_state / advance / probs."""
 
-    def __init__(self, manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]):
+    def __init__(self, manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray], member: int = 0):
         arch = manifest["architecture"]
+        weights = member_weights(weights, member)
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.cell: str = arch["cell"]
@@ -52,8 +53,8 @@ class RNNLanguageModel:
         self._initial = tuple(per_layer for _ in range(self.layers))
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> RNNLanguageModel:
-        return cls(*load_model(path))
+    def load(cls, path: str | Path | None = None, member: int = 0) -> RNNLanguageModel:
+        return cls(*load_model(path), member=member)
 
     def initial_state(self) -> tuple:
         return self._initial
@@ -110,4 +111,42 @@ class RNNLanguageModel:
         return np.stack(out)
 
 
-__all__ = ["BOS_ID", "RNNLanguageModel", "softmax"]
+class Ensemble:
+    """Several networks over one vocabulary, trained alike from different random
+    starts; the next-token distribution is the mean of theirs. Averaging cancels part
+    of each network's own errors (its variance), which on a small corpus is where a
+    recurrent model loses most."""
+
+    def __init__(self, networks: list[RNNLanguageModel]):
+        if not networks:
+            raise ValueError("an ensemble needs at least one network")
+        self.networks = networks
+        self.tokenizer = networks[0].tokenizer
+        self.manifest = networks[0].manifest
+
+    def initial_state(self) -> tuple:
+        return tuple(n.initial_state() for n in self.networks)
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return tuple(n.advance(s, token_id) for n, s in zip(self.networks, state, strict=True))
+
+    def probs(self, state: tuple) -> np.ndarray:
+        p = self.networks[0].probs(state[0])
+        for n, s in zip(self.networks[1:], state[1:], strict=True):
+            p += n.probs(s)
+        return p / len(self.networks)
+
+
+def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> RNNLanguageModel | Ensemble:
+    """The recurrent model a model directory describes: one network, or the ensemble
+    of `architecture.members` networks."""
+    count = members(manifest["architecture"])
+    nets = [RNNLanguageModel(manifest, tokenizer, weights, member=i) for i in range(count)]
+    return nets[0] if count == 1 else Ensemble(nets)
+
+
+def load_network(path: str | Path | None = None) -> RNNLanguageModel | Ensemble:
+    return network(*load_model(path))
+
+
+__all__ = ["BOS_ID", "Ensemble", "RNNLanguageModel", "load_network", "network", "softmax"]

@@ -260,10 +260,56 @@ def best_mix_weight(model, ngram, messages: Sequence[str], weights: Sequence[flo
     `messages` (use validation text, never the test file). Returns (w, {w: perplexity})."""
     weights = np.linspace(0.0, 0.6, 13) if weights is None else weights
     p_model, p_ngram = target_probs(model, messages), target_probs(ngram, messages)
-    table = {
-        float(w): float(np.exp(-np.mean(np.log(np.maximum((1 - w) * p_model + w * p_ngram, 1e-300))))) for w in weights
-    }
+    table = {float(w): _mix_perplexity(p_model, p_ngram, w) for w in weights}
     return min(table, key=table.get), table
+
+
+def _mix_perplexity(p_model: np.ndarray, p_ngram: np.ndarray, w) -> float:
+    return float(np.exp(-np.mean(np.log(np.maximum((1 - w) * p_model + w * p_ngram, 1e-300)))))
+
+
+def context_orders(ngram, messages: Sequence[str]) -> np.ndarray:
+    """The n-gram's `context_order` at every position `target_probs` scores."""
+    out = []
+    for message in messages:
+        targets = ngram.tokenizer.encode(message, eos=True)
+        state = ngram.advance(ngram.initial_state(), BOS_ID)
+        for target in targets:
+            if target != UNK_ID:
+                out.append(ngram.context_order(state))
+            state = ngram.advance(state, target)
+    return np.array(out, dtype=np.int64)
+
+
+def best_order_weights(
+    model, ngram, messages: Sequence[str], weights: Sequence[float] | None = None, min_positions: int = 200
+) -> dict:
+    """Weights for mixing `model` with a Kneser-Ney `ngram`, chosen on `messages` by
+    perplexity (validation text, never the test file): one weight for all positions,
+    and one per longest context the n-gram has seen (`OrderWeighted`); an order seen
+    at fewer than `min_positions` positions gets the single weight."""
+    weights = np.linspace(0.0, 0.95, 20) if weights is None else np.asarray(weights)
+    p_model, p_ngram = target_probs(model, messages), target_probs(ngram, messages)
+    orders = context_orders(ngram, messages)
+    table = {float(w): _mix_perplexity(p_model, p_ngram, w) for w in weights}
+    single = min(table, key=table.get)
+    by_order = {}
+    for k in range(1, ngram.order + 1):
+        here = orders == k
+        if here.sum() < min_positions:
+            by_order[k] = single
+            continue
+        scores = [_mix_perplexity(p_model[here], p_ngram[here], w) for w in weights]
+        by_order[k] = float(weights[int(np.argmin(scores))])
+    w = np.array([by_order[k] for k in orders])
+    return {
+        "single": single,
+        "by_order": by_order,
+        "positions_by_order": {k: int((orders == k).sum()) for k in range(1, ngram.order + 1)},
+        "model_perplexity": _mix_perplexity(p_model, p_ngram, 0.0),
+        "single_perplexity": table[single],
+        "by_order_perplexity": _mix_perplexity(p_model, p_ngram, w),
+    }
 
 
 def evaluate_file(model, path: str | os.PathLike, max_positions: int | None = None, **options) -> dict:

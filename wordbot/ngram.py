@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
 
 FORMAT_VERSION = 1
@@ -94,6 +95,19 @@ class KneserNey:
     def probs(self, state: Sequence[int]) -> np.ndarray:
         """Next-token distribution (V,) after the context `state` (any length)."""
         p = self._unigram
+        for _, table, row in self._seen_contexts(state):
+            p = self._interpolate(table, row, p)
+        return p if p is not self._unigram else p.copy()
+
+    def context_order(self, state: Sequence[int]) -> int:
+        """The highest order whose context (the last order - 1 tokens of `state`) was
+        seen in training: 1 when even the last token never preceded anything."""
+        seen = self._seen_contexts(state)
+        return seen[-1][0] if seen else 1
+
+    def _seen_contexts(self, state: Sequence[int]) -> list[tuple[int, _Order, int]]:
+        """(order, table, row) for the orders 2, 3, ... whose context was seen in training."""
+        out = []
         context_id = -1
         for k in range(2, self.order + 1):
             m = k - 1  # context length at order k
@@ -112,8 +126,8 @@ class KneserNey:
             table = self._orders[k - 1]
             row = int(table.row_of_context[context_id]) if context_id < len(table.row_of_context) else -1
             if row >= 0:
-                p = self._interpolate(table, row, p)
-        return p if p is not self._unigram else p.copy()
+                out.append((k, table, row))
+        return out
 
     @staticmethod
     def _interpolate(table: _Order, row: int, lower: np.ndarray) -> np.ndarray:
@@ -273,6 +287,34 @@ class Interpolated:
         return p
 
 
+class OrderWeighted:
+    """The network and the n-gram mixed with a weight that depends on how much the
+    n-gram knows here: the longest context it has seen (its `context_order`). Where
+    it has seen the last four words, its counts are worth more than where it has
+    seen only the last one. `weights[k]` is the n-gram's weight at order k."""
+
+    def __init__(self, network, ngram: KneserNey, weights: dict[int, float]):
+        if network.tokenizer.vocab != ngram.tokenizer.vocab:
+            raise ValueError("mixed models must share one vocabulary")
+        missing = [k for k in range(1, ngram.order + 1) if k not in weights]
+        if missing or any(not 0 <= w <= 1 for w in weights.values()):
+            raise ValueError(f"need a weight in [0, 1] for every order 1..{ngram.order}, got {weights}")
+        self.models = [network, ngram]
+        self.weights = {int(k): float(w) for k, w in weights.items()}
+        self.tokenizer = network.tokenizer
+
+    def initial_state(self) -> tuple:
+        return tuple(m.initial_state() for m in self.models)
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
+
+    def probs(self, state: tuple) -> np.ndarray:
+        network, ngram = self.models
+        w = self.weights[ngram.context_order(state[1])]
+        return (1.0 - w) * network.probs(state[0]) + w * ngram.probs(state[1])
+
+
 DEFAULT_ORDER = 4
 # Weight of the n-gram in the "mix" backend when the manifest names none.
 DEFAULT_MIX_WEIGHT = 0.3
@@ -291,7 +333,8 @@ def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
     """The language model behind `Predictor.load(..., backend=...)`: "ngram" is a
     Kneser-Ney model on the RNN's training text ("ngram.npz" in the model directory
     if present, else counted on the spot, about a second); "mix" interpolates it with
-    the RNN using the manifest's `mix.ngram_weight`."""
+    the RNN using the manifest's `mix.ngram_weight_by_order` (a weight per longest
+    context the n-gram has seen) or else its single `mix.ngram_weight`."""
     settings = manifest.get("mix") or {}
     order = int(settings.get("order", DEFAULT_ORDER))
     cached = Path(directory) / "ngram.npz"
@@ -302,6 +345,13 @@ def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
     if backend == "ngram":
         return ngram
     if backend == "mix":
+        by_order = settings.get("ngram_weight_by_order")
+        if by_order:
+            try:
+                return OrderWeighted(lm, ngram, {int(k): float(w) for k, w in by_order.items()})
+            except (TypeError, ValueError, AttributeError) as e:
+                where = Path(directory) / "manifest.json"
+                raise ModelError(f"{where}: mix.ngram_weight_by_order is unusable ({e})") from None
         weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
         return Interpolated([lm, ngram], [1.0 - weight, weight])
     raise ValueError(f"unknown backend {backend!r}")

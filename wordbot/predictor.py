@@ -96,6 +96,8 @@ def describe_model(name: str, manifest: dict, backend: str, vocab_size: int, kin
         return f"{name}: {kind}, vocabulary {vocab_size:,}"
     cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
     model = f"{cell} {arch['layers']}×{arch['units']}"
+    if arch.get("members", 1) > 1:
+        model = f"ensemble of {arch['members']} {cell} {arch['layers']}×{arch['units']}"
     mix = manifest.get("mix") or {}
     if backend == "mix" and mix:
         model += f" mixed with a Kneser-Ney {mix.get('order', 4)}-gram"
@@ -113,6 +115,20 @@ def describe_model(name: str, manifest: dict, backend: str, vocab_size: int, kin
     elif backend == "rnn" and "validation_perplexity" in metrics:
         parts.append(f"validation perplexity {metrics['validation_perplexity']:.1f}")
     return f"{name}: " + ", ".join(parts)
+
+
+def mix_weights_text(mix: dict) -> str:
+    """'0.35 / 0.40 / 0.50 / 0.60 (by longest context seen: 2 / 3 / 4 / 5 words)'."""
+    weights = mix.get("ngram_weight_by_order")
+    if not weights:
+        return f"{mix['ngram_weight']:.2f}"
+    orders = sorted(weights, key=int)
+    return (
+        " / ".join(f"{weights[k]:.2f}" for k in orders)
+        + " (by the order of the longest context it has seen: "
+        + " / ".join(orders)
+        + ")"
+    )
 
 
 class Predictor:
@@ -145,7 +161,7 @@ class Predictor:
         text) or "mix" (their interpolation); None takes the one the manifest recommends
         (`serving.backend`, measured on validation text when the model was made), else "rnn".
         """
-        from wordbot.engine import RNNLanguageModel
+        from wordbot.engine import network
 
         directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
         manifest, tokenizer, weights = load_model(directory)
@@ -155,7 +171,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         name = directory.resolve().name
-        lm: LanguageModel = RNNLanguageModel(manifest, tokenizer, weights)
+        lm: LanguageModel = network(manifest, tokenizer, weights)
         if backend != "rnn":
             from wordbot import ngram
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import CELLS, load_model, save_model
+from wordbot.artifacts import CELLS, WEIGHT_DTYPES, load_model, member_prefix, member_weights, save_model
 from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
 from wordbot.errors import ConfigError
+from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, Tokenizer
 
 if sys.version_info >= (3, 11):
@@ -53,10 +54,17 @@ class TrainConfig:
     lr_decay: float = 0.5  # multiply the learning rate by this when validation stalls
     patience: int = 2  # epochs without validation improvement before stopping
     validation_fraction: float = 0.05  # messages held out for validation, chosen by seed
-    seed: int = 0
+    seed: int = 0  # weight initialisation and shuffling
+    split_seed: int | None = None  # which messages are held out (default: seed); fix it to compare seeds fairly
     max_minutes: float = 0  # stop after this many minutes of training (0: no limit)
+    ensemble: int = 1  # networks trained alike from seeds seed, seed+1, ... and averaged when predicting
+    weights_dtype: str = "float32"  # how weights.npz stores them: float32, or float16 (half the size)
     mix_order: int = 4  # interpolate with a Kneser-Ney n-gram of this order when validation says it helps (0: never)
     notes: str = field(default="", compare=False)  # free text kept in the manifest
+
+    @property
+    def split(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> TrainConfig:
         problems = []
@@ -75,6 +83,10 @@ class TrainConfig:
             problems.append("dropout must be in [0, 1)")
         if not 0 <= self.validation_fraction < 0.5:
             problems.append("validation_fraction must be in [0, 0.5)")
+        if self.ensemble < 1:
+            problems.append("ensemble must be at least 1")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            problems.append(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}")
         if self.learning_rate <= 0 or self.clipnorm <= 0:
             problems.append("learning_rate and clipnorm must be positive")
         if problems:
@@ -94,7 +106,7 @@ class TrainConfig:
             "embedding_dim": self.embedding_dim,
             "projection": self.projection,
             "tied": self.tie_embeddings,
-        }
+        } | ({"members": self.ensemble} if self.ensemble > 1 else {})
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -233,12 +245,13 @@ def config_from_manifest(manifest: dict) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def keras_model_from_dir(path: str | Path | None = None):
-    """The Keras model of a model directory, with its weights (for parity tests and benchmarks)."""
+def keras_model_from_dir(path: str | Path | None = None, member: int = 0):
+    """The Keras model of a model directory (network `member` of an ensemble), with its
+    weights (for parity tests and benchmarks)."""
     manifest, tokenizer, weights = load_model(path)
     config = config_from_manifest(manifest)
     model = build_model(config, len(tokenizer))
-    import_weights(model, config, weights)
+    import_weights(model, config, member_weights(weights, member))
     return model
 
 
@@ -307,7 +320,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     config.validate()
     corpus_paths = [Path(p) for p in config.corpus]
     messages = read_corpus(corpus_paths, config.format)
-    train_messages, val_messages = split_messages(messages, config.validation_fraction, config.seed)
+    train_messages, val_messages = split_messages(messages, config.validation_fraction, config.split)
     tokenizer = Tokenizer.build(train_messages, config.vocab_size, config.min_count)
     train_stream = token_stream(train_messages, tokenizer)
     x, y = windows(train_stream, config.seq_len)
@@ -331,7 +344,6 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     stamp.write_text(json.dumps(run_config, indent=2))
 
     tf, keras = _tf()
-    keras.utils.set_random_seed(config.seed)
     # Keras warns that fit(shuffle=True) is ignored for a tf.data input: ours shuffles itself.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     log(
@@ -339,6 +351,83 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         f"{config.seq_len}), {len(val_messages):,} validation messages; vocabulary {len(tokenizer):,}"
         + ("; resuming the interrupted run" if resumed else "")
     )
+    if progress is None:
+        progress = sys.stdout.isatty()
+    started = time.monotonic()
+    weights: dict[str, np.ndarray] = {}
+    member_metrics = []
+    for member in range(config.ensemble):
+        # The first network works in DIR.partial/ itself, so a one-network run looks as it always did.
+        member_dir = work_dir / f"member{member}" if member else work_dir
+        member_dir.mkdir(exist_ok=True)
+        budget = 0.0
+        if config.max_minutes:
+            # What is left of the time budget, shared by the networks still to train.
+            left = config.max_minutes - (time.monotonic() - started) / 60
+            budget = max(left / (config.ensemble - member), 1e-3)
+        member_config = dataclasses.replace(config, seed=config.seed + member, max_minutes=budget)
+        member_log = log
+        if config.ensemble > 1:
+            member_log = lambda line, m=member: log(f"network {m + 1}/{config.ensemble} · {line}")  # noqa: E731
+        net_weights, metrics = _fit_network(
+            tf, keras, member_config, tokenizer, (x, y), val, member_dir, member_log, progress
+        )
+        weights.update({member_prefix(member) + k: v for k, v in net_weights.items()})
+        member_metrics.append(metrics)
+    if config.ensemble == 1:
+        metrics = member_metrics[0]
+    else:
+        # Summed over the networks, so a resumed run reports the whole training.
+        epochs_run = sum(m["epochs_run"] for m in member_metrics)
+        minutes = sum(m["train_minutes"] for m in member_metrics)
+        metrics = {
+            "epochs_run": epochs_run,
+            "train_minutes": round(minutes, 2),
+            "train_tokens_per_second": round(epochs_run * len(x) * config.seq_len / max(minutes * 60, 1e-9)),
+            "networks": member_metrics,
+        }
+    manifest = {
+        "architecture": config.architecture(),
+        "corpus": {
+            "files": [
+                {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size}
+                for p in corpus_paths
+            ],
+            "format": config.format,
+            "validation_fraction": config.validation_fraction,
+            "split_seed": config.split,
+            "train_messages": len(train_messages),
+            "validation_messages": len(val_messages),
+            "train_tokens": len(train_stream),
+        },
+        "config": dataclasses.asdict(config),
+        "metrics": metrics,
+    }
+    if config.mix_order and val_messages:
+        log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
+        manifest.update(tune_mix(manifest, tokenizer, weights, train_messages, val_messages, config.mix_order))
+        log(
+            f"validation perplexity (<unk> not counted): rnn {manifest['mix']['rnn_perplexity']:.1f}, "
+            f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weights {mix_weights_text(manifest['mix'])}; "
+            f"serving {manifest['serving']['backend']}"
+        )
+    save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return out
+
+
+def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_dir: Path, log, progress: bool):
+    """Train one network (seed `config.seed`) in `work_dir`; returns (weights, metrics).
+
+    A finished network leaves `final.npz` there, so a resumed ensemble skips it."""
+    final, final_info = work_dir / "final.npz", work_dir / "final.json"
+    if final.exists() and final_info.exists():
+        with np.load(final, allow_pickle=False) as npz:
+            weights = {k: npz[k] for k in npz.files}
+        log("already trained; kept from the interrupted run")
+        return weights, json.loads(final_info.read_text())
+    x, y = train_xy
+    keras.utils.set_random_seed(config.seed)
     model = build_model(config, len(tokenizer))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=config.clipnorm),
@@ -346,8 +435,6 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     )
     train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
     val_ds = _dataset(tf, *val, config.batch_size, None) if val is not None else None
-    if progress is None:
-        progress = sys.stdout.isatty()
     started = time.monotonic()
     history = model.fit(
         train_ds,
@@ -365,6 +452,8 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     else:
         weights, best_info = export_weights(model, config), {}
     metrics: dict = {"epochs_run": len(history.history.get("loss", [])), "train_minutes": round(minutes, 2)}
+    if config.ensemble > 1:
+        metrics["seed"] = config.seed
     if best_info:
         metrics["best_epoch"] = best_info["epoch"]
         key = "validation_perplexity" if val_ds is not None else "train_perplexity"
@@ -372,57 +461,47 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     metrics["train_tokens_per_second"] = round(
         metrics["epochs_run"] * len(x) * config.seq_len / max(minutes * 60, 1e-9)
     )
-    manifest = {
-        "architecture": config.architecture(),
-        "corpus": {
-            "files": [
-                {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size}
-                for p in corpus_paths
-            ],
-            "format": config.format,
-            "validation_fraction": config.validation_fraction,
-            "split_seed": config.seed,
-            "train_messages": len(train_messages),
-            "validation_messages": len(val_messages),
-            "train_tokens": len(train_stream),
-        },
-        "config": dataclasses.asdict(config),
-        "metrics": metrics,
-    }
-    if config.mix_order and val_messages:
-        log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
-        manifest.update(tune_mix(manifest, tokenizer, weights, train_messages, val_messages, config.mix_order))
-        log(
-            f"validation perplexity (<unk> not counted): rnn {manifest['mix']['rnn_perplexity']:.1f}, "
-            f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weight {manifest['mix']['ngram_weight']:.2f}; "
-            f"serving {manifest['serving']['backend']}"
-        )
-    save_model(out, manifest, tokenizer, weights)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return out
+    np.savez(work_dir / "final.tmp.npz", **weights)
+    os.replace(work_dir / "final.tmp.npz", final)
+    final_info.write_text(json.dumps(metrics))
+    return weights, metrics
 
 
 def tune_mix(manifest, tokenizer, weights, train_messages, val_messages, order: int, max_messages: int = 1000) -> dict:
-    """Pick the n-gram weight of the RNN + Kneser-Ney interpolation on validation text.
+    """Choose how the network is mixed with a Kneser-Ney n-gram, on validation text.
 
-    Serve the mixture only if it beats the RNN alone by more than 1% in perplexity.
+    The validation messages that repeat training text (an 8-word run in common: the
+    same quotation filed twice) are left out when enough others remain: there the
+    n-gram simply remembers, and weights tuned on them trust it more than new text
+    deserves. The n-gram's weight is chosen per longest context it has seen
+    (`ngram.OrderWeighted`); the mixture is served only if it beats the network alone
+    by more than 1% in perplexity.
     """
-    from wordbot.engine import RNNLanguageModel
-    from wordbot.evaluate import best_mix_weight
+    from wordbot.corpus import novel_messages
+    from wordbot.engine import network
+    from wordbot.evaluate import best_order_weights
     from wordbot.ngram import KneserNey
 
-    rnn = RNNLanguageModel(manifest, tokenizer, weights)
+    rnn = network(manifest, tokenizer, weights)
     ngram = KneserNey.from_texts(train_messages, tokenizer, order)
-    weight, table = best_mix_weight(rnn, ngram, val_messages[:max_messages], weights=np.linspace(0, 0.9, 19))
-    weight = round(float(weight), 2)
-    rnn_ppl, mix_ppl = table[0.0], min(table.values())
+    candidates = val_messages[:max_messages]
+    novel = novel_messages(candidates, train_messages)
+    tune_on = novel if len(novel) >= min(50, len(candidates)) else candidates
+    found = best_order_weights(rnn, ngram, tune_on)
+    rnn_ppl, mix_ppl = found["model_perplexity"], found["by_order_perplexity"]
+    described = f"{len(tune_on)} validation messages"
+    if tune_on is novel and len(novel) < len(candidates):
+        described += f" (of {len(candidates)}; those repeating an 8-word run of the training text left out)"
     return {
         "mix": {
             "order": order,
-            "ngram_weight": weight,
+            "ngram_weight": round(found["single"], 2),
+            "ngram_weight_by_order": {str(k): round(w, 2) for k, w in found["by_order"].items()},
+            "positions_by_order": {str(k): n for k, n in found["positions_by_order"].items()},
             "rnn_perplexity": round(rnn_ppl, 2),
+            "single_weight_perplexity": round(found["single_perplexity"], 2),
             "mix_perplexity": round(mix_ppl, 2),
-            "tuned_on": f"{min(len(val_messages), max_messages)} validation messages",
+            "tuned_on": described,
         },
         "serving": {"backend": "mix" if mix_ppl < 0.99 * rnn_ppl else "rnn"},
     }
