@@ -72,10 +72,10 @@ class StallMonitor:
 def keras_baseline_bot(model_dir: Path) -> commands.Bot:
     """The tutorial bot: tokenise, pad, `model.predict` inside the handler, top k."""
     from wordbot.artifacts import load_model
-    from wordbot.training import keras_model_from_dir
+    from wordbot.training import keras_models_from_dir, keras_next_probs
 
     manifest, tokenizer, _ = load_model(model_dir)
-    model = keras_model_from_dir(model_dir)
+    models = keras_models_from_dir(model_dir)
     seq_len = int((manifest.get("config") or {}).get("seq_len", 64))
     words = np.array(tokenizer.word_ids)
     bot = commands.Bot(command_prefix="!", intents=intents(), allowed_mentions=NO_MENTIONS)
@@ -85,9 +85,7 @@ def keras_baseline_bot(model_dir: Path) -> commands.Bot:
         ids = tokenizer.encode(text, bos=True)[-seq_len:]
         x = np.zeros((1, seq_len), dtype=np.int32)  # pad_sequences(..., padding="pre")
         x[0, seq_len - len(ids) :] = ids
-        logits = model.predict(x, verbose=0)[0, -1]
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        probs = keras_next_probs(models, x)
         top = words[np.argsort(probs[words])[::-1][:K]]
         predictions = [Prediction(tokenizer.vocab[i], float(probs[i])) for i in top]
         await ctx.reply(format_next(text, predictions), mention_author=False)

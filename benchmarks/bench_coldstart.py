@@ -52,10 +52,10 @@ def main(argv=None) -> None:
     wordbot = shutil.which("wordbot")
     wordbot_cmd = [wordbot] if wordbot else [sys.executable, "-m", "wordbot"]
     keras_answer = (
-        "import numpy as np; from wordbot.training import keras_model_from_dir; "
-        "from wordbot.predictor import Predictor; from wordbot.text import BOS_ID; "
-        f"d = {str(model_dir)!r}; t = Predictor.load(d).tokenizer; m = keras_model_from_dir(d); "
-        f"p = m.predict(np.array([[BOS_ID, *t.encode({PROMPT!r})]]), verbose=0)[0, -1]; "
+        "import numpy as np; from wordbot.training import keras_models_from_dir, keras_next_probs; "
+        "from wordbot.artifacts import load_model; from wordbot.text import BOS_ID; "
+        f"d = {str(model_dir)!r}; t = load_model(d)[1]; m = keras_models_from_dir(d); "
+        f"p = keras_next_probs(m, np.array([[BOS_ID, *t.encode({PROMPT!r})]])); "
         "print([t.vocab[i] for i in np.argsort(-p)[:5]])"
     )
     commands = {

@@ -7,7 +7,8 @@ Requests replay the first messages of the test file word by word (`next_words` a
 each word) and letter by letter (`complete` of each partial word). Keras has no state
 between requests, so each request feeds it the last `--context` tokens; a keystroke
 costs it the same forward pass as a word. Without --model it uses the bundled model's
-network alone (the mix adds the n-gram, which Keras does not have).
+network(s) alone (the mix adds the n-gram, which Keras does not have); for an ensemble
+Keras runs every network and averages their distributions, as the engine does.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     import tensorflow as tf
 
-    from wordbot.training import keras_model_from_dir
+    from wordbot.training import keras_models_from_dir
 
-    model = keras_model_from_dir(model_dir)
+    models = keras_models_from_dir(model_dir)
+    members = len(models)
     keras_load_s = time.perf_counter() - t0
     tokenizer = predictor.tokenizer
     word_ids = np.array([i for i in tokenizer.word_ids if i != 1])
@@ -90,20 +92,31 @@ def main(argv=None) -> None:
         ids = [BOS_ID, *tokenizer.encode(text)][-args.context :]
         return np.array([ids], dtype=np.int32)
 
-    def top3(logits) -> list[str]:
-        logits = np.asarray(logits)[0, -1].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+    def last_probs(outputs) -> np.ndarray:
+        """The mean over the networks of their next-token distributions at the end."""
+        total = 0.0
+        for out in outputs:
+            logits = np.asarray(out)[0, -1].astype(np.float64)
+            p = np.exp(logits - logits.max())
+            total = total + p / p.sum()
+        return total / len(outputs)
+
+    def top3(outputs) -> list[str]:
+        p = last_probs(outputs)
         best = word_ids[np.argsort(-p[word_ids])[:3]]
         return [tokenizer.vocab[i] for i in best]
 
-    @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)])
+    compiled_models = [
+        tf.function(lambda x, m=m: m(x, training=False), input_signature=[tf.TensorSpec([1, None], tf.int32)])
+        for m in models
+    ]
+
     def compiled(x):
-        return model(x, training=False)
+        return [f(x) for f in compiled_models]
 
     ways = {
-        "model.predict": lambda t: top3(model.predict(window(t), verbose=0)),
-        "model(x)": lambda t: top3(model(window(t), training=False)),
+        "model.predict": lambda t: top3([m.predict(window(t), verbose=0) for m in models]),
+        "model(x)": lambda t: top3([m(window(t), training=False) for m in models]),
         "tf.function": lambda t: top3(compiled(window(t))),
     }
     keras_ms = {}
@@ -114,9 +127,7 @@ def main(argv=None) -> None:
     # Same weights, same answer: the engine's distribution against Keras's.
     text = word_texts[min(20, len(word_texts) - 1)]
     ids = [BOS_ID, *tokenizer.encode(text)]
-    logits = np.asarray(compiled(np.array([ids], dtype=np.int32)))[0, -1].astype(np.float64)
-    keras_p = np.exp(logits - logits.max())
-    keras_p /= keras_p.sum()
+    keras_p = last_probs(compiled(np.array([ids], dtype=np.int32)))
     parity = float(np.max(np.abs(predictor.token_probs(ids) - keras_p)))
 
     arch = predictor.manifest["architecture"]
@@ -124,7 +135,7 @@ def main(argv=None) -> None:
     print(f"         Python {platform.python_version()}, NumPy {np.__version__}, TensorFlow {tf.__version__}")
     print(
         f"model:   {model_dir}: "
-        f"{arch['cell']} {arch['layers']}x{arch['units']}, embedding {arch['embedding_dim']}, "
+        f"{members} x {arch['cell']} {arch['layers']}x{arch['units']}, embedding {arch['embedding_dim']}, "
         f"vocabulary {len(tokenizer):,}; Keras context {args.context} tokens"
     )
     print(f"parity:  max |p_numpy - p_keras| = {parity:.1e}; Keras import+build+load {keras_load_s:.1f} s")

@@ -79,14 +79,15 @@ def time_repl(predictor, text: str) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def keras_suggest(model, tokenizer, vocab_words: list[str], word_ids: np.ndarray, text: str) -> list[str]:
-    """The straightforward way: predict on the whole context, softmax, filter, top k."""
+def keras_suggest(models, tokenizer, vocab_words: list[str], word_ids: np.ndarray, text: str) -> list[str]:
+    """The straightforward way: predict on the whole context (with every network of
+    an ensemble), softmax, filter, top k."""
+    from wordbot.training import keras_next_probs
+
     partial = partial_word(text)
     context = text[: len(text) - len(partial)] if partial else text
     ids = [BOS_ID, *tokenizer.encode_tokens(tokenize(context))]
-    logits = model.predict(np.array([ids], dtype=np.int32), verbose=0)[0, -1].astype(np.float64)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    probs = keras_next_probs(models, np.array([ids], dtype=np.int32))
     candidates = word_ids
     if partial:
         prefix = partial.lower()
@@ -100,9 +101,9 @@ def keras_suggest(model, tokenizer, vocab_words: list[str], word_ids: np.ndarray
 def time_keras(model_dir, text: str, keystrokes: int) -> tuple[dict[str, list[float]], float]:
     """Keras `model.predict` per keystroke, on an evenly spread sample of the keystrokes."""
     start = time.perf_counter()
-    from wordbot.training import keras_model_from_dir
+    from wordbot.training import keras_models_from_dir
 
-    model = keras_model_from_dir(model_dir)
+    models = keras_models_from_dir(model_dir)
     load_s = time.perf_counter() - start
     from wordbot.artifacts import load_model
 
@@ -112,12 +113,12 @@ def time_keras(model_dir, text: str, keystrokes: int) -> tuple[dict[str, list[fl
     positions = range(1, len(text) + 1)
     if keystrokes and keystrokes < len(text):
         positions = np.unique(np.linspace(1, len(text), keystrokes).astype(int)).tolist()
-    keras_suggest(model, tokenizer, vocab_words, word_ids, text[:10])  # build the predict function once
+    keras_suggest(models, tokenizer, vocab_words, word_ids, text[:10])  # build the predict function once
     out: dict[str, list[float]] = {"inside": [], "boundary": []}
     for i in positions:
         where = "inside" if partial_word(text[:i]) else "boundary"
         t = time.perf_counter()
-        keras_suggest(model, tokenizer, vocab_words, word_ids, text[:i])
+        keras_suggest(models, tokenizer, vocab_words, word_ids, text[:i])
         out[where].append((time.perf_counter() - t) * 1000)
     return out, load_s
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import CELLS, WEIGHT_DTYPES, load_model, member_prefix, member_weights, save_model
+from wordbot.artifacts import CELLS, WEIGHT_DTYPES, load_model, member_prefix, member_weights, members, save_model
 from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
 from wordbot.errors import ConfigError
 from wordbot.predictor import mix_weights_text
@@ -245,14 +245,35 @@ def config_from_manifest(manifest: dict) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def keras_model_from_dir(path: str | Path | None = None, member: int = 0):
-    """The Keras model of a model directory (network `member` of an ensemble), with its
-    weights (for parity tests and benchmarks)."""
+def keras_models_from_dir(path: str | Path | None = None) -> list:
+    """Every network of a model directory (one, unless an ensemble) as the Keras model
+    it was trained as, with its weights (for parity tests and benchmarks)."""
     manifest, tokenizer, weights = load_model(path)
     config = config_from_manifest(manifest)
-    model = build_model(config, len(tokenizer))
-    import_weights(model, config, member_weights(weights, member))
-    return model
+    out = []
+    for i in range(members(manifest["architecture"])):
+        model = build_model(config, len(tokenizer))
+        import_weights(model, config, member_weights(weights, i))
+        out.append(model)
+    return out
+
+
+def keras_model_from_dir(path: str | Path | None = None, member: int = 0):
+    """Network `member` of a model directory as a Keras model."""
+    return keras_models_from_dir(path)[member]
+
+
+def keras_next_probs(models: list, ids: np.ndarray, predict: bool = True) -> np.ndarray:
+    """What the engine computes, the Keras way: the mean over the networks of the
+    next-token distribution after the last of `ids` (shape (1, T)), by `model.predict`
+    (or by calling the model)."""
+    total = 0.0
+    for model in models:
+        out = model.predict(ids, verbose=0) if predict else model(ids, training=False)
+        logits = np.asarray(out)[0, -1].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        total = total + p / p.sum()
+    return total / len(models)
 
 
 def _dataset(tf, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None):
