@@ -164,3 +164,42 @@ def test_an_ensemble_trains_each_network_once_even_across_an_interruption(corpus
     assert np.abs(per_network[0] - per_network[1]).max() > 1e-3
     got = np.stack([predictor.token_probs(ids[: i + 1]) for i in range(len(ids))])
     assert np.abs(got - np.mean(per_network, axis=0)).max() < 1e-5
+
+
+def test_a_resumed_run_remembers_how_long_validation_has_stalled(tmp_path):
+    """After Ctrl-C, early stopping and the learning-rate schedule count from the best
+    epoch of the interrupted run, not from zero."""
+    import keras
+
+    from wordbot.training import TrainConfig, _callbacks, build_model, masked_loss
+
+    config = TrainConfig(corpus=("x",), units=8, embedding_dim=8, patience=2, learning_rate=0.01)
+    model = build_model(config, 20)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss=masked_loss)
+    # The interrupted run: best validation loss 1.0 at epoch 4, then epoch 5 was worse.
+    (tmp_path / "progress.json").write_text(json.dumps({"epochs_done": 5, "best": 1.0, "best_epoch": 4}))
+    callbacks = _callbacks(keras, config, tmp_path, True, lambda line: None, steps_per_epoch=10)
+    plateau, stopping = (
+        c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau | keras.callbacks.EarlyStopping)
+    )
+    for c in (plateau, stopping):
+        c.set_model(model)
+        c.on_train_begin()
+    # Epoch 6 (index 5) is worse than 1.0 again, though better than anything since the resume.
+    logs = {"val_loss": 1.5, "loss": 1.0, "learning_rate": 0.01}
+    plateau.on_epoch_end(5, dict(logs))
+    stopping.on_epoch_end(5, dict(logs))
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.005)
+    assert model.stop_training  # two stalled epochs: patience 2 is used up
+
+    # A fresh run (no progress.json) starts counting at zero.
+    (tmp_path / "progress.json").unlink()
+    fresh = build_model(config, 20)
+    fresh.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss=masked_loss)
+    stopping = next(
+        c for c in _callbacks(keras, config, tmp_path, True, print, 10) if isinstance(c, keras.callbacks.EarlyStopping)
+    )
+    stopping.set_model(fresh)
+    stopping.on_train_begin()
+    stopping.on_epoch_end(0, dict(logs))
+    assert not fresh.stop_training

@@ -322,13 +322,42 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
                 np.savez(work_dir / "best.tmp.npz", **export_weights(self.model, config))
                 os.replace(work_dir / "best.tmp.npz", work_dir / "best.npz")
                 (work_dir / "best.json").write_text(json.dumps({"loss": loss, "epoch": epoch + 1}))
+            if math.isfinite(self.best):
+                best_epoch = json.loads((work_dir / "best.json").read_text())["epoch"]
+                progress = {"epochs_done": epoch + 1, "best": self.best, "best_epoch": best_epoch}
+                (work_dir / "progress.json").write_text(json.dumps(progress))
+
+    def resumed_state() -> dict | None:
+        """Where the interrupted run stood after its last whole epoch, if it got that far."""
+        path = work_dir / "progress.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """Early stopping that remembers, across Ctrl-C, how long validation has stalled."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            state = resumed_state()
+            if state:
+                self.best, self.best_epoch = state["best"], state["best_epoch"] - 1
+                self.wait = state["epochs_done"] - state["best_epoch"]
+
+    class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+        """Halve the learning rate on a plateau, measured against the best epoch so far
+        even after a resume (the rate itself is restored with the optimizer)."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            state = resumed_state()
+            if state:
+                self.best = state["best"]
 
     return [
         # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
         KeepBest(),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
+        ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5),
+        ResumableEarlyStopping(monitor=monitor, patience=config.patience),
         EpochReport(),
     ]
 
@@ -354,7 +383,13 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     work_dir = out.parent / f"{out.name}.partial"
     work_dir.mkdir(parents=True, exist_ok=True)
     # Settings that may change between an interruption and the resumed run.
-    run_config = dataclasses.asdict(config) | {"notes": "", "epochs": 0, "max_minutes": 0, "patience": 0}
+    run_config = dataclasses.asdict(config) | {
+        "notes": "",
+        "epochs": 0,
+        "max_minutes": 0,
+        "patience": 0,
+        "weights_dtype": "",  # only how the result is stored
+    }
     stamp = work_dir / "config.json"
     if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(run_config)):
         raise ConfigError(
