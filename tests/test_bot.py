@@ -427,6 +427,8 @@ def test_split_count_takes_only_the_option_meant():
     assert split_count("once upon a time 30", "words", bare=True) == ("once upon a time", 30)
     assert split_count("once upon words=12", "words", bare=True) == ("once upon", 12)
     assert split_count("42", "words", bare=True) == ("42", None)
+    assert split_count("I was born in 1984", "words", bare=True) == ("I was born in 1984", None)  # a year, not a count
+    assert split_count("I was born in words=1984", "words", bare=True) == ("I was born in", 1984)  # asked for
     assert split_count("k=7", "k", bare=False) == ("", 7)
     assert split_count("a k=3", "words", bare=True) == ("a k=3", None)
 

@@ -51,17 +51,18 @@ NO_TOKEN_MESSAGE = (
 _TRAILING_COUNT = re.compile(r"(?:^|\s+)(?:(?P<key>k|words)=)?(?P<count>\d{1,4})\s*$", re.IGNORECASE)
 
 
-def split_count(text: str, key: str, *, bare: bool) -> tuple[str, int | None]:
+def split_count(text: str, key: str, *, bare: bool, bare_max: int = MAX_WORDS) -> tuple[str, int | None]:
     """Take a trailing count option off prefix-command text: `("deep learning k=3", "k")` ->
-    `("deep learning", 3)`. A bare trailing number counts only when `bare` is true."""
+    `("deep learning", 3)`. A bare trailing number counts only when `bare` is true and
+    it is at most `bare_max` ("born in 1984" keeps its year)."""
     match = _TRAILING_COUNT.search(text)
     if match is None:
         return text, None
     named = match["key"]
     if named and named.lower() != key:
         return text, None
-    if not named and (not bare or match.start() == 0):
-        return text, None  # "!continue 1984": the number is the text
+    if not named and (not bare or match.start() == 0 or int(match["count"]) > bare_max):
+        return text, None  # "!continue 1984", "!continue born in 1984": the number is the text
     return text[: match.start()], int(match["count"])
 
 
@@ -163,7 +164,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         text: str = CONTINUE_TEXT,
         words: commands.Range[int, 1, MAX_WORDS] = CONTINUE_WORDS,
     ) -> None:
-        """Continues your text with words sampled from the model (a number at the end sets how many)."""
+        """Continues your text with words sampled from the model (a number up to 100 at the end sets how many)."""
         if ctx.interaction is None:
             text, count = split_count(text, "words", bare=True)
             words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
