@@ -5,7 +5,9 @@ and vs answering the same request the Keras way, measured side by side in one ru
 
 Each command is a fresh process; the runs are interleaved so background load hits
 them alike. Wall time is from spawn to exit; peak RSS is the child's ru_maxrss
-(os.wait4), so nothing of this script's own memory is counted.
+(os.wait4), so nothing of this script's own memory is counted. `wordbot next` is
+measured twice: with the n-gram already in its cache (every start but the first),
+and with an empty cache directory (the first start counts the n-gram).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,9 @@ PROMPT = "What is the meaning of"
 
 def measure(argv: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of one fresh process."""
+    if argv[0] == "FRESH-CACHE":  # run with an empty n-gram cache of its own
+        with tempfile.TemporaryDirectory() as cache:
+            return measure(argv[1:], {**env, "WORDBOT_CACHE_DIR": cache})
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -48,7 +54,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cache = tempfile.TemporaryDirectory()  # this run's own n-gram cache, filled by the warm-up run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "WORDBOT_CACHE_DIR": cache.name}
     wordbot = shutil.which("wordbot")
     wordbot_cmd = [wordbot] if wordbot else [sys.executable, "-m", "wordbot"]
     keras_answer = (
@@ -60,6 +67,11 @@ def main(argv=None) -> None:
     )
     commands = {
         "wordbot next (NumPy engine)": [*wordbot_cmd, "next", PROMPT, "--model", str(model_dir)],
+        "wordbot next, first start (n-gram counted)": [
+            "FRESH-CACHE",
+            *wordbot_cmd,
+            *("next", PROMPT, "--model", str(model_dir)),
+        ],
         'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
         "the same answer the Keras way": [sys.executable, "-c", keras_answer],
         'python -c "import numpy" (floor)': [sys.executable, "-c", "import numpy"],

@@ -3,6 +3,7 @@ tests of the predictor, the bot and the REPL run in milliseconds."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def make_model_dir(
         "metrics": {"validation_perplexity": 999.0},
     }
     return save_model(directory, manifest, tokenizer, weights, dtype=dtype)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Counted n-grams go to a directory of the test run's own, never ~/.cache
+    (subprocesses inherit it)."""
+    previous = os.environ.get("WORDBOT_CACHE_DIR")
+    os.environ["WORDBOT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["WORDBOT_CACHE_DIR"])
+    if previous is None:
+        del os.environ["WORDBOT_CACHE_DIR"]
+    else:
+        os.environ["WORDBOT_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -245,3 +245,54 @@ def test_order_weighted_mix_uses_the_weight_of_the_context_order():
     assert checked == {0.1, 0.5, 0.9}
     with pytest.raises(ValueError, match="every order"):
         OrderWeighted(bigram, trigram, {1: 0.1, 2: 0.5})
+
+
+def _model_with_pinned_corpus(tmp_path):
+    """A tiny model whose manifest names its training text by sha256, as trained ones do."""
+    import json
+
+    from wordbot.corpus import sha256_of
+
+    from .conftest import TRAIN_FILE, make_model_dir
+
+    directory = make_model_dir(tmp_path / "m")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TRAIN_FILE.read_text(encoding="utf-8").splitlines()[:2000]) + "\n", encoding="utf-8")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": sha256_of(corpus)}]
+    manifest["mix"] = {"order": 3, "ngram_weight": 0.4}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory, corpus
+
+
+def test_the_counted_ngram_is_cached_and_read_back(tmp_path, monkeypatch):
+    from wordbot.predictor import Predictor
+
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory, corpus = _model_with_pinned_corpus(tmp_path)
+    first = Predictor.load(directory, backend="mix")
+    cached = list((tmp_path / "cache").glob("ngram-*.npz"))
+    assert len(cached) == 1
+
+    # The second start reads the cache instead of counting: it works without the text.
+    corpus.unlink()
+    monkeypatch.setattr(KneserNey, "from_texts", lambda *a, **k: pytest.fail("counted again"))
+    second = Predictor.load(directory, backend="mix")
+    assert second.next_words("what is the", k=5) == first.next_words("what is the", k=5)
+
+
+def test_a_broken_or_unwritable_cache_only_costs_a_recount(tmp_path, monkeypatch):
+    from wordbot.predictor import Predictor
+
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory, _ = _model_with_pinned_corpus(tmp_path)
+    expected = Predictor.load(directory, backend="mix").next_words("what is the", k=5)
+    (cached,) = (tmp_path / "cache").glob("ngram-*.npz")
+    cached.write_bytes(b"not a zip file")
+    assert Predictor.load(directory, backend="mix").next_words("what is the", k=5) == expected
+    KneserNey.load(cached)  # rewritten whole
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    assert Predictor.load(directory, backend="mix").next_words("what is the", k=5) == expected
