@@ -102,16 +102,21 @@ class KneserNey:
 
     def probs(self, state: Sequence[int]) -> np.ndarray:
         """Next-token distribution (V,) after the context `state` (any length)."""
-        p = self._unigram
-        for _, table, row in self._seen_contexts(state):
-            p = self._interpolate(table, row, p)
-        return p if p is not self._unigram else p.copy()
+        return self.probs_and_order(state)[0]
 
     def context_order(self, state: Sequence[int]) -> int:
         """The highest order whose context (the last order - 1 tokens of `state`) was
         seen in training: 1 when even the last token never preceded anything."""
         seen = self._seen_contexts(state)
         return seen[-1][0] if seen else 1
+
+    def probs_and_order(self, state: Sequence[int]) -> tuple[np.ndarray, int]:
+        """`probs` and `context_order` from one walk through the tables."""
+        p = self._unigram
+        seen = self._seen_contexts(state)
+        for _, table, row in seen:
+            p = self._interpolate(table, row, p)
+        return (p if p is not self._unigram else p.copy()), (seen[-1][0] if seen else 1)
 
     def _seen_contexts(self, state: Sequence[int]) -> list[tuple[int, _Order, int]]:
         """(order, table, row) for the orders 2, 3, ... whose context was seen in training."""
@@ -319,8 +324,9 @@ class OrderWeighted:
 
     def probs(self, state: tuple) -> np.ndarray:
         network, ngram = self.models
-        w = self.weights[ngram.context_order(state[1])]
-        return (1.0 - w) * network.probs(state[0]) + w * ngram.probs(state[1])
+        p_ngram, order = ngram.probs_and_order(state[1])
+        w = self.weights[order]
+        return (1.0 - w) * network.probs(state[0]) + w * p_ngram
 
 
 DEFAULT_ORDER = 4
