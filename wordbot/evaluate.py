@@ -241,18 +241,21 @@ def evaluate_messages(
     }
 
 
-def target_probs(model, messages: Sequence[str]) -> np.ndarray:
-    """p(target) at every scored position (every token and `</s>`, `<unk>` skipped)."""
-    lm = language_model(model)
-    out = []
+def _scored_states(lm, messages: Sequence[str]):
+    """(state, target) at every scored position: every token and `</s>`, `<unk>` skipped."""
     for message in messages:
         targets = lm.tokenizer.encode(message, eos=True)
         state = lm.advance(lm.initial_state(), BOS_ID)
         for target in targets:
             if target != UNK_ID:
-                out.append(float(lm.probs(state)[target]))
+                yield state, target
             state = lm.advance(state, target)
-    return np.array(out)
+
+
+def target_probs(model, messages: Sequence[str]) -> np.ndarray:
+    """p(target) at every scored position (every token and `</s>`, `<unk>` skipped)."""
+    lm = language_model(model)
+    return np.array([float(lm.probs(state)[target]) for state, target in _scored_states(lm, messages)])
 
 
 def best_mix_weight(model, ngram, messages: Sequence[str], weights: Sequence[float] | None = None):
@@ -270,15 +273,7 @@ def _mix_perplexity(p_model: np.ndarray, p_ngram: np.ndarray, w) -> float:
 
 def context_orders(ngram, messages: Sequence[str]) -> np.ndarray:
     """The n-gram's `context_order` at every position `target_probs` scores."""
-    out = []
-    for message in messages:
-        targets = ngram.tokenizer.encode(message, eos=True)
-        state = ngram.advance(ngram.initial_state(), BOS_ID)
-        for target in targets:
-            if target != UNK_ID:
-                out.append(ngram.context_order(state))
-            state = ngram.advance(state, target)
-    return np.array(out, dtype=np.int64)
+    return np.array([ngram.context_order(state) for state, _ in _scored_states(ngram, messages)], dtype=np.int64)
 
 
 def best_order_weights(
