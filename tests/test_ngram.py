@@ -296,3 +296,29 @@ def test_a_broken_or_unwritable_cache_only_costs_a_recount(tmp_path, monkeypatch
     blocker.write_text("")
     monkeypatch.setenv("WORDBOT_CACHE_DIR", str(blocker / "cache"))  # cannot be created
     assert Predictor.load(directory, backend="mix").next_words("what is the", k=5) == expected
+
+
+def test_the_cache_keeps_only_the_most_recently_used_ngrams(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from wordbot.ngram import CACHE_KEEP
+    from wordbot.predictor import Predictor
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(cache))
+    old = time.time() - 7200
+    others = [cache / f"ngram-{i:032d}.npz" for i in range(CACHE_KEEP + 1)]
+    for i, path in enumerate(others):
+        path.write_bytes(b"an older model's n-gram")
+        os.utime(path, (old + i, old + i))  # others[-1] is the most recent of them
+    leftover = cache / ".ngram-killed.tmp"
+    leftover.write_bytes(b"half written")
+    os.utime(leftover, (old, old))
+
+    directory, _ = _model_with_pinned_corpus(tmp_path)
+    Predictor.load(directory, backend="mix")
+    kept = sorted(p.name for p in cache.iterdir())
+    assert len(kept) == CACHE_KEEP and not leftover.exists()
+    assert [p.name for p in others[-(CACHE_KEEP - 1) :]] == [k for k in kept if k in {p.name for p in others}]

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -380,7 +381,9 @@ def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: T
     path = cache_dir() / f"ngram-{key}.npz" if key else None
     if path is not None and path.exists():
         try:
-            return KneserNey.load(path, tokenizer)
+            ngram = KneserNey.load(path, tokenizer)
+            os.utime(path)  # recently used: kept by the pruning below
+            return ngram
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             log.debug("wordbot: ignoring the unreadable n-gram cache %s (%s)", path, e)
     ngram = train_for_model(manifest, directory, tokenizer, order)
@@ -395,9 +398,29 @@ def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: T
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            _prune_cache(path.parent)
         except OSError as e:
             log.debug("wordbot: cannot cache the n-gram in %s (%s)", path.parent, e)
     return ngram
+
+
+CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (45 MB each for fortunes)
+
+
+def _prune_cache(directory: Path) -> None:
+    """Keep the CACHE_KEEP most recently used n-grams, and drop temporary files that a
+    killed process left behind more than an hour ago."""
+
+    def age(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    cached = sorted(directory.glob("ngram-*.npz"), key=age, reverse=True)
+    stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
+    for p in cached[CACHE_KEEP:] + stale:
+        p.unlink(missing_ok=True)
 
 
 def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
