@@ -192,6 +192,17 @@ async def test_mentioning_the_bot_continues_the_text(server, bot):
 
 
 @pytest.mark.asyncio
+async def test_a_number_after_a_mention_sets_how_many_words(server, bot):
+    message = await server.send_message(f"{server.mention()} the weather today 3", mentions=[server.bot_user])
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("the weather today")
+    written = reply.content[len("the weather today") :].split("**")
+    assert len(written) == 3 and 1 <= len(written[1].split()) <= 3 * 2  # 3 words, plus any punctuation
+    message = await server.send_message(f"{server.mention()} born in 1984", mentions=[server.bot_user])
+    assert (await server.wait_for_reply(message)).content.startswith("born in 1984")
+
+
+@pytest.mark.asyncio
 async def test_a_bare_mention_replying_to_a_message_continues_that_message(server, bot):
     original = await server.send_message("it was a dark and", author="carol")
     message = await server.send_message(server.mention(), reply_to=original, mentions=[server.bot_user])

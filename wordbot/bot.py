@@ -185,7 +185,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
             f"`{prefix}continue <text> [words]` — continues your text"
             f" ({DEFAULT_WORDS} words unless you say, at most {MAX_WORDS}).",
             "Reply to a message with just a command to use that message's text;"
-            " mention me with some text and I'll continue it.",
+            " mention me with some text (and a number of words, if you like) and I'll continue it.",
             f"Model: {self.predictor.describe()}",
         ]
         await self.respond(ctx, "\n".join(lines))
@@ -221,11 +221,14 @@ class WordbotCog(commands.Cog, name="wordbot"):
             if retry_after:
                 await self.send_reply(message, slow_down(retry_after))
                 return
-            text = await self.text_or_replied(message, mention.sub(" ", message.content).strip())
+            # As with !continue, a number at the end says how many words.
+            text, count = split_count(mention.sub(" ", message.content).strip(), "words", bare=True)
+            words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
+            text = await self.text_or_replied(message, text)
             if len(text) > MAX_INPUT_CHARS:
                 await self.send_reply(message, too_long())
                 return
-            continuation = await asyncio.to_thread(self.predictor.continue_text, text, DEFAULT_WORDS)
+            continuation = await asyncio.to_thread(self.predictor.continue_text, text, words)
             await self.send_reply(message, format_continuation(text, continuation))
         except Exception:
             log.exception("the mention form failed for message %s", message.id)
