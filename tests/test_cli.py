@@ -65,6 +65,21 @@ def test_train_without_corpus_explains(capsys):
     assert "give corpus files" in capsys.readouterr().err
 
 
+def test_train_without_tensorflow_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from .conftest import TRAIN_FILE
+
+    corpus = tmp_path / "my.txt"
+    corpus.write_text("\n".join(TRAIN_FILE.read_text(encoding="utf-8").splitlines()[:300]) + "\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "keras", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    assert main(["train", str(corpus), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "training needs TensorFlow" in err and "[train]" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.txt"]  # no model, no m.partial/
+
+
 def test_wordbot_next_does_not_import_tensorflow(tiny_model_dir):
     code = (
         "import sys; from wordbot.cli import main; "

@@ -23,7 +23,7 @@ import numpy as np
 
 from wordbot.artifacts import CELLS, WEIGHT_DTYPES, load_model, member_prefix, member_weights, members, save_model
 from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
-from wordbot.errors import ConfigError
+from wordbot.errors import ConfigError, WordbotError
 from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, Tokenizer
 
@@ -137,11 +137,36 @@ class TrainConfig:
 
 def _tf():
     """Import TensorFlow and Keras quietly, only when training."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
+    try:
+        if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") != "0":
+            _import_tf_without_banner()
+        import keras
+        import tensorflow as tf
+    except ModuleNotFoundError as e:
+        raise WordbotError(
+            f"training needs TensorFlow, and {e.name} is not installed: pip install 'wordbot[train]' "
+            "(in a checkout: pip install -e '.[train]'); predicting never needs it"
+        ) from None
     return tf, keras
+
+
+def _import_tf_without_banner() -> None:
+    """TensorFlow's C++ libraries print four lines on loading (absl's "before
+    InitializeLog" warning and oneDNN's notice, twice) that TF_CPP_MIN_LOG_LEVEL no
+    longer silences; they go to file descriptor 2 directly, so that is muted for the
+    import alone. Errors still surface: an import failure is a Python exception.
+    TF_CPP_MIN_LOG_LEVEL=0 keeps every line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def build_model(config: TrainConfig, vocab_size: int):
@@ -379,6 +404,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         val_stream = token_stream(val_messages, tokenizer)
         val = windows(val_stream, min(config.seq_len, len(val_stream) - 1)) if len(val_stream) > 1 else None
 
+    tf, keras = _tf()  # before anything is written: without TensorFlow, nothing is left behind
     out = Path(config.out)
     work_dir = out.parent / f"{out.name}.partial"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -399,7 +425,6 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     resumed = stamp.exists()
     stamp.write_text(json.dumps(run_config, indent=2))
 
-    tf, keras = _tf()
     # Keras warns that fit(shuffle=True) is ignored for a tf.data input: ours shuffles itself.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     log(
