@@ -8,6 +8,7 @@ which is what makes typing one more word cheap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,8 @@ class RNNLanguageModel:
         self._initial = tuple(per_layer for _ in range(self.layers))
 
     @classmethod
-    def load(cls, path: str | Path | None = None, member: int = 0) -> RNNLanguageModel:
-        return cls(*load_model(path), member=member)
+    def load(cls, path: str | Path | None = None) -> RNNLanguageModel:
+        return cls(*load_model(path))
 
     def initial_state(self) -> tuple:
         return self._initial
@@ -111,24 +112,36 @@ class RNNLanguageModel:
         return np.stack(out)
 
 
-class Ensemble:
+class Combined:
+    """Language models over one vocabulary driven together: the state is the tuple of
+    theirs, each advanced by the same token. Subclasses say how `probs` combines them."""
+
+    def __init__(self, models: Sequence):
+        if not models:
+            raise ValueError("nothing to combine")
+        vocab = models[0].tokenizer.vocab
+        if any(m.tokenizer.vocab != vocab for m in models[1:]):
+            raise ValueError("mixed models must share one vocabulary")
+        self.models = list(models)
+        self.tokenizer = models[0].tokenizer
+
+    def initial_state(self) -> tuple:
+        return tuple(m.initial_state() for m in self.models)
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
+
+
+class Ensemble(Combined):
     """Several networks over one vocabulary, trained alike from different random
     starts; the next-token distribution is the mean of theirs. Averaging cancels part
     of each network's own errors (its variance), which on a small corpus is where a
     recurrent model loses most."""
 
     def __init__(self, networks: list[RNNLanguageModel]):
-        if not networks:
-            raise ValueError("an ensemble needs at least one network")
-        self.networks = networks
-        self.tokenizer = networks[0].tokenizer
+        super().__init__(networks)
+        self.networks = self.models
         self.manifest = networks[0].manifest
-
-    def initial_state(self) -> tuple:
-        return tuple(n.initial_state() for n in self.networks)
-
-    def advance(self, state: tuple, token_id: int) -> tuple:
-        return tuple(n.advance(s, token_id) for n, s in zip(self.networks, state, strict=True))
 
     def probs(self, state: tuple) -> np.ndarray:
         p = self.networks[0].probs(state[0])
@@ -145,8 +158,4 @@ def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]
     return nets[0] if count == 1 else Ensemble(nets)
 
 
-def load_network(path: str | Path | None = None) -> RNNLanguageModel | Ensemble:
-    return network(*load_model(path))
-
-
-__all__ = ["BOS_ID", "Ensemble", "RNNLanguageModel", "load_network", "network", "softmax"]
+__all__ = ["BOS_ID", "Combined", "Ensemble", "RNNLanguageModel", "network", "softmax"]

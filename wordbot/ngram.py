@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wordbot.engine import Combined
 from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
 
@@ -273,7 +274,7 @@ def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_siz
     return _Order(words, values, np.append(starts, len(contexts)).astype(np.int64), left / total, row_of_context)
 
 
-class Interpolated:
+class Interpolated(Combined):
     """A linear mixture of language models over one tokenizer: sum_i w_i p_i(next)."""
 
     def __init__(self, models: Sequence, weights: Sequence[float]):
@@ -281,18 +282,8 @@ class Interpolated:
             raise ValueError("one weight per model")
         if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):
             raise ValueError(f"mixture weights must be non-negative and sum to 1, got {list(weights)}")
-        vocab = models[0].tokenizer.vocab
-        if any(m.tokenizer.vocab != vocab for m in models[1:]):
-            raise ValueError("mixed models must share one vocabulary")
-        self.models = list(models)
+        super().__init__(models)
         self.weights = [float(w) for w in weights]
-        self.tokenizer = models[0].tokenizer
-
-    def initial_state(self) -> tuple:
-        return tuple(m.initial_state() for m in self.models)
-
-    def advance(self, state: tuple, token_id: int) -> tuple:
-        return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
 
     def probs(self, state: tuple) -> np.ndarray:
         p = np.zeros(len(self.tokenizer))
@@ -301,27 +292,18 @@ class Interpolated:
         return p
 
 
-class OrderWeighted:
+class OrderWeighted(Combined):
     """The network and the n-gram mixed with a weight that depends on how much the
     n-gram knows here: the longest context it has seen (its `context_order`). Where
     it has seen the last four words, its counts are worth more than where it has
     seen only the last one. `weights[k]` is the n-gram's weight at order k."""
 
     def __init__(self, network, ngram: KneserNey, weights: dict[int, float]):
-        if network.tokenizer.vocab != ngram.tokenizer.vocab:
-            raise ValueError("mixed models must share one vocabulary")
         missing = [k for k in range(1, ngram.order + 1) if k not in weights]
         if missing or any(not 0 <= w <= 1 for w in weights.values()):
             raise ValueError(f"need a weight in [0, 1] for every order 1..{ngram.order}, got {weights}")
-        self.models = [network, ngram]
+        super().__init__([network, ngram])
         self.weights = {int(k): float(w) for k, w in weights.items()}
-        self.tokenizer = network.tokenizer
-
-    def initial_state(self) -> tuple:
-        return tuple(m.initial_state() for m in self.models)
-
-    def advance(self, state: tuple, token_id: int) -> tuple:
-        return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
 
     def probs(self, state: tuple) -> np.ndarray:
         network, ngram = self.models

@@ -288,13 +288,12 @@ def keras_model_from_dir(path: str | Path | None = None, member: int = 0):
     return keras_models_from_dir(path)[member]
 
 
-def keras_next_probs(models: list, ids: np.ndarray, predict: bool = True) -> np.ndarray:
+def keras_next_probs(models: list, ids: np.ndarray) -> np.ndarray:
     """What the engine computes, the Keras way: the mean over the networks of the
-    next-token distribution after the last of `ids` (shape (1, T)), by `model.predict`
-    (or by calling the model)."""
+    next-token distribution after the last of `ids` (shape (1, T)), by `model.predict`."""
     total = 0.0
     for model in models:
-        out = model.predict(ids, verbose=0) if predict else model(ids, training=False)
+        out = model.predict(ids, verbose=0)
         logits = np.asarray(out)[0, -1].astype(np.float64)
         p = np.exp(logits - logits.max())
         total = total + p / p.sum()
