@@ -26,7 +26,18 @@ FORMAT = "wordbot-model"
 FORMAT_VERSION = 1
 CELLS = ("simple_rnn", "gru", "lstm")
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "models" / "default"
+
+
+def _data_dir() -> Path:
+    """The bundled data: inside the package when installed from a wheel (wordbot/_data,
+    see pyproject.toml), else the source tree's data/ (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "_data"
+    return installed if (installed / "models" / "default" / "manifest.json").is_file() else package.parent / "data"
+
+
+DATA_DIR = _data_dir()
+DEFAULT_MODEL_DIR = DATA_DIR / "models" / "default"
 
 
 WEIGHT_DTYPES = ("float32", "float16")
