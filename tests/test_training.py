@@ -203,3 +203,48 @@ def test_a_resumed_run_remembers_how_long_validation_has_stalled(tmp_path):
     stopping.on_train_begin()
     stopping.on_epoch_end(0, dict(logs))
     assert not fresh.stop_training
+
+
+def test_cosine_schedule_decays_the_rate_to_zero_over_the_epochs(corpus, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "3", "--patience", "5", "--quiet", *TINY]
+    assert main([*args, "--lr-schedule", "cosine", "--learning-rate", "0.004"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "learning rate " in line]
+    rates = [float(line.split("learning rate ")[1].split(" ")[0]) for line in lines]
+    # Half a cosine from 0.004 to 0 over three epochs, read after each epoch.
+    assert rates == pytest.approx([0.003, 0.001, 0.0], abs=1e-6)
+    assert json.loads((out / "manifest.json").read_text())["config"]["lr_schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_bfloat16_output_layer_trains_float32_weights_that_serve_alike(corpus, tmp_path, tied):
+    """bfloat16 only speeds up training: the weights, the logits handed to the loss and
+    the saved model stay float32, and the NumPy engine matches the Keras model."""
+    import keras
+
+    from wordbot.training import TrainConfig, build_model, keras_model_from_dir
+
+    config = TrainConfig(corpus=("x",), units=8, embedding_dim=8, tie_embeddings=tied, output_precision="bfloat16")
+    model = build_model(config, 50)
+    logits = model(np.array([[2, 5, 7]]))
+    assert keras.backend.standardize_dtype(logits.dtype) in ("float32", "bfloat16")
+    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in model.weights)
+
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "2", "--quiet", *TINY]
+    assert main([*args, "--output-precision", "bfloat16", *([] if tied else ["--untied"])]) == 0
+    predictor = Predictor.load(out, backend="rnn")
+    keras_model = keras_model_from_dir(out)
+    ids = [2, 10, 11, 12, 40]
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(keras_model(np.array([ids])), axis=-1))[0]
+    got = np.stack([predictor.token_probs(ids[: i + 1]) for i in range(len(ids))])
+    assert np.abs(got - expected).max() < 1e-5  # the served model is an ordinary float32 one
+
+
+def test_bad_schedule_or_precision_is_a_clear_error(corpus, tmp_path, capsys):
+    config = tmp_path / "train.toml"
+    config.write_text(f'corpus = ["{corpus}"]\nlr_schedule = "linear"\noutput_precision = "int8"\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "lr_schedule must be one of plateau, cosine" in err and "output_precision must be one of" in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="dropout rate (default 0.3)")
     p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "cosine"),
+        help="halve the rate when validation stalls (default), or decay it to zero over --epochs",
+    )
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 2)")
     p.add_argument("--validation-fraction", type=float, help="messages held out for validation (default 0.05)")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes (default: no limit)")
@@ -82,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weights-dtype", choices=("float32", "float16"), help="how weights are stored (float16: half the size)"
+    )
+    p.add_argument(
+        "--output-precision",
+        choices=("float32", "bfloat16"),
+        help="compute the output layer in bfloat16 while training (faster on CPUs with AMX or AVX512-BF16)",
     )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
@@ -171,12 +181,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "dropout",
             "clipnorm",
             "learning_rate",
+            "lr_schedule",
             "patience",
             "validation_fraction",
             "max_minutes",
             "mix_order",
             "ensemble",
             "weights_dtype",
+            "output_precision",
             "seed",
         )
     }

@@ -27,6 +27,9 @@ from wordbot.errors import ConfigError, WordbotError
 from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, Tokenizer
 
+LR_SCHEDULES = ("plateau", "cosine")
+OUTPUT_PRECISIONS = ("float32", "bfloat16")
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -51,7 +54,8 @@ class TrainConfig:
     dropout: float = 0.3  # after the embedding and after every recurrent layer
     clipnorm: float = 1.0  # gradient clipping by global norm keeps RNN updates sane
     learning_rate: float = 2e-3
-    lr_decay: float = 0.5  # multiply the learning rate by this when validation stalls
+    lr_schedule: str = "plateau"  # "plateau": times lr_decay when validation stalls; "cosine": to 0 over `epochs`
+    lr_decay: float = 0.5  # multiply the learning rate by this when validation stalls (plateau schedule)
     patience: int = 2  # epochs without validation improvement before stopping
     validation_fraction: float = 0.05  # messages held out for validation, chosen by seed
     seed: int = 0  # weight initialisation and shuffling
@@ -59,6 +63,7 @@ class TrainConfig:
     max_minutes: float = 0  # stop after this many minutes of training (0: no limit)
     ensemble: int = 1  # networks trained alike from seeds seed, seed+1, ... and averaged when predicting
     weights_dtype: str = "float32"  # how weights.npz stores them: float32, or float16 (half the size)
+    output_precision: str = "float32"  # "bfloat16": output layer computed in bfloat16 (fast with AMX/AVX512-BF16)
     mix_order: int = 4  # interpolate with a Kneser-Ney n-gram of this order when validation says it helps (0: never)
     notes: str = field(default="", compare=False)  # free text kept in the manifest
 
@@ -85,6 +90,10 @@ class TrainConfig:
             problems.append("validation_fraction must be in [0, 0.5)")
         if self.ensemble < 1:
             problems.append("ensemble must be at least 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.output_precision not in OUTPUT_PRECISIONS:
+            problems.append(f"output_precision must be one of {', '.join(OUTPUT_PRECISIONS)}")
         if self.weights_dtype not in WEIGHT_DTYPES:
             problems.append(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}")
         if self.learning_rate <= 0 or self.clipnorm <= 0:
@@ -176,9 +185,10 @@ def build_model(config: TrainConfig, vocab_size: int):
     class TiedEmbedding(keras.layers.Layer):
         """Word vectors that, when tied, also map vectors back to vocabulary logits."""
 
-        def __init__(self, input_dim, output_dim, tied, **kwargs):
+        def __init__(self, input_dim, output_dim, tied, precision="float32", **kwargs):
             super().__init__(**kwargs)
             self.input_dim, self.output_dim, self.tied = input_dim, output_dim, tied
+            self.precision = precision
 
         def build(self, input_shape=None):
             init = keras.initializers.RandomUniform(-0.05, 0.05)  # Keras' Embedding default
@@ -190,7 +200,13 @@ def build_model(config: TrainConfig, vocab_size: int):
 
         def call(self, inputs, reverse=False):
             if reverse:
-                return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings)) + self.output_bias
+                kernel = self.embeddings
+                if self.precision != "float32":
+                    # The costliest product of training (hidden x vocabulary), in reduced
+                    # precision; the weights, the bias and the loss stay float32.
+                    inputs, kernel = keras.ops.cast(inputs, self.precision), keras.ops.cast(kernel, self.precision)
+                logits = keras.ops.matmul(inputs, keras.ops.transpose(kernel))
+                return keras.ops.cast(logits, "float32") + self.output_bias
             return keras.ops.take(self.embeddings, keras.ops.cast(inputs, "int32"), axis=0)
 
         def compute_output_spec(self, inputs, reverse=False):
@@ -200,7 +216,9 @@ def build_model(config: TrainConfig, vocab_size: int):
 
     recurrent = {"simple_rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    embedding = TiedEmbedding(vocab_size, config.embedding_dim, config.tie_embeddings, name="embedding")
+    embedding = TiedEmbedding(
+        vocab_size, config.embedding_dim, config.tie_embeddings, config.output_precision, name="embedding"
+    )
     x = embedding(inputs)
     x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
     for i in range(config.layers):
@@ -211,13 +229,21 @@ def build_model(config: TrainConfig, vocab_size: int):
     if config.tie_embeddings:
         logits = embedding(x, reverse=True)
     else:
-        logits = keras.layers.Dense(vocab_size, name="output")(x)
+        logits = keras.layers.Dense(vocab_size, name="output", dtype=_dense_policy(keras, config))(x)
     return keras.Model(inputs, logits, name=f"wordbot_{config.cell}")
+
+
+def _dense_policy(keras, config: TrainConfig):
+    """The untied output layer's dtype policy: float32, or bfloat16 compute on float32 weights."""
+    if config.output_precision == "float32":
+        return None
+    return keras.DTypePolicy(f"mixed_{config.output_precision}")
 
 
 def masked_loss(y_true, logits):
     """Cross-entropy per target token, not counting the trivial <s> that follows </s>."""
     _, keras = _tf()
+    logits = keras.ops.cast(logits, "float32")  # a bfloat16 output layer's logits, before the softmax
     ce = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
     mask = keras.ops.cast(keras.ops.not_equal(y_true, BOS_ID), ce.dtype)
     return keras.ops.sum(ce * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
@@ -267,12 +293,15 @@ def config_from_manifest(manifest: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     data = {k: v for k, v in data.items() if k in known}
     data["corpus"] = tuple(data.get("corpus") or ())
+    # How the output layer was computed while training is not part of the model: a
+    # model rebuilt to predict computes in float32, as the NumPy engine does.
+    data["output_precision"] = "float32"
     return TrainConfig(**data)
 
 
 def keras_models_from_dir(path: str | Path | None = None) -> list:
     """Every network of a model directory (one, unless an ensemble) as the Keras model
-    it was trained as, with its weights (for parity tests and benchmarks)."""
+    it was trained as, in float32, with its weights (for parity tests and benchmarks)."""
     manifest, tokenizer, weights = load_model(path)
     config = config_from_manifest(manifest)
     out = []
@@ -376,11 +405,14 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
             if state:
                 self.best = state["best"]
 
+    plateau = []
+    if config.lr_schedule == "plateau":
+        plateau = [ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5)]
     return [
         # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
         KeepBest(),
-        ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5),
+        *plateau,
         ResumableEarlyStopping(monitor=monitor, patience=config.patience),
         EpochReport(),
     ]
@@ -410,7 +442,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     # Settings that may change between an interruption and the resumed run.
     run_config = dataclasses.asdict(config) | {
         "notes": "",
-        "epochs": 0,
+        "epochs": config.epochs if config.lr_schedule == "cosine" else 0,  # the cosine's length
         "max_minutes": 0,
         "patience": 0,
         "weights_dtype": "",  # only how the result is stored
@@ -496,6 +528,15 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     return out
 
 
+def learning_rate(keras, config: TrainConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: a number the plateau callback halves, or a cosine
+    decay from `learning_rate` to zero over `epochs` epochs. The decay follows the
+    optimizer's step count, which a resumed run restores with the optimizer."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
+    return config.learning_rate
+
+
 def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_dir: Path, log, progress: bool):
     """Train one network (seed `config.seed`) in `work_dir`; returns (weights, metrics).
 
@@ -509,8 +550,11 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
     x, y = train_xy
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, len(tokenizer))
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=config.clipnorm),
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate(keras, config, steps_per_epoch), global_clipnorm=config.clipnorm
+        ),
         loss=masked_loss,
     )
     train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
@@ -520,7 +564,7 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, math.ceil(len(x) / config.batch_size)),
+        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch),
         verbose=1 if progress else 0,
     )
     minutes = (time.monotonic() - started) / 60
