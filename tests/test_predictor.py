@@ -42,6 +42,18 @@ def test_i_is_capitalised_and_sentence_starts_are_capitalised(tiny_predictor):
     assert "the" in mid and "I" in mid
 
 
+def test_names_are_offered_and_written_with_their_capitals(tiny_predictor):
+    cased = tiny_predictor.tokenizer.cased
+    assert cased, "the training text of the tiny model has names"
+    mid = {p.word for p in tiny_predictor.next_words("so the", k=len(tiny_predictor.tokenizer))}
+    assert all(form in mid and word not in mid for word, form in cased.items())
+    word, form = next(iter(cased.items()))
+    assert form in [p.word for p in tiny_predictor.complete("so " + word[:-1], k=50)]
+    for seed in range(5):
+        text = tiny_predictor.continue_text("and", 40, temperature=1.5, top_k=0, top_p=1.0, seed=seed)
+        assert not {w for w in text.split() if w.strip(".,;:!?\"'()") in cased}, text
+
+
 def test_completions_match_the_typed_prefix_and_renormalise(tiny_predictor):
     predictions = tiny_predictor.complete("what is th", k=800)
     assert predictions and all(p.word.lower().startswith("th") for p in predictions)

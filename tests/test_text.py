@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -44,6 +45,32 @@ def test_detokenize_capitalizes_i_and_sentence_starts():
     assert detokenize(tokenize("i think. so i'm here"), capitalize=True) == "I think. So I'm here"
 
 
+def test_names_keep_the_capitals_the_training_text_gives_them():
+    texts = [
+        "I read Oscar Wilde at school.",
+        "Some say oscar wilde; most say Oscar Wilde.",
+        "We watch TV. The TV is on. We may go in May, or may not.",
+        "The cat sat. The dog sat.",
+    ]
+    tok = Tokenizer.build(texts, min_count=1)
+    assert tok.cased["wilde"] == "Wilde" and tok.cased["oscar"] == "Oscar" and tok.cased["tv"] == "TV"
+    assert "may" not in tok.cased  # written both ways
+    assert "the" not in tok.cased and "we" not in tok.cased  # capitalised only at sentence starts
+    words = tokenize("my favourite writer is oscar wilde. tv is not")
+    assert detokenize(words, capitalize=True, cased=tok.cased) == "My favourite writer is Oscar Wilde. TV is not"
+    assert detokenize(words, cased=tok.cased) == "my favourite writer is oscar wilde. tv is not"  # only on request
+
+
+def test_a_tokenizer_saved_without_casing_still_loads_and_a_bad_one_is_refused():
+    tok = Tokenizer.build(["we met Ada Lovelace", "and Ada Lovelace"], min_count=1)
+    data = tok.to_json()
+    assert Tokenizer.from_json(data).cased == {"ada": "Ada", "lovelace": "Lovelace"}
+    del data["cased"]  # as in models saved before casing was kept
+    assert Tokenizer.from_json(data).cased == {} and Tokenizer.from_json(data).vocab == tok.vocab
+    with pytest.raises(ValueError, match="cased"):
+        Tokenizer.from_json(data | {"cased": {"ada": "Bob"}})
+
+
 def test_detokenize_after_context_adds_the_separating_space():
     assert detokenize(["is", "a", "test"], after=["this"]) == " is a test"
     assert detokenize([",", "yes"], after=["this"]) == ", yes"
@@ -61,10 +88,10 @@ def test_min_count_and_unknown_words():
 
 
 def test_json_round_trip(tmp_path):
-    tok = Tokenizer.build(["hello there, general kenobi"], min_count=1)
+    tok = Tokenizer.build(["hello there, general Kenobi", "hello Kenobi"], min_count=1)
     tok.save(tmp_path / "t.json")
     again = Tokenizer.load(tmp_path / "t.json")
-    assert again.vocab == tok.vocab
+    assert again.vocab == tok.vocab and again.cased == tok.cased == {"kenobi": "Kenobi"}
     assert json.loads((tmp_path / "t.json").read_text())["format_version"] == 1
 
 

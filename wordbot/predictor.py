@@ -245,7 +245,8 @@ class Predictor:
         top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
         vocab = self.tokenizer.vocab
-        return [Prediction(display_form(vocab[ids[j]], sentence_start), float(p[j] / total)) for j in top]
+        cased = self.tokenizer.cased
+        return [Prediction(display_form(vocab[ids[j]], sentence_start, cased), float(p[j] / total)) for j in top]
 
     def next_words(self, text: str, k: int = 5) -> list[Prediction]:
         """The likeliest words to follow `text`; an empty text means the start of a message."""
@@ -317,4 +318,4 @@ class Predictor:
             key = (*key, token_id)
             if len(key) > MAX_CONTEXT:
                 key = self._context([*context_tokens, *out])
-        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"])
+        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self.tokenizer.cased)

@@ -11,7 +11,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -67,12 +67,12 @@ _SENTENCE_END = {".", "...", "!", "?"}
 _BANGS = re.compile(r"[!?]+")
 
 
-def normalize(text: str) -> str:
-    """NFKC, ASCII quotes, control characters to spaces, lowercase."""
+def normalize(text: str, lower: bool = True) -> str:
+    """NFKC, ASCII quotes, control characters to spaces, lowercase (unless `lower` is false)."""
     text = unicodedata.normalize("NFKC", text).translate(_FOLD)
     if not text.isprintable():  # the per-character pass only where it can matter
         text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
-    return text.lower()
+    return text.lower() if lower else text
 
 
 def tokenize(text: str) -> list[str]:
@@ -91,10 +91,13 @@ def is_word(token: str) -> bool:
     return _WORD_RE.fullmatch(token) is not None
 
 
-def display_form(token: str, sentence_start: bool = False) -> str:
-    """The form a user would type: `I`, `I'm`, and a capital at a sentence start."""
+def display_form(token: str, sentence_start: bool = False, cased: Mapping[str, str] | None = None) -> str:
+    """The form a user would type: `I`, `I'm`, the usual capitals of a name (`cased`,
+    from the training text: `wilde` -> `Wilde`), and a capital at a sentence start."""
     if token == "i" or token.startswith("i'"):
         return "I" + token[1:]
+    if cased:
+        token = cased.get(token, token)
     if sentence_start and token[:1].isalpha():
         return token[:1].upper() + token[1:]
     return token
@@ -109,11 +112,18 @@ def at_sentence_start(tokens: Sequence[str]) -> bool:
     return True
 
 
-def detokenize(tokens: Iterable[str], *, capitalize: bool = False, after: Sequence[str] = ()) -> str:
+def detokenize(
+    tokens: Iterable[str],
+    *,
+    capitalize: bool = False,
+    after: Sequence[str] = (),
+    cased: Mapping[str, str] | None = None,
+) -> str:
     """Join tokens into natural text: `hello , world .` -> `hello, world.`
 
     `after` is the context the tokens follow (for quote pairing and sentence starts).
-    With `capitalize`, `I` and sentence-initial words get their capitals back.
+    With `capitalize`, `I`, names (`cased`: see `display_form`) and sentence-initial
+    words get their capitals back.
     """
     out: list[str] = []
     previous = after[-1] if after else None
@@ -132,7 +142,7 @@ def detokenize(tokens: Iterable[str], *, capitalize: bool = False, after: Sequen
             attach_left = True
         elif open_quote.get(previous):
             attach_left = True  # just after an opening quote
-        word = display_form(token, sentence_start) if capitalize else token
+        word = display_form(token, sentence_start, cased) if capitalize else token
         out.append(word if attach_left else " " + word)
         if is_word(token):
             sentence_start = False
@@ -145,12 +155,14 @@ def detokenize(tokens: Iterable[str], *, capitalize: bool = False, after: Sequen
 class Tokenizer:
     """A vocabulary over `tokenize`: ids 0-3 are the special tokens."""
 
-    def __init__(self, vocab: Sequence[str]):
+    def __init__(self, vocab: Sequence[str], cased: Mapping[str, str] | None = None):
         if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
         if len(set(vocab)) != len(vocab):
             raise ValueError("vocabulary has duplicate tokens")
         self.vocab: list[str] = list(vocab)
+        # How words that are usually capitalised are written (`wilde` -> `Wilde`, `tv` -> `TV`).
+        self.cased: dict[str, str] = dict(cased or {})
         self.index: dict[str, int] = {t: i for i, t in enumerate(self.vocab)}
         # Ids of the tokens a user may be offered as a next word.
         self.word_ids = [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
@@ -162,12 +174,21 @@ class Tokenizer:
     def build(cls, texts: Iterable[str], max_size: int = 10_000, min_count: int = 2) -> Tokenizer:
         """Most frequent tokens first, ties broken alphabetically; specials included in max_size."""
         counts: Counter[str] = Counter()
+        forms: Counter[tuple[str, str]] = Counter()  # (token, as written) away from sentence starts
         for text in texts:
-            counts.update(tokenize(text))
+            written = _TOKEN_RE.findall(normalize(text, lower=False))
+            tokens = [t.lower() for t in written]
+            counts.update(tokens)
+            if tokens != _TOKEN_RE.findall(normalize(text)):
+                continue  # lowercasing changed the tokens (rare scripts): no casing evidence here
+            for j, form in enumerate(written):
+                if j and form[:1].isalpha() and not at_sentence_start(tokens[:j]):
+                    forms[tokens[j], form] += 1
         for special in SPECIALS:
             counts.pop(special, None)
         ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        return cls(list(SPECIALS) + ranked[: max(0, max_size - len(SPECIALS))])
+        vocab = list(SPECIALS) + ranked[: max(0, max_size - len(SPECIALS))]
+        return cls(vocab, _usual_casing(forms, set(vocab)))
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         ids = [self.index.get(t, UNK_ID) for t in tokenize(text)]
@@ -185,6 +206,7 @@ class Tokenizer:
             "normalization": "NFKC, curly quotes folded, control characters removed, lowercase",
             "specials": list(SPECIALS),
             "vocab": self.vocab,
+            "cased": self.cased,
         }
 
     @classmethod
@@ -196,7 +218,12 @@ class Tokenizer:
         vocab = data["vocab"]
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
             raise ValueError("tokenizer 'vocab' must be a list of strings")
-        return cls(vocab)
+        cased = data.get("cased", {})  # absent in tokenizers saved before it existed
+        if not isinstance(cased, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.lower() == k for k, v in cased.items()
+        ):
+            raise ValueError("tokenizer 'cased' must map lowercase words to the same words capitalised")
+        return cls(vocab, cased)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
@@ -204,3 +231,20 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _usual_casing(forms: Counter[tuple[str, str]], vocab: set[str]) -> dict[str, str]:
+    """Words written other than in lowercase in two thirds or more of their (at least
+    two) occurrences away from a sentence start, mapped to that form: names, `TV`.
+    Words written both ways often (`bill`, `may`) stay lowercase."""
+    by_word: dict[str, Counter[str]] = {}
+    for (token, form), n in forms.items():
+        if token in vocab:
+            by_word.setdefault(token, Counter())[form] += n
+    cased = {}
+    for token, seen in by_word.items():
+        total = sum(seen.values())
+        form, n = min(seen.items(), key=lambda item: (-item[1], item[0]))
+        if form != token and total >= 2 and 3 * n >= 2 * total:
+            cased[token] = form
+    return dict(sorted(cased.items()))
