@@ -159,6 +159,13 @@ def test_run_reports_the_model_and_baselines_for_each_file(tiny_model_dir, tmp_p
     table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
     assert str(test_file) in table
     assert table.splitlines()[2].split()[1:] == ["tiny/rnn", "KN3", "unigram"]
+    assert "tiny/rnn against KN3 (95% paired-bootstrap interval over the 2 messages):" in table
+    assert [line.split()[0] for line in table.splitlines()[-4:]] == ["top-1", "top-3", "keystroke", "perplexity"]
+    report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True, baseline="kn3"))[str(test_file)]
+    assert set(report["tiny/rnn"]["against"]["KN3"]) == {"top1", "top3", "ksr", "perplexity"}
+    gap = report["tiny/rnn"]["against"]["KN3"]["top3"]
+    assert gap["difference"] == pytest.approx(100 * (report["tiny/rnn"]["top3"] - report["KN3"]["top3"]))
+    assert "per_message" not in report["tiny/rnn"]
     report = json.loads(evaluate.run(tiny_model_dir, [test_file], baseline="none", as_json=True, max_positions=5))
     assert list(report[str(test_file)]) == ["tiny/rnn", "unigram"]
     assert report[str(test_file)]["tiny/rnn"]["positions"] == 5
@@ -184,3 +191,24 @@ def test_best_order_weights_trusts_the_ngram_where_its_context_was_seen():
     assert found["by_order_perplexity"] <= found["single_perplexity"] < found["model_perplexity"]
     # An order seen too rarely falls back to the single weight.
     assert found["positions_by_order"][1] < 10 and found["by_order"][1] == found["single"]
+
+
+def test_paired_differences_give_an_interval_that_excludes_zero_only_for_a_real_gap():
+    messages = ["banana cherry apple .", "apple banana .", "cherry cherry banana apple ."] * 10
+    good = ranked("banana", "cherry", "apple")  # every word of these messages in its top 3
+    poor = ranked("berry", "apricot", "bandana", "banana")  # only banana in its top 4, none in its top 3
+    a, b = (evaluate_messages(m, messages, progress=False, per_message=True) for m in (good, poor))
+    found = evaluate.paired_differences(a, b)
+    assert found["top3"]["difference"] == pytest.approx(100 * (a["top3"] - b["top3"]))
+    assert found["top3"]["low"] > 0 and found["ksr"]["low"] > 0
+    assert found["perplexity"]["difference"] == pytest.approx(100 * (a["perplexity"] / b["perplexity"] - 1))
+    assert found["perplexity"]["high"] < 0  # lower perplexity is better
+    same = evaluate.paired_differences(a, a)
+    assert all(d["difference"] == d["low"] == d["high"] == 0 for d in same.values())
+    # A gap made of a single message is not trusted as if it were everywhere.
+    lucky = evaluate_messages(good, ["banana ."] + ["berry ."] * 29, progress=False, per_message=True)
+    unlucky = evaluate_messages(poor, ["banana ."] + ["berry ."] * 29, progress=False, per_message=True)
+    spread = evaluate.paired_differences(unlucky, lucky)["top3"]
+    assert spread["low"] < spread["difference"] < spread["high"]
+    with pytest.raises(ValueError, match="same"):
+        evaluate.paired_differences(a, evaluate_messages(good, messages[:5], progress=False, per_message=True))

@@ -150,6 +150,7 @@ def evaluate_messages(
     max_positions: int | None = None,
     label: str = "evaluating",
     progress: bool | None = None,
+    per_message: bool = False,
 ) -> dict:
     """Score `model` (a LanguageModel or a Predictor) on messages, one per string.
 
@@ -167,6 +168,9 @@ def evaluate_messages(
       its space. KSR = 1 - keystrokes used / (letters + one space per word).
     - latency: per word, the time to advance the model by the previous token and rank
       the next words; per keystroke, the time to rank the completions of a prefix.
+
+    With `per_message`, the counts behind each figure are kept per scored message too
+    (for `paired_differences`).
     """
     lm = language_model(model)
     tokenizer: Tokenizer = lm.tokenizer
@@ -179,6 +183,7 @@ def evaluate_messages(
     word_times: list[float] = []
     key_times: list[float] = []
     started = time.perf_counter()
+    counts = []  # per message: the running totals after it
     for message, complete in sample:
         state = lm.advance(lm.initial_state(), BOS_ID)
         tokens = [*message, EOS] if complete else message
@@ -221,10 +226,17 @@ def evaluate_messages(
                 keys_used += cost
             previous = target
         bar.update(len(targets))
+        if per_message:
+            counts.append((words, hits1, hits3, keys_used, keys_plain, log_likelihood, scored))
     bar.close()
     word_ms = np.array(word_times) * 1e3
     key_ms = np.array(key_times) * 1e3 if key_times else np.zeros(1)
-    return {
+    extra = {}
+    if per_message:
+        totals = np.array(counts, dtype=np.float64).reshape(-1, len(_PER_MESSAGE))
+        each = np.diff(totals, axis=0, prepend=np.zeros((1, len(_PER_MESSAGE))))
+        extra["per_message"] = {name: each[:, i] for i, name in enumerate(_PER_MESSAGE)}
+    return extra | {
         "positions": positions,
         "perplexity": math.exp(-log_likelihood / scored) if scored else float("nan"),
         "oov_rate": oov / positions if positions else 0.0,
@@ -239,6 +251,66 @@ def evaluate_messages(
         "latency_key_ms_p99": float(np.percentile(key_ms, 99)),
         "seconds": time.perf_counter() - started,
     }
+
+
+_PER_MESSAGE = ("words", "hits1", "hits3", "keys_used", "keys_plain", "log_likelihood", "scored")
+
+
+def paired_differences(a: dict, b: dict, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """How much model `a` beats model `b` on the same messages, with a paired bootstrap
+    interval: messages are resampled with replacement and both models rescored on each
+    resample, so what varies with the choice of text varies for both alike.
+
+    `a` and `b` come from `evaluate_messages(..., per_message=True)` on the same messages.
+    Returns, for top-1, top-3 and keystroke savings, the difference in points
+    (percentage points), and for perplexity the relative change of a against b (%),
+    each as {"difference", "low", "high"}."""
+    pa, pb = a["per_message"], b["per_message"]
+    n = len(pa["words"])
+    if n == 0 or len(pb["words"]) != n:
+        raise ValueError("both models must be scored on the same, non-empty messages")
+    rng = np.random.default_rng(seed)
+    # Row r says how often each message is drawn in resample r; row 0 is the text itself.
+    draws = np.vstack([np.ones(n), rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)])
+
+    def total(p, name):
+        return draws @ p[name]
+
+    def rate(p, hits, of):
+        return total(p, hits) / np.maximum(total(p, of), 1)
+
+    def ksr(p):
+        return 1 - total(p, "keys_used") / np.maximum(total(p, "keys_plain"), 1)
+
+    def ppl(p):
+        return np.exp(-total(p, "log_likelihood") / np.maximum(total(p, "scored"), 1))
+
+    series = {
+        "top1": 100 * (rate(pa, "hits1", "words") - rate(pb, "hits1", "words")),
+        "top3": 100 * (rate(pa, "hits3", "words") - rate(pb, "hits3", "words")),
+        "ksr": 100 * (ksr(pa) - ksr(pb)),
+        "perplexity": 100 * (ppl(pa) / ppl(pb) - 1),
+    }
+    tail = 100 * (1 - level) / 2
+    return {
+        name: {
+            "difference": float(values[0]),
+            "low": float(np.percentile(values[1:], tail)),
+            "high": float(np.percentile(values[1:], 100 - tail)),
+        }
+        for name, values in series.items()
+    }
+
+
+def format_differences(a_name: str, b_name: str, found: dict, messages: int) -> str:
+    """One line per figure: `a` against `b`, with the interval `paired_differences` gave."""
+    labels = {"top1": "top-1", "top3": "top-3", "ksr": "keystroke savings", "perplexity": "perplexity"}
+    lines = [f"{a_name} against {b_name} (95% paired-bootstrap interval over the {messages:,} messages):"]
+    for key, label in labels.items():
+        d = found[key]
+        unit = "%" if key == "perplexity" else " points"
+        lines.append(f"  {label:<18} {d['difference']:+.2f}{unit}  ({d['low']:+.2f} to {d['high']:+.2f})")
+    return "\n".join(lines)
 
 
 def _scored_states(lm, messages: Sequence[str]):
@@ -385,15 +457,29 @@ def run(
     if order is not None:
         models[f"KN{order}"] = KneserNey.from_texts(train, tokenizer, order)
     models["unigram"] = Unigram.from_texts(train, tokenizer)
+    served = next(iter(models))
+    baseline_name = f"KN{order}" if order is not None else None
     report: dict[str, dict[str, dict]] = {}
+    blocks = []
     for path in test_files:
-        report[str(path)] = {
-            name: evaluate_file(lm, path, max_positions, label=f"{name} on {Path(path).name}")
+        results = {
+            name: evaluate_file(lm, path, max_positions, label=f"{name} on {Path(path).name}", per_message=True)
             for name, lm in models.items()
         }
+        block = f"{path}\n\n{format_table(results)}"
+        if baseline_name:
+            # The served model against the baseline, with how much the figures could
+            # move on other text like this (what "beats by 2 points" can mean).
+            found = paired_differences(results[served], results[baseline_name])
+            results[served]["against"] = {baseline_name: found}
+            messages = len(results[served]["per_message"]["words"])
+            block += "\n\n" + format_differences(served, baseline_name, found, messages)
+        for metrics in results.values():
+            del metrics["per_message"]
+        report[str(path)] = results
+        blocks.append(block)
     if as_json:
         return json.dumps(report, indent=2)
-    blocks = [f"{path}\n\n{format_table(results)}" for path, results in report.items()]
     return "\n\n".join(blocks)
 
 
