@@ -53,6 +53,18 @@ def test_a_saved_model_loads_back(model_dir):
             ),
             "'member1/embedding' is missing",
         ),
+        (
+            lambda d: _edit_manifest(
+                d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"layers": 0}
+            ),
+            "layers must be a positive integer",
+        ),
+        (
+            lambda d: _edit_manifest(
+                d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"units": "24"}
+            ),
+            "units must be a positive integer",
+        ),
     ],
 )
 def test_a_broken_model_directory_gives_a_clear_error(model_dir, breakage, message):
@@ -103,6 +115,22 @@ def test_saving_over_a_model_replaces_it_whole(model_dir):
     weights["output/bias"] = weights["output/bias"] + 1.0
     save_model(model_dir, manifest, tokenizer, weights)
     assert np.allclose(load_model(model_dir)[2]["output/bias"], weights["output/bias"])
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_model_never_replaces_what_is_not_a_model(model_dir, tmp_path, kind):
+    """`--out notes` must not delete the user's notes: only an older model is replaced."""
+    manifest, tokenizer, weights = load_model(model_dir)
+    target = tmp_path / "precious"
+    if kind == "file":
+        target.write_text("my corpus")
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("my notes")
+    with pytest.raises(ModelError, match="choose another --out"):
+        save_model(target, manifest, tokenizer, weights)
+    assert (target.read_text() if kind == "file" else (target / "notes.txt").read_text()).startswith("my ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "precious"]  # nothing moved aside
 
 
 def test_a_saved_model_directory_is_readable_by_others(tmp_path):

@@ -94,6 +94,29 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
     assert "unknown setting(s) unitz" in capsys.readouterr().err
 
 
+def test_a_setting_of_the_wrong_type_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "train.toml"
+    config.write_text('corpus = ["x.txt"]\nunits = "big"\ndropout = true\n')
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "units must be int, not 'big'" in err and "dropout must be float, not True" in err
+
+
+@pytest.mark.parametrize("kind", ["the corpus itself", "a folder of notes", "the current directory"])
+def test_train_refuses_an_output_path_that_is_not_a_model_before_training(corpus, tmp_path, kind, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    out = {"the corpus itself": str(corpus), "a folder of notes": str(notes), "the current directory": "."}[kind]
+    started = time.monotonic()
+    assert main(["train", str(corpus), "--out", out, "--epochs", "1", "--quiet", *TINY]) == 2
+    assert "choose another --out" in capsys.readouterr().err
+    assert time.monotonic() - started < 5  # refused up front, not after training
+    assert (notes / "todo.txt").read_text() == "keep me" and corpus.read_text().strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no .partial, nothing moved aside
+
+
 def test_empty_corpus_gives_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n")
     assert main(["train", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "m")]) == 2
@@ -118,9 +141,13 @@ def test_ctrl_c_keeps_progress_and_the_same_command_resumes(corpus, tmp_path):
 
     resumed = subprocess.run([*cmd, "--units", "30"], capture_output=True, text=True, env=env)
     assert resumed.returncode != 0 and "other settings" in resumed.stderr  # a different run is refused
-    resumed = subprocess.run([*cmd, "--epochs", "3"], capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run([*cmd, "--epochs", "40"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming the interrupted run" in resumed.stdout
+    # No finished epoch is trained again: the resumed run starts after the last one done.
+    before = [int(line.split("epoch ")[1].split(" ")[0]) for line in output.splitlines() if "epoch " in line]
+    after = [int(line.split("epoch ")[1].split(" ")[0]) for line in resumed.stdout.splitlines() if "epoch " in line]
+    assert before and after and after[0] == before[-1] + 1, (before, after)
     assert Predictor.load(out).next_words("the")
 
 

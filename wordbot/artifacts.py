@@ -77,6 +77,11 @@ def _network_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int,
         raise ModelError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
     emb, units, layers = architecture["embedding_dim"], architecture["units"], architecture["layers"]
     projection = architecture.get("projection")
+    for name, value in (("embedding_dim", emb), ("units", units), ("layers", layers), ("projection", projection)):
+        if (value is not None or name != "projection") and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ModelError(f"architecture.{name} must be a positive integer, not {value!r}")
     gates = GATES[cell]
     shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb)}
     width = emb
@@ -98,6 +103,24 @@ def _network_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int,
     return shapes
 
 
+def is_model_dir(path: str | Path) -> bool:
+    """Whether `path` is a wordbot model directory (its manifest says so), which a new
+    model may replace; anything else at an output path must be left alone."""
+    manifest = Path(path) / "manifest.json"
+    try:
+        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def check_output_dir(path: str | Path) -> None:
+    """Refuse to write a model over anything but nothing or an older model directory."""
+    path = Path(path)
+    if path.exists() and not is_model_dir(path):
+        what = "a file" if not path.is_dir() else "a directory that is not a wordbot model"
+        raise ModelError(f"{path} is {what}; choose another --out (a model only replaces an older model)")
+
+
 def save_model(
     directory: str | Path,
     manifest: dict,
@@ -112,6 +135,7 @@ def save_model(
     directory = Path(directory)
     if dtype not in WEIGHT_DTYPES:
         raise ModelError(f"weights are stored as {' or '.join(WEIGHT_DTYPES)}, not {dtype!r}")
+    check_output_dir(directory)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

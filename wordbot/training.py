@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import CELLS, WEIGHT_DTYPES, load_model, member_prefix, member_weights, members, save_model
+from wordbot.artifacts import (
+    CELLS,
+    WEIGHT_DTYPES,
+    check_output_dir,
+    load_model,
+    member_prefix,
+    member_weights,
+    members,
+    save_model,
+)
 from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
 from wordbot.errors import ConfigError, WordbotError
 from wordbot.predictor import mix_weights_text
@@ -72,7 +81,9 @@ class TrainConfig:
         return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> TrainConfig:
-        problems = []
+        problems = self._type_problems()
+        if problems:  # the checks below compare numbers
+            raise ConfigError("bad training configuration: " + "; ".join(problems))
         if not self.corpus:
             problems.append("no corpus files")
         if self.cell not in CELLS:
@@ -101,6 +112,21 @@ class TrainConfig:
         if problems:
             raise ConfigError("bad training configuration: " + "; ".join(problems))
         return self
+
+    def _type_problems(self) -> list[str]:
+        """Settings of the wrong type (a TOML file can hold `units = "big"`)."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "int | None": (int, type(None))}
+        problems = []
+        for f in dataclasses.fields(self):
+            allowed, value = kinds.get(str(f.type)), getattr(self, f.name)
+            wrong = allowed is not None and (
+                not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
+            )
+            if wrong:
+                problems.append(f"{f.name} must be {str(f.type).replace(' | None', '')}, not {value!r}")
+        if not all(isinstance(p, str) for p in self.corpus):
+            problems.append("corpus must be a list of file paths")
+        return problems
 
     @property
     def projection(self) -> int | None:
@@ -405,12 +431,22 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
             if state:
                 self.best = state["best"]
 
+    class Backup(keras.callbacks.BackupAndRestore):
+        """Keras' backup every `save_freq` batches, and at the end of every epoch too:
+        a backup taken at an epoch's last batch is still labelled with that epoch, so a
+        resume from it would train the finished epoch again."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            self._batches_seen_since_last_saving = 0
+            self._save_model()
+
     plateau = []
     if config.lr_schedule == "plateau":
         plateau = [ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5)]
     return [
         # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
+        Backup(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
         KeepBest(),
         *plateau,
         ResumableEarlyStopping(monitor=monitor, patience=config.patience),
@@ -424,6 +460,7 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     An interrupted run leaves `<out>.partial/`; the same command resumes from it.
     """
     config.validate()
+    check_output_dir(config.out)  # before hours of training, not after
     corpus_paths = [Path(p) for p in config.corpus]
     messages = read_corpus(corpus_paths, config.format)
     train_messages, val_messages = split_messages(messages, config.validation_fraction, config.split)
