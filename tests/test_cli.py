@@ -58,6 +58,55 @@ def test_corrupt_model_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
 def test_info_describes_the_model(tiny_model_dir, capsys):
     assert main(["info", str(tiny_model_dir)]) == 0
     assert "SimpleRNN 1×24" in capsys.readouterr().out
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0  # --model, as every other command takes it
+    assert "SimpleRNN 1×24" in capsys.readouterr().out
+
+
+def _run(args, stdin: bytes = b""):
+    return subprocess.run([sys.executable, "-m", "wordbot", *args], input=stdin, capture_output=True, timeout=60)
+
+
+def test_standard_input_ends_at_its_newline_and_tolerates_bad_bytes(tiny_model_dir):
+    model = ["--model", str(tiny_model_dir)]
+    by_argument = _run(["next", "what is th", "--complete", "--json", *model])
+    by_stdin = _run(["next", "-", "--complete", "--json", *model], b"what is th\n")
+    assert by_stdin.returncode == 0 and json.loads(by_stdin.stdout) == json.loads(by_argument.stdout)
+    assert all(p["word"].lower().startswith("th") for p in json.loads(by_stdin.stdout))
+    bad = _run(["next", "-", *model], b"hello \xff the\n")
+    assert bad.returncode == 0 and b"Traceback" not in bad.stderr and bad.stdout
+
+
+def test_continue_joins_text_that_ends_in_whitespace_cleanly(tiny_model_dir, capsys):
+    for text in ("the dog ", "the dog\n"):
+        assert main(["continue", text, "-n", "6", "--seed", "1", "--model", str(tiny_model_dir)]) == 0
+        out = capsys.readouterr().out.rstrip("\n")
+        assert out.startswith("the dog") and "  " not in out and "\n" not in out and "dog ," not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["continue", "hi", "--seed", "-1"], "--seed >= 0"),
+        (["continue", "hi", "--temperature", "nan"], "finite --temperature"),
+        (["continue", "hi", "--temperature", "inf"], "finite --temperature"),
+    ],
+)
+def test_bad_sampling_options_are_one_line_errors(tiny_model_dir, args, message, capsys):
+    assert main([*args, "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_word_nothing_completes_says_so(tiny_model_dir, capsys):
+    assert main(["next", "qqqzz", "--complete", "--model", str(tiny_model_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no word in the vocabulary starts with 'qqqzz'" in captured.err
+
+
+def test_options_before_any_command_go_to_the_repl(tiny_model_dir):
+    done = _run(["--model", str(tiny_model_dir)], b"the dog\n")
+    assert done.returncode == 0, done.stderr
+    assert b"next words:" in done.stdout and b"invalid choice" not in done.stderr
 
 
 def test_train_without_corpus_explains(capsys):
@@ -104,12 +153,19 @@ def test_python_dash_m_runs_the_cli(tiny_model_dir):
     [
         (["eval", "no-such-file.txt"], "test file no-such-file.txt does not exist"),
         (["eval", "README.md", "--baseline", "kn9"], "unknown baseline 'kn9'"),
+        (["eval", "tests"], "test file tests is not a file"),
     ],
 )
 def test_eval_refuses_bad_arguments_in_one_line(tiny_model_dir, args, message, capsys):
     assert main([*args, "--model", str(tiny_model_dir)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_eval_of_an_empty_test_file_says_so(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["eval", str(tmp_path / "empty.txt"), "--model", str(tiny_model_dir)]) == 2
+    assert "holds no text" in capsys.readouterr().err
 
 
 def test_next_reads_100_kb_from_standard_input(tiny_model_dir, monkeypatch, capsys):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from wordbot import __version__
 from wordbot.errors import WordbotError
+from wordbot.text import join_text, partial_word
 
 MAX_TEXT_CHARS = 100_000
 
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
 
     p = sub.add_parser("info", help="describe a model directory")
-    p.add_argument("model", nargs="?", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("directory", nargs="?", default=None, help="model directory (default: the bundled model)")
+    p.add_argument("--model", metavar="DIR", default=None, help="the same, as the other commands take it")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
 
     p = sub.add_parser("repl", help="interactive prompt with live suggestions (the default command)")
@@ -119,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _text(args: argparse.Namespace) -> str:
-    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
+    if args.text == ["-"]:
+        # Bytes that are not UTF-8 become U+FFFD rather than a traceback; the newline
+        # `echo` adds ends the input, it is not part of the text.
+        stdin = getattr(sys.stdin, "buffer", None)
+        text = stdin.read().decode("utf-8", errors="replace") if stdin is not None else sys.stdin.read()
+        text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    else:
+        text = " ".join(args.text)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]  # only the end matters for what comes next
     return text
@@ -137,6 +147,8 @@ def _cmd_next(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     text = _text(args)
     predictions = predictor.complete(text, args.k) if args.complete else predictor.next_words(text, args.k)
+    if not predictions and not args.json:
+        print(f"no word in the vocabulary starts with {partial_word(text)!r}", file=sys.stderr)
     if args.json:
         print(json.dumps([p._asdict() for p in predictions], ensure_ascii=False))
     else:
@@ -147,16 +159,20 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:
-    if args.words < 0 or args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
-        raise WordbotError("need --words >= 0, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    if (
+        args.words < 0
+        or not 0 <= args.temperature < math.inf
+        or not 0 < args.top_p <= 1
+        or args.top_k < 0
+        or (args.seed is not None and args.seed < 0)
+    ):
+        raise WordbotError("need --words >= 0, finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --seed >= 0")
     predictor = _predictor(args)
     text = _text(args)
-    print(
-        text
-        + predictor.continue_text(
-            text, args.words, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
-        )
+    continuation = predictor.continue_text(
+        text, args.words, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
     )
+    print(join_text(text, continuation))
     return 0
 
 
@@ -219,9 +235,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         evaluate.parse_baseline(args.baseline)
     except ValueError as e:
         raise WordbotError(str(e)) from None
+    from wordbot.corpus import read_messages
+
     for path in args.testfiles:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise WordbotError(f"test file {path} does not exist")
+        if not Path(path).is_file():
+            raise WordbotError(f"test file {path} is not a file")
+        if not read_messages(path):
+            raise WordbotError(f"test file {path} holds no text")
     if args.max_positions is not None and args.max_positions < 1:
         raise WordbotError("--max-positions must be at least 1")
     report = evaluate.run(
@@ -240,6 +262,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
     from wordbot.predictor import describe_model
 
+    if args.model and args.directory and Path(args.model) != Path(args.directory):
+        raise WordbotError("give the model directory once: as DIR or as --model DIR")
+    args.model = args.model or args.directory
     manifest, tokenizer, _ = load_model(args.model)  # checks the whole directory
     if args.json:
         print(json.dumps(manifest, indent=2))
@@ -299,9 +324,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["repl", *argv]  # `wordbot --model DIR` opens the REPL on that model
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["repl", *(argv or sys.argv[1:])])
+        args = parser.parse_args(["repl"])
     try:
         return COMMANDS[args.command](args)
     except WordbotError as e:

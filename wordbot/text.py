@@ -56,7 +56,7 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 # A word still being typed at the end of a text: "hel", "don'", "o’cl" (either apostrophe).
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*$")
+_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "li\n" has no partial word
 _WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|\d+(?:[.,:]\d+)+")
 
 # Detokenisation: which tokens hug their left or right neighbour.
@@ -101,6 +101,13 @@ def display_form(token: str, sentence_start: bool = False, cased: Mapping[str, s
     if sentence_start and token[:1].isalpha():
         return token[:1].upper() + token[1:]
     return token
+
+
+def join_text(text: str, continuation: str) -> str:
+    """`text` followed by a continuation of it (`Predictor.continue_text`), without the
+    doubled space, or the space before punctuation, that whitespace at the end of
+    `text` would leave: "hello " + ", I" -> "hello, I"; "hello " + " world" -> "hello world"."""
+    return (text.rstrip() if text[-1:].isspace() else text) + continuation
 
 
 def at_sentence_start(tokens: Sequence[str]) -> bool:
