@@ -76,6 +76,22 @@ def test_numpy_engine_matches_keras(trained, cell):
         assert np.abs(got - expected).max() < 1e-5
 
 
+def test_a_trained_model_keeps_its_ngram_when_the_corpus_moves(corpus, tmp_path, monkeypatch):
+    """Training leaves the counted n-gram in the cache, so the mix still serves on this
+    machine after the corpus file is moved (and the first start counts nothing)."""
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))  # empty: only training can fill it
+    text = tmp_path / "mine.txt"
+    text.write_text(corpus.read_text())
+    out = tmp_path / "model"
+    assert main(["train", str(text), "--out", str(out), "--epochs", "2", "--quiet", "--mix-order", "3", *TINY]) == 0
+    assert json.loads((out / "manifest.json").read_text())["serving"]["backend"] == "mix"
+    assert len(list((tmp_path / "cache").glob("ngram-*.npz"))) == 1
+    text.rename(tmp_path / "moved.txt")
+    predictor = Predictor.load(out)
+    assert predictor.backend == "mix" and type(predictor.lm).__name__ == "OrderWeighted"
+    assert predictor.next_words("the")
+
+
 def test_config_file_reproduces_and_options_override(corpus, tmp_path):
     config = tmp_path / "train.toml"
     config.write_text(

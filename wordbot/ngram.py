@@ -369,21 +369,31 @@ def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: T
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
             log.debug("wordbot: ignoring the unreadable n-gram cache %s (%s)", path, e)
     ngram = train_for_model(manifest, directory, tokenizer, order)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    ngram.save(f)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _prune_cache(path.parent)
-        except OSError as e:
-            log.debug("wordbot: cannot cache the n-gram in %s (%s)", path.parent, e)
+    remember(ngram, manifest)
     return ngram
+
+
+def remember(ngram: KneserNey, manifest: dict) -> None:
+    """Keep `ngram`, counted on the training text of the model `manifest` describes, in
+    the cache (`wordbot train` does, so a model keeps its n-gram on this machine even
+    if its corpus moves). A cache that cannot be written is skipped."""
+    key = _cache_key(manifest, ngram.tokenizer, ngram.order)
+    if key is None:
+        return
+    path = cache_dir() / f"ngram-{key}.npz"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                ngram.save(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _prune_cache(path.parent)
+    except OSError as e:
+        log.debug("wordbot: cannot cache the n-gram in %s (%s)", path.parent, e)
 
 
 CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (45 MB each for fortunes)

@@ -552,16 +552,25 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         "config": dataclasses.asdict(config),
         "metrics": metrics,
     }
+    ngram = None
     if config.mix_order and val_messages:
+        from wordbot.ngram import KneserNey
+
         log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
-        manifest.update(tune_mix(manifest, tokenizer, weights, train_messages, val_messages, config.mix_order))
+        ngram = KneserNey.from_texts(train_messages, tokenizer, config.mix_order)
+        manifest.update(tune_mix(manifest, tokenizer, weights, ngram, val_messages, train_messages))
         log(
             f"validation perplexity (<unk> not counted): rnn {manifest['mix']['rnn_perplexity']:.1f}, "
             f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weights {mix_weights_text(manifest['mix'])}; "
             f"serving {manifest['serving']['backend']}"
         )
-    save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype)
+    saved = save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype)
     shutil.rmtree(work_dir, ignore_errors=True)
+    if ngram is not None and manifest["serving"]["backend"] == "mix":
+        from wordbot.artifacts import load_model
+        from wordbot.ngram import remember
+
+        remember(ngram, load_model(saved)[0])  # the first start needs no counting, nor the corpus
     return out
 
 
@@ -628,7 +637,7 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
     return weights, metrics
 
 
-def tune_mix(manifest, tokenizer, weights, train_messages, val_messages, order: int, max_messages: int = 1000) -> dict:
+def tune_mix(manifest, tokenizer, weights, ngram, val_messages, train_messages, max_messages: int = 1000) -> dict:
     """Choose how the network is mixed with a Kneser-Ney n-gram, on validation text.
 
     The validation messages that repeat training text (an 8-word run in common: the
@@ -641,10 +650,8 @@ def tune_mix(manifest, tokenizer, weights, train_messages, val_messages, order: 
     from wordbot.corpus import novel_messages
     from wordbot.engine import network
     from wordbot.evaluate import best_order_weights
-    from wordbot.ngram import KneserNey
 
     rnn = network(manifest, tokenizer, weights)
-    ngram = KneserNey.from_texts(train_messages, tokenizer, order)
     candidates = val_messages[:max_messages]
     novel = novel_messages(candidates, train_messages)
     tune_on = novel if len(novel) >= min(50, len(candidates)) else candidates
@@ -655,7 +662,7 @@ def tune_mix(manifest, tokenizer, weights, train_messages, val_messages, order: 
         described += f" (of {len(candidates)}; those repeating an 8-word run of the training text left out)"
     return {
         "mix": {
-            "order": order,
+            "order": ngram.order,
             "ngram_weight": round(found["single"], 2),
             "ngram_weight_by_order": {str(k): round(w, 2) for k, w in found["by_order"].items()},
             "positions_by_order": {str(k): n for k, n in found["positions_by_order"].items()},
