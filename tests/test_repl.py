@@ -47,6 +47,26 @@ def a_word(predictor, min_length: int = 5) -> str:
     return next(vocab[i] for i in predictor.tokenizer.word_ids if len(vocab[i]) >= min_length and vocab[i].isalpha())
 
 
+def a_cased_word(predictor) -> tuple[str, str]:
+    """A three-letter prefix whose likeliest completion after "so " has capitals ("dij": "Dijkstra")."""
+    for lower, cased in predictor.tokenizer.cased.items():
+        if len(lower) >= 5 and lower.isalpha() and cased != lower:
+            top = predictor.complete("so " + lower[:3], 1)
+            if top and top[0].word == cased:
+                return lower[:3], cased
+    pytest.skip("no capitalised word is a likeliest completion in this model")
+
+
+def a_text_followed_by(predictor, punctuation: bool) -> str:
+    """A text ending in a space whose greedy continuation starts with punctuation (", you")
+    or with a word (" you"), as asked."""
+    for text in ("the cat ", "hello ", "so ", "the cat sat on ", "i am ", "what is the ", "you ", "it is a "):
+        rest = predictor.continue_text(text, repl_module.GHOST_WORDS, temperature=0)
+        if rest[:1] and (not rest[:1].isspace() and not rest[:1].isalnum()) == punctuation:
+            return text
+    pytest.skip(f"no text here is followed by {'punctuation' if punctuation else 'a word'}")
+
+
 # ---- the completer, called directly ----
 
 
@@ -126,9 +146,19 @@ def test_probabilities_read_as_short_percentages():
 
 
 def test_ghost_text_after_a_space_is_the_greedy_continuation(tiny_predictor):
-    text = "the cat sat on "
+    text = a_text_followed_by(tiny_predictor, punctuation=False)
     expected = tiny_predictor.continue_text(text, repl_module.GHOST_WORDS, temperature=0).lstrip()
     assert ghost(tiny_predictor, text) == expected
+
+
+def test_ghost_text_after_a_space_starts_with_a_word_not_punctuation(tiny_predictor):
+    # Accepted, ", everybody" after "hello " would read "hello , everybody".
+    text = a_text_followed_by(tiny_predictor, punctuation=True)
+    shown = ghost(tiny_predictor, text)
+    first = tiny_predictor.next_words(text, 1)[0].word
+    assert shown.startswith(first)
+    rest = tiny_predictor.continue_text(text + first, repl_module.GHOST_WORDS - 1, temperature=0)
+    assert shown == first + rest
 
 
 def test_ghost_text_inside_a_word_finishes_it_first(tiny_predictor):
@@ -323,24 +353,81 @@ def test_backspace_brings_the_menu_back(quiet_repl):
 
 
 def test_right_accepts_the_ghost_text_and_alt_f_one_word(quiet_repl):
+    text = a_text_followed_by(quiet_repl.predictor, punctuation=False)
     with Driver(quiet_repl) as d:
-        d.type("the cat ")
+        d.type(text)
         full = d.ghost()
-        assert full == quiet_repl.predictor.continue_text("the cat ", repl_module.GHOST_WORDS, temperature=0).lstrip()
+        assert full == quiet_repl.predictor.continue_text(text, repl_module.GHOST_WORDS, temperature=0).lstrip()
         first_word = full.split()[0]
         d.type(ALT_F)
-        d.wait(lambda: d.buffer.text == "the cat " + first_word, "one word of the ghost text")
+        d.wait(lambda: d.buffer.text == text + first_word, "one word of the ghost text")
         assert d.buffer.suggestion is None or full.endswith(d.buffer.suggestion.text)
         d.ghost()
         rest = d.buffer.suggestion.text
         d.type(RIGHT)
-        d.wait(lambda: d.buffer.text == "the cat " + first_word + rest, "all of the ghost text")
+        d.wait(lambda: d.buffer.text == text + first_word + rest, "all of the ghost text")
         d.type(CTRL_C)
         d.wait(lambda: d.buffer.text == "", "Ctrl-C to clear the line")
         d.type("the dog ")
         second = d.ghost().split()[0]
         d.type(CTRL_RIGHT)
         d.wait(lambda: d.buffer.text == "the dog " + second, "Ctrl-Right to accept a word")
+
+
+def test_accepting_the_ghost_writes_the_word_as_the_menu_shows_it(quiet_repl):
+    prefix, cased = a_cased_word(quiet_repl.predictor)
+    for key in (RIGHT, ALT_F, CTRL_RIGHT):
+        with Driver(quiet_repl) as d:
+            # A message's first word ("What"), then a name mid-sentence as the training text writes it.
+            for before, typed, word in (("", "wha", "What"), ("so ", prefix, cased)):
+                d.type(before + typed)
+                assert d.menu()[0].text == word
+                ghost = d.ghost()
+                assert (typed + ghost).lower().startswith(word.lower())
+                accepted = ghost if key == RIGHT else re.match(r"\s*\S+", ghost).group()
+                d.type(key)
+                expected = before + word[: len(typed)] + accepted
+                d.wait(lambda: d.buffer.text == expected, f"{expected!r} after {key!r}")  # noqa: B023
+                d.type(CTRL_C)
+                d.wait(lambda: d.buffer.text == "", "Ctrl-C to clear the line")
+
+
+def test_accepting_the_ghost_keeps_capitals_the_user_typed(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type("WHA")
+        tab_word = d.menu()[0].text  # what Tab would write
+        assert tab_word == "WHAt"
+        ghost = d.ghost()
+        d.type(RIGHT)
+        d.wait(lambda: d.buffer.text == "WHA" + ghost, "the ghost text after the typed capitals")
+        assert d.buffer.text.startswith(tab_word)
+
+
+def test_a_space_then_right_never_puts_a_space_before_punctuation(quiet_repl):
+    text = a_text_followed_by(quiet_repl.predictor, punctuation=True)
+    first = quiet_repl.predictor.next_words(text, 1)[0].word
+    with Driver(quiet_repl) as d:
+        d.type(text)
+        d.ghost()
+        d.type(RIGHT)
+        d.wait(lambda: d.buffer.text.startswith(text + first), "the menu's first word, then more")
+        assert not re.search(r"\s[.,;:!?]", d.buffer.text)
+
+
+def test_a_word_picked_with_tab_and_enter_then_committed_reads_without_a_doubled_space(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type("the cat sat on ")
+        word = d.menu()[0].text
+        d.type(TAB)
+        d.wait(lambda: d.buffer.text == "the cat sat on " + word, "the first entry")
+        d.type(ENTER)  # inserts the word and a space
+        d.wait(lambda: d.buffer.text == f"the cat sat on {word} ", "the word and a space")
+        d.type(ENTER)  # commits the line
+        d.wait(lambda: quiet_repl.transcript, "the commit")
+    (line,) = [line for _, text in quiet_repl.said for line in text.splitlines() if line.startswith("  continued:")]
+    shown = line.removeprefix("  continued: ")
+    assert shown.startswith(f"the cat sat on {word}")
+    assert "  " not in shown and not re.search(r"\s[.,;:!?]", shown), shown
 
 
 def test_enter_commits_lines_to_the_transcript_and_history_and_up_recalls_them(quiet_repl, tmp_path):

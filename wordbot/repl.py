@@ -29,7 +29,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.key_binding.bindings.named_commands import get_by_name
 from prompt_toolkit.styles import Style
 
-from wordbot.text import normalize, partial_word
+from wordbot.text import join_text, normalize, partial_word
 
 if TYPE_CHECKING:
     from prompt_toolkit.buffer import Buffer
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from wordbot.predictor import Prediction, Predictor
 
-__all__ = ["GhostText", "Repl", "WordCompleter", "history_path", "run"]
+__all__ = ["Ghost", "GhostText", "Repl", "WordCompleter", "history_path", "run"]
 
 MAX_K = 20  # the menu scrolls past this; more is noise
 GHOST_WORDS = 4  # ghost text long enough to save keystrokes, short enough to stay right
@@ -168,6 +168,24 @@ class WordCompleter(Completer):
                 yield Completion(":" + name, -len(text), display=f":{name} {argument}", display_meta=meta)
 
 
+class Ghost(Suggestion):
+    """Ghost text that may also rewrite the end of the typed text when accepted: after "wha",
+    ghost "t is" with `fix=("wha", "Wha")` accepts as "What is", the word the menu shows."""
+
+    def __init__(self, text: str, fix: tuple[str, str] | None = None):
+        super().__init__(text)
+        self.fix = fix  # (typed, replacement) for the end of the text before the cursor
+
+
+def accept_ghost(buffer: Buffer, text: str) -> None:
+    """Insert `text` (all or the start of the buffer's ghost text), applying its fix first."""
+    fix = getattr(buffer.suggestion, "fix", None)
+    if fix and fix[0] != fix[1] and buffer.document.text_before_cursor.endswith(fix[0]):
+        buffer.delete_before_cursor(len(fix[0]))
+        text = fix[1] + text
+    buffer.insert_text(text)
+
+
 class GhostText(AutoSuggest):
     """The dimmed continuation after the cursor: the rest of the word being typed, then
     the next few words (greedy at temperature 0, else sampled with a seed from the text,
@@ -187,19 +205,30 @@ class GhostText(AutoSuggest):
         if not found.predictions:
             return None
         ghost = ""
+        fix = None
         words = self.n_words
         if found.completing:
+            # The word as Tab would write it ("What" for "wha"): accepting rewrites the typed part.
             word = completion_text(found.completing, found.predictions[0].word)
             ghost = word[len(found.completing) :]
+            fix = (found.completing, word[: len(found.completing)])
             words -= 1
         if words > 0:
-            temperature = self.settings.temperature
-            seed = zlib.crc32((text + ghost).encode("utf-8", "surrogatepass"))
-            rest = predictor.continue_text(text + ghost, words, temperature=temperature, seed=seed)
+            rest = self._continue(predictor, text + ghost, words)
             if (text + ghost)[-1:].isspace():
-                rest = rest.lstrip()
+                if rest[:1].strip() and not rest[:1].isalnum():
+                    # Punctuation that hugs the word before (", everybody") would follow the
+                    # space typed after it: begin with the menu's first word instead.
+                    ghost = found.predictions[0].word
+                    rest = self._continue(predictor, text + ghost, words - 1) if words > 1 else ""
+                else:
+                    rest = rest.lstrip()
             ghost += rest
-        return Suggestion(ghost) if ghost.strip() else None
+        return Ghost(ghost, fix) if ghost.strip() else None
+
+    def _continue(self, predictor: Predictor, text: str, words: int) -> str:
+        seed = zlib.crc32(text.encode("utf-8", "surrogatepass"))
+        return predictor.continue_text(text, words, temperature=self.settings.temperature, seed=seed)
 
 
 def _key_bindings(settings: Settings) -> KeyBindings:
@@ -235,6 +264,14 @@ def _key_bindings(settings: Settings) -> KeyBindings:
         buffer.complete_state = None
         buffer.insert_text(" ")
 
+    @bindings.add("right", filter=ghost_available)
+    @bindings.add("c-f", filter=ghost_available)
+    @bindings.add("c-e", filter=ghost_available)
+    def _accept(event: KeyPressEvent) -> None:
+        "Accept the ghost text, with the word being typed as the menu writes it."
+        buffer = event.current_buffer
+        accept_ghost(buffer, buffer.suggestion.text)
+
     @bindings.add("escape", "f", filter=ghost_available)
     @bindings.add("c-right", filter=ghost_available)
     def _accept_word(event: KeyPressEvent) -> None:
@@ -242,7 +279,7 @@ def _key_bindings(settings: Settings) -> KeyBindings:
         buffer = event.current_buffer
         ghost = buffer.suggestion.text
         word = _FIRST_WORD_RE.match(ghost).group()
-        buffer.insert_text(word)
+        accept_ghost(buffer, word)
         rest = ghost[len(word) :]
         # Set after the insert (which clears it) so the rest shows without a model call.
         buffer.suggestion = Suggestion(rest) if rest.strip() else None
@@ -399,7 +436,7 @@ class Repl:
         temperature = self.settings.temperature
         continuation = self.predictor.continue_text(text, GHOST_WORDS * 2, temperature=temperature, seed=seed)
         if continuation.strip():
-            lines.append(f"  continued: {_shorten(text)}{continuation}")
+            lines.append(f"  continued: {join_text(_shorten(text), continuation)}")
         return "\n".join(lines)
 
     def command(self, line: str) -> bool:
