@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -15,10 +17,13 @@ from typing import Any
 import discord
 import pytest
 import pytest_asyncio
+import yarl
 from discord.ext import commands
 
 from wordbot import bot as wordbot_bot
 from wordbot.bot import (
+    COOLDOWN_PER,
+    COOLDOWN_RATE,
     MAX_INPUT_CHARS,
     MAX_OUTPUT_CHARS,
     build_bot,
@@ -152,11 +157,43 @@ async def test_slash_commands_answer_too(server, bot, tiny_predictor):
 
 
 @pytest.mark.asyncio
-async def test_help_describes_each_command_and_pings_nobody(server, bot):
-    await server.send_message("!help next")
-    answer = await server.wait_for(lambda p: "Arguments" in p.content)
-    assert "likeliest next words" in answer.content and "k=7" in answer.content
-    assert answer.payload["allowed_mentions"]["parse"] == []
+async def test_help_is_wordbots_own_short_help_as_a_muted_reply(server, start_bot, tiny_predictor):
+    await start_bot()  # the default limits, as the help text states them
+    for command in ("!help", "!HELP next"):
+        message = await server.send_message(command)
+        reply = await server.wait_for_reply(message)
+        assert "!next" in reply.content and "!continue" in reply.content
+        assert f"Model: {tiny_predictor.describe()}" in reply.content
+        assert f"{MAX_INPUT_CHARS:,} characters" in reply.content
+        assert f"{COOLDOWN_RATE} commands per {COOLDOWN_PER:g} seconds" in reply.content
+        assert reply.payload["allowed_mentions"] == NO_PINGS
+        assert len(reply.content) <= 800
+    assert len(server.posted) == 2  # one answer each, nothing else in the channel
+
+
+@pytest.mark.asyncio
+async def test_help_counts_against_the_rate_limit(server, start_bot):
+    await start_bot(cooldown_rate=2, cooldown_per=60)
+    first = await server.wait_for_reply(await server.send_message("!help"))
+    assert "Model:" in first.content
+    second = await server.wait_for_reply(await server.send_message("!next the"))
+    assert "→" in second.content
+    for command in ("!help", "!next the"):
+        answer = await server.wait_for_reply(await server.send_message(command))
+        assert answer.content.startswith("Slow down")
+
+
+@pytest.mark.asyncio
+async def test_text_ending_in_whitespace_continues_without_a_doubled_space(server, bot):
+    original = await server.send_message("it was a dark and\n", author="bob")
+    replies = [await server.wait_for_reply(await server.send_message("!continue", reply_to=original))]
+    replies.append(await server.wait_for_reply(await server.send_message("!continue hello \n 5")))
+    interaction = await server.send_interaction("continue", {"text": "hello  \n", "words": 5})
+    replies.append(await server.wait_for_interaction_answer(interaction))
+    for reply in replies:
+        shown = reply.content.replace("**", "")
+        assert shown.startswith(("it was a dark and", "hello"))
+        assert not re.search(r"\s\s|\s[.,;:!?]", shown), shown
 
 
 # -- reply and mention forms ---------------------------------------------------------------
@@ -463,13 +500,72 @@ def test_formatted_answers_never_exceed_discords_limit():
 # -- starting up ---------------------------------------------------------------------------
 
 
+@pytest.fixture
+def nowhere(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Points discord.py at a closed port on 127.0.0.1: a bot that tries to log in fails at
+    once, and never reaches the real Discord. Undoes the logging bot.run() sets up."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(f"ws://127.0.0.1:{port}/"))
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.root, "level", logging.root.level)
+    return port
+
+
+def one_error_line(err: str) -> str:
+    """The one `wordbot: error: ...` line in `err` (discord.py's log lines may come before it)."""
+    lines = [line for line in err.splitlines() if line.startswith("wordbot:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("wordbot: error: ")
+    return lines[0]
+
+
 def test_run_without_a_token_says_how_to_get_one_and_returns_nonzero(monkeypatch, capsys):
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
     assert run() == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and err.startswith("wordbot: error: ")
     assert "DISCORD_TOKEN" in err and "--token-file" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"shards": -1}, "--shards must be 0"),
+        ({"prefix": ""}, "--prefix must be"),
+        ({"prefix": "! "}, "--prefix must be"),
+        ({"prefix": "word bot"}, "--prefix must be"),
+    ],
+)
+def test_run_refuses_a_bad_shard_count_or_prefix_before_logging_in(options, expected, nowhere, monkeypatch, capsys):
+    monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
+    assert run(**options) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1  # nothing logged: it did not try to log in
+    assert expected in one_error_line(err)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00s\x00e\x00c\x00r\x00e\x00t", b"secret\x00token\x07"])
+def test_run_with_a_token_file_that_is_not_text_names_the_file_in_one_line(content, tmp_path, nowhere, capsys):
+    path = tmp_path / "token.bin"
+    path.write_bytes(content)
+    assert run(token_file=path) == 2
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert str(path) in line and len(err.strip().splitlines()) == 1
+    assert "secret" not in err and "s\x00e" not in err and "0xff" not in err
+
+
+def test_run_without_a_route_to_discord_says_so_in_one_line(tiny_model_dir, nowhere, monkeypatch, capsys):
+    monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
+    assert run(model=tiny_model_dir) == 1
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert line.startswith("wordbot: error: cannot reach Discord: ") and f"127.0.0.1:{nowhere}" in line
+    assert "secret-token" not in err
 
 
 def test_run_with_an_unreadable_token_file_returns_nonzero(tmp_path, capsys):
@@ -483,6 +579,7 @@ def test_run_with_a_bad_model_directory_says_so_in_one_line(tmp_path, monkeypatc
     assert run(model=tmp_path / "no-such-model") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("wordbot: error: ") and "does not exist" in err  # as the other commands say it
     assert "not-used" not in err
 
 

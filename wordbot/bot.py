@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
+
+from wordbot.errors import WordbotError
 
 if TYPE_CHECKING:
     from wordbot.predictor import Prediction, Predictor
@@ -43,7 +46,7 @@ PERMISSIONS = discord.Permissions(
 )
 
 NO_TOKEN_MESSAGE = (
-    "wordbot: no Discord bot token. Create a bot at https://discord.com/developers/applications "
+    "no Discord bot token. Create a bot at https://discord.com/developers/applications "
     "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
 )
 
@@ -129,8 +132,15 @@ class WordbotCog(commands.Cog, name="wordbot"):
     ) -> None:
         self.bot = bot
         self.predictor = predictor
-        # One budget per user shared by every command and the mention form.
+        self.cooldown_rate, self.cooldown_per = cooldown_rate, cooldown_per
+        # One budget per user shared by every command, `!help` and the mention form.
         self.cooldown = commands.CooldownMapping.from_cooldown(cooldown_rate, cooldown_per, commands.BucketType.user)
+
+    async def cog_load(self) -> None:
+        # `!help` is `!wordbot`, unless the bot has a help command of its own (this cog loaded
+        # as an extension into another bot); build_bot() turns discord.py's default one off.
+        if self.bot.help_command is None and self.bot.get_command("help") is None:
+            self.about.aliases = [*self.about.aliases, "help"]
 
     # -- the commands --------------------------------------------------------------------
 
@@ -186,6 +196,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
             f" ({DEFAULT_WORDS} words unless you say, at most {MAX_WORDS}).",
             "Reply to a message with just a command to use that message's text;"
             " mention me with some text (and a number of words, if you like) and I'll continue it.",
+            f"Limits: {MAX_INPUT_CHARS:,} characters of text; {self.cooldown_rate} commands"
+            f" per {self.cooldown_per:g} seconds for each user.",
             f"Model: {self.predictor.describe()}",
         ]
         await self.respond(ctx, "\n".join(lines))
@@ -237,7 +249,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
     # -- shared pieces -------------------------------------------------------------------
 
     async def cog_before_invoke(self, ctx: commands.Context) -> None:
-        # Not a check: `!help` runs checks to decide what to list and must not spend the budget.
+        # Not a check: discord.py runs checks also to ask whether a command could run
+        # (`can_run`), and asking must not spend the budget.
         bucket = self.cooldown.get_bucket(ctx.message)
         retry_after = self.cooldown.update_rate_limit(ctx.message)
         if retry_after and bucket is not None:
@@ -354,7 +367,7 @@ def build_bot(
         allowed_mentions=NO_MENTIONS,
         case_insensitive=True,
         strip_after_prefix=True,
-        description="wordbot predicts the next word.",
+        help_command=None,  # `!help` is the cog's own `!wordbot`: short, a reply, rate-limited
         **options,
     )
 
@@ -407,12 +420,31 @@ async def setup(bot: commands.Bot) -> None:
 
 def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
     """The token from `token_file` if given, else from DISCORD_TOKEN; None when there is none.
-    Raises OSError when the file cannot be read."""
+    Raises WordbotError when the file cannot be read or what it holds cannot be a token
+    (the message names the file, never what is in it)."""
     if token_file is not None:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
+        where = f"the token file {os.fspath(token_file)}"
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise WordbotError(f"cannot read {where}: it is not UTF-8 text") from None
+        except OSError as exc:
+            raise WordbotError(f"cannot read {where}: {exc.strerror or exc}") from None
     else:
+        where = "DISCORD_TOKEN"
         token = os.environ.get("DISCORD_TOKEN", "").strip()
+    # A token is printable ASCII; anything else would fail deep inside the HTTP client.
+    if token and not (token.isascii() and token.isprintable() and not any(c.isspace() for c in token)):
+        raise WordbotError(f"{where} does not hold a Discord bot token (it has spaces or other characters)")
     return token or None
+
+
+def check_options(prefix: str, shards: int | None) -> None:
+    """Raise WordbotError for options discord.py would take and then misbehave with."""
+    if shards is not None and shards < 0:
+        raise WordbotError(f"--shards must be 0 (Discord chooses) or a shard count of at least 1, got {shards}")
+    if not prefix or any(c.isspace() for c in prefix):
+        raise WordbotError(f"--prefix must be one or more characters without spaces, got {prefix!r}")
 
 
 def run(
@@ -425,36 +457,48 @@ def run(
     """`wordbot discord`: load the model, connect, answer until Ctrl-C. Returns an exit status;
     problems a user can fix are one line on stderr, never a traceback, never the token."""
     try:
-        token = read_token(token_file)
-    except OSError as exc:
-        print(f"wordbot: cannot read the token file {token_file}: {exc.strerror or exc}", file=sys.stderr)
+        return _run(model, prefix, token_file, shards, backend)
+    except WordbotError as exc:
+        print(f"wordbot: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run(
+    model: str | os.PathLike[str] | None,
+    prefix: str,
+    token_file: str | os.PathLike[str] | None,
+    shards: int | None,
+    backend: str | None,
+) -> int:
+    check_options(prefix, shards)
+    token = read_token(token_file)
     if token is None:
-        print(NO_TOKEN_MESSAGE, file=sys.stderr)
-        return 2
+        raise WordbotError(NO_TOKEN_MESSAGE)
 
     from wordbot.predictor import Predictor
 
     try:
         predictor = Predictor.load(model, backend=backend)
     except (ValueError, OSError) as exc:
-        print(f"wordbot: {exc}", file=sys.stderr)
-        return 2
+        raise WordbotError(str(exc)) from None
 
     bot = build_bot(predictor, prefix=prefix, shards=shards)
     try:
         bot.run(token, log_level=logging.INFO, root_logger=True)
     except discord.LoginFailure:
-        print(
-            "wordbot: Discord rejected the token; copy it again from the developer portal (Bot -> Reset Token).",
-            file=sys.stderr,
-        )
-        return 1
+        return _fail("Discord rejected the token; copy it again from the developer portal (Bot -> Reset Token).")
     except discord.PrivilegedIntentsRequired:
-        print(
-            "wordbot: enable the Message Content intent for this bot in the developer portal"
-            " (Bot -> Privileged Gateway Intents), then start it again.",
-            file=sys.stderr,
+        return _fail(
+            "enable the Message Content intent for this bot in the developer portal"
+            " (Bot -> Privileged Gateway Intents), then start it again."
         )
-        return 1
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, discord.GatewayNotFound, discord.HTTPException) as exc:
+        # No network, DNS, a firewall, Discord down: the reason in one line, not aiohttp's traceback.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return _fail(f"cannot reach Discord: {reason}")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"wordbot: error: {message}", file=sys.stderr)
+    return 1
