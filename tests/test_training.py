@@ -92,6 +92,34 @@ def test_a_trained_model_keeps_its_ngram_when_the_corpus_moves(corpus, tmp_path,
     assert predictor.next_words("the")
 
 
+def test_a_model_directory_carries_its_training_text_and_works_anywhere(corpus, tmp_path, monkeypatch, caplog):
+    """Copied to another machine (no corpus, empty cache), a model still serves its mix:
+    its directory holds the text the n-gram is counted from. A tampered copy is noticed."""
+    import shutil
+
+    text = tmp_path / "mine.txt"
+    text.write_text(corpus.read_text())
+    out = tmp_path / "model"
+    assert main(["train", str(text), "--out", str(out), "--epochs", "1", "--quiet", "--mix-order", "3", *TINY]) == 0
+    text.unlink()
+    elsewhere = tmp_path / "elsewhere" / "model"
+    shutil.copytree(out, elsewhere)
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    predictor = Predictor.load(elsewhere)
+    assert predictor.backend == "mix" and type(predictor.lm).__name__ == "OrderWeighted"
+    from wordbot.corpus import training_messages
+
+    manifest = json.loads((elsewhere / "manifest.json").read_text())
+    messages = training_messages(manifest, elsewhere)
+    assert len(messages) == manifest["corpus"]["training_text"]["messages"] == manifest["corpus"]["train_messages"]
+
+    (elsewhere / "training-text.json.gz").write_bytes(b"not the text")
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "another-cache"))  # nothing counted yet
+    with caplog.at_level("WARNING"):
+        fallback = Predictor.load(elsewhere)
+    assert fallback.backend == "rnn" and "has changed since the model was trained" in caplog.text
+
+
 def test_config_file_reproduces_and_options_override(corpus, tmp_path):
     config = tmp_path / "train.toml"
     config.write_text(

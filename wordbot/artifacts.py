@@ -127,10 +127,12 @@ def save_model(
     tokenizer: Tokenizer,
     weights: dict[str, np.ndarray],
     dtype: str = "float32",
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write a model directory atomically (as far as a directory rename allows).
 
     `dtype` "float16" halves weights.npz; the engine computes in float32 either way.
+    `files` are more files for the directory, by name (the copy of the training text).
     """
     directory = Path(directory)
     if dtype not in WEIGHT_DTYPES:
@@ -159,8 +161,10 @@ def save_model(
         with open(tmp / "weights.npz", "wb") as f:
             np.savez(f, **{k: np.asarray(weights[k], dtype=dtype) for k in shapes})
         tokenizer.save(tmp / "tokenizer.json")
+        for name, data in (files or {}).items():
+            (tmp / name).write_bytes(data)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for name in ("weights.npz", "tokenizer.json", "manifest.json"):
+        for name in ("weights.npz", "tokenizer.json", "manifest.json", *(files or {})):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         old = None

@@ -5,7 +5,9 @@ a deterministic validation split; the token-id stream cut into windows.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,9 @@ from wordbot.errors import CorpusError
 from wordbot.text import BOS_ID, EOS_ID, Tokenizer, is_word, tokenize
 
 FORMATS = ("lines", "paragraphs")
+# The model directory's own copy of the text it was trained on: the n-gram half of the
+# mix is counted from it, so a model directory works wherever it is copied.
+TRAINING_TEXT = "training-text.json.gz"
 
 
 def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
@@ -91,12 +96,22 @@ def windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def pack_messages(messages: Sequence[str]) -> bytes:
+    """Messages as the gzipped JSON list of TRAINING_TEXT (byte-for-byte reproducible)."""
+    return gzip.compress(json.dumps(list(messages), ensure_ascii=False).encode("utf-8"), mtime=0)
+
+
 def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
-    """The exact messages a model was trained on (its validation part left out).
+    """The exact messages a model was trained on (its validation part left out): the
+    model directory's own copy (TRAINING_TEXT, which `wordbot train` writes) when the
+    manifest names one, else the corpus files it names, split again as in training.
 
     Corpus paths in the manifest are relative to the model directory, or absolute.
     """
     corpus = manifest.get("corpus") or {}
+    own = corpus.get("training_text")
+    if isinstance(own, dict) and own.get("path"):
+        return _own_copy(Path(model_dir) / own["path"], own.get("sha256"))
     files = corpus.get("files") or []
     if not files:
         raise CorpusError("the model's manifest names no training corpus")
@@ -113,6 +128,22 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
     messages = read_corpus(paths, corpus.get("format", "lines"))
     train, _ = split_messages(messages, corpus.get("validation_fraction", 0.0), corpus.get("split_seed", 0))
     return train
+
+
+def _own_copy(path: Path, sha256: str | None) -> list[str]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"the model's copy of its training text {path} cannot be read ({e.strerror or e})") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise CorpusError(f"the model's copy of its training text {path} has changed since the model was trained")
+    try:
+        messages = json.loads(gzip.decompress(data).decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as e:
+        raise CorpusError(f"the model's copy of its training text {path} is unreadable ({e})") from None
+    if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+        raise CorpusError(f"the model's copy of its training text {path} is not a list of messages")
+    return messages
 
 
 def _word_runs(message: str, length: int) -> set[tuple[str, ...]]:
@@ -137,7 +168,9 @@ __all__ = [
     "BOS_ID",
     "EOS_ID",
     "FORMATS",
+    "TRAINING_TEXT",
     "novel_messages",
+    "pack_messages",
     "read_corpus",
     "read_messages",
     "sha256_of",

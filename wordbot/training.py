@@ -9,6 +9,7 @@ the REPL never pay for it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,16 @@ from wordbot.artifacts import (
     members,
     save_model,
 )
-from wordbot.corpus import FORMATS, read_corpus, sha256_of, split_messages, token_stream, windows
+from wordbot.corpus import (
+    FORMATS,
+    TRAINING_TEXT,
+    pack_messages,
+    read_corpus,
+    sha256_of,
+    split_messages,
+    token_stream,
+    windows,
+)
 from wordbot.errors import ConfigError, WordbotError
 from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, Tokenizer
@@ -564,7 +574,15 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
             f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weights {mix_weights_text(manifest['mix'])}; "
             f"serving {manifest['serving']['backend']}"
         )
-    saved = save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype)
+    # The text the n-gram is counted from travels with the model (a few hundred kB for
+    # the bundled corpus), so the mix works wherever the directory is copied.
+    text = pack_messages(train_messages)
+    manifest["corpus"]["training_text"] = {
+        "path": TRAINING_TEXT,
+        "sha256": hashlib.sha256(text).hexdigest(),
+        "messages": len(train_messages),
+    }
+    saved = save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype, files={TRAINING_TEXT: text})
     shutil.rmtree(work_dir, ignore_errors=True)
     if ngram is not None and manifest["serving"]["backend"] == "mix":
         from wordbot.artifacts import load_model
