@@ -71,6 +71,13 @@ def test_a_tokenizer_saved_without_casing_still_loads_and_a_bad_one_is_refused()
         Tokenizer.from_json(data | {"cased": {"ada": "Bob"}})
 
 
+def test_a_quote_closing_a_quotation_opened_before_the_text_hugs_it():
+    # Continuations of a fortune often close a quotation the user's text never opened.
+    tokens = tokenize('you ." -- dave barry, " kids today "')
+    assert detokenize(tokens) == 'you." -- dave barry, "kids today"'
+    assert detokenize(tokenize('he said . " hello " .')) == 'he said. "hello".'  # a quote that opens
+
+
 def test_detokenize_after_context_adds_the_separating_space():
     assert detokenize(["is", "a", "test"], after=["this"]) == " is a test"
     assert detokenize([",", "yes"], after=["this"]) == ", yes"

@@ -136,15 +136,19 @@ def detokenize(
     previous = after[-1] if after else None
     open_quote = {q: sum(t == q for t in after) % 2 == 1 for q in ('"', "'")}
     sentence_start = at_sentence_start(after)
-    for token in tokens:
-        if token in SPECIALS:
-            continue
+    tokens = [t for t in tokens if t not in SPECIALS]
+    for i, token in enumerate(tokens):
         ends_sentence = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
         attach_left = token in _NO_SPACE_BEFORE or token in _CLITICS or ends_sentence
         if token in open_quote:
             # An opening quote takes a space before it; a closing one hugs the word.
             attach_left = open_quote[token]
             open_quote[token] = not open_quote[token]
+            following = tokens[i + 1] if i + 1 < len(tokens) else None
+            if attach_left is False and previous in _SENTENCE_END and following in (None, "--"):
+                # `end." -- Author`: this closes a quotation opened before the text we
+                # see (fortunes open with one), it does not open a new one.
+                attach_left, open_quote[token] = True, False
         if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER:
             attach_left = True
         elif open_quote.get(previous):
