@@ -355,12 +355,16 @@ def _cache_key(manifest: dict, tokenizer: Tokenizer, order: int) -> str | None:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
+def _cache_path(manifest: dict, tokenizer: Tokenizer, order: int) -> Path | None:
+    key = _cache_key(manifest, tokenizer, order)
+    return cache_dir() / f"ngram-{key}.npz" if key else None
+
+
 def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer, order: int) -> KneserNey:
     """`train_for_model`, remembered in the cache directory: counting the bundled
     model's 5-gram takes half a second and 200 MB at every start, reading it back
     0.03 s. The cache is only a cache: unreadable or unwritable, it is counted again."""
-    key = _cache_key(manifest, tokenizer, order)
-    path = cache_dir() / f"ngram-{key}.npz" if key else None
+    path = _cache_path(manifest, tokenizer, order)
     if path is not None and path.exists():
         try:
             ngram = KneserNey.load(path, tokenizer)
@@ -377,10 +381,9 @@ def remember(ngram: KneserNey, manifest: dict) -> None:
     """Keep `ngram`, counted on the training text of the model `manifest` describes, in
     the cache (`wordbot train` does, so a model keeps its n-gram on this machine even
     if its corpus moves). A cache that cannot be written is skipped."""
-    key = _cache_key(manifest, ngram.tokenizer, ngram.order)
-    if key is None:
+    path = _cache_path(manifest, ngram.tokenizer, ngram.order)
+    if path is None:
         return
-    path = cache_dir() / f"ngram-{key}.npz"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)

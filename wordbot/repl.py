@@ -116,7 +116,8 @@ def suggest(predictor: Predictor, text: str, k: int) -> Suggestions:
     """Completions of the partial word at the end of `text`, or the next words after it."""
     partial = partial_word(text)
     predictions = predictor.complete(text, k) if text.strip() else predictor.next_words("", k)
-    if partial and all(normalize(p.word).startswith(normalize(partial)) for p in predictions):
+    typed = normalize(partial)
+    if partial and all(normalize(p.word).startswith(typed) for p in predictions):
         return Suggestions(partial, False, predictions)
     # The model saw a finished token ("3.14", an emoji, punctuation): offer next words.
     if partial:

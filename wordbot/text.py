@@ -65,6 +65,7 @@ _NO_SPACE_AFTER = {"(", "[", "{", "$", "#", "-", "/", "@"}
 _CLITICS = {"'s", "'t", "'re", "'ll", "'ve", "'d", "'m", "n't"}
 _SENTENCE_END = {".", "...", "!", "?"}
 _BANGS = re.compile(r"[!?]+")
+_QUOTES_AND_PARENS = ('"', "'", "(", ")")  # see through these to tell a sentence start
 
 
 def normalize(text: str, lower: bool = True) -> str:
@@ -113,7 +114,7 @@ def join_text(text: str, continuation: str) -> str:
 def at_sentence_start(tokens: Sequence[str]) -> bool:
     """Whether the next word begins a sentence (start of text, or after . ! ?)."""
     for token in reversed(tokens):
-        if token in ('"', "'", "(", ")"):
+        if token in _QUOTES_AND_PARENS:
             continue
         return token in _SENTENCE_END or token in (BOS, EOS) or _BANGS.fullmatch(token) is not None
     return True
@@ -187,14 +188,18 @@ class Tokenizer:
         counts: Counter[str] = Counter()
         forms: Counter[tuple[str, str]] = Counter()  # (token, as written) away from sentence starts
         for text in texts:
-            written = _TOKEN_RE.findall(normalize(text, lower=False))
-            tokens = [t.lower() for t in written]
+            cased_text = normalize(text, lower=False)
+            tokens = _TOKEN_RE.findall(cased_text.lower())  # = tokenize(text), normalised once
             counts.update(tokens)
-            if tokens != _TOKEN_RE.findall(normalize(text)):
+            written = _TOKEN_RE.findall(cased_text)
+            if [w.lower() for w in written] != tokens:
                 continue  # lowercasing changed the tokens (rare scripts): no casing evidence here
-            for j, form in enumerate(written):
-                if j and form[:1].isalpha() and not at_sentence_start(tokens[:j]):
-                    forms[tokens[j], form] += 1
+            sentence_start = True  # at_sentence_start(tokens[:j]), kept up as j advances
+            for token, form in zip(tokens, written, strict=True):
+                if not sentence_start and form[:1].isalpha():
+                    forms[token, form] += 1
+                if token not in _QUOTES_AND_PARENS:
+                    sentence_start = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
         for special in SPECIALS:
             counts.pop(special, None)
         ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))

@@ -582,13 +582,12 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         "sha256": hashlib.sha256(text).hexdigest(),
         "messages": len(train_messages),
     }
-    saved = save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype, files={TRAINING_TEXT: text})
+    save_model(out, manifest, tokenizer, weights, dtype=config.weights_dtype, files={TRAINING_TEXT: text})
     shutil.rmtree(work_dir, ignore_errors=True)
     if ngram is not None and manifest["serving"]["backend"] == "mix":
-        from wordbot.artifacts import load_model
         from wordbot.ngram import remember
 
-        remember(ngram, load_model(saved)[0])  # the first start needs no counting, nor the corpus
+        remember(ngram, manifest)  # the first start counts nothing
     return out
 
 
