@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wordbot.text import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Tokenizer, detokenize, is_word, tokenize
+from wordbot.text import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Tokenizer, detokenize, is_word, partial_word, tokenize
 
 
 def test_contractions_and_apostrophes_stay_inside_words():
@@ -116,3 +116,20 @@ def test_detokenize_then_tokenize_gives_the_tokens_back(tokens):
     merging = {".", "!", "-", "--"}
     assume(not any(a in merging and b in merging for a, b in itertools.pairwise(tokens)))
     assert tokenize(detokenize(tokens)) == tokens
+
+
+@pytest.mark.parametrize(
+    ("text", "partial"),
+    [
+        ("the meaning of li", "li"),
+        ("I don'", "don'"),
+        ("pi is 3.1", "3.1"),  # a number is one token: complete "3.1", not "1"
+        ("it costs $1,0", "1,0"),
+        ("at 11:0", "11:0"),
+        ("it is 3.", ""),  # a sentence end, not a number being typed
+        ("so, ", ""),
+        ("li\n", ""),
+    ],
+)
+def test_partial_word_is_the_token_being_typed(text, partial):
+    assert partial_word(text) == partial

@@ -55,8 +55,10 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
-# A word still being typed at the end of a text: "hel", "don'", "o’cl" (either apostrophe).
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")  # \Z: "li\n" has no partial word
+# A word still being typed at the end of a text, as the tokenizer reads words: "hel",
+# "don'", "o’cl" (either apostrophe), or a number with separators ("3.1", "1,0").
+# \Z: "li\n" has no partial word.
+_PARTIAL_RE = re.compile(r"(?:\d+(?:[.,:]\d+)+|[^\W_]+(?:['\u2019][^\W_]*)*)\Z")
 _WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|\d+(?:[.,:]\d+)+")
 
 # Detokenisation: which tokens hug their left or right neighbour.
