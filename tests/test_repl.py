@@ -20,7 +20,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from wordbot import repl as repl_module
-from wordbot.repl import GhostText, Repl, Settings, WordCompleter, completion_text, format_prob, run
+from wordbot.repl import GhostText, Repl, Settings, WordCompleter, completion_text, format_prob, one_line, run
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "data" / "models" / "default"
@@ -28,6 +28,7 @@ BUNDLED_MODEL = ROOT / "data" / "models" / "default"
 # Keys as a terminal sends them.
 TAB, ENTER, DOWN, UP, RIGHT = "\t", "\r", "\x1b[B", "\x1b[A", "\x1b[C"
 ALT_F, CTRL_RIGHT, CTRL_C, CTRL_D, BACKSPACE = "\x1bf", "\x1b[1;5C", "\x03", "\x04", "\x7f"
+LEFT, ESC, CTRL_W, CTRL_U, CTRL_Y, ALT_BACKSPACE = "\x1b[D", "\x1b", "\x17", "\x15", "\x19", "\x1b\x7f"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 
@@ -115,6 +116,13 @@ def test_after_punctuation_a_next_word_brings_its_own_space(tiny_predictor):
 def test_emoji_and_non_ascii_input_get_suggestions(tiny_predictor):
     assert completions(tiny_predictor, "naïve café 😀 ")
     assert all(c.text.startswith(" ") for c in completions(tiny_predictor, "so 😀"))
+
+
+def test_inside_a_word_the_menu_offers_nothing_that_would_split_it(tiny_predictor):
+    # "the ca|t": a completion would leave "t" behind ("the cant"), a next word glue onto it.
+    assert completions(tiny_predictor, "the cat sat", cursor=6) == []
+    assert completions(tiny_predictor, "the cat sat", cursor=4) == []
+    assert completions(tiny_predictor, "the cat sat", cursor=7)  # at a word's end: fine
 
 
 def test_a_prefix_no_word_starts_with_offers_nothing(tiny_predictor):
@@ -438,6 +446,8 @@ def test_enter_commits_lines_to_the_transcript_and_history_and_up_recalls_them(q
         d.wait(lambda: len(quiet_repl.transcript) == 2, "the second commit")
         d.type(ENTER)  # an empty line: committed, but not kept in history
         d.wait(lambda: len(quiet_repl.transcript) == 3, "the empty commit")
+        d.type("   " + ENTER)  # nor a line of spaces: Up must recall something
+        d.wait(lambda: len(quiet_repl.transcript) == 4, "the blank commit")
         # Each prompt reloads its history in the background; a user is never this quick.
         d.wait(lambda: "second line 😀" in d.buffer._working_lines, "the history to load")
         d.type(UP)
@@ -447,10 +457,72 @@ def test_enter_commits_lines_to_the_transcript_and_history_and_up_recalls_them(q
         d.type(CTRL_D)
         d.thread.join(5)
         assert d.status == 0
-    assert quiet_repl.transcript == ["first line", "second line 😀", ""]
+    assert quiet_repl.transcript == ["first line", "second line 😀", "", "   "]
     assert any(text.startswith("  next words:") for _, text in quiet_repl.said)
     history = (tmp_path / "history").read_text(encoding="utf-8")
     assert "+first line" in history and "+second line 😀" in history
+
+
+@pytest.mark.parametrize(
+    ("keys", "left"),
+    [
+        (CTRL_W, "so the cat sat on the "),
+        (ALT_BACKSPACE, "so the cat sat on the "),
+        (CTRL_U, ""),
+        (CTRL_W + CTRL_Y, "so the cat sat on the mat"),  # kill, then yank it back
+        (LEFT * 3 + "\x1b[3~" * 3, "so the cat sat on the "),  # Delete
+    ],
+)
+def test_every_deleting_key_brings_the_suggestions_back(quiet_repl, keys, left):
+    predictor = quiet_repl.predictor
+    with Driver(quiet_repl) as d:
+        d.type("so the cat sat on the mat")
+        d.wait(lambda: d.buffer.complete_state is not None, "the first menu")
+        d.type(keys)
+        d.wait(lambda: d.buffer.text == left, f"the text after {keys!r}")
+        before_cursor = d.buffer.document.text_before_cursor
+        expected = [c.text for c in completions(predictor, left, cursor=len(before_cursor))]
+        d.wait(lambda: [c.text for c in d.buffer.complete_state.completions] == expected, "a menu for what is left")
+        if d.buffer.document.is_cursor_at_the_end and left.strip():
+            assert d.ghost() == ghost(predictor, left)
+
+
+def test_escape_closes_the_menu_and_goes_back_to_the_typed_text(quiet_repl):
+    with Driver(quiet_repl) as d:
+        d.type("the cat sat on ")
+        word = d.menu()[0].text
+        d.type(TAB)
+        d.wait(lambda: d.buffer.text == "the cat sat on " + word, "the first entry")
+        d.type(ESC)  # alone: prompt_toolkit waits a moment for an Alt- sequence first
+        d.wait(lambda: d.buffer.complete_state is None, "the menu to close")
+        assert d.buffer.text == "the cat sat on "
+        d.type("x" + ENTER)
+        d.wait(lambda: quiet_repl.transcript == ["the cat sat on x"], "the commit")
+
+
+def test_a_word_picked_mid_line_takes_the_space_already_there(quiet_repl):
+    word = a_word(quiet_repl.predictor)
+    with Driver(quiet_repl) as d:
+        d.type(f"so {word[:3]} more")
+        d.type(LEFT * len(" more"))
+        d.wait(lambda: d.buffer.document.text_before_cursor == f"so {word[:3]}", "the cursor after the prefix")
+        d.type(TAB)
+        picked = d.wait(lambda: d.buffer.complete_state.current_completion.text, "a picked completion")
+        d.type(ENTER)
+        d.wait(lambda: d.buffer.document.text_before_cursor == f"so {picked} ", "the cursor past the space")
+        assert d.buffer.text == f"so {picked} more"
+
+
+def test_a_paste_is_one_line_without_control_characters(quiet_repl):
+    assert one_line("first line\r\n    second\tline\x01\x1b[31m red\n") == "first line second line[31m red"
+    assert one_line("a\u2028b\rc") == "a b c"
+    with Driver(quiet_repl) as d:
+        d.type("so ")
+        d.type(PASTE_START + "the cat\r\n  sat\ton\x07 the \x1b" + PASTE_END)
+        d.wait(lambda: d.buffer.text == "so the cat sat on the ", "the paste as one line")
+        assert [c.text for c in d.menu()] == [p.word for p in quiet_repl.predictor.next_words("so the cat sat on the ")]
+        d.type(ENTER)
+        d.wait(lambda: quiet_repl.transcript == ["so the cat sat on the "], "a single committed line")
 
 
 def test_k_3_shortens_the_menu_and_ctrl_d_exits_with_status_0(quiet_repl):
@@ -644,6 +716,20 @@ def test_a_real_terminal_with_the_bundled_model(tmp_path):
     term.wait_for(lambda s: "Ctrl-D" in "\n".join(s.display) and _prompt_line(s), "the start screen")
     _type_and_pick(term, "deep learning is a ")
     term.child.send(CTRL_D)
+    assert term.finish() == 0
+
+
+def test_a_dumb_terminal_gets_line_mode_not_keys_it_cannot_show(tiny_model_dir, tmp_path):
+    # prompt_toolkit's fallback for TERM=dumb echoed one character per change, so Tab
+    # showed "the cat s" while the line held "the cat sat"; the menu keys did nothing visible.
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    assert "no live suggestions" in term.text() and "Tab" not in term.text()
+    term.child.send("the cat sat on" + ENTER)
+    term.wait_for(lambda s: "next words:" in "\n".join(s.display), "the line's report")
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith("> "), "the next prompt")
+    assert term.text().count("the cat sat on") == 2  # as typed, then continued: not echoed twice
+    term.child.sendeof()
     assert term.finish() == 0
 
 

@@ -22,12 +22,15 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.auto_suggest import AutoSuggest, Suggestion, ThreadedAutoSuggest
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
-from prompt_toolkit.filters import Condition
+from prompt_toolkit.filters import Condition, has_completions, has_selection
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding.bindings.basic import if_no_repeat
 from prompt_toolkit.key_binding.bindings.named_commands import get_by_name
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import is_dumb_terminal
 
 from wordbot.text import join_text, normalize, partial_word
 
@@ -56,6 +59,26 @@ COMMANDS = {  # name: (argument, what it does), as :help shows them
     "quit": ("", "exit (Ctrl-D does too)"),
 }
 _ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
+
+# A paste is one line of text: its line breaks (with the indentation around them) and tabs
+# become spaces, and other control characters, which would show as ^A or move the cursor, go.
+_PASTED_BREAK_RE = re.compile(r"[ \t]*(?:\r\n|[\r\n\x0b\x0c\x85\u2028\u2029])\s*")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+# Keys that change the text without inserting any: prompt_toolkit suggests again only
+# after an insert, so these would leave the menu and the ghost text gone until the next letter.
+_EDITING_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("backspace",), "backward-delete-char"),
+    (("c-h",), "backward-delete-char"),
+    (("delete",), "delete-char"),
+    (("c-w",), "unix-word-rubout"),
+    (("escape", "backspace"), "backward-kill-word"),
+    (("escape", "d"), "kill-word"),
+    (("c-u",), "unix-line-discard"),
+    (("c-k",), "kill-line"),
+    (("c-y",), "yank"),
+    (("c-_",), "undo"),
+)
 
 STYLE = Style.from_dict(
     {
@@ -87,6 +110,12 @@ def format_prob(prob: float) -> str:
     if prob >= 0.001:
         return f"{prob:.1%}"
     return "<0.1%"
+
+
+def one_line(text: str) -> str:
+    """Pasted text as the single line the prompt edits: "a\n  b\tc\x01" -> "a b c"."""
+    text = _PASTED_BREAK_RE.sub(" ", text.strip("\r\n")).replace("\t", " ")
+    return _CONTROL_RE.sub("", text)
 
 
 def is_command(line: str) -> bool:
@@ -147,6 +176,8 @@ class WordCompleter(Completer):
         if text.startswith(":"):
             yield from self._command_completions(text)
             return
+        if document.text_after_cursor[:1].isalnum():
+            return  # inside a word: a completion would leave its end behind ("ca|t" -> "cant")
         start = time.perf_counter()
         found = suggest(self.get_predictor(), text, self.settings.k)
         self.settings.last_ms = (time.perf_counter() - start) * 1000
@@ -263,7 +294,11 @@ def _key_bindings(settings: Settings) -> KeyBindings:
         "Keep the selected entry (already in the text) and add a space for the next word."
         buffer = event.current_buffer
         buffer.complete_state = None
-        buffer.insert_text(" ")
+        if buffer.document.text_after_cursor[:1].isspace():
+            buffer.cursor_position += 1  # a word picked mid-line: step over the space already there
+            buffer.start_completion()
+        else:
+            buffer.insert_text(" ")
 
     @bindings.add("right", filter=ghost_available)
     @bindings.add("c-f", filter=ghost_available)
@@ -285,16 +320,35 @@ def _key_bindings(settings: Settings) -> KeyBindings:
         # Set after the insert (which clears it) so the rest shows without a model call.
         buffer.suggestion = Suggestion(rest) if rest.strip() else None
 
-    @bindings.add("backspace")
-    @bindings.add("c-h")
-    def _backspace(event: KeyPressEvent) -> None:
-        "Delete, then suggest again: prompt_toolkit only re-suggests after an insert."
-        get_by_name("backward-delete-char").call(event)
-        buffer = event.current_buffer
-        buffer.start_completion()
-        refresh_ghost = getattr(buffer, "_async_suggester", None)
-        if refresh_ghost is not None and buffer.auto_suggest is not None:
-            event.app.create_background_task(refresh_ghost())
+    def edit_and_suggest_again(command: str) -> Callable[[KeyPressEvent], None]:
+        def handler(event: KeyPressEvent) -> None:
+            buffer = event.current_buffer
+            before = buffer.text
+            get_by_name(command).call(event)
+            if buffer.text == before:
+                return
+            buffer.start_completion()
+            refresh_ghost = getattr(buffer, "_async_suggester", None)
+            if refresh_ghost is not None and buffer.auto_suggest is not None:
+                event.app.create_background_task(refresh_ghost())
+
+        handler.__doc__ = f"{command}, then suggest again for the text left."
+        return handler
+
+    for keys, command in _EDITING_KEYS:
+        # Undo saves no state of its own (else it would undo itself); a run of deletions is one step.
+        save_before = (lambda event: False) if command == "undo" else if_no_repeat
+        bindings.add(*keys, filter=~has_selection, save_before=save_before)(edit_and_suggest_again(command))
+
+    @bindings.add(Keys.BracketedPaste)
+    def _paste(event: KeyPressEvent) -> None:
+        "Paste as one line: line breaks and tabs become spaces, control characters go."
+        event.current_buffer.insert_text(one_line(event.data))
+
+    @bindings.add("escape", filter=has_completions)
+    def _close_menu(event: KeyPressEvent) -> None:
+        "Close the menu and go back to the text as typed."
+        event.current_buffer.cancel_completion()
 
     @bindings.add("c-c")
     @bindings.add("<sigint>")
@@ -312,9 +366,26 @@ def _key_bindings(settings: Settings) -> KeyBindings:
 
 KEYS_HELP = """\
   Tab / Down     pick a suggestion; Enter inserts it and a space
+  Esc            close the menu, back to the text as typed
   Right          accept the grey ghost text; Alt-F or Ctrl-Right: one word
   Enter          commit the line (kept in history; Up recalls it)
   Ctrl-C         clear the line            Ctrl-D or :quit   exit"""
+
+
+class _NoBlankLines:
+    """History that keeps no blank or all-space lines: Up should recall something."""
+
+    def append_string(self, string: str) -> None:
+        if string.strip():
+            super().append_string(string)  # type: ignore[misc]
+
+
+class _FileHistory(_NoBlankLines, FileHistory):
+    pass
+
+
+class _MemoryHistory(_NoBlankLines, InMemoryHistory):
+    pass
 
 
 class Repl:
@@ -352,8 +423,8 @@ class Repl:
             path.touch(exist_ok=True)
         except OSError as exc:
             self.error(f"history not kept: cannot write {path} ({exc.strerror})")
-            return InMemoryHistory()
-        return FileHistory(str(path))
+            return _MemoryHistory()
+        return _FileHistory(str(path))
 
     def toolbar(self) -> FormattedText:
         last = self.settings.last_ms
@@ -405,12 +476,21 @@ class Repl:
             if not self.commit(line):
                 return 0
 
-    def pipe(self, lines: Iterable[str]) -> int:
+    def pipe(self, lines: Iterable[str], *, echo: bool = True) -> int:
         """Non-interactive: the suggestions for each line read (commands work too)."""
         for raw in lines:
-            if not self.commit(raw.rstrip("\r\n"), echo=True):
+            if not self.commit(raw.rstrip("\r\n"), echo=echo):
                 break
         return 1 if self.errors else 0
+
+    def line_mode(self, input: TextIO, output: TextIO) -> int:
+        """A terminal that cannot show menus (TERM=dumb): the terminal edits and echoes the
+        line, and each line entered gets its next words."""
+        term = os.environ.get("TERM", "")
+        self.say(f"wordbot: this terminal (TERM={term}) shows no live suggestions; each line you")
+        self.say("enter gets its next words and a continuation. :help for commands; Ctrl-D exits.")
+        self.pipe(_prompted(input, output), echo=False)
+        return 0
 
     # ---- one committed line ----
 
@@ -514,6 +594,18 @@ def _shorten(text: str, width: int = 40) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
+def _prompted(input: TextIO, output: TextIO) -> Iterator[str]:
+    """Lines of `input`, each after a `> ` prompt on `output`; a newline after the last."""
+    while True:
+        output.write("> ")
+        output.flush()
+        line = input.readline()
+        if not line:
+            output.write("\n")
+            return
+        yield line
+
+
 def _stream_writer(stream: TextIO) -> Callable[[str, str], None]:
     def write(text: str, style: str) -> None:
         (sys.stderr if style == "error" else stream).write(text + "\n")
@@ -550,6 +642,8 @@ def run(
         print(f"wordbot: error: {exc}", file=sys.stderr)
         return 2
     interactive = input is None and output is None and sys.stdin.isatty() and sys.stdout.isatty()
+    if interactive and is_dumb_terminal():
+        return Repl(predictor, state_dir=state_dir, write=_stream_writer(sys.stdout)).line_mode(sys.stdin, sys.stdout)
     if not interactive:
         out = output or sys.stdout
         return Repl(predictor, state_dir=state_dir, write=_stream_writer(out)).pipe(input or sys.stdin)
