@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.auto_suggest import AutoSuggest, Suggestion, ThreadedAutoSuggest
+from prompt_toolkit.buffer import CompletionState
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition, has_completions, has_selection
@@ -284,10 +285,17 @@ def _key_bindings(settings: Settings) -> KeyBindings:
     def _select(event: KeyPressEvent) -> None:
         "Open the menu on its first entry, or move to the next one."
         buffer = event.current_buffer
-        if buffer.complete_state:
+        if buffer.complete_state and buffer.complete_state.completions:
             buffer.complete_next()
-        else:
-            buffer.start_completion(select_first=True)
+            return
+        # Asked for here and now (a millisecond): prompt_toolkit's background completion
+        # drops the request while one for older text is still running, and Tab is lost.
+        if buffer.completer is None:
+            return
+        completions = list(buffer.completer.get_completions(buffer.document, CompleteEvent(completion_requested=True)))
+        if completions:
+            buffer.complete_state = CompletionState(original_document=buffer.document, completions=completions)
+            buffer.go_to_completion(0)
 
     @bindings.add("enter", filter=completion_selected)
     def _insert(event: KeyPressEvent) -> None:
