@@ -59,6 +59,18 @@ def test_a_saved_model_loads_back(model_dir):
             ),
             "layers must be a positive integer",
         ),
+        # The n-gram half is built from the manifest's "mix": an edit there is named, not a traceback.
+        (
+            lambda d: _edit_manifest(d, mix={"order": 9, "ngram_weight": 0.3}),
+            "mix.order must be an integer from 1 to 6",
+        ),
+        (lambda d: _edit_manifest(d, mix={"order": 4, "ngram_weight": "high"}), "mix.ngram_weight must be a number"),
+        (
+            lambda d: _edit_manifest(d, mix={"order": 4, "ngram_weight_by_order": {"1": 2.0}}),
+            "mix.ngram_weight_by_order must map",
+        ),
+        (lambda d: _edit_manifest(d, mix={"order": 4, "mix_perplexity": "?"}), "mix.mix_perplexity must be a number"),
+        (lambda d: _edit_manifest(d, serving={"backend": "gpt"}), "serving.backend must be one of rnn, ngram, mix"),
         (
             lambda d: _edit_manifest(
                 d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"units": "24"}

@@ -58,3 +58,39 @@ def test_novel_messages_leave_out_repeated_quotations():
     ]
     assert novel_messages(held_out, training) == held_out[1:]
     assert novel_messages(held_out, training, run=4) == held_out[2:]
+
+
+def test_byte_order_marks_and_windows_line_endings_are_read_as_text(tmp_path):
+    """Notepad's "UTF-8 with BOM" and "Unicode" (UTF-16) files are text too."""
+    messages = ["héllo world", "second line"]
+    (tmp_path / "bom.txt").write_bytes("\ufeffhéllo world\r\nsecond line\r\n".encode())
+    (tmp_path / "utf16.txt").write_text("héllo world\r\nsecond line\r\n", encoding="utf-16")
+    (tmp_path / "utf16be.txt").write_bytes(b"\xfe\xff" + "héllo world\nsecond line\n".encode("utf-16-be"))
+    for name in ("bom.txt", "utf16.txt", "utf16be.txt"):
+        assert read_messages(tmp_path / name) == messages, name
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("café au lait\n".encode("latin-1"), r"not UTF-8 text .*iconv -f cp1252 -t utf-8"),
+        (b"\x7fELF\x02\x01\x00\x00\x00binary", "not text .*NUL bytes"),
+        ("hello world\n".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
+    ],
+)
+def test_text_in_another_encoding_is_refused_with_how_to_convert_it(tmp_path, content, message):
+    (tmp_path / "x.txt").write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        read_messages(tmp_path / "x.txt")
+
+
+def test_a_directory_or_a_file_given_twice_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "a.txt").write_text("some text here\n")
+    with pytest.raises(CorpusError, match=r"notes is a directory; give the text files in it \(for example notes/"):
+        read_corpus(["notes"])
+    with pytest.raises(CorpusError, match=r"a\.txt is given twice"):
+        read_corpus(["a.txt", "a.txt"])
+    with pytest.raises(CorpusError, match=r"notes/\.\./a\.txt \(the same file as a\.txt\) is given twice"):
+        read_corpus(["a.txt", "notes/../a.txt"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -184,7 +185,7 @@ def test_ctrl_c_keeps_progress_and_the_same_command_resumes(corpus, tmp_path):
     assert not out.exists() and (tmp_path / "m.partial").exists()
 
     resumed = subprocess.run([*cmd, "--units", "30"], capture_output=True, text=True, env=env)
-    assert resumed.returncode != 0 and "other settings" in resumed.stderr  # a different run is refused
+    assert resumed.returncode != 0 and "other settings (units: 24 then, 30 now)" in resumed.stderr  # refused
     resumed = subprocess.run([*cmd, "--epochs", "40"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming the interrupted run" in resumed.stdout
@@ -193,6 +194,9 @@ def test_ctrl_c_keeps_progress_and_the_same_command_resumes(corpus, tmp_path):
     after = [int(line.split("epoch ")[1].split(" ")[0]) for line in resumed.stdout.splitlines() if "epoch " in line]
     assert before and after and after[0] == before[-1] + 1, (before, after)
     assert Predictor.load(out).next_words("the")
+    # The model's figures cover the whole training, the interrupted run's epochs included.
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["epochs_run"] == after[-1] and metrics["best_epoch"] <= metrics["epochs_run"]
 
 
 def test_an_ensemble_trains_each_network_once_even_across_an_interruption(corpus, tmp_path):
@@ -319,3 +323,53 @@ def test_bad_schedule_or_precision_is_a_clear_error(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lr_schedule must be one of plateau, cosine" in err and "output_precision must be one of" in err
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
+
+
+def test_resuming_names_what_changed_even_when_only_the_corpus_text_did(corpus, tmp_path):
+    from wordbot.errors import ConfigError
+    from wordbot.training import TrainConfig, train
+
+    mine = tmp_path / "mine.txt"
+    mine.write_bytes(corpus.read_bytes())
+    config = TrainConfig(
+        corpus=(str(mine),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=32, epochs=3, mix_order=0,
+    )  # fmt: skip
+
+    def interrupt_after_the_first_epoch(line):
+        if line.startswith("epoch 1 "):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=interrupt_after_the_first_epoch, progress=False)
+    assert (tmp_path / "m.partial" / "best.npz").exists()
+    with pytest.raises(ConfigError, match=r"other settings \(dropout: 0.3 then, 0.1 now; units: 16 then, 24 now\)"):
+        train(dataclasses.replace(config, units=24, dropout=0.1), log=lambda line: None, progress=False)
+    mine.write_text(mine.read_text() + "one more message for the corpus\n")  # same name, other text
+    with pytest.raises(ConfigError, match=r"\(the corpus text has changed since\)"):
+        train(config, log=lambda line: None, progress=False)
+
+
+def test_a_diverging_run_is_a_clear_error_and_leaves_nothing_to_resume(corpus, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "3", "--quiet", *TINY]
+    assert main([*args, "--learning-rate", "1e30"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "lower --learning-rate" in err and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "m.partial").exists()
+
+
+def test_the_progress_bar_ends_before_each_epoch_line(corpus, tmp_path, capsys):
+    """Keras finishes an epoch's bar after every callback it was given: the epoch line
+    must not land in the middle of it."""
+    from wordbot.training import TrainConfig, train
+
+    config = TrainConfig(
+        corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=32, epochs=2, mix_order=0,
+    )  # fmt: skip
+    train(config, progress=True)
+    out = capsys.readouterr().out
+    for epoch in (1, 2):
+        at = out.index(f"epoch {epoch} · train perplexity")
+        assert out[at - 1] == "\n" and "val_loss" in out[:at].rsplit("\n", 2)[-2], out[max(0, at - 200) : at]

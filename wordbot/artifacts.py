@@ -9,6 +9,7 @@ wrong and how.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from wordbot.text import Tokenizer
 FORMAT = "wordbot-model"
 FORMAT_VERSION = 1
 CELLS = ("simple_rnn", "gru", "lstm")
+BACKENDS = ("rnn", "ngram", "mix")  # as wordbot.predictor serves them
+MAX_NGRAM_ORDER = 6  # the highest order wordbot.ngram counts
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 
 
@@ -192,6 +195,38 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _is_number(value, low: float = -math.inf, high: float = math.inf) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+def _mix_problem(manifest: dict) -> str | None:
+    """What is wrong with the manifest's "mix" and "serving" sections (which the n-gram
+    half of a model is built from), or None."""
+    serving = manifest.get("serving", {})
+    if not isinstance(serving, dict) or serving.get("backend", "rnn") not in BACKENDS:
+        return f"serving.backend must be one of {', '.join(BACKENDS)}"
+    mix = manifest.get("mix")
+    if mix is None:
+        return None
+    if not isinstance(mix, dict):
+        return "mix must be a JSON object"
+    order = mix.get("order", 4)
+    if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= MAX_NGRAM_ORDER:
+        return f"mix.order must be an integer from 1 to {MAX_NGRAM_ORDER}, not {order!r}"
+    if "ngram_weight" in mix and not _is_number(mix["ngram_weight"], 0, 1):
+        return f"mix.ngram_weight must be a number from 0 to 1, not {mix['ngram_weight']!r}"
+    by_order = mix.get("ngram_weight_by_order")
+    if by_order is not None and not (
+        isinstance(by_order, dict)
+        and all(isinstance(k, str) and k.isdigit() and _is_number(w, 0, 1) for k, w in by_order.items())
+    ):
+        return "mix.ngram_weight_by_order must map context orders to weights from 0 to 1"
+    for key in ("rnn_perplexity", "mix_perplexity", "single_weight_perplexity"):
+        if key in mix and not _is_number(mix[key]):
+            return f"mix.{key} must be a number, not {mix[key]!r}"
+    return None
+
+
 def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
     """Read and check a model directory: (manifest, tokenizer, weights)."""
     directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
@@ -218,6 +253,9 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
             f"{directory}: manifest says vocabulary size {manifest.get('vocab_size')}, "
             f"tokenizer.json has {len(tokenizer)}"
         )
+    problem = _mix_problem(manifest)
+    if problem:
+        raise ModelError(f"{directory / 'manifest.json'}: {problem}")
     try:
         shapes = expected_shapes(manifest["architecture"], len(tokenizer))
     except (KeyError, TypeError) as e:

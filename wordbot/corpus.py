@@ -5,6 +5,7 @@ a deterministic validation split; the token-id stream cut into windows.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -28,15 +29,13 @@ def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
     path = Path(path)
     if fmt not in FORMATS:
         raise CorpusError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise CorpusError(f"corpus {path} is a directory; give the text files in it (for example {path / '*.txt'})")
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{path}: not UTF-8 text (invalid byte at line {line}, offset {e.start})") from None
+    text = decode_text(raw, path)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if fmt == "lines":
         messages = [line.strip() for line in text.split("\n")]
@@ -45,9 +44,47 @@ def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
     return [m for m in messages if m]
 
 
+def decode_text(raw: bytes, path: str | Path) -> str:
+    """A text file's bytes as text: UTF-8 (a byte-order mark is dropped), or UTF-16 when
+    it starts with a UTF-16 byte-order mark, as Windows editors save "Unicode" text.
+    Anything else is refused with a message that says how to convert it."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path}: starts like UTF-16 text but is not valid UTF-16") from None
+    if b"\0" in raw[:65536]:
+        raise CorpusError(
+            f"{path}: not text (it holds NUL bytes: a binary file, or UTF-16 without a byte-order mark); "
+            "give UTF-8 text"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        offset = e.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw[:offset].count(b"\n") + 1
+        raise CorpusError(
+            f"{path}: not UTF-8 text (invalid byte at line {line}, offset {offset}); if it is Latin-1 or "
+            f"Windows-1252, convert it: iconv -f cp1252 -t utf-8 {path} > {Path(path).stem}.utf8.txt"
+        ) from None
+
+
 def read_corpus(paths: Sequence[str | Path], fmt: str = "lines") -> list[str]:
     if not paths:
         raise CorpusError("no corpus files given")
+    seen: dict[Path, str | Path] = {}
+    for p in paths:
+        try:
+            key = Path(p).resolve()
+        except OSError:
+            continue
+        if key in seen:
+            same = f"{p}" if str(seen[key]) == str(p) else f"{p} (the same file as {seen[key]})"
+            raise CorpusError(
+                f"corpus file {same} is given twice; give each file once (a repeated file would be "
+                "both trained on and validated on)"
+            )
+        seen[key] = p
     messages = [m for p in paths for m in read_messages(p, fmt)]
     if not messages:
         raise CorpusError(f"corpus {', '.join(map(str, paths))} holds no text")

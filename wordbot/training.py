@@ -26,6 +26,7 @@ from wordbot.artifacts import (
     CELLS,
     WEIGHT_DTYPES,
     check_output_dir,
+    is_model_dir,
     load_model,
     member_prefix,
     member_weights,
@@ -42,11 +43,12 @@ from wordbot.corpus import (
     token_stream,
     windows,
 )
-from wordbot.errors import ConfigError, WordbotError
+from wordbot.errors import ConfigError, CorpusError, WordbotError
 from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, Tokenizer
 
 LR_SCHEDULES = ("plateau", "cosine")
+MAX_MIX_ORDER = 6  # the highest Kneser-Ney order wordbot.ngram counts
 OUTPUT_PRECISIONS = ("float32", "bfloat16")
 
 if sys.version_info >= (3, 11):
@@ -111,14 +113,27 @@ class TrainConfig:
             problems.append("validation_fraction must be in [0, 0.5)")
         if self.ensemble < 1:
             problems.append("ensemble must be at least 1")
+        if self.patience < 0:
+            problems.append("patience must be 0 or more")
+        if not 0 <= self.max_minutes < math.inf:
+            problems.append("max_minutes must be 0 (no limit) or a positive number of minutes")
+        if not 0 < self.lr_decay < 1:
+            problems.append("lr_decay must be in (0, 1)")
+        if self.mix_order != 0 and not 1 <= self.mix_order <= MAX_MIX_ORDER:
+            problems.append(f"mix_order must be 0 (no n-gram) or 1 to {MAX_MIX_ORDER}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value + (self.ensemble - 1 if name == "seed" else 0) < 2**32:
+                problems.append(f"{name} must be in [0, 2**32)")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.output_precision not in OUTPUT_PRECISIONS:
             problems.append(f"output_precision must be one of {', '.join(OUTPUT_PRECISIONS)}")
         if self.weights_dtype not in WEIGHT_DTYPES:
             problems.append(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}")
-        if self.learning_rate <= 0 or self.clipnorm <= 0:
-            problems.append("learning_rate and clipnorm must be positive")
+        for name in ("learning_rate", "clipnorm"):
+            if not 0 < getattr(self, name) < math.inf:
+                problems.append(f"{name} must be a positive number")
         if problems:
             raise ConfigError("bad training configuration: " + "; ".join(problems))
         return self
@@ -376,9 +391,14 @@ def _dataset(tf, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: in
     return ds.with_options(options)
 
 
-def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool, log, steps_per_epoch: int):
+def _callbacks(
+    keras, config: TrainConfig, work_dir: Path, has_validation: bool, log, steps_per_epoch: int, progress: bool = False
+):
     monitor = "val_loss" if has_validation else "loss"
     started = time.monotonic()
+    # Minutes spent in the epochs an interrupted run finished, so a resumed run reports the whole training.
+    earlier = json.loads((work_dir / "progress.json").read_text()) if (work_dir / "progress.json").exists() else {}
+    earlier_minutes = float(earlier.get("minutes", 0.0))
 
     class EpochReport(keras.callbacks.Callback):
         """One line per epoch with perplexities (what a language-model user reads)."""
@@ -390,7 +410,7 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
                 parts.append(f"validation perplexity {math.exp(min(logs['val_loss'], 50)):.1f}")
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             parts.append(f"learning rate {lr:.2g}")
-            parts.append(f"{(time.monotonic() - started) / 60:.1f} min")
+            parts.append(f"{earlier_minutes + (time.monotonic() - started) / 60:.1f} min")
             log(" · ".join(parts))
             if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
                 log(f"time budget of {config.max_minutes:g} minutes reached; stopping")
@@ -413,8 +433,9 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
                 (work_dir / "best.json").write_text(json.dumps({"loss": loss, "epoch": epoch + 1}))
             if math.isfinite(self.best):
                 best_epoch = json.loads((work_dir / "best.json").read_text())["epoch"]
-                progress = {"epochs_done": epoch + 1, "best": self.best, "best_epoch": best_epoch}
-                (work_dir / "progress.json").write_text(json.dumps(progress))
+                minutes = earlier_minutes + (time.monotonic() - started) / 60
+                state = {"epochs_done": epoch + 1, "best": self.best, "best_epoch": best_epoch, "minutes": minutes}
+                (work_dir / "progress.json").write_text(json.dumps(state))
 
     def resumed_state() -> dict | None:
         """Where the interrupted run stood after its last whole epoch, if it got that far."""
@@ -454,7 +475,14 @@ def _callbacks(keras, config: TrainConfig, work_dir: Path, has_validation: bool,
     plateau = []
     if config.lr_schedule == "plateau":
         plateau = [ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5)]
+    # Keras adds its progress bar after every callback given, so it would finish an
+    # epoch's bar after EpochReport printed its line, in the middle of the bar; given
+    # first, the bar is complete (and ends its line) before the report.
+    bar = [keras.callbacks.ProgbarLogger()] if progress else []
     return [
+        *bar,
+        # A loss of NaN ruins every later epoch: stop there (KeepBest never keeps it).
+        keras.callbacks.TerminateOnNaN(),
         # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.
         Backup(str(work_dir / "backup"), save_freq=max(1, min(500, steps_per_epoch))),
         KeepBest(),
@@ -476,6 +504,11 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     train_messages, val_messages = split_messages(messages, config.validation_fraction, config.split)
     tokenizer = Tokenizer.build(train_messages, config.vocab_size, config.min_count)
     train_stream = token_stream(train_messages, tokenizer)
+    if len(train_stream) <= config.seq_len:
+        raise CorpusError(
+            f"corpus too small: its {len(train_messages):,} training message(s) make {len(train_stream):,} tokens, "
+            f"and one window needs seq_len + 1 = {config.seq_len + 1}; give more text or a smaller --seq-len"
+        )
     x, y = windows(train_stream, config.seq_len)
     val = None
     if val_messages:
@@ -494,13 +527,17 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         "patience": 0,
         "weights_dtype": "",  # only how the result is stored
     }
+    # The text itself, not only its file names: an edited corpus makes another vocabulary.
+    run_config["corpus_sha256"] = [sha256_of(p) for p in corpus_paths]
     stamp = work_dir / "config.json"
-    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(run_config)):
-        raise ConfigError(
-            f"{work_dir} holds an interrupted run with other settings; "
-            "rerun with those settings to resume, or delete it to start afresh"
-        )
     resumed = stamp.exists()
+    if resumed:
+        changed = _changed_settings(stamp, json.loads(json.dumps(run_config)))
+        if changed:
+            raise ConfigError(
+                f"{work_dir} holds an interrupted run with other settings ({'; '.join(changed)}); "
+                f"rerun with those settings to resume, or delete {work_dir} to start afresh"
+            )
     stamp.write_text(json.dumps(run_config, indent=2))
 
     # Keras warns that fit(shuffle=True) is ignored for a tf.data input: ours shuffles itself.
@@ -510,6 +547,14 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         f"{config.seq_len}), {len(val_messages):,} validation messages; vocabulary {len(tokenizer):,}"
         + ("; resuming the interrupted run" if resumed else "")
     )
+    if not val_messages:
+        log(
+            f"no validation text ({len(messages):,} message(s), validation fraction {config.validation_fraction:g}): "
+            "no early stopping on held-out text and no n-gram mix"
+            + ("; with --format lines every line is a message" if config.format == "lines" else "")
+        )
+    if is_model_dir(out):
+        log(f"{out} holds a model; it is replaced when training finishes (an interrupted run leaves it as it is)")
     if progress is None:
         progress = sys.stdout.isatty()
     started = time.monotonic()
@@ -528,9 +573,14 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         member_log = log
         if config.ensemble > 1:
             member_log = lambda line, m=member: log(f"network {m + 1}/{config.ensemble} · {line}")  # noqa: E731
-        net_weights, metrics = _fit_network(
-            tf, keras, member_config, tokenizer, (x, y), val, member_dir, member_log, progress
-        )
+        try:
+            net_weights, metrics = _fit_network(
+                tf, keras, member_config, tokenizer, (x, y), val, member_dir, member_log, progress
+            )
+        except TrainingDiverged as e:
+            # Its backup holds NaN weights: resuming from it could only diverge again.
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise TrainingDiverged(f"{e} ({work_dir} was removed)") from None
         weights.update({member_prefix(member) + k: v for k, v in net_weights.items()})
         member_metrics.append(metrics)
     if config.ensemble == 1:
@@ -591,6 +641,35 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     return out
 
 
+class TrainingDiverged(WordbotError):
+    """The network's weights became NaN: nothing worth keeping or resuming."""
+
+
+def _changed_settings(stamp: Path, now: dict) -> list[str]:
+    """What differs between the interrupted run's settings (its config.json) and this
+    run's, as `name: then, now`; settings the older run did not record are not compared."""
+    try:
+        then = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return [f"{stamp} is unreadable"]
+    if not isinstance(then, dict):
+        return [f"{stamp} is unreadable"]
+    changed = []
+    for key in sorted(set(then) & set(now)):
+        if then[key] != now[key]:
+            if key == "corpus_sha256":
+                changed.append("the corpus text has changed since")
+            else:
+                changed.append(f"{key}: {_shown(then[key])} then, {_shown(now[key])} now")
+    return changed
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def learning_rate(keras, config: TrainConfig, steps_per_epoch: int):
     """The optimizer's learning rate: a number the plateau callback halves, or a cosine
     decay from `learning_rate` to zero over `epochs` epochs. The decay follows the
@@ -623,14 +702,17 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
     train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
     val_ds = _dataset(tf, *val, config.batch_size, None) if val is not None else None
     started = time.monotonic()
+    earlier = json.loads((work_dir / "progress.json").read_text()) if (work_dir / "progress.json").exists() else {}
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch),
+        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress),
         verbose=1 if progress else 0,
     )
-    minutes = (time.monotonic() - started) / 60
+    # Counted over the whole training, an interrupted run's finished epochs included.
+    minutes = float(earlier.get("minutes", 0.0)) + (time.monotonic() - started) / 60
+    epochs_run = int(earlier.get("epochs_done", 0)) + len(history.history.get("loss", []))
     best = work_dir / "best.npz"
     if best.exists():
         with np.load(best, allow_pickle=False) as npz:
@@ -638,7 +720,12 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
         best_info = json.loads((work_dir / "best.json").read_text())
     else:
         weights, best_info = export_weights(model, config), {}
-    metrics: dict = {"epochs_run": len(history.history.get("loss", [])), "train_minutes": round(minutes, 2)}
+    if not all(np.isfinite(w).all() for w in weights.values()):
+        raise TrainingDiverged(
+            "training diverged: the loss became NaN or infinite before any epoch finished with a finite one; "
+            "try a lower --learning-rate or --clipnorm"
+        )
+    metrics: dict = {"epochs_run": epochs_run, "train_minutes": round(minutes, 2)}
     if config.ensemble > 1:
         metrics["seed"] = config.seed
     if best_info:
