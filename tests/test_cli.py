@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -227,3 +228,122 @@ def test_a_wheel_carries_the_bundled_model_and_answers_outside_the_source_tree(t
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(json.loads(done.stdout)) >= 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["next", "the", "-k", "100000"], "-k must be between 1 and 1000, not 100000"),
+        (["continue", "the", "-n", "100000"], "-n/--words must be at most 1000, not 100000"),
+    ],
+)
+def test_absurd_counts_are_refused_in_one_line(tiny_model_dir, args, message, capsys):
+    assert main([*args, "--model", str(tiny_model_dir)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"wordbot: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["next", "the", "-k", "0", "--json"],
+        ["next", "the", "--json", "--model", "/nonexistent"],
+        ["eval", "no-such-file.txt", "--json"],
+        ["info", "/nonexistent", "--json"],
+    ],
+)
+def test_with_json_an_error_is_a_json_object_too(args, capsys):
+    """A script reading --json output gets JSON whatever happens; people still read stderr."""
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert captured.err == f"wordbot: error: {error}\n"
+
+
+def test_with_json_a_usage_error_is_a_json_object_too(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["next", "the", "-k", "many", "--json"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": "argument -k: invalid int value: 'many'"}
+    assert "invalid int value" in captured.err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["next", "the"], ["continue", "the", "-n", "5"], ["info"]])
+def test_a_failed_write_is_one_line_not_a_traceback(tiny_model_dir, command):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "wordbot", *command, "--model", str(tiny_model_dir)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "wordbot: error: cannot write: No space left on device\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--learning-rate", "nan"], "learning_rate must be a positive number"),
+        (["--learning-rate", "-0.1"], "learning_rate must be a positive number"),
+        (["--clipnorm", "inf"], "clipnorm must be a positive number"),
+        (["--max-minutes", "-1"], "max_minutes must be 0 (no limit) or a positive number"),
+        (["--max-minutes", "nan"], "max_minutes must be 0 (no limit) or a positive number"),
+        (["--patience", "-1"], "patience must be 0 or more"),
+        (["--mix-order", "9"], "mix_order must be 0 (no n-gram) or 1 to 6"),
+        (["--seed", "-1"], "seed must be in [0, 2**32)"),
+        (["--seq-len", "0"], "seq_len must be at least 1"),
+        (["--dropout", "1.0"], "dropout must be in [0, 1)"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_training_options_that_make_no_sense_are_one_line_errors(tmp_path, option, message, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some words to train on\n" * 50)
+    assert main(["train", str(corpus), "--out", str(tmp_path / "m"), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: bad training configuration: ") and message in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello world, here I am\n", "give more text or a smaller --seq-len"),
+        ("caf\u00e9 au lait\n".encode("latin-1"), "iconv -f cp1252 -t utf-8"),
+        (bytes(range(256)) * 4, "NUL bytes"),
+    ],
+)
+def test_a_corpus_that_cannot_train_is_refused_before_anything_is_written(tmp_path, content, message, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(content)
+    assert main(["train", str(corpus), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_the_same_corpus_file_twice_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some words to train on\n" * 50)
+    assert main(["train", str(corpus), str(corpus), "--out", str(tmp_path / "m")]) == 2
+    assert "is given twice" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_training_starts_says_nothing_was_kept(tmp_path, monkeypatch, capsys):
+    """Interrupted while reading the corpus: there is no DIR.partial to resume from."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some words to train on\n" * 50)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("wordbot.training.read_corpus", interrupted)
+    assert main(["train", str(corpus), "--out", str(tmp_path / "m")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before training started; nothing was written" in err and "resume" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]

@@ -212,3 +212,24 @@ def test_paired_differences_give_an_interval_that_excludes_zero_only_for_a_real_
     assert spread["low"] < spread["difference"] < spread["high"]
     with pytest.raises(ValueError, match="same"):
         evaluate.paired_differences(a, evaluate_messages(good, messages[:5], progress=False, per_message=True))
+
+
+def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_model_dir, tmp_path):
+    """A file of punctuation has no words to suggest: top-k and keystroke savings are
+    undefined, shown as "-" and null, not as a 0% that reads as a measurement."""
+    found = evaluate_messages(ranked("banana"), [". . ."], progress=False)
+    assert found["words"] == 0 and found["top1"] is None and found["ksr"] is None and found["perplexity"] > 0
+    rows = {line[:30].strip(): line[30:].split() for line in format_table({"m": found}).splitlines()}
+    assert rows["top-1 next word"] == ["-"] and rows["keystroke savings"] == ["-"]
+
+    test_file = tmp_path / "dots.txt"
+    test_file.write_text("... !!! ???\n")
+    table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
+    assert "over 1 message):" in table and "top-3" not in table.split("against")[-1]
+
+    def no_nan(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True), parse_constant=no_nan)
+    served = report[str(test_file)]["tiny/rnn"]
+    assert served["top3"] is None and served["mrr3"] is None and set(served["against"]["KN4"]) == {"perplexity"}

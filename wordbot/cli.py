@@ -7,8 +7,10 @@ inside wordbot.training.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,20 @@ from wordbot.errors import WordbotError
 from wordbot.text import join_text, partial_word
 
 MAX_TEXT_CHARS = 100_000
+MAX_K = 1000  # `next -k`: more suggestions than anyone reads
+MAX_WORDS = 1000  # `continue -n`: a continuation stops at the end of a message long before
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but with --json on the command line a usage error is also a JSON object
+    on standard output, as every other error is, so a script reading it always gets JSON."""
+
+    json_errors = False
+
+    def error(self, message: str):
+        if _Parser.json_errors:
+            print(json.dumps({"error": message}))
+        super().error(message)
 
 
 def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
@@ -32,7 +48,7 @@ def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wordbot",
         description="A small, fast next-word predictor. With no command, opens the interactive REPL.",
     )
@@ -41,14 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("next", help="print the likeliest next words of a text")
     p.add_argument("text", nargs="*", help="the text so far ('-' reads standard input; none: start of a message)")
-    p.add_argument("-k", type=int, default=5, help="how many words (default 5)")
+    p.add_argument("-k", type=int, default=5, help=f"how many words, 1 to {MAX_K} (default 5)")
     p.add_argument("--complete", action="store_true", help="complete the last word if the text ends inside one")
     p.add_argument("--json", action="store_true", help="print JSON: a list of {word, prob}")
     _add_model(p)
 
     p = sub.add_parser("continue", help="continue a text with sampled words")
     p.add_argument("text", nargs="*", help="the text to continue ('-' reads standard input)")
-    p.add_argument("-n", "--words", type=int, default=20, help="at most this many words (default 20)")
+    p.add_argument(
+        "-n", "--words", type=int, default=20, help=f"at most this many words, 0 to {MAX_WORDS} (default 20)"
+    )
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (default 40)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus: smallest set with this mass (default 0.95)")
@@ -142,8 +160,8 @@ def _predictor(args: argparse.Namespace):
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise WordbotError("-k must be at least 1")
+    if not 1 <= args.k <= MAX_K:
+        raise WordbotError(f"-k must be between 1 and {MAX_K}, not {args.k}")
     predictor = _predictor(args)
     text = _text(args)
     predictions = predictor.complete(text, args.k) if args.complete else predictor.next_words(text, args.k)
@@ -159,6 +177,8 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:
+    if args.words > MAX_WORDS:
+        raise WordbotError(f"-n/--words must be at most {MAX_WORDS}, not {args.words}")
     if (
         args.words < 0
         or not 0 <= args.temperature < math.inf
@@ -216,13 +236,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.corpus:
             raise WordbotError("give corpus files to train on, or --config FILE")
         config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    out = Path(config.out)
+    partial = out.parent / f"{out.name}.partial"
     try:
         out = train(config, progress=False if args.quiet else None)
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; progress is kept in {config.out}.partial/ — run the same command again to resume",
-            file=sys.stderr,
-        )
+        if partial.exists():
+            print(
+                f"\ninterrupted; progress is kept in {partial}/ — run the same command again to resume",
+                file=sys.stderr,
+            )
+        else:  # while reading the corpus or loading TensorFlow
+            print("\ninterrupted before training started; nothing was written", file=sys.stderr)
         return 130
     print(f"model written to {out}")
     return 0
@@ -327,15 +352,52 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["repl", *argv]  # `wordbot --model DIR` opens the REPL on that model
-    args = parser.parse_args(argv)
+    _Parser.json_errors = "--json" in argv
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        _Parser.json_errors = False
     if args.command is None:
         args = parser.parse_args(["repl"])
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a failed write is caught, not at exit
+        return status
     except WordbotError as e:
-        print(f"wordbot: error: {e}", file=sys.stderr)
-        return 2
+        return _error(args, str(e), 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader went away (`| head`): quietly, and without Python's complaint at exit.
+        _silence_stdout()
         return 0
+    except OSError as e:
+        if e.errno not in _WRITE_ERRORS:
+            raise
+        # A full disk or a vanished terminal: writing the answer (or a model) failed.
+        _silence_stdout()
+        return _error(args, f"cannot write: {e.strerror or e}", 1)
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _error(args: argparse.Namespace, message: str, status: int) -> int:
+    """One line on standard error; with --json, the same as a JSON object on standard output."""
+    print(f"wordbot: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps({"error": message}, ensure_ascii=False), flush=True)
+        except OSError:
+            _silence_stdout()
+    return status
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -238,13 +238,15 @@ def evaluate_messages(
         extra["per_message"] = {name: each[:, i] for i, name in enumerate(_PER_MESSAGE)}
     return extra | {
         "positions": positions,
-        "perplexity": math.exp(-log_likelihood / scored) if scored else float("nan"),
-        "oov_rate": oov / positions if positions else 0.0,
+        # None where there was nothing to score (a text of punctuation has no words):
+        # "-" in the table, null in JSON, rather than a 0% that reads as a measurement.
+        "perplexity": math.exp(-log_likelihood / scored) if scored else None,
+        "oov_rate": oov / positions if positions else None,
         "words": words,
-        "top1": hits1 / words if words else 0.0,
-        "top3": hits3 / words if words else 0.0,
-        "mrr3": reciprocal / words if words else 0.0,
-        "ksr": 1.0 - keys_used / keys_plain if keys_plain else 0.0,
+        "top1": hits1 / words if words else None,
+        "top3": hits3 / words if words else None,
+        "mrr3": reciprocal / words if words else None,
+        "ksr": 1.0 - keys_used / keys_plain if keys_plain else None,
         "latency_word_ms_median": float(np.median(word_ms)) if len(word_ms) else 0.0,
         "latency_word_ms_p99": float(np.percentile(word_ms, 99)) if len(word_ms) else 0.0,
         "latency_key_ms_median": float(np.median(key_ms)),
@@ -305,9 +307,12 @@ def paired_differences(a: dict, b: dict, resamples: int = 2000, level: float = 0
 def format_differences(a_name: str, b_name: str, found: dict, messages: int) -> str:
     """One line per figure: `a` against `b`, with the interval `paired_differences` gave."""
     labels = {"top1": "top-1", "top3": "top-3", "ksr": "keystroke savings", "perplexity": "perplexity"}
-    lines = [f"{a_name} against {b_name} (95% paired-bootstrap interval over the {messages:,} messages):"]
+    over = f"the {messages:,} messages" if messages != 1 else "1 message"
+    lines = [f"{a_name} against {b_name} (95% paired-bootstrap interval over {over}):"]
     for key, label in labels.items():
-        d = found[key]
+        d = found.get(key)
+        if d is None:
+            continue
         unit = "%" if key == "perplexity" else " points"
         lines.append(f"  {label:<18} {d['difference']:+.2f}{unit}  ({d['low']:+.2f} to {d['high']:+.2f})")
     return "\n".join(lines)
@@ -409,7 +414,9 @@ def format_table(results: dict[str, dict]) -> str:
     rows = [header]
     for key, label, fmt in _ROWS:
         if any(key in m for m in results.values()):
-            rows.append([label, *(fmt.format(results[n][key]) if key in results[n] else "-" for n in names)])
+            rows.append(
+                [label, *(fmt.format(results[n][key]) if results[n].get(key) is not None else "-" for n in names)]
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for j, row in enumerate(rows):
@@ -471,6 +478,8 @@ def run(
             # The served model against the baseline, with how much the figures could
             # move on other text like this (what "beats by 2 points" can mean).
             found = paired_differences(results[served], results[baseline_name])
+            if not results[served]["words"]:  # nothing to compare but perplexity
+                found = {k: v for k, v in found.items() if k == "perplexity"}
             results[served]["against"] = {baseline_name: found}
             messages = len(results[served]["per_message"]["words"])
             block += "\n\n" + format_differences(served, baseline_name, found, messages)
@@ -479,7 +488,7 @@ def run(
         report[str(path)] = results
         blocks.append(block)
     if as_json:
-        return json.dumps(report, indent=2)
+        return json.dumps(report, indent=2, allow_nan=False)
     return "\n\n".join(blocks)
 
 
