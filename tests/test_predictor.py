@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, sample
-from wordbot.text import SPECIALS, tokenize
+from wordbot.text import SPECIALS, is_word, tokenize
 
 TEXTS = ["", "deep learning is a", "The dog ", "hello,", "!!!", "😀😀", "zxqv unknownish words", "a\x00b\x1b[31m"]
 
@@ -195,3 +196,13 @@ def test_an_ensemble_predicts_the_mean_of_its_networks(tmp_path):
     assert np.allclose(p, np.mean(singles, axis=0), atol=1e-7) and np.isclose(p.sum(), 1.0)
     words = predictor.next_words("the dog sat on the", k=3)
     assert [w.prob for w in words] == sorted((w.prob for w in words), reverse=True)
+
+
+@pytest.mark.parametrize("text", ["", "-- ", "what? ", 'he said, "', "and"])
+def test_a_continuation_never_repeats_punctuation_back_to_back(tiny_predictor, text):
+    """Greedy decoding used to loop on a punctuation token ("-- -- -- --") until the cap."""
+    for seed, temperature in [(0, 0.0), *((s, 1.5) for s in range(30))]:
+        continuation = tiny_predictor.continue_text(text, 12, temperature=temperature, top_k=0, top_p=1.0, seed=seed)
+        tokens = tokenize(text + continuation)
+        repeats = [a for a, b in itertools.pairwise(tokens) if a == b and not is_word(a)]
+        assert not repeats, (text, continuation)

@@ -307,6 +307,11 @@ class Predictor:
             probs[self._banned] = 0.0
             if not out:
                 probs[EOS_ID] = 0.0  # say at least something
+            # Punctuation never follows itself ("-- --", ", ,", '" "'): greedy decoding
+            # would otherwise loop on it until the token cap.
+            previous = out[-1] if out else (context_tokens[-1] if context_tokens else None)
+            if previous is not None and not is_word(previous) and previous in self.tokenizer.index:
+                probs[self.tokenizer.index[previous]] = 0.0
             total = probs.sum()
             if total <= 0:
                 break
