@@ -37,7 +37,11 @@ def test_a_saved_model_loads_back(model_dir):
         (lambda d: (d / "weights.npz").unlink(), "weights.npz is missing"),
         (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
         (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json: unreadable"),
-        (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: unreadable"),
+        (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: not a weights archive"),
+        (
+            lambda d: (d / "weights.npz").write_bytes((d / "weights.npz").read_bytes()[:1000]),
+            "weights.npz: not a weights archive (.npz); the file is damaged or truncated",
+        ),
         (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
         (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
         (lambda d: _edit_manifest(d, architecture={"cell": "transformer"}), "unknown cell 'transformer'"),

@@ -265,6 +265,8 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
     path = directory / "weights.npz"
     if not path.is_file():
         raise ModelError(f"{directory}: weights.npz is missing")
+    if not zipfile.is_zipfile(path):  # else NumPy tries it as a pickle and talks of allow_pickle
+        raise ModelError(f"{path}: not a weights archive (.npz); the file is damaged or truncated")
     try:
         with np.load(path, allow_pickle=False) as npz:
             weights = {k: npz[k] for k in npz.files}
