@@ -40,7 +40,7 @@ def test_a_saved_model_loads_back(model_dir):
         (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: not a weights archive"),
         (
             lambda d: (d / "weights.npz").write_bytes((d / "weights.npz").read_bytes()[:1000]),
-            "weights.npz: not a weights archive (.npz); the file is damaged or truncated",
+            "weights.npz: not a weights archive .* damaged or truncated",
         ),
         (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
         (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
