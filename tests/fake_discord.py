@@ -102,6 +102,7 @@ class FakeDiscord:
         self.application_id = int(self.bot_user["id"])
         self.guild_id = self.new_id()
         self.channel_id = self.new_id()
+        self.bot_role_id = self.new_id()  # the role Discord makes for a bot when it joins a server
         self.users = {name: user_payload(self.new_id(), name) for name in ("alice", "bob", "carol", "dave")}
         self.users["otherbot"] = user_payload(self.new_id(), "otherbot", bot=True)
         self.messages: dict[int, dict[str, Any]] = {}
@@ -115,6 +116,12 @@ class FakeDiscord:
         self.command_puts = 0
         self.interaction_responses: list[dict[str, Any]] = []
         self.sessions: dict[str, Session] = {}
+        self.closes: list[int | None] = []  # close code of each gateway connection that ended
+        # Channels where a POSTed message gets Discord's 403 (50013, Missing Permissions), and
+        # where a reply does (160002: replying needs Read Message History).
+        self.forbidden_channels: set[int] = set()
+        self.no_history_channels: set[int] = set()
+        self.channel_overwrites: list[dict[str, Any]] = []  # the channel's permission overwrites
         self.dispatched_at: dict[int, float] = {}  # message id -> perf_counter when sent to the bot
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -177,7 +184,9 @@ class FakeDiscord:
         author: str = "alice",
         reply_to: dict[str, Any] | None = None,
         mentions: list[dict[str, Any]] | None = None,
+        dm_channel: int | None = None,
     ) -> dict[str, Any]:
+        """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild."""
         user = self.users.get(author, self.bot_user)
         message: dict[str, Any] = {
             "id": str(self.new_id()),
@@ -198,6 +207,9 @@ class FakeDiscord:
             "type": 0,
             "flags": 0,
         }
+        if dm_channel is not None:
+            message["channel_id"] = str(dm_channel)
+            del message["guild_id"], message["member"]
         if reply_to is not None:
             message["type"] = 19  # a reply
             message["message_reference"] = {
@@ -268,6 +280,10 @@ class FakeDiscord:
     def mention(self) -> str:
         return f"<@{self.bot_user['id']}>"
 
+    def role_mention(self) -> str:
+        """What a user gets picking the bot's role, not the bot, in Discord's @ autocomplete."""
+        return f"<@&{self.bot_role_id}>"
+
     async def wait_for_reply(self, message: dict[str, Any], timeout: float = 10.0) -> Posted:
         """The first message the bot POSTed as a reply to `message`."""
         message_id = int(message["id"])
@@ -290,6 +306,12 @@ class FakeDiscord:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(poll(), timeout)
+
+    async def set_channel_overwrites(self, overwrites: list[dict[str, Any]]) -> None:
+        """An admin edits the channel's permissions; the gateway gets CHANNEL_UPDATE."""
+        self.channel_overwrites = overwrites
+        channel = next(c for c in self._guild_payload()["channels"] if c["id"] == str(self.channel_id))
+        await self.dispatch("CHANNEL_UPDATE", {**channel, "guild_id": str(self.guild_id)})
 
     async def drop_connections(self) -> None:
         """Cut every gateway connection without a close frame, like a network failure."""
@@ -338,26 +360,42 @@ class FakeDiscord:
             "mentionable": False,
             "flags": 0,
         }
+        bot_role = {
+            **everyone,
+            "id": str(self.bot_role_id),
+            "name": "wordbot",
+            "permissions": "0",
+            "position": 1,
+            "managed": True,
+            "tags": {"bot_id": self.bot_user["id"]},
+        }
         channel = {
             "id": str(self.channel_id),
             "type": 0,
             "guild_id": str(self.guild_id),
             "name": "general",
             "position": 0,
-            "permission_overwrites": [],
+            "permission_overwrites": self.channel_overwrites,
             "nsfw": False,
             "parent_id": None,
             "topic": None,
             "last_message_id": None,
             "rate_limit_per_user": 0,
         }
-        me = {"user": self.bot_user, "roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0}
+        me = {
+            "user": self.bot_user,
+            "roles": [str(self.bot_role_id)],
+            "joined_at": EPOCH,
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+        }
         return {
             "id": str(self.guild_id),
             "name": "wordbot test server",
             "icon": None,
             "owner_id": self.users["alice"]["id"],
-            "roles": [everyone],
+            "roles": [everyone, bot_role],
             "emojis": [],
             "stickers": [],
             "features": [],
@@ -405,6 +443,7 @@ class FakeDiscord:
             # presence updates, member chunk requests and the rest: ignored
         if session is not None and session.ws is ws:
             session.ws = None
+        self.closes.append(ws.close_code)
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
@@ -540,6 +579,11 @@ class FakeDiscord:
         if len(payload.get("content") or "") > 2000:
             error = {"message": "Invalid Form Body", "code": 50035}
             return json_response(error, 400)
+        if interaction_token is None and channel_id in self.forbidden_channels:
+            return json_response({"message": "Missing Permissions", "code": 50013}, 403)
+        if interaction_token is None and channel_id in self.no_history_channels and payload.get("message_reference"):
+            error = {"message": "Cannot reply without permission to read message history", "code": 160002}
+            return json_response(error, 403)
         message = self.message_payload(payload.get("content") or "", author="wordbot")
         message["channel_id"] = str(channel_id)
         if payload.get("message_reference"):

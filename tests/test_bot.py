@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,12 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
     fake.point_client_here(monkeypatch)
     yield fake
     await fake.close()
+    # Whatever the test did, nothing the bot sent could ping anyone: answers, refusals,
+    # apologies, help, slash command responses alike.
+    for posted in fake.posted:
+        mentions = posted.payload.get("allowed_mentions")
+        assert mentions is not None and mentions["parse"] == [], posted.payload
+        assert not mentions.get("replied_user"), posted.payload
 
 
 @pytest_asyncio.fixture
@@ -178,9 +185,8 @@ async def test_help_counts_against_the_rate_limit(server, start_bot):
     assert "Model:" in first.content
     second = await server.wait_for_reply(await server.send_message("!next the"))
     assert "→" in second.content
-    for command in ("!help", "!next the"):
-        answer = await server.wait_for_reply(await server.send_message(command))
-        assert answer.content.startswith("Slow down")
+    answer = await server.wait_for_reply(await server.send_message("!help"))
+    assert answer.content.startswith("Slow down")
 
 
 @pytest.mark.asyncio
@@ -264,6 +270,92 @@ async def test_a_reply_to_the_bot_without_a_written_mention_is_not_answered(serv
     assert all(p.reply_to != int(silent["id"]) for p in server.posted)
 
 
+@pytest.mark.asyncio
+async def test_a_count_alone_in_a_reply_is_the_length_not_the_text(server, bot):
+    original = await server.send_message("it was a dark and stormy", author="bob")
+    for text, mentions in (("!continue 3", None), (f"{server.mention()} 3", [server.bot_user])):
+        reply = await server.wait_for_reply(await server.send_message(text, reply_to=original, mentions=mentions))
+        assert reply.content.startswith("it was a dark and stormy"), reply.content
+        written = reply.content.split("**")[1] if "**" in reply.content else ""
+        assert sum(is_word(t) for t in tokenize(written)) <= 3
+
+
+@pytest.mark.asyncio
+async def test_the_command_lines_options_work_in_the_channel_too(server, bot):
+    reply = await server.wait_for_reply(await server.send_message("!next the cat -k 3"))
+    assert reply.content.startswith("the cat →") and len(words_of(reply.content)) == 3
+    reply = await server.wait_for_reply(await server.send_message("!continue once upon a time -n 3"))
+    assert reply.content.startswith("once upon a time") and "-n" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_message_without_text_or_to_a_deleted_one_says_so(server, bot):
+    picture = await server.send_message("", author="bob")  # an attachment or embed, no text
+    for command in ("!next", "!continue"):
+        reply = await server.wait_for_reply(await server.send_message(command, reply_to=picture))
+        assert reply.content == "The message you replied to has no text for me to work with."
+    gone = await server.send_message("soon deleted", author="bob")
+    del server.messages[int(gone["id"])]
+    for content, mentions in (("!continue", None), (server.mention(), [server.bot_user])):
+        payload = server.message_payload(content, reply_to=gone, mentions=mentions)
+        del payload["referenced_message"]  # deleted: Discord sends none, and fetching it fails
+        await server.dispatch("MESSAGE_CREATE", payload)
+        reply = await server.wait_for_reply(payload)
+        assert reply.content.startswith("I can't see the message you replied to"), reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_long_message_uses_its_end_rather_than_refusing(server, bot):
+    long = await server.send_message("word " * 300 + "the end of the", author="bob")
+    reply = await server.wait_for_reply(await server.send_message("!next", reply_to=long))
+    assert "→" in reply.content and reply.content.startswith("…") and "the end of the →" in reply.content
+
+
+@pytest.mark.asyncio
+async def test_continuing_the_bots_own_answer_continues_the_story_not_its_markdown(server, bot):
+    first = await server.wait_for_reply(await server.send_message("!continue once upon a time_machine 5"))
+    assert first.content.startswith("once upon a time\\_machine")
+    story = wordbot_bot.plain(first.content)
+    assert story.startswith("once upon a time_machine") and "**" not in story
+    again = await server.wait_for_reply(await server.send_message("!continue 5", reply_to=first.message))
+    assert again.content.startswith(discord.utils.escape_markdown(story)), (story, again.content)
+    hint = await server.wait_for_reply(await server.send_message("!next", reply_to=first.message))
+    assert hint.content.split(" → ")[0] == discord.utils.escape_markdown(story)
+
+
+@pytest.mark.asyncio
+async def test_mentioning_the_bots_role_counts_as_mentioning_the_bot(server, bot):
+    message = await server.send_message(f"{server.role_mention()} the weather today")
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("the weather today") and "<@" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_bare_mention_gets_the_help_not_a_random_continuation(server, bot, tiny_predictor):
+    reply = await server.wait_for_reply(await server.send_message(server.mention(), mentions=[server.bot_user]))
+    assert "!next" in reply.content and tiny_predictor.describe() in reply.content
+
+
+@pytest.mark.asyncio
+async def test_links_in_answers_do_not_unfurl_into_embeds(server, bot):
+    reply = await server.wait_for_reply(await server.send_message("!next see https://example.com for"))
+    assert "https://example.com" in reply.content
+    assert reply.payload.get("flags", 0) & discord.MessageFlags.suppress_embeds.flag
+    interaction = await server.send_interaction("continue", {"text": "see https://example.com", "words": 3})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert answer.payload.get("flags", 0) & discord.MessageFlags.suppress_embeds.flag
+
+
+@pytest.mark.asyncio
+async def test_the_bot_answers_in_direct_messages(server, bot):
+    dm = server.new_id()
+    message = await server.send_message("!next the", dm_channel=dm)
+    reply = await server.wait_for_reply(message)
+    assert reply.channel_id == dm and reply.content.startswith("the →")
+    message = await server.send_message(f"{server.mention()} the", dm_channel=dm, mentions=[server.bot_user])
+    assert (await server.wait_for_reply(message)).content.startswith("the")
+
+
 # -- what a server admin expects -----------------------------------------------------------
 
 
@@ -297,6 +389,79 @@ async def test_a_user_past_the_cooldown_is_asked_to_slow_down(server, start_bot)
     # Another user has their own budget.
     other = await server.wait_for_reply(await server.send_message("!next the", author="bob"))
     assert "→" in other.content
+
+
+@pytest.mark.asyncio
+async def test_a_burst_past_the_cooldown_gets_one_slow_down_not_one_per_message(server, start_bot):
+    await start_bot(cooldown_rate=2, cooldown_per=60)
+    sent = [await server.send_message("!next the") for _ in range(4)]
+    sent.append(await server.send_message(f"{server.mention()} the", mentions=[server.bot_user]))
+    sent += [await server.send_message("!continue the") for _ in range(3)]
+    await server.wait_for_reply(await server.send_message("!next the", author="bob"))  # bob has his own
+    await asyncio.sleep(0.2)
+    answers = [p.content for p in server.posted if p.reply_to in {int(m["id"]) for m in sent}]
+    assert sum("→" in a for a in answers) == 2
+    assert sum(a.startswith("Slow down") for a in answers) == 1, answers
+    assert len(answers) == 3
+    # A slash command must always be answered; only its user sees it.
+    interaction = await server.send_interaction("next", {"text": "the"})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert answer.content.startswith("Slow down")
+    assert server.interaction_responses[-1]["data"]["flags"] & discord.MessageFlags.ephemeral.flag
+
+
+@pytest.mark.asyncio
+async def test_where_the_bot_may_not_send_it_logs_one_line_and_stays_quiet(server, bot, caplog):
+    server.forbidden_channels.add(server.channel_id)  # Discord answers 403: a role was taken away
+    with caplog.at_level(logging.DEBUG):
+        for content in ("!next the", "!continue the", f"{server.mention()} the", "!next " + "x" * 1500):
+            await server.send_message(content, mentions=[server.bot_user])
+        await server.wait_until(lambda: sum(m == "POST" for m, _ in server.requests) >= 4)
+        await asyncio.sleep(0.2)
+    assert server.posted == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "wordbot.bot"]
+    assert len(warnings) == 1 and "cannot send messages in #general" in warnings[0].getMessage()
+    server.forbidden_channels.clear()  # the permission is back
+    reply = await server.wait_for_reply(await server.send_message("!next the"))
+    assert "→" in reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_channel_denying_send_costs_no_refused_requests(server, bot, caplog):
+    deny_send = {"id": server.bot_user["id"], "type": 1, "allow": "0", "deny": str(1 << 11)}
+    await server.set_channel_overwrites([deny_send])
+    await server.wait_until(lambda: bot.get_channel(server.channel_id).overwrites)
+    posts = sum(m == "POST" for m, _ in server.requests)
+    with caplog.at_level(logging.WARNING, logger="wordbot.bot"):
+        for _ in range(3):
+            await server.send_message("!next the")
+        await asyncio.sleep(0.3)
+    # Discord counts refused requests against the bot (too many and it is locked out for an
+    # hour): where the cache says it may not send, it does not try.
+    assert sum(m == "POST" for m, _ in server.requests) == posts
+    assert len(caplog.records) == 1
+    await server.set_channel_overwrites([])
+    await server.wait_until(lambda: not bot.get_channel(server.channel_id).overwrites)
+    assert "→" in (await server.wait_for_reply(await server.send_message("!next the"))).content
+
+
+@pytest.mark.asyncio
+async def test_without_read_message_history_it_answers_without_the_reply_link(server, bot, caplog):
+    server.no_history_channels.add(server.channel_id)  # Discord refuses replies (160002)
+    with caplog.at_level(logging.WARNING):
+        await server.send_message("!next what is the")
+        answer = await server.wait_for(lambda p: p.content.startswith("what is the →"))
+    assert answer.reply_to is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.asyncio
+async def test_refusals_of_slash_commands_are_seen_only_by_their_user(server, bot):
+    interaction = await server.send_interaction("next", {"text": "word " * 250})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert f"{MAX_INPUT_CHARS:,} characters" in answer.content
+    assert server.interaction_responses[-1]["data"]["flags"] & discord.MessageFlags.ephemeral.flag
 
 
 @pytest.mark.asyncio
@@ -475,6 +640,17 @@ def test_the_invite_url_asks_for_what_the_bot_needs():
     assert wordbot_bot.PERMISSIONS.read_message_history and wordbot_bot.PERMISSIONS.send_messages
 
 
+def test_split_count_takes_the_command_lines_spellings_and_a_count_alone_in_a_reply():
+    assert split_count("once upon a time -n 30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon a time --words=30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon n=30", "words", bare=True) == ("once upon", 30)
+    assert split_count("the cat -k 3", "k", bare=False) == ("the cat", 3)
+    assert split_count("the cat -n 3", "k", bare=False) == ("the cat -n 3", None)
+    assert split_count("the score was 3 -1", "words", bare=True) == ("the score was 3 -1", None)
+    assert split_count("30", "words", bare=True, alone=True) == ("", 30)
+    assert split_count("30", "words", bare=True) == ("30", None)
+
+
 def test_split_count_takes_only_the_option_meant():
     assert split_count("deep learning k=3", "k", bare=False) == ("deep learning", 3)
     assert split_count("the year 1984", "k", bare=False) == ("the year 1984", None)
@@ -616,6 +792,59 @@ def test_run_explains_what_discord_refused_in_one_line(options, token, expected,
     lines = [line for line in err.splitlines() if line.startswith("wordbot:")]
     assert len(lines) == 1 and expected in lines[0]
     assert "Traceback" not in err and token not in err
+
+
+def test_a_token_passed_as_the_token_file_is_not_printed_back(tmp_path, monkeypatch, capsys):
+    token = "MTA1NjQ4OTk5OTk5OTk5OTk5OQ.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    monkeypatch.chdir(tmp_path)
+    assert run(token_file=token) == 2
+    err = capsys.readouterr().err
+    assert token not in err and token[:20] not in err
+    assert "not the token itself" in one_error_line(err)
+
+
+def test_a_token_pasted_with_quotes_or_the_bot_prefix_is_taken(tmp_path, monkeypatch):
+    path = tmp_path / "token"
+    for written in ('"abc.def.ghi"\n', "Bot abc.def.ghi\n", "'abc.def.ghi'"):
+        path.write_text(written)
+        assert wordbot_bot.read_token(path) == "abc.def.ghi"
+    monkeypatch.setenv("DISCORD_TOKEN", "Bot abc.def.ghi")
+    assert wordbot_bot.read_token(None) == "abc.def.ghi"
+
+
+def test_sigterm_closes_the_connection_and_exits_cleanly(tiny_model_dir):
+    side = FakeDiscordThread()
+    server = side.server
+    script = (
+        "import sys, discord, yarl\n"
+        "discord.http.Route.BASE = sys.argv[1]\n"
+        "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
+        "from wordbot.bot import run\n"
+        "sys.exit(run(model=sys.argv[3]))\n"
+    )
+    env = {**os.environ, "DISCORD_TOKEN": server.token}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, server.api_base, server.gateway_url, str(tiny_model_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        side.call_sync(server.wait_until(lambda: bool(server.identifies), timeout=30))
+        message = side.call_sync(server.send_message("!next the"))
+        assert "→" in side.call_sync(server.wait_for_reply(message)).content
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        side.close()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and server.token not in err + out
+    # A close frame (discord.py's code), not a dropped socket: Discord shows the bot offline at once.
+    assert server.closes and server.closes[-1] not in (None, 1006), server.closes
 
 
 def test_the_token_file_wins_over_the_environment(tmp_path, monkeypatch):

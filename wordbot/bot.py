@@ -9,11 +9,14 @@ portal), which the prefix, reply and mention forms need to read what users wrote
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,21 +53,28 @@ NO_TOKEN_MESSAGE = (
     "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
 )
 
-# A trailing "k=7" on !next, and "words=50" or just "50" on !continue, in the prefix form.
-_TRAILING_COUNT = re.compile(r"(?:^|\s+)(?:(?P<key>k|words)=)?(?P<count>\d{1,4})\s*$", re.IGNORECASE)
+# A trailing "k=7" on !next, and "words=50" or just "50" on !continue, in the prefix form; also
+# the command line's spellings ("-k 7", "-n 50") and "n=50".
+_TRAILING_COUNT = re.compile(
+    r"(?:^|\s+)(?:(?P<key>[a-z]+)=|--?(?P<flag>[a-z]+)(?:=|\s+))?(?P<count>\d{1,4})\s*$", re.IGNORECASE
+)
+_COUNT_NAMES = {"k": {"k"}, "words": {"words", "n"}}
 
 
-def split_count(text: str, key: str, *, bare: bool, bare_max: int = MAX_WORDS) -> tuple[str, int | None]:
+def split_count(
+    text: str, key: str, *, bare: bool, bare_max: int = MAX_WORDS, alone: bool = False
+) -> tuple[str, int | None]:
     """Take a trailing count option off prefix-command text: `("deep learning k=3", "k")` ->
     `("deep learning", 3)`. A bare trailing number counts only when `bare` is true and
-    it is at most `bare_max` ("born in 1984" keeps its year)."""
+    it is at most `bare_max` ("born in 1984" keeps its year), and a number that is the whole
+    text only when `alone` is true (a reply: "!continue 30" on another message)."""
     match = _TRAILING_COUNT.search(text)
     if match is None:
         return text, None
-    named = match["key"]
-    if named and named.lower() != key:
+    named = match["key"] or match["flag"]
+    if named and named.lower() not in _COUNT_NAMES.get(key, {key}):
         return text, None
-    if not named and (not bare or match.start() == 0 or int(match["count"]) > bare_max):
+    if not named and (not bare or (match.start() == 0 and not alone) or int(match["count"]) > bare_max):
         return text, None  # "!continue 1984", "!continue born in 1984": the number is the text
     return text[: match.start()], int(match["count"])
 
@@ -80,6 +90,27 @@ def echo(text: str) -> str:
     if len(text) > ECHO_CHARS:
         text = "…" + text[-ECHO_CHARS:].lstrip()
     return discord.utils.escape_markdown(text)
+
+
+def plain(content: str) -> str:
+    """The text of one of the bot's own answers without its formatting, so that `!continue` in
+    reply to an answer continues the story rather than the markdown: the prompt of a `!next`
+    answer, the prompt and continuation of a `!continue` one."""
+    if " → " in content:
+        content = content.split(" → ", 1)[0]
+    for note in ("*(start of a message)*", "*(the model has nothing to add)*"):
+        content = content.replace(note, "")
+    content = re.sub(r"\\(.)", r"\1", content.replace("**", ""))  # escape_markdown's backslashes
+    return content.lstrip("…").strip()
+
+
+def tail(text: str, limit: int = MAX_INPUT_CHARS) -> str:
+    """The last `limit` characters of `text`, from a word boundary: the end is what a
+    prediction needs."""
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    return cut if text[-limit - 1].isspace() else re.sub(r"^\S*\s*", "", cut, count=1)
 
 
 def percent(prob: float) -> str:
@@ -119,6 +150,11 @@ CONTINUE_WORDS = commands.parameter(
 )
 
 
+class NoText(commands.CommandError):
+    """A command or mention replied to a message whose text the bot cannot use; the message
+    says why, for the user."""
+
+
 class WordbotCog(commands.Cog, name="wordbot"):
     """Next-word prediction and text continuation."""
 
@@ -135,6 +171,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
         self.cooldown_rate, self.cooldown_per = cooldown_rate, cooldown_per
         # One budget per user shared by every command, `!help` and the mention form.
         self.cooldown = commands.CooldownMapping.from_cooldown(cooldown_rate, cooldown_per, commands.BucketType.user)
+        self._warned_until: dict[int, float] = {}  # user id -> until when "slow down" was said
+        self._mute_channels: set[int] = set()  # channels where the bot could not send, warned once
 
     async def cog_load(self) -> None:
         # `!help` is `!wordbot`, unless the bot has a help command of its own (this cog loaded
@@ -155,7 +193,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
     ) -> None:
         """The likeliest next words, with their probabilities (add k=10 for more)."""
         if ctx.interaction is None:
-            text, count = split_count(text, "k", bare=False)
+            text, count = split_count(text, "k", bare=False, alone=ctx.message.reference is not None)
             # In the prefix form discord.py stops at the free text; k comes only from "k=N".
             k = min(max(count, 1), MAX_K) if count is not None else DEFAULT_K
         text = await self.text_or_replied(ctx.message, text)
@@ -176,7 +214,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
     ) -> None:
         """Continues your text with words sampled from the model (a number up to 100 at the end sets how many)."""
         if ctx.interaction is None:
-            text, count = split_count(text, "words", bare=True)
+            text, count = split_count(text, "words", bare=True, alone=ctx.message.reference is not None)
             words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
         text = await self.text_or_replied(ctx.message, text)
         if not await self.check_length(ctx, text):
@@ -188,7 +226,9 @@ class WordbotCog(commands.Cog, name="wordbot"):
     @commands.hybrid_command(name="wordbot")
     async def about(self, ctx: commands.Context) -> None:
         """What this bot does, its commands, and the model it runs."""
-        prefix = "/" if ctx.interaction else ctx.clean_prefix
+        await self.respond(ctx, self.about_text("/" if ctx.interaction else ctx.clean_prefix))
+
+    def about_text(self, prefix: str) -> str:
         lines = [
             "**wordbot** predicts the next word with a small recurrent language model.",
             f"`{prefix}next <text>` — the likeliest next words and their probabilities (`k=10` for up to {MAX_K}).",
@@ -200,7 +240,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
             f" per {self.cooldown_per:g} seconds for each user.",
             f"Model: {self.predictor.describe()}",
         ]
-        await self.respond(ctx, "\n".join(lines))
+        return "\n".join(lines)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -221,7 +261,9 @@ class WordbotCog(commands.Cog, name="wordbot"):
         me = self.bot.user
         if message.author.bot or me is None:
             return
-        mention = re.compile(rf"<@!?{me.id}>")
+        # Discord's @ autocomplete offers the bot's own role next to the bot; either means the bot.
+        role = message.guild.self_role if message.guild is not None else None
+        mention = re.compile(rf"<@!?{me.id}>" + (rf"|<@&{role.id}>" if role is not None else ""))
         # Only a mention written in the text counts: a reply to the bot pings it silently,
         # and that alone should not make it talk.
         if not mention.search(message.content):
@@ -231,20 +273,30 @@ class WordbotCog(commands.Cog, name="wordbot"):
         try:
             retry_after = self.cooldown.update_rate_limit(message)
             if retry_after:
-                await self.send_reply(message, slow_down(retry_after))
+                if self.first_warning(message.author.id, retry_after):
+                    await self.send_reply(message, slow_down(retry_after))
                 return
             # As with !continue, a number at the end says how many words.
-            text, count = split_count(mention.sub(" ", message.content).strip(), "words", bare=True)
+            text, count = split_count(
+                mention.sub(" ", message.content).strip(), "words", bare=True, alone=message.reference is not None
+            )
             words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
+            if not text.strip() and message.reference is None and count is None:
+                # Just "@wordbot": someone wondering what this bot is.
+                prefix = self.bot.command_prefix if isinstance(self.bot.command_prefix, str) else "!"
+                await self.send_reply(message, self.about_text(prefix))
+                return
             text = await self.text_or_replied(message, text)
             if len(text) > MAX_INPUT_CHARS:
                 await self.send_reply(message, too_long())
                 return
             continuation = await asyncio.to_thread(self.predictor.continue_text, text, words)
             await self.send_reply(message, format_continuation(text, continuation))
+        except NoText as exc:
+            await self.send_reply(message, str(exc))
         except Exception:
             log.exception("the mention form failed for message %s", message.id)
-            await self.apologise(message.channel, reference=message)
+            await self.apologise(message)
 
     # -- shared pieces -------------------------------------------------------------------
 
@@ -262,7 +314,12 @@ class WordbotCog(commands.Cog, name="wordbot"):
         if isinstance(error, commands.CommandNotFound):
             return  # "!" followed by anything: not necessarily meant for us
         if isinstance(error, commands.CommandOnCooldown):
-            await self.respond(ctx, slow_down(error.retry_after), quiet=True)
+            # Said once per wait, not to every message of a burst: the warning must not become
+            # the flood. A slash command always gets an answer (only its user sees it).
+            if ctx.interaction is not None or self.first_warning(ctx.author.id, error.retry_after):
+                await self.respond(ctx, slow_down(error.retry_after), quiet=True)
+        elif isinstance(error, NoText):
+            await self.respond(ctx, str(error), quiet=True)
         elif isinstance(error, commands.UserInputError):
             usage = f"{ctx.clean_prefix}{ctx.command.qualified_name} {ctx.command.signature}".strip()
             await self.respond(ctx, f"I couldn't read that. Usage: `{usage}`", quiet=True)
@@ -273,8 +330,20 @@ class WordbotCog(commands.Cog, name="wordbot"):
             log.error("command %s failed", ctx.command, exc_info=original)
             await self.apologise(ctx)
 
+    def first_warning(self, user_id: int, retry_after: float) -> bool:
+        """Whether to tell this user to slow down: once, until their wait is over."""
+        now = time.monotonic()
+        if self._warned_until.get(user_id, 0.0) > now:
+            return False
+        if len(self._warned_until) > 1000:
+            self._warned_until = {u: t for u, t in self._warned_until.items() if t > now}
+        self._warned_until[user_id] = now + retry_after
+        return True
+
     async def text_or_replied(self, message: discord.Message, text: str) -> str:
-        """`text`, or when it is empty and `message` replies to another, that message's text."""
+        """`text`, or when it is empty and `message` replies to another, that message's text
+        (its end, if it is long; the plain text, if it is one of the bot's own answers).
+        Raises NoText when that message has no text or cannot be read."""
         if text.strip() or message.reference is None or message.reference.message_id is None:
             return text
         replied = message.reference.resolved
@@ -282,13 +351,20 @@ class WordbotCog(commands.Cog, name="wordbot"):
             try:
                 replied = await message.channel.fetch_message(message.reference.message_id)
             except discord.HTTPException:
-                return text  # deleted or out of reach: treat as an empty prompt
-        return replied.content
+                raise NoText(
+                    "I can't see the message you replied to (deleted, or I may not read this channel's history)."
+                ) from None
+        content = replied.content
+        if self.bot.user is not None and replied.author.id == self.bot.user.id:
+            content = plain(content)
+        if not content.strip():
+            raise NoText("The message you replied to has no text for me to work with.")
+        return tail(content)
 
     async def check_length(self, ctx: commands.Context, text: str) -> bool:
         if len(text) <= MAX_INPUT_CHARS:
             return True
-        await self.respond(ctx, too_long())
+        await self.respond(ctx, too_long(), quiet=True)
         return False
 
     async def respond(self, ctx: commands.Context, content: str, *, quiet: bool = False) -> None:
@@ -296,29 +372,72 @@ class WordbotCog(commands.Cog, name="wordbot"):
         command, the interaction response; `quiet` makes that one visible only to the user)."""
         content = fit(content)
         if ctx.interaction is not None:
-            await ctx.send(content, allowed_mentions=NO_MENTIONS, ephemeral=quiet)
+            await ctx.send(content, allowed_mentions=NO_MENTIONS, ephemeral=quiet, suppress_embeds=True)
         else:
             await self.send_reply(ctx.message, content)
 
     async def send_reply(self, message: discord.Message, content: str) -> None:
-        await message.channel.send(
+        """Reply to `message`, pinging nobody and unfurling no link (an echoed URL). Where the bot
+        may not send, it logs one line per channel (no traceback) and sends nothing: no apology
+        that would fail the same way, no stream of 403s, which Discord counts against the bot.
+        Without Read Message History, Discord refuses replies: then a plain message."""
+        channel = message.channel
+        may_send, may_reply = self.permissions_in(channel)
+        if not may_send:
+            self.cannot_send(channel, "it lacks the Send Messages permission")
+            return
+        # A deleted invoking message should not turn the answer into an error.
+        reference = message.to_reference(fail_if_not_exists=False) if may_reply else None
+        try:
+            try:
+                await self._send(channel, content, reference)
+            except discord.Forbidden as exc:
+                if exc.code != 160002 or reference is None:
+                    raise
+                await self._send(channel, content, None)  # replying needs Read Message History
+        except discord.Forbidden as exc:
+            self.cannot_send(channel, f"Discord answered {exc.status} {exc.text or ''}".strip())
+            return
+        self._mute_channels.discard(channel.id)
+
+    async def _send(self, channel: Any, content: str, reference: discord.MessageReference | None) -> None:
+        await channel.send(
             fit(content),
-            # A deleted invoking message should not turn the answer into an error.
-            reference=message.to_reference(fail_if_not_exists=False),
+            reference=reference,  # type: ignore[arg-type]
             mention_author=False,
             allowed_mentions=NO_MENTIONS,
+            suppress_embeds=True,
         )
 
-    async def apologise(self, target: Any, *, reference: discord.Message | None = None) -> None:
+    def permissions_in(self, channel: Any) -> tuple[bool, bool]:
+        """(may send, may reply) in `channel`, as far as the cache knows: True where it cannot tell."""
+        guild = getattr(channel, "guild", None)
+        me = guild.me if guild is not None else None
+        if me is None or not isinstance(channel, (discord.abc.GuildChannel, discord.Thread)):
+            return True, True  # a DM, or a channel the cache does not hold: let Discord decide
+        try:
+            perms = channel.permissions_for(me)
+        except discord.ClientException:  # a thread whose parent is not cached
+            return True, True
+        send = perms.send_messages_in_threads if isinstance(channel, discord.Thread) else perms.send_messages
+        return send, perms.read_message_history
+
+    def cannot_send(self, channel: Any, why: str) -> None:
+        if channel.id in self._mute_channels:
+            return
+        self._mute_channels.add(channel.id)
+        guild = getattr(channel, "guild", None)
+        where = f"#{getattr(channel, 'name', channel.id)}" + (f" in {guild.name}" if guild is not None else "")
+        log.warning("cannot send messages in %s: %s; staying quiet there until it can", where, why)
+
+    async def apologise(self, target: commands.Context | discord.Message) -> None:
         """A short apology in the channel; never the traceback (that goes to the log)."""
         text = "Sorry, something went wrong on my side. Please try again."
         try:
             if isinstance(target, commands.Context):
                 await self.respond(target, text)
-            elif reference is not None:
-                await self.send_reply(reference, text)
             else:
-                await target.send(text, allowed_mentions=NO_MENTIONS)
+                await self.send_reply(target, text)
         except discord.HTTPException:
             log.exception("could not even apologise")
 
@@ -418,11 +537,22 @@ async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(WordbotCog(bot, predictor))
 
 
+# The shape of a bot token (three base64url parts), to recognise one passed where a path goes.
+_TOKEN_SHAPE = re.compile(r"[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}")
+
+
 def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
     """The token from `token_file` if given, else from DISCORD_TOKEN; None when there is none.
     Raises WordbotError when the file cannot be read or what it holds cannot be a token
-    (the message names the file, never what is in it)."""
+    (the message names the file, never what is in it). Quotes around the token and a
+    leading "Bot " (as in the Authorization header) are taken off."""
     if token_file is not None:
+        if _TOKEN_SHAPE.fullmatch(os.fspath(token_file)) and not Path(token_file).exists():
+            # `--token-file <the token>`: echoing the "path" back would print the token.
+            raise WordbotError(
+                "--token-file takes the path of a file that holds the token, not the token itself"
+                " (it is now in your shell history: consider resetting it in the developer portal)"
+            )
         where = f"the token file {os.fspath(token_file)}"
         try:
             token = Path(token_file).read_text(encoding="utf-8").strip()
@@ -433,6 +563,10 @@ def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
     else:
         where = "DISCORD_TOKEN"
         token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
+        token = token[1:-1].strip()
+    if token[:4].lower() == "bot ":
+        token = token[4:].strip()
     # A token is printable ASCII; anything else would fail deep inside the HTTP client.
     if token and not (token.isascii() and token.isprintable() and not any(c.isspace() for c in token)):
         raise WordbotError(f"{where} does not hold a Discord bot token (it has spaces or other characters)")
@@ -483,8 +617,11 @@ def _run(
         raise WordbotError(str(exc)) from None
 
     bot = build_bot(predictor, prefix=prefix, shards=shards)
+    discord.utils.setup_logging(level=logging.INFO, root=True)
     try:
-        bot.run(token, log_level=logging.INFO, root_logger=True)
+        asyncio.run(_serve(bot, token))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: asyncio.run has cancelled the bot, which closed its connections
     except discord.LoginFailure:
         return _fail("Discord rejected the token; copy it again from the developer portal (Bot -> Reset Token).")
     except discord.PrivilegedIntentsRequired:
@@ -497,6 +634,24 @@ def _run(
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return _fail(f"cannot reach Discord: {reason}")
     return 0
+
+
+async def _serve(bot: commands.Bot, token: str) -> None:
+    """`bot.run()`, but SIGTERM (systemd, docker stop, kill) closes the bot as Ctrl-C does: the
+    gateway gets a close frame and the bot goes offline at once, not after a heartbeat timeout."""
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+
+    def on_sigterm() -> None:
+        log.info("SIGTERM: closing the connection to Discord")
+        if not closing:
+            closing.append(loop.create_task(bot.close()))
+
+    # Not on Windows, nor outside the main thread.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    async with bot:
+        await bot.start(token)
 
 
 def _fail(message: str) -> int:
