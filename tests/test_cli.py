@@ -53,7 +53,7 @@ def test_corrupt_model_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
         (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
     (broken / "weights.npz").write_bytes(b"PK\x03\x04 truncated")
     assert main(["next", "x", "--model", str(broken)]) == 2
-    assert "weights.npz: unreadable" in capsys.readouterr().err
+    assert "weights.npz: not a weights archive" in capsys.readouterr().err
 
 
 def test_info_describes_the_model(tiny_model_dir, capsys):
