@@ -225,7 +225,7 @@ def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_mode
     test_file = tmp_path / "dots.txt"
     test_file.write_text("... !!! ???\n")
     table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
-    assert "over 1 message):" in table and "top-3" not in table.split("against")[-1]
+    assert "(one message: no interval):" in table and "top-3" not in table.split("against")[-1]
 
     def no_nan(constant):
         raise AssertionError(f"{constant} is not JSON")
@@ -233,3 +233,4 @@ def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_mode
     report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True), parse_constant=no_nan)
     served = report[str(test_file)]["tiny/rnn"]
     assert served["top3"] is None and served["mrr3"] is None and set(served["against"]["KN4"]) == {"perplexity"}
+    assert served["against"]["KN4"]["perplexity"]["low"] is None  # a bootstrap of one message is no interval

@@ -297,8 +297,9 @@ def paired_differences(a: dict, b: dict, resamples: int = 2000, level: float = 0
     return {
         name: {
             "difference": float(values[0]),
-            "low": float(np.percentile(values[1:], tail)),
-            "high": float(np.percentile(values[1:], 100 - tail)),
+            # Resampling one message only ever draws that message: no interval to give.
+            "low": float(np.percentile(values[1:], tail)) if n > 1 else None,
+            "high": float(np.percentile(values[1:], 100 - tail)) if n > 1 else None,
         }
         for name, values in series.items()
     }
@@ -307,14 +308,17 @@ def paired_differences(a: dict, b: dict, resamples: int = 2000, level: float = 0
 def format_differences(a_name: str, b_name: str, found: dict, messages: int) -> str:
     """One line per figure: `a` against `b`, with the interval `paired_differences` gave."""
     labels = {"top1": "top-1", "top3": "top-3", "ksr": "keystroke savings", "perplexity": "perplexity"}
-    over = f"the {messages:,} messages" if messages != 1 else "1 message"
-    lines = [f"{a_name} against {b_name} (95% paired-bootstrap interval over {over}):"]
+    if messages > 1:
+        lines = [f"{a_name} against {b_name} (95% paired-bootstrap interval over the {messages:,} messages):"]
+    else:
+        lines = [f"{a_name} against {b_name} (one message: no interval):"]
     for key, label in labels.items():
         d = found.get(key)
         if d is None:
             continue
         unit = "%" if key == "perplexity" else " points"
-        lines.append(f"  {label:<18} {d['difference']:+.2f}{unit}  ({d['low']:+.2f} to {d['high']:+.2f})")
+        interval = f"  ({d['low']:+.2f} to {d['high']:+.2f})" if d["low"] is not None else ""
+        lines.append(f"  {label:<18} {d['difference']:+.2f}{unit}{interval}")
     return "\n".join(lines)
 
 
