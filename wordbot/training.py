@@ -45,7 +45,7 @@ from wordbot.corpus import (
 )
 from wordbot.errors import ConfigError, CorpusError, WordbotError
 from wordbot.predictor import mix_weights_text
-from wordbot.text import BOS_ID, Tokenizer
+from wordbot.text import BOS_ID, UNK_ID, Tokenizer
 
 LR_SCHEDULES = ("plateau", "cosine")
 MAX_MIX_ORDER = 6  # the highest Kneser-Ney order wordbot.ngram counts
@@ -547,7 +547,14 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         f"{config.seq_len}), {len(val_messages):,} validation messages; vocabulary {len(tokenizer):,}"
         + ("; resuming the interrupted run" if resumed else "")
     )
-    if not val_messages:
+    if val_messages:
+        ids = [i for m in val_messages for i in tokenizer.encode(m)]
+        unknown = sum(i == UNK_ID for i in ids) / max(len(ids), 1)
+        log(
+            f"perplexities printed while training count every token, <unk> included ({unknown:.1%} of the validation "
+            "tokens); the figures after training, like wordbot eval's, leave <unk> out and usually read higher"
+        )
+    else:
         log(
             f"no validation text ({len(messages):,} message(s), validation fraction {config.validation_fraction:g}): "
             "no early stopping on held-out text and no n-gram mix"
