@@ -3,8 +3,8 @@ discord.py's real, unmodified client talks to, served by aiohttp on 127.0.0.1.
 
 Point the client at it with `server.point_client_here(monkeypatch)` (or `patch_client()`), which
 sets `discord.http.Route.BASE` and `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`. It keeps
-one guild with one text channel, records every request and every message the bot POSTs, and
-speaks enough of the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats, RESUME,
+one guild with two text channels and a role, records every request and every message the bot
+POSTs, and speaks enough of the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats, RESUME,
 INVALID_SESSION, dispatch) for the client to connect, drop, resume and answer.
 """
 
@@ -103,6 +103,8 @@ class FakeDiscord:
         self.guild_id = self.new_id()
         self.channel_id = self.new_id()
         self.bot_role_id = self.new_id()  # the role Discord makes for a bot when it joins a server
+        self.role_id = self.new_id()  # a role for people, "moderators"
+        self.other_channel_id = self.new_id()  # a second text channel, "random"
         self.users = {name: user_payload(self.new_id(), name) for name in ("alice", "bob", "carol", "dave")}
         self.users["otherbot"] = user_payload(self.new_id(), "otherbot", bot=True)
         self.messages: dict[int, dict[str, Any]] = {}
@@ -280,6 +282,12 @@ class FakeDiscord:
     def mention(self) -> str:
         return f"<@{self.bot_user['id']}>"
 
+    def mentioned(self, name: str, *, nick: str | None = None) -> dict[str, Any]:
+        """An entry of a MESSAGE_CREATE's `mentions` for the user `name`, as Discord sends it in
+        a server: the user with their membership (`nick`: their nickname in the server)."""
+        member = {"nick": nick, "roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0}
+        return {**self.users[name], "member": member}
+
     def role_mention(self) -> str:
         """What a user gets picking the bot's role, not the bot, in Discord's @ autocomplete."""
         return f"<@&{self.bot_role_id}>"
@@ -369,6 +377,7 @@ class FakeDiscord:
             "managed": True,
             "tags": {"bot_id": self.bot_user["id"]},
         }
+        moderators = {**everyone, "id": str(self.role_id), "name": "moderators", "permissions": "0", "position": 2}
         channel = {
             "id": str(self.channel_id),
             "type": 0,
@@ -395,11 +404,11 @@ class FakeDiscord:
             "name": "wordbot test server",
             "icon": None,
             "owner_id": self.users["alice"]["id"],
-            "roles": [everyone, bot_role],
+            "roles": [everyone, bot_role, moderators],
             "emojis": [],
             "stickers": [],
             "features": [],
-            "channels": [channel],
+            "channels": [channel, {**channel, "id": str(self.other_channel_id), "name": "random", "position": 1}],
             "threads": [],
             "members": [me],
             "member_count": len(self.users) + 1,

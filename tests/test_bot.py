@@ -356,6 +356,120 @@ async def test_the_bot_answers_in_direct_messages(server, bot):
     assert (await server.wait_for_reply(message)).content.startswith("the")
 
 
+# -- what users write: mentions, emoji, invisible characters -----------------------------
+
+UNKNOWN_USER, UNKNOWN_CHANNEL, UNKNOWN_ROLE = "<@123456789012345678>", "<#234567890123456789>", "<@&345678901234567890>"
+
+
+class Recorder:
+    """The tiny predictor, noting every text it is asked about: what the model got."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor, self.texts = predictor, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
+
+    def next_words(self, text: str, k: int = 5) -> Any:
+        self.texts.append(text)
+        return self.predictor.next_words(text, k)
+
+    def continue_text(self, text: str, words: int) -> Any:
+        self.texts.append(text)
+        return self.predictor.continue_text(text, words)
+
+
+@pytest.mark.asyncio
+async def test_mentions_and_custom_emoji_reach_the_model_and_the_answer_as_users_see_them(
+    server, start_bot, tiny_predictor
+):
+    model = Recorder(tiny_predictor)
+    await start_bot(model, cooldown_rate=1000)
+    bob = server.users["bob"]["id"]
+    written = (
+        f"I asked <@{bob}> and <@!{bob}> about <#{server.other_channel_id}> and :smile: <:blob:345678901234567890>"
+        f" with <@&{server.role_id}> <a:party_parrot:456789012345678901> {UNKNOWN_USER} {UNKNOWN_CHANNEL}"
+        f" {UNKNOWN_ROLE}"
+    )
+    seen = (
+        "I asked @Bobby and @Bobby about #random and :smile: :blob: with @moderators :party_parrot:"
+        " @unknown-user #unknown-channel @unknown-role"
+    )
+    mentions = [server.mentioned("bob", nick="Bobby")]
+    for command in ("!next", "!continue"):
+        reply = await server.wait_for_reply(await server.send_message(f"{command} {written}", mentions=mentions))
+        assert reply.content.startswith(discord.utils.escape_markdown(seen)), reply.content
+        assert "<" not in reply.content.split("**")[0]
+        assert model.texts[-1] == seen
+    # A nickname or role that reads "@everyone" is quoted as it reads, and pings nobody.
+    everyone = f"!continue hi <@{bob}> and <@&{server.guild_id}> 3"
+    mentions = [server.mentioned("bob", nick="everyone")]
+    reply = await server.wait_for_reply(await server.send_message(everyone, mentions=mentions))
+    assert reply.content.startswith("hi @everyone and @everyone") and model.texts[-1] == "hi @everyone and @everyone"
+    assert reply.payload["allowed_mentions"] == NO_PINGS
+
+
+@pytest.mark.asyncio
+async def test_mentions_read_as_names_in_slash_commands_replies_and_the_mention_form(server, start_bot, tiny_predictor):
+    model = Recorder(tiny_predictor)
+    await start_bot(model, cooldown_rate=1000)
+    alice, me = server.users["alice"]["id"], server.bot_user["id"]
+    # A slash command's text comes without the mentions Discord resolves for a message: names
+    # come from the cache (the user who ran it, the bot, the server's roles and channels).
+    text = (
+        f"<@{alice}> asks <@{me}> in <#{server.channel_id}> about <@&{server.role_id}> {UNKNOWN_USER}"
+        " <:blob:345678901234567890>"
+    )
+    seen = "@alice asks @wordbot in #general about @moderators @unknown-user :blob:"
+    interaction = await server.send_interaction("next", {"text": text})
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert answer.content.startswith(f"{seen} →"), answer.content
+    assert model.texts[-1] == seen
+    # The message replied to, with its own mentions.
+    carol = server.users["carol"]["id"]
+    original = await server.send_message(
+        f"<@{carol}> meet me in <#{server.other_channel_id}> <a:wave:456789012345678901>",
+        author="bob",
+        mentions=[server.mentioned("carol", nick="Caz")],
+    )
+    reply = await server.wait_for_reply(await server.send_message("!next", reply_to=original))
+    assert reply.content.startswith("@Caz meet me in #random :wave: →"), reply.content
+    # The mention form: the bot's own mention is taken out, the others read as names.
+    message = await server.send_message(
+        f"{server.mention()} tell <@&{server.role_id}> and {UNKNOWN_USER} that", mentions=[server.bot_user]
+    )
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("tell @moderators and @unknown-user that"), reply.content
+    assert model.texts[-1] == "tell @moderators and @unknown-user that"
+
+
+INVISIBLE = ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", " \u200b \u2060 "]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("nothing", INVISIBLE, ids=["zwsp", "zwnj-zwj", "word-joiner", "bom", "mixed"])
+async def test_text_of_only_invisible_characters_counts_as_no_text(server, bot, nothing):
+    reply = await server.wait_for_reply(await server.send_message(f"!next {nothing}"))
+    assert reply.content.startswith("*(start of a message)* → "), repr(reply.content)
+    reply = await server.wait_for_reply(await server.send_message(f"!continue {nothing}"))
+    assert reply.content.startswith(("**", "*(the model has nothing to add)*")), repr(reply.content)
+    answer = await server.wait_for_interaction_answer(await server.send_interaction("next", {"text": nothing}))
+    assert answer.content.startswith("*(start of a message)* → "), repr(answer.content)
+    # As a reply: the replied-to message's text, as with no text at all.
+    original = await server.send_message("the dog sat on the", author="bob")
+    for content, mentions in ((f"!next {nothing}", None), (f"{server.mention()} {nothing}", [server.bot_user])):
+        reply = await server.wait_for_reply(await server.send_message(content, reply_to=original, mentions=mentions))
+        assert reply.content.startswith("the dog sat on the"), repr(reply.content)
+    # Replying to a message with nothing visible in it, or mentioning the bot with nothing else.
+    empty = await server.send_message(nothing, author="bob")
+    reply = await server.wait_for_reply(await server.send_message("!continue", reply_to=empty))
+    assert reply.content == "The message you replied to has no text for me to work with."
+    reply = await server.wait_for_reply(
+        await server.send_message(f"{server.mention()}{nothing}", mentions=[server.bot_user])
+    )
+    assert "!next" in reply.content and "Model:" in reply.content  # the help, as for a bare mention
+
+
 # -- what a server admin expects -----------------------------------------------------------
 
 
@@ -670,6 +784,7 @@ def test_formatted_answers_never_exceed_discords_limit():
     assert len(format_next(huge, [Prediction(huge, 0.5)] * 10)) <= MAX_OUTPUT_CHARS
     assert len(format_continuation(huge, " " + huge)) <= MAX_OUTPUT_CHARS
     assert format_next("", []).startswith("*(start of a message)*")
+    assert format_next("\u200b\u2060", []).startswith("*(start of a message)*")
     assert format_continuation("a", "") == "a *(the model has nothing to add)*"
 
 

@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,59 @@ def split_count(
     return text[: match.start()], int(match["count"])
 
 
+# Discord's markup for a mention of a user (<@id>, or <@!id> from older clients), a role (<@&id>)
+# or a channel (<#id>), and for a custom emoji (<:name:id>, animated <a:name:id>).
+_MARKUP = re.compile(r"<(?P<kind>@[!&]?|#)(?P<id>\d{15,20})>|<a?:(?P<emoji>\w+):\d{15,20}>", re.ASCII)
+
+# Characters that show as nothing besides whitespace and Unicode's format characters (Cf: the
+# zero-width space, joiners and non-joiner, word joiner, byte-order mark, soft hyphen...):
+# the combining grapheme joiner, variation selectors, the Hangul fillers and the braille blank.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0" + "".join(map(chr, range(0xFE00, 0xFE10))))
+
+
+def blank(text: str) -> bool:
+    """Whether `text` shows as nothing: only whitespace and invisible characters (or nothing)."""
+    return all(c.isspace() or c in _INVISIBLE or unicodedata.category(c) == "Cf" for c in text)
+
+
+def readable(text: str, message: discord.Message, client: discord.Client) -> str:
+    """`text` as its writer saw it in their client: user, member, role and channel mentions as
+    `@Name`, `@role`, `#channel`, custom emoji as `:name:`. Names are looked up as discord.py's
+    `Message.clean_content` and `commands.clean_content` do (the message's own mentions, then the
+    cache); an id neither knows becomes `@unknown-user`, `@unknown-role` or `#unknown-channel`.
+    `message` is the one `text` came from (for a slash command, discord.py's synthetic one: no
+    mentions, its author the user who ran it). Mentions are not escaped: nothing can ping, as
+    every message goes out with NO_MENTIONS."""
+    guild = message.guild
+
+    def user(id: int) -> str:
+        known = (
+            discord.utils.get(message.mentions, id=id)
+            or (message.author if message.author.id == id else None)
+            or (guild.get_member(id) if guild is not None else None)
+            or client.get_user(id)
+        )
+        return f"@{known.display_name}" if known is not None else "@unknown-user"
+
+    def role(id: int) -> str:
+        known = discord.utils.get(message.role_mentions, id=id) or (guild.get_role(id) if guild is not None else None)
+        if known is None:
+            return "@unknown-role"
+        return "@everyone" if known.is_default() else f"@{known.name}"  # that role's name is "@everyone"
+
+    def channel(id: int) -> str:
+        name = getattr(client.get_channel(id), "name", None)
+        return f"#{name}" if name else "#unknown-channel"
+
+    def replace(match: re.Match[str]) -> str:
+        if match["emoji"] is not None:
+            return f":{match['emoji']}:"
+        kind, id = match["kind"], int(match["id"])
+        return role(id) if kind == "@&" else channel(id) if kind == "#" else user(id)
+
+    return _MARKUP.sub(replace, text)
+
+
 def fit(content: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     """Cut `content` to Discord's message limit, marking the cut."""
     return content if len(content) <= limit else content[: limit - 1] + "…"
@@ -119,7 +173,7 @@ def percent(prob: float) -> str:
 
 def format_next(text: str, predictions: list[Prediction]) -> str:
     """`deep learning is a → **subset** 31% · **neural** 12% · ...`"""
-    prompt = echo(text) if text.strip() else "*(start of a message)*"
+    prompt = "*(start of a message)*" if blank(text) else echo(text)
     if not predictions:
         return fit(f"{prompt} → I have no guess.")
     words = " · ".join(f"**{discord.utils.escape_markdown(word)}** {percent(prob)}" for word, prob in predictions)
@@ -128,7 +182,7 @@ def format_next(text: str, predictions: list[Prediction]) -> str:
 
 def format_continuation(text: str, continuation: str) -> str:
     """The user's text plain, the model's continuation in bold after it."""
-    prompt = echo(text) if text.strip() else ""
+    prompt = "" if blank(text) else echo(text)
     written = continuation.strip()
     if not written:
         return fit(f"{prompt} *(the model has nothing to add)*".strip())
@@ -196,7 +250,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
             text, count = split_count(text, "k", bare=False, alone=ctx.message.reference is not None)
             # In the prefix form discord.py stops at the free text; k comes only from "k=N".
             k = min(max(count, 1), MAX_K) if count is not None else DEFAULT_K
-        text = await self.text_or_replied(ctx.message, text)
+        text = await self.text_or_replied(ctx.message, self.user_text(text, ctx.message))
         if not await self.check_length(ctx, text):
             return
         await ctx.defer()
@@ -216,7 +270,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         if ctx.interaction is None:
             text, count = split_count(text, "words", bare=True, alone=ctx.message.reference is not None)
             words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
-        text = await self.text_or_replied(ctx.message, text)
+        text = await self.text_or_replied(ctx.message, self.user_text(text, ctx.message))
         if not await self.check_length(ctx, text):
             return
         await ctx.defer()
@@ -281,7 +335,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
                 mention.sub(" ", message.content).strip(), "words", bare=True, alone=message.reference is not None
             )
             words = min(max(count, 1), MAX_WORDS) if count is not None else DEFAULT_WORDS
-            if not text.strip() and message.reference is None and count is None:
+            text = self.user_text(text, message)
+            if not text and message.reference is None and count is None:
                 # Just "@wordbot": someone wondering what this bot is.
                 prefix = self.bot.command_prefix if isinstance(self.bot.command_prefix, str) else "!"
                 await self.send_reply(message, self.about_text(prefix))
@@ -340,11 +395,17 @@ class WordbotCog(commands.Cog, name="wordbot"):
         self._warned_until[user_id] = now + retry_after
         return True
 
+    def user_text(self, text: str, message: discord.Message) -> str:
+        """What a user wrote in `message`, as the model gets it and the answer quotes it: markup
+        made readable (see `readable`), and "" when nothing in it shows (zero-width spaces)."""
+        return "" if blank(text) else readable(text, message, self.bot)
+
     async def text_or_replied(self, message: discord.Message, text: str) -> str:
         """`text`, or when it is empty and `message` replies to another, that message's text
-        (its end, if it is long; the plain text, if it is one of the bot's own answers).
-        Raises NoText when that message has no text or cannot be read."""
-        if text.strip() or message.reference is None or message.reference.message_id is None:
+        (made readable, as `user_text` does; its end, if it is long; the plain text, if it is
+        one of the bot's own answers). Raises NoText when that message has no text that shows
+        or cannot be read."""
+        if not blank(text) or message.reference is None or message.reference.message_id is None:
             return text
         replied = message.reference.resolved
         if not isinstance(replied, discord.Message):
@@ -357,7 +418,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
         content = replied.content
         if self.bot.user is not None and replied.author.id == self.bot.user.id:
             content = plain(content)
-        if not content.strip():
+        content = self.user_text(content, replied)
+        if not content:
             raise NoText("The message you replied to has no text for me to work with.")
         return tail(content)
 
