@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -27,6 +28,7 @@ BUNDLED_MODEL = ROOT / "data" / "models" / "default"
 
 # Keys as a terminal sends them.
 TAB, ENTER, DOWN, UP, RIGHT = "\t", "\r", "\x1b[B", "\x1b[A", "\x1b[C"
+CTRL_P, CTRL_N, PAGE_UP = "\x10", "\x0e", "\x1b[5~"
 ALT_F, CTRL_RIGHT, CTRL_C, CTRL_D, BACKSPACE = "\x1bf", "\x1b[1;5C", "\x03", "\x04", "\x7f"
 LEFT, ESC, CTRL_W, CTRL_U, CTRL_Y, ALT_BACKSPACE = "\x1b[D", "\x1b", "\x17", "\x15", "\x19", "\x1b\x7f"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
@@ -275,14 +277,15 @@ class Driver:
     """Runs the REPL's prompt loop in a thread on a pipe input, so a test can type keys
     and wait for the (threaded) suggestions to arrive, as a user would."""
 
-    def __init__(self, repl: Repl):
+    def __init__(self, repl: Repl, output=None):
         self.repl = repl
+        self.output = output or DummyOutput()
         self.status: int | None = None
 
     def __enter__(self) -> Driver:
         self._input_cm = create_pipe_input()
         self.input = self._input_cm.__enter__()
-        self.session = self.repl.session(self.input, DummyOutput())
+        self.session = self.repl.session(self.input, self.output)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self.wait(lambda: self.session.app.is_running, "the prompt to start")
@@ -463,6 +466,73 @@ def test_enter_commits_lines_to_the_transcript_and_history_and_up_recalls_them(q
     assert "+first line" in history and "+second line 😀" in history
 
 
+def _commit_history(d: Driver, repl: Repl, lines: list[str]) -> None:
+    for line in lines:
+        d.type(line + ENTER)
+    d.wait(lambda: repl.transcript[-len(lines) :] == lines, "the commits")
+    # Each prompt reloads its history in the background; a user is never this quick.
+    d.wait(lambda: lines[-1] in d.buffer._working_lines, "the history to load")
+
+
+def _shows_suggestions_for(d: Driver, predictor, text: str) -> None:
+    expected = [c.text for c in completions(predictor, text)]
+    assert expected, f"the model offers nothing after {text!r}"
+    d.wait(lambda: [c.text for c in d.buffer.complete_state.completions] == expected, f"the menu for {text!r}")
+    assert d.ghost() == ghost(predictor, text)
+
+
+def test_a_recalled_line_gets_its_menu_and_ghost_text_and_up_down_keep_moving_through_history(quiet_repl):
+    predictor = quiet_repl.predictor
+    older, newer = "the cat sat on ", "so the cat"  # a next word to offer, a word to complete
+    with Driver(quiet_repl) as d:
+        _commit_history(d, quiet_repl, [older, newer])
+        d.type(UP)
+        d.wait(lambda: d.buffer.text == newer, "Up to recall the last line")
+        _shows_suggestions_for(d, predictor, newer)
+        # With that menu open, Up and Down still move through history, not in the menu.
+        d.type(UP)
+        d.wait(lambda: d.buffer.text == older, "Up past the open menu to the line before")
+        _shows_suggestions_for(d, predictor, older)
+        d.type(UP)  # the oldest line: nothing further, the menu stays, nothing is picked
+        d.type(DOWN)
+        d.wait(lambda: d.buffer.text == newer, "Down to the later line")
+        _shows_suggestions_for(d, predictor, newer)
+        d.type(DOWN)  # back to the (empty) line being typed
+        d.wait(lambda: d.buffer.text == "", "Down to the new line")
+        # Ctrl-P and PageUp recall too; two keys at once leave the second line's suggestions.
+        d.type(CTRL_P + CTRL_P)
+        d.wait(lambda: d.buffer.text == older, "Ctrl-P twice")
+        _shows_suggestions_for(d, predictor, older)
+        d.type(CTRL_N)
+        d.wait(lambda: d.buffer.text == newer, "Ctrl-N")
+        _shows_suggestions_for(d, predictor, newer)
+        d.type(PAGE_UP)
+        d.wait(lambda: d.buffer.text == older, "PageUp")
+        _shows_suggestions_for(d, predictor, older)
+        # Tab picks from the menu; from then on Up and Down move in it, as on a typed line.
+        menu = [c.text for c in d.buffer.complete_state.completions]
+        d.type(TAB)
+        d.wait(lambda: d.buffer.text == older + menu[0], "Tab to pick the first entry")
+        d.type(DOWN)
+        d.wait(lambda: d.buffer.text == older + menu[1], "Down to the second entry")
+        d.type(ENTER)
+        d.wait(lambda: d.buffer.text == f"{older}{menu[1]} ", "the picked word and a space")
+    assert quiet_repl.transcript == [older, newer]
+
+
+def test_an_edited_recalled_line_gets_the_menu_keys_back(quiet_repl):
+    predictor = quiet_repl.predictor
+    with Driver(quiet_repl) as d:
+        _commit_history(d, quiet_repl, ["the cat sat on the"])
+        d.type(UP)
+        d.wait(lambda: d.buffer.text == "the cat sat on the", "Up to recall the line")
+        d.type(" ")
+        _shows_suggestions_for(d, predictor, "the cat sat on the ")
+        first = d.buffer.complete_state.completions[0].text
+        d.type(DOWN)  # edited: Down picks from the menu, as on a typed line
+        d.wait(lambda: d.buffer.text == "the cat sat on the " + first, "Down to pick the first entry")
+
+
 @pytest.mark.parametrize(
     ("keys", "left"),
     [
@@ -554,6 +624,33 @@ def test_pasting_ten_kilobytes_behaves(quiet_repl):
         d.wait(lambda: quiet_repl.transcript == [text], "the commit")
 
 
+class _SizedOutput(DummyOutput):
+    """An output `columns` wide, or one whose width cannot be read (None)."""
+
+    def __init__(self, columns: int | None):
+        self.columns = columns
+
+    def get_size(self) -> Size:
+        if self.columns is None:
+            raise OSError("not a terminal")
+        return Size(rows=24, columns=self.columns)
+
+
+@pytest.mark.parametrize(("columns", "width"), [(40, 39), (120, 119), (None, 79)])
+def test_the_model_line_wraps_at_word_boundaries_to_the_terminal_width(quiet_repl, columns, width):
+    if columns is None:
+        quiet_repl.banner(repl_module._text_width(_SizedOutput(None)))  # prompt_toolkit needs a size to draw
+    else:
+        with Driver(quiet_repl, _SizedOutput(columns)):
+            pass
+    said = next(text for style, text in quiet_repl.said if text.startswith("Model: "))
+    rows = said.splitlines()
+    model = f"Model: {quiet_repl.predictor.describe()}"
+    assert " ".join(rows).split() == model.split()  # whole words, none cut in two
+    assert all(len(row) <= width for row in rows), rows
+    assert len(rows) == 1 if len(model) <= width else len(rows) > 1
+
+
 def test_the_start_screen_says_how_to_exit(quiet_repl):
     with Driver(quiet_repl):
         pass
@@ -586,6 +683,16 @@ def test_pipe_mode_prints_suggestions_for_each_line(tiny_model_dir, tmp_path):
     last_words = [line for line in text.splitlines() if line.startswith("  next words:")][-1]
     assert last_words.count("%") == 2
     assert not (tmp_path / "history").exists()  # pipes are not typed lines
+
+
+def test_pipe_mode_shows_control_characters_instead_of_sending_them_to_the_terminal(tiny_model_dir, tmp_path):
+    out = io.StringIO()
+    lines = "a\x1b[31mred\nthe \x07cat\x9b\x08 sat\n"
+    assert run(tiny_model_dir, input=io.StringIO(lines), output=out, state_dir=tmp_path) == 0
+    text = out.getvalue()
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
+    assert text.count("a^[[31mred") == 2  # the echoed line and its continuation
+    assert "the ^Gcat<9b>^H sat" in text
 
 
 def test_pipe_mode_reports_a_bad_command_in_its_exit_status(tiny_model_dir, tmp_path, capsys):
@@ -730,6 +837,38 @@ def test_a_dumb_terminal_gets_line_mode_not_keys_it_cannot_show(tiny_model_dir, 
     term.wait_for(lambda s: s.display[s.cursor.y].startswith("> "), "the next prompt")
     assert term.text().count("the cat sat on") == 2  # as typed, then continued: not echoed twice
     term.child.sendeof()
+    assert term.finish() == 0
+
+
+def test_a_dumb_terminal_shows_typed_escape_sequences_rather_than_obeying_them(tiny_model_dir, tmp_path):
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    term.child.send("a\x1b[31mred" + ENTER)
+    row = term.wait_for(
+        lambda s: next((line for line in s.display if line.startswith("  continued:")), None), "the continuation"
+    )
+    assert row.startswith("  continued: a^[[31mred"), row
+    term.child.sendeof()
+    assert term.finish() == 0
+
+
+def test_a_narrow_real_terminal_gets_the_model_line_wrapped_to_its_width(tiny_model_dir, tmp_path):
+    from wordbot.predictor import Predictor
+
+    columns = 50
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="xterm"), columns=columns)
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    lines = term.screen.display
+    start = next(i for i, line in enumerate(lines) if line.startswith("Model: "))
+    rows = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  ") or "Tab / Down" in line:
+            break
+        rows.append(line)
+    model = f"Model: {Predictor.load(tiny_model_dir).describe()}"
+    assert len(rows) > 1 and all(len(row.rstrip()) < columns for row in rows), rows
+    assert " ".join(rows).split() == model.split()  # wrapped between words, not mid-word by the terminal
+    term.child.send(CTRL_D)
     assert term.finish() == 0
 
 

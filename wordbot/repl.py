@@ -65,6 +65,9 @@ _ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
 # become spaces, and other control characters, which would show as ^A or move the cursor, go.
 _PASTED_BREAK_RE = re.compile(r"[ \t]*(?:\r\n|[\r\n\x0b\x0c\x85\u2028\u2029])\s*")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# Control characters in text printed line by line, but for the line break and the tab.
+_SHOWN_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+BANNER_WIDTH = 79  # the model line's width when the terminal's is unknown
 
 # Keys that change the text without inserting any: prompt_toolkit suggests again only
 # after an insert, so these would leave the menu and the ghost text gone until the next letter.
@@ -117,6 +120,18 @@ def one_line(text: str) -> str:
     """Pasted text as the single line the prompt edits: "a\n  b\tc\x01" -> "a b c"."""
     text = _PASTED_BREAK_RE.sub(" ", text.strip("\r\n")).replace("\t", " ")
     return _CONTROL_RE.sub("", text)
+
+
+def visible(text: str) -> str:
+    """Text to print as it reads, not as the terminal would act on it: control characters
+    shown the way the prompt shows them ("a\x1b[31m" -> "a^[[31m", "\x9b" -> "<9b>"); line
+    breaks and tabs stay."""
+    return _SHOWN_CONTROL_RE.sub(_caret, text)
+
+
+def _caret(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"^{chr(code ^ 0x40)}" if code < 0x20 or code == 0x7F else f"<{code:02x}>"
 
 
 def is_command(line: str) -> bool:
@@ -264,7 +279,57 @@ class GhostText(AutoSuggest):
         return predictor.continue_text(text, words, temperature=self.settings.temperature, seed=seed)
 
 
-def _key_bindings(settings: Settings) -> KeyBindings:
+async def _refresh_menu(buffer: Buffer) -> None:
+    """Open the menu for the buffer's text as it stands, as typing it would have.
+
+    Not `Buffer.start_completion`: prompt_toolkit drops that request while a completion
+    for earlier text is still running, and retries only when the text grew, so after a
+    quick Up, Up (or a held Backspace) the menu stayed shut."""
+    document = buffer.document
+    if buffer.completer is None or not buffer.complete_while_typing():
+        return
+    event = CompleteEvent(completion_requested=True)
+    completions = [c async for c in buffer.completer.get_completions_async(document, event)]
+    state = buffer.complete_state
+    if buffer.document != document or (state is not None and state.complete_index is not None):
+        return  # the text moved on (its own request follows), or the user picked from a menu
+    if not completions:
+        return
+    buffer.complete_state = CompletionState(original_document=document, completions=completions)
+    buffer.on_completions_changed.fire()  # a redraw: no key press follows to cause one
+
+
+def _suggest_again(event: KeyPressEvent) -> None:
+    """The menu and the ghost text for the current text, after a change that inserted
+    nothing (prompt_toolkit suggests again only after an insert)."""
+    buffer = event.current_buffer
+    event.app.create_background_task(_refresh_menu(buffer))
+    refresh_ghost = getattr(buffer, "_async_suggester", None)
+    if refresh_ghost is not None and buffer.auto_suggest is not None:
+        event.app.create_background_task(refresh_ghost())
+
+
+@dataclass
+class _Recall:
+    """The line the last history key brought up, until it is edited.
+
+    A recalled line gets its menu and ghost text as if typed. While it stands unedited
+    and no menu entry is picked, Up and Down (Ctrl-P, Ctrl-N) keep moving through history
+    rather than in that menu; Tab picks from it. At the oldest or newest line they stop."""
+
+    text: str | None = None
+
+    def text_changed(self, buffer: Buffer) -> None:
+        self.text = None  # an edit, or a move through history (which sets it again)
+
+    def browsing(self, buffer: Buffer) -> bool:
+        state = buffer.complete_state
+        picked = state is not None and state.complete_index is not None
+        # Compared too: a new prompt resets the buffer without a text-changed event.
+        return self.text is not None and self.text == buffer.text and not picked
+
+
+def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
     bindings = KeyBindings()
 
     @Condition
@@ -304,7 +369,7 @@ def _key_bindings(settings: Settings) -> KeyBindings:
         buffer.complete_state = None
         if buffer.document.text_after_cursor[:1].isspace():
             buffer.cursor_position += 1  # a word picked mid-line: step over the space already there
-            buffer.start_completion()
+            _suggest_again(event)
         else:
             buffer.insert_text(" ")
 
@@ -333,15 +398,64 @@ def _key_bindings(settings: Settings) -> KeyBindings:
             buffer = event.current_buffer
             before = buffer.text
             get_by_name(command).call(event)
-            if buffer.text == before:
-                return
-            buffer.start_completion()
-            refresh_ghost = getattr(buffer, "_async_suggester", None)
-            if refresh_ghost is not None and buffer.auto_suggest is not None:
-                event.app.create_background_task(refresh_ghost())
+            if buffer.text != before:
+                _suggest_again(event)
 
         handler.__doc__ = f"{command}, then suggest again for the text left."
         return handler
+
+    def through_history(move: Callable[[KeyPressEvent], None]) -> Callable[[KeyPressEvent], None]:
+        def handler(event: KeyPressEvent) -> None:
+            buffer = event.current_buffer
+            index = buffer.working_index
+            move(event)
+            if buffer.working_index != index:  # another line of history
+                recall.text = buffer.text
+                if buffer.text.strip():  # as if typed; a blank line, as at a fresh prompt, gets none
+                    _suggest_again(event)
+
+        handler.__doc__ = f"{move.__doc__} A recalled line gets its menu and ghost text."
+        return handler
+
+    @bindings.add("up")
+    @bindings.add("c-p")
+    @through_history
+    def _up(event: KeyPressEvent) -> None:
+        "Up in the menu, else back through history; on a recalled line, back through history."
+        buffer = event.current_buffer
+        if recall.browsing(buffer):
+            buffer.history_backward(count=event.arg)  # not auto_up: that moves in the menu
+        else:
+            buffer.auto_up(count=event.arg)
+
+    @bindings.add("down")
+    @bindings.add("c-n")
+    @through_history
+    def _down(event: KeyPressEvent) -> None:
+        "Down in the menu, else forward through history; on a recalled line, forward through history."
+        buffer = event.current_buffer
+        if recall.browsing(buffer):
+            buffer.history_forward(count=event.arg)
+        else:
+            buffer.auto_down(count=event.arg)
+
+    def history_command(command: str) -> Callable[[KeyPressEvent], None]:
+        def move(event: KeyPressEvent) -> None:
+            get_by_name(command).call(event)
+
+        move.__doc__ = f"{command}."
+        return through_history(move)
+
+    # prompt_toolkit's other keys through history; they never move in the menu.
+    for keys, command in (
+        (("pageup",), "previous-history"),
+        (("pagedown",), "next-history"),
+        (("c-up",), "previous-history"),
+        (("c-down",), "next-history"),
+        (("escape", "<"), "beginning-of-history"),
+        (("escape", ">"), "end-of-history"),
+    ):
+        bindings.add(*keys, filter=~has_selection)(history_command(command))
 
     for keys, command in _EDITING_KEYS:
         # Undo saves no state of its own (else it would undo itself); a run of deletions is one step.
@@ -413,7 +527,7 @@ class Repl:
         self.state_dir = state_dir
         self.transcript: list[str] = []  # committed lines, in order
         self.errors = 0
-        self._write = write or (lambda text, style: print(text))
+        self._write = write or (lambda text, style: print(visible(text)))
 
     def say(self, text: str, style: str = "") -> None:
         self._write(text, style)
@@ -447,13 +561,14 @@ class Repl:
 
     def session(self, input: Input | None = None, output: Output | None = None) -> PromptSession:
         get_predictor = lambda: self.predictor  # noqa: E731 -- `:model` swaps it under the completer
-        return PromptSession(
+        recall = _Recall()
+        session: PromptSession = PromptSession(
             message="> ",
             completer=ThreadedCompleter(WordCompleter(get_predictor, self.settings)),
             complete_while_typing=True,
             auto_suggest=ThreadedAutoSuggest(GhostText(get_predictor, self.settings)),
             history=self.history(),
-            key_bindings=_key_bindings(self.settings),
+            key_bindings=_key_bindings(self.settings, recall),
             bottom_toolbar=self.toolbar,
             style=STYLE,
             include_default_pygments_style=False,
@@ -461,19 +576,24 @@ class Repl:
             input=input,
             output=output,
         )
+        session.default_buffer.on_text_changed += recall.text_changed
+        return session
 
     # ---- the two modes ----
 
-    def banner(self) -> None:
+    def banner(self, width: int | None = None) -> None:
+        """The start screen; its model line wrapped between words to `width` columns (None:
+        unknown, so 79) rather than mid-word by a narrower terminal."""
         self.say("wordbot: next-word suggestions as you type.", "banner")
-        # Wrapped at word boundaries for an 80-column terminal rather than mid-number.
-        self.say(textwrap.fill(f"Model: {self.predictor.describe()}", 79, subsequent_indent="  "), "note")
+        model = f"Model: {self.predictor.describe()}"
+        width = BANNER_WIDTH if width is None else max(width, 10)
+        self.say(textwrap.fill(model, width, subsequent_indent="  ", break_long_words=False), "note")
         self.say(KEYS_HELP)
         self.say("Type :help for commands. Ctrl-D or :quit exits.", "note")
 
     def interact(self, session: PromptSession) -> int:
         """The interactive loop: one committed line per prompt, until Ctrl-D or :quit."""
-        self.banner()
+        self.banner(_text_width(session.output))
         while True:
             try:
                 line = session.prompt()
@@ -614,16 +734,27 @@ def _prompted(input: TextIO, output: TextIO) -> Iterator[str]:
         yield line
 
 
+def _text_width(output: Output) -> int | None:
+    """Columns a line may fill without the terminal wrapping it (one short of its width,
+    as 79 of 80); None when the width is unknown."""
+    try:
+        columns = output.get_size().columns
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    return columns - 1 if columns > 1 else None
+
+
 def _stream_writer(stream: TextIO) -> Callable[[str, str], None]:
     def write(text: str, style: str) -> None:
-        (sys.stderr if style == "error" else stream).write(text + "\n")
+        # Typed or piped text, and the model's words, may hold escape sequences: show them.
+        (sys.stderr if style == "error" else stream).write(visible(text) + "\n")
 
     return write
 
 
 def _terminal_writer(output: Output | None) -> Callable[[str, str], None]:
     def write(text: str, style: str) -> None:
-        fragments: Any = FormattedText([(f"class:{style}" if style else "", text)])
+        fragments: Any = FormattedText([(f"class:{style}" if style else "", visible(text))])
         print_formatted_text(fragments, style=STYLE, output=output, include_default_pygments_style=False)
 
     return write
