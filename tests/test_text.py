@@ -133,3 +133,11 @@ def test_detokenize_then_tokenize_gives_the_tokens_back(tokens):
 )
 def test_partial_word_is_the_token_being_typed(text, partial):
     assert partial_word(text) == partial
+
+
+@given(st.text(alphabet=st.sampled_from("ab1.,:'\u2019 \n\t\u00a0\u2028-\u00e9"), max_size=16))
+def test_partial_word_reads_only_the_end_but_agrees_with_a_search_of_the_whole_text(text):
+    from wordbot.text import _PARTIAL_RE
+
+    whole = _PARTIAL_RE.search(text)
+    assert partial_word(text) == (whole.group() if whole else "")

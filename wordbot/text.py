@@ -85,7 +85,11 @@ def tokenize(text: str) -> list[str]:
 
 def partial_word(text: str) -> str:
     """The word being typed at the end of `text`, as typed ('' after a space or punctuation)."""
-    match = _PARTIAL_RE.search(text)
+    if not text or text[-1].isspace():
+        return ""
+    # A partial word holds no whitespace: search only the text's last run of non-space
+    # characters (the same answer, without a scan of the whole text at every keystroke).
+    match = _PARTIAL_RE.search(text.rsplit(None, 1)[-1])
     return match.group() if match else ""
 
 
