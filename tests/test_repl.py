@@ -887,3 +887,13 @@ def test_a_real_terminal_80x24_with_no_color(tiny_model_dir, tmp_path):
     colors = re.findall(rb"\x1b\[[0-9;]*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m", bytes(term.raw))
     assert not colors, f"colour escape sequences under NO_COLOR: {colors[:5]}"
     assert "the cat sat on" in (tmp_path / "state" / "history").read_text(encoding="utf-8")
+
+
+def test_model_command_loads_with_the_backend_asked_for_on_the_command_line(tiny_model_dir, tmp_path):
+    out = io.StringIO()
+    lines = f":model\n:model {tiny_model_dir}\n:model\n"
+    assert run(tiny_model_dir, input=io.StringIO(lines), output=out, state_dir=tmp_path, backend="ngram") == 0
+    lines = out.getvalue().splitlines()
+    described = [line.removesuffix(" (:model PATH loads another)") for line in lines if line.startswith("model: ")]
+    assert len(described) == 3 and len(set(described)) == 1, described
+    assert "gram" in described[0]

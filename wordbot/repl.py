@@ -521,8 +521,10 @@ class Repl:
         write: Callable[[str, str], None] | None = None,
         k: int = 5,
         temperature: float = 0.0,
+        backend: str | None = None,
     ):
         self.predictor = predictor
+        self.backend = backend  # what --backend asked for; `:model` loads with it too
         self.settings = Settings(k=k, temperature=temperature)
         self.state_dir = state_dir
         self.transcript: list[str] = []  # committed lines, in order
@@ -708,7 +710,7 @@ class Repl:
 
         path = None if argument == "default" and not Path(argument).exists() else os.path.expanduser(argument)
         try:
-            predictor = Predictor.load(path)
+            predictor = Predictor.load(path, backend=self.backend)
         except (OSError, ValueError) as exc:
             self.error(f"cannot load model {argument!r}: {exc}")
             return
@@ -781,10 +783,11 @@ def run(
         print(f"wordbot: error: {exc}", file=sys.stderr)
         return 2
     interactive = input is None and output is None and sys.stdin.isatty() and sys.stdout.isatty()
+    options = {"state_dir": state_dir, "backend": backend}
     if interactive and is_dumb_terminal():
-        return Repl(predictor, state_dir=state_dir, write=_stream_writer(sys.stdout)).line_mode(sys.stdin, sys.stdout)
+        return Repl(predictor, write=_stream_writer(sys.stdout), **options).line_mode(sys.stdin, sys.stdout)
     if not interactive:
         out = output or sys.stdout
-        return Repl(predictor, state_dir=state_dir, write=_stream_writer(out)).pipe(input or sys.stdin)
-    repl = Repl(predictor, state_dir=state_dir, write=_terminal_writer(None))
+        return Repl(predictor, write=_stream_writer(out), **options).pipe(input or sys.stdin)
+    repl = Repl(predictor, write=_terminal_writer(None), **options)
     return repl.interact(repl.session())
