@@ -391,13 +391,28 @@ def _dataset(tf, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: in
     return ds.with_options(options)
 
 
+def _finished_epochs(work_dir: Path) -> dict:
+    """Where an interrupted run stood after its last whole epoch ({} if none): epochs done,
+    the best validation loss and its epoch, and the minutes spent."""
+    path = work_dir / "progress.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _callbacks(
-    keras, config: TrainConfig, work_dir: Path, has_validation: bool, log, steps_per_epoch: int, progress: bool = False
+    keras,
+    config: TrainConfig,
+    work_dir: Path,
+    has_validation: bool,
+    log,
+    steps_per_epoch: int,
+    progress: bool = False,
+    earlier: dict | None = None,
 ):
+    """`earlier`: `_finished_epochs(work_dir)`, read here when not given."""
     monitor = "val_loss" if has_validation else "loss"
     started = time.monotonic()
+    earlier = _finished_epochs(work_dir) if earlier is None else earlier
     # Minutes spent in the epochs an interrupted run finished, so a resumed run reports the whole training.
-    earlier = json.loads((work_dir / "progress.json").read_text()) if (work_dir / "progress.json").exists() else {}
     earlier_minutes = float(earlier.get("minutes", 0.0))
 
     class EpochReport(keras.callbacks.Callback):
@@ -437,20 +452,14 @@ def _callbacks(
                 state = {"epochs_done": epoch + 1, "best": self.best, "best_epoch": best_epoch, "minutes": minutes}
                 (work_dir / "progress.json").write_text(json.dumps(state))
 
-    def resumed_state() -> dict | None:
-        """Where the interrupted run stood after its last whole epoch, if it got that far."""
-        path = work_dir / "progress.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """Early stopping that remembers, across Ctrl-C, how long validation has stalled."""
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
-            state = resumed_state()
-            if state:
-                self.best, self.best_epoch = state["best"], state["best_epoch"] - 1
-                self.wait = state["epochs_done"] - state["best_epoch"]
+            if earlier:
+                self.best, self.best_epoch = earlier["best"], earlier["best_epoch"] - 1
+                self.wait = earlier["epochs_done"] - earlier["best_epoch"]
 
     class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         """Halve the learning rate on a plateau, measured against the best epoch so far
@@ -458,9 +467,8 @@ def _callbacks(
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
-            state = resumed_state()
-            if state:
-                self.best = state["best"]
+            if earlier:
+                self.best = earlier["best"]
 
     class Backup(keras.callbacks.BackupAndRestore):
         """Keras' backup every `save_freq` batches, and at the end of every epoch too:
@@ -709,12 +717,12 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
     train_ds = _dataset(tf, x, y, config.batch_size, config.seed)
     val_ds = _dataset(tf, *val, config.batch_size, None) if val is not None else None
     started = time.monotonic()
-    earlier = json.loads((work_dir / "progress.json").read_text()) if (work_dir / "progress.json").exists() else {}
+    earlier = _finished_epochs(work_dir)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress),
+        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress, earlier),
         verbose=1 if progress else 0,
     )
     # Counted over the whole training, an interrupted run's finished epochs included.
