@@ -26,7 +26,7 @@ from wordbot.text import Tokenizer
 FORMAT = "wordbot-model"
 FORMAT_VERSION = 1
 CELLS = ("simple_rnn", "gru", "lstm")
-BACKENDS = ("rnn", "ngram", "mix")  # as wordbot.predictor serves them
+BACKENDS = ("rnn", "ngram", "mix")  # what wordbot.predictor serves: the network, the n-gram, their mix
 MAX_NGRAM_ORDER = 6  # the highest order wordbot.ngram counts
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wordbot.artifacts import MAX_NGRAM_ORDER
 from wordbot.engine import Combined
 from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
@@ -161,8 +162,8 @@ class KneserNey:
     @classmethod
     def train(cls, sequences: Iterable[Sequence[int]], tokenizer: Tokenizer, order: int = 4) -> KneserNey:
         """Count n-grams in id sequences (one message each, `[BOS_ID, ..., EOS_ID]`)."""
-        if not 1 <= order <= 6:
-            raise ValueError(f"order must be 1..6, got {order}")
+        if not 1 <= order <= MAX_NGRAM_ORDER:
+            raise ValueError(f"order must be 1..{MAX_NGRAM_ORDER}, got {order}")
         vocab_size = len(tokenizer)
         pad = order - 1
         chunks, targets = [], []

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
+from wordbot.artifacts import BACKENDS, DEFAULT_MODEL_DIR, load_model
 from wordbot.errors import CorpusError, ModelError
 from wordbot.text import (
     BOS_ID,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT = 256  # tokens of context the model sees; older text is dropped in chunks
 STATE_CACHE_SIZE = 4096
 PROBS_CACHE_SIZE = 64
-BACKENDS = ("rnn", "ngram", "mix")
 
 
 class Prediction(NamedTuple):

@@ -24,6 +24,7 @@ import numpy as np
 
 from wordbot.artifacts import (
     CELLS,
+    MAX_NGRAM_ORDER,
     WEIGHT_DTYPES,
     check_output_dir,
     is_model_dir,
@@ -48,7 +49,6 @@ from wordbot.predictor import mix_weights_text
 from wordbot.text import BOS_ID, UNK_ID, Tokenizer
 
 LR_SCHEDULES = ("plateau", "cosine")
-MAX_MIX_ORDER = 6  # the highest Kneser-Ney order wordbot.ngram counts
 OUTPUT_PRECISIONS = ("float32", "bfloat16")
 
 if sys.version_info >= (3, 11):
@@ -119,8 +119,8 @@ class TrainConfig:
             problems.append("max_minutes must be 0 (no limit) or a positive number of minutes")
         if not 0 < self.lr_decay < 1:
             problems.append("lr_decay must be in (0, 1)")
-        if self.mix_order != 0 and not 1 <= self.mix_order <= MAX_MIX_ORDER:
-            problems.append(f"mix_order must be 0 (no n-gram) or 1 to {MAX_MIX_ORDER}")
+        if self.mix_order != 0 and not 1 <= self.mix_order <= MAX_NGRAM_ORDER:
+            problems.append(f"mix_order must be 0 (no n-gram) or 1 to {MAX_NGRAM_ORDER}")
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
             if value is not None and not 0 <= value + (self.ensemble - 1 if name == "seed" else 0) < 2**32:
