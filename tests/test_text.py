@@ -7,7 +7,18 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wordbot.text import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Tokenizer, detokenize, is_word, partial_word, tokenize
+from wordbot.text import (
+    BOS_ID,
+    EOS_ID,
+    SPECIALS,
+    UNK_ID,
+    Tokenizer,
+    at_sentence_start,
+    detokenize,
+    is_word,
+    partial_word,
+    tokenize,
+)
 
 
 def test_contractions_and_apostrophes_stay_inside_words():
@@ -43,6 +54,29 @@ def test_detokenize_joins_punctuation_and_quotes_naturally():
 
 def test_detokenize_capitalizes_i_and_sentence_starts():
     assert detokenize(tokenize("i think. so i'm here"), capitalize=True) == "I think. So I'm here"
+
+
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        ('he said, "', True),  # quoted speech begins a sentence
+        ('he said: "', True),
+        ('"hello," he', False),
+        ('"hello," ', False),  # the comma's quote closes the quotation
+        ('the so-called "', False),  # a quotation inside a sentence
+        ("he said,", False),
+        ("the end. (", True),
+        ("", True),
+    ],
+)
+def test_a_sentence_starts_after_an_end_or_where_quoted_speech_opens(text, starts):
+    assert at_sentence_start(tokenize(text)) is starts
+
+
+def test_quoted_speech_opens_with_a_capital_in_continuations():
+    assert detokenize(tokenize('she said, " the end is near . "'), capitalize=True) == 'She said, "The end is near."'
+    assert detokenize(["the", "end"], capitalize=True, after=tokenize('he said: "')) == "The end"
+    assert detokenize(tokenize('the so-called " end "'), capitalize=True) == 'The so-called "end"'
 
 
 def test_names_keep_the_capitals_the_training_text_gives_them():

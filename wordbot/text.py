@@ -68,6 +68,7 @@ _CLITICS = {"'s", "'t", "'re", "'ll", "'ve", "'d", "'m", "n't"}
 _SENTENCE_END = {".", "...", "!", "?"}
 _BANGS = re.compile(r"[!?]+")
 _QUOTES_AND_PARENS = ('"', "'", "(", ")")  # see through these to tell a sentence start
+_SPEECH_INTRO = {":", ","}  # before an opening quote, these start quoted speech: `said, "It`
 
 
 def normalize(text: str, lower: bool = True) -> str:
@@ -118,10 +119,15 @@ def join_text(text: str, continuation: str) -> str:
 
 
 def at_sentence_start(tokens: Sequence[str]) -> bool:
-    """Whether the next word begins a sentence (start of text, or after . ! ?)."""
+    """Whether the next word begins a sentence: at the start of the text, after . ! ?, or
+    at the start of quoted speech introduced by a colon or comma (`He said, "What`)."""
+    quote_skipped = False
     for token in reversed(tokens):
         if token in _QUOTES_AND_PARENS:
+            quote_skipped = quote_skipped or token == '"'
             continue
+        if quote_skipped and token in _SPEECH_INTRO and tokens.count('"') % 2 == 1:
+            return True  # the last '"' opens a quotation (an even count would close one)
         return token in _SENTENCE_END or token in (BOS, EOS) or _BANGS.fullmatch(token) is not None
     return True
 
@@ -164,8 +170,8 @@ def detokenize(
         out.append(word if attach_left else " " + word)
         if is_word(token):
             sentence_start = False
-        elif ends_sentence:
-            sentence_start = True
+        elif ends_sentence or (token == '"' and open_quote['"'] and previous in _SPEECH_INTRO):
+            sentence_start = True  # a sentence ended, or quoted speech opened (`said, "It`)
         previous = token
     return "".join(out)
 
@@ -200,7 +206,9 @@ class Tokenizer:
             written = _TOKEN_RE.findall(cased_text)
             if [w.lower() for w in written] != tokens:
                 continue  # lowercasing changed the tokens (rare scripts): no casing evidence here
-            sentence_start = True  # at_sentence_start(tokens[:j]), kept up as j advances
+            # at_sentence_start(tokens[:j]) kept up as j advances, but for quoted speech:
+            # `said, "What` counts as casing evidence, as the bundled tokenizer was built.
+            sentence_start = True
             for token, form in zip(tokens, written, strict=True):
                 if not sentence_start and form[:1].isalpha():
                     forms[token, form] += 1
