@@ -206,3 +206,13 @@ def test_a_continuation_never_repeats_punctuation_back_to_back(tiny_predictor, t
         tokens = tokenize(text + continuation)
         repeats = [a for a, b in itertools.pairwise(tokens) if a == b and not is_word(a)]
         assert not repeats, (text, continuation)
+
+
+def test_info_says_which_mix_weights_validation_never_tuned():
+    from wordbot.predictor import mix_weights_text
+
+    mix = {"ngram_weight": 0.4, "ngram_weight_by_order": {"1": 0.4, "2": 0.3}, "positions_by_order": {"1": 0, "2": 9}}
+    assert mix_weights_text(mix).startswith("0.40 / 0.30 (by the order of the longest context it has seen: 1 / 2)")
+    assert "order 1 never came up in validation" in mix_weights_text(mix)
+    mix["positions_by_order"]["1"] = 3
+    assert "never" not in mix_weights_text(mix)

@@ -122,12 +122,17 @@ def mix_weights_text(mix: dict) -> str:
     if not weights:
         return f"{mix['ngram_weight']:.2f}"
     orders = sorted(weights, key=int)
-    return (
+    text = (
         " / ".join(f"{weights[k]:.2f}" for k in orders)
         + " (by the order of the longest context it has seen: "
         + " / ".join(orders)
         + ")"
     )
+    positions = mix.get("positions_by_order") or {}
+    untuned = [k for k in orders if k in positions and not positions[k]]
+    if untuned:  # no validation position to tune them on: they keep the single weight
+        text += f"; order {', '.join(untuned)} never came up in validation and keeps the single weight"
+    return text
 
 
 class Predictor:
