@@ -897,3 +897,22 @@ def test_model_command_loads_with_the_backend_asked_for_on_the_command_line(tiny
     described = [line.removesuffix(" (:model PATH loads another)") for line in lines if line.startswith("model: ")]
     assert len(described) == 3 and len(set(described)) == 1, described
     assert "gram" in described[0]
+
+
+def test_the_menu_comes_even_when_the_text_changes_while_an_older_menu_is_computed(quiet_repl, monkeypatch):
+    """prompt_toolkit computes one menu at a time and drops requests made meanwhile: text
+    typed after Ctrl-C, while the old line's menu was still being computed, got none."""
+    suggest = repl_module.suggest
+
+    def slow_for_the_old_line(predictor, text, k):
+        if text == "the cat":
+            time.sleep(0.5)
+        return suggest(predictor, text, k)
+
+    monkeypatch.setattr(repl_module, "suggest", slow_for_the_old_line)
+    with Driver(quiet_repl) as d:
+        d.type("the cat")
+        time.sleep(0.1)  # its menu is being computed
+        d.type(CTRL_C + "so th")
+        d.wait(lambda: d.buffer.text == "so th", "the new text")
+        assert [c.text for c in d.menu()] == [p.word for p in quiet_repl.predictor.complete("so th", 5)]

@@ -7,6 +7,7 @@ standard input or output is not a terminal it reads lines and prints suggestions
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.application.current import get_app_or_none
 from prompt_toolkit.auto_suggest import AutoSuggest, Suggestion, ThreadedAutoSuggest
 from prompt_toolkit.buffer import CompletionState
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
@@ -297,6 +299,30 @@ async def _refresh_menu(buffer: Buffer) -> None:
         return
     buffer.complete_state = CompletionState(original_document=document, completions=completions)
     buffer.on_completions_changed.fire()  # a redraw: no key press follows to cause one
+
+
+MENU_CHECK_SECONDS = 0.05
+
+
+def _menu_after_a_dropped_request(buffer: Buffer) -> None:
+    """After any change of the text, make sure its menu comes.
+
+    prompt_toolkit runs one completion at a time and drops a request made meanwhile; it
+    asks again afterwards only if the text merely grew. So typing just after Ctrl-C (or
+    after a Right that accepted the ghost text) could leave the new text without a menu
+    until the next key. A moment later, if the text is unchanged and still has no menu,
+    ask for it (a millisecond when prompt_toolkit's own request did arrive: none opens)."""
+    app = get_app_or_none()
+    if app is None or not buffer.text.strip():
+        return
+    document = buffer.document
+
+    async def check() -> None:
+        await asyncio.sleep(MENU_CHECK_SECONDS)
+        if buffer.document == document and buffer.complete_state is None:
+            await _refresh_menu(buffer)
+
+    app.create_background_task(check())
 
 
 def _suggest_again(event: KeyPressEvent) -> None:
@@ -579,6 +605,7 @@ class Repl:
             output=output,
         )
         session.default_buffer.on_text_changed += recall.text_changed
+        session.default_buffer.on_text_changed += _menu_after_a_dropped_request
         return session
 
     # ---- the two modes ----
