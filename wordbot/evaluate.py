@@ -452,7 +452,7 @@ def run(
     """`wordbot eval`: the model, the n-gram baseline and a unigram, trained on the
     model's own training text (validation part excluded), on each test file."""
     from wordbot.artifacts import DEFAULT_MODEL_DIR
-    from wordbot.corpus import training_messages
+    from wordbot.corpus import read_messages, training_messages
     from wordbot.ngram import KneserNey
     from wordbot.predictor import Predictor
 
@@ -473,8 +473,11 @@ def run(
     report: dict[str, dict[str, dict]] = {}
     blocks = []
     for path in test_files:
+        messages = read_messages(path)  # once for all the models
         results = {
-            name: evaluate_file(lm, path, max_positions, label=f"{name} on {Path(path).name}", per_message=True)
+            name: evaluate_messages(
+                lm, messages, max_positions=max_positions, label=f"{name} on {Path(path).name}", per_message=True
+            )
             for name, lm in models.items()
         }
         block = f"{path}\n\n{format_table(results)}"
