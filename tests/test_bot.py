@@ -470,6 +470,106 @@ async def test_text_of_only_invisible_characters_counts_as_no_text(server, bot, 
     assert "!next" in reply.content and "Model:" in reply.content  # the help, as for a bare mention
 
 
+@pytest.mark.asyncio
+async def test_slash_command_mentions_and_timestamps_read_as_the_client_shows_them(server, start_bot, tiny_predictor):
+    model = Recorder(tiny_predictor)
+    await start_bot(model, cooldown_rate=1000)
+    written = (
+        "try </help:123456789012345678> or </settings notify:234567890123456789> since <t:1700000000>"
+        " (<t:1700000000:R>, at <t:1700000000:t> on <t:1700000000:D>, <t:1700000000:F>) not <t:99999999999999999>"
+    )
+    seen = (
+        "try /help or /settings notify since 2023-11-14 22:13 UTC (2023-11-14 22:13 UTC, at 22:13 UTC on"
+        " 2023-11-14, Tuesday 2023-11-14 22:13 UTC) not <t:99999999999999999>"  # past the year 9999: as written
+    )
+    reply = await server.wait_for_reply(await server.send_message(f"!next {written}"))
+    assert reply.content.startswith(f"{seen} →"), reply.content
+    assert model.texts[-1] == seen
+    answer = await server.wait_for_interaction_answer(await server.send_interaction("continue", {"text": written}))
+    assert answer.content.startswith(seen), answer.content
+    assert model.texts[-1] == seen
+    original = await server.send_message("see </ping:345678901234567890> at <t:0:T> then", author="bob")
+    reply = await server.wait_for_reply(await server.send_message("!next", reply_to=original))
+    assert reply.content.startswith("see /ping at 00:00:00 UTC then →"), reply.content
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("nothing", ["\u200b", "\u2060", "\ufeff\u200d"], ids=["zwsp", "word-joiner", "bom-zwj"])
+async def test_an_invisible_character_right_after_the_command_name_is_nothing(
+    server, start_bot, tiny_predictor, nothing
+):
+    model = Recorder(tiny_predictor)
+    await start_bot(model, cooldown_rate=1000)
+    reply = await server.wait_for_reply(await server.send_message(f"!next{nothing}the cat"))
+    assert reply.content.startswith("the cat → "), repr(reply.content)
+    assert model.texts[-1] == "the cat"
+    reply = await server.wait_for_reply(await server.send_message(f"!next{nothing}"))
+    assert reply.content.startswith("*(start of a message)* → "), repr(reply.content)
+    reply = await server.wait_for_reply(await server.send_message(f"!{nothing}continue{nothing} once upon a time 3"))
+    assert reply.content.startswith("once upon a time"), repr(reply.content)
+    assert model.texts[-1] == "once upon a time"
+    reply = await server.wait_for_reply(await server.send_message(f"!NEXT{nothing}the dog k=2"))
+    assert reply.content.startswith("the dog → ") and len(words_of(reply.content)) == 2
+    # As a reply: the command alone, so the replied-to message's text.
+    original = await server.send_message("the dog sat on the", author="bob")
+    reply = await server.wait_for_reply(await server.send_message(f"!continue{nothing}", reply_to=original))
+    assert reply.content.startswith("the dog sat on the"), repr(reply.content)
+    # The command answers, not the mention form as well.
+    message = await server.send_message(f"!next{nothing}{server.mention()} hi", mentions=[server.bot_user])
+    reply = await server.wait_for_reply(message)
+    assert reply.content.startswith("@wordbot hi → "), repr(reply.content)
+    await asyncio.sleep(0.1)
+    assert sum(p.reply_to == int(message["id"]) for p in server.posted) == 1
+    # Not a command of this bot, however it is hidden: still silence.
+    ignored = await server.send_message(f"!nope{nothing}the cat")
+    await server.wait_for_reply(await server.send_message("!next the"))
+    assert all(p.reply_to != int(ignored["id"]) for p in server.posted)
+
+
+def bold_balanced(content: str) -> bool:
+    """Whether every `**` that is markdown (not backslash-escaped) has its pair."""
+    return re.sub(r"\\.", "", content).count("**") % 2 == 0
+
+
+@pytest.mark.asyncio
+async def test_an_answer_cut_to_discords_limit_keeps_its_bold_closed(server, start_bot, tiny_predictor):
+    from wordbot.predictor import Prediction
+
+    class Verbose:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tiny_predictor, name)
+
+        def continue_text(self, text: str, words: int) -> str:
+            return " " + "and so on and so forth, " * 120  # far past 2,000 characters
+
+        def next_words(self, text: str, k: int = 5) -> list[Prediction]:
+            return [Prediction("super*cali" * 25, 0.1 * (i + 1)) for i in range(k)]
+
+    await start_bot(Verbose(), cooldown_rate=1000)
+    replies = [await server.wait_for_reply(await server.send_message("!continue once upon a time"))]
+    replies.append(await server.wait_for_reply(await server.send_message("!next the cat k=10")))
+    replies.append(
+        await server.wait_for_interaction_answer(await server.send_interaction("continue", {"text": "once upon"}))
+    )
+    for reply in replies:
+        assert len(reply.content) <= MAX_OUTPUT_CHARS, len(reply.content)
+        assert bold_balanced(reply.content), reply.content[-80:]
+        assert "…" in reply.content[-3:] and not re.search(r"\\+…|\*\*…\*\*$", reply.content), reply.content[-80:]
+    assert replies[0].content.startswith("once upon a time **and so on") and replies[0].content.endswith("…**")
+
+
+def test_fit_never_splits_an_escape_or_a_bold_delimiter():
+    fit = wordbot_bot.fit
+    assert fit("ab **cdefgh** ij", 9) == "ab **c…**"
+    assert fit("ab **cdefgh** ij", 8) == "ab …"  # no room for a closed bold with text in it
+    assert fit("ab \\*\\*cd", 6) == "ab \\*…"
+    assert fit("ab **cd** **efg**", 15) == "ab **cd** …"
+    assert fit("short **bold**", 14) == "short **bold**"
+    for limit in range(1, 60):
+        cut = fit("x " + "**a\\*b** \\\\ " * 10, limit)
+        assert len(cut) <= limit and bold_balanced(cut), (limit, cut)
+
+
 # -- what a server admin expects -----------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
+from discord.ext.commands.view import StringView
 
 from wordbot.errors import WordbotError
 
@@ -81,8 +83,44 @@ def split_count(
 
 
 # Discord's markup for a mention of a user (<@id>, or <@!id> from older clients), a role (<@&id>)
-# or a channel (<#id>), and for a custom emoji (<:name:id>, animated <a:name:id>).
-_MARKUP = re.compile(r"<(?P<kind>@[!&]?|#)(?P<id>\d{15,20})>|<a?:(?P<emoji>\w+):\d{15,20}>", re.ASCII)
+# or a channel (<#id>), for a custom emoji (<:name:id>, animated <a:name:id>), for a slash
+# command (</name:id>, </group sub:id>, </group subgroup sub:id>; names may be in any script) and
+# for a timestamp (<t:seconds>, or <t:seconds:style> with one of discord.py's TimestampStyle).
+_NAME = r"(?u:[-\w]{1,32})"
+_MARKUP = re.compile(
+    r"<(?P<kind>@[!&]?|#)(?P<id>\d{15,20})>|<a?:(?P<emoji>\w+):\d{15,20}>"
+    rf"|</(?P<command>{_NAME}(?: {_NAME}){{0,2}}):\d{{15,20}}>"
+    r"|<t:(?P<time>-?\d{1,17})(?::(?P<style>[tTdDfFsSR]))?>",
+    re.ASCII,
+)
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def timestamp(seconds: int, style: str | None = None) -> str | None:
+    """A `<t:seconds:style>` timestamp as plain text, the same for every reader: UTC, ISO dates,
+    24-hour times (`2023-11-14 22:13 UTC`), where each client shows it in its reader's locale and
+    time zone. The style keeps its parts: `t` `22:13 UTC`, `T` `22:13:20 UTC`, `d` and `D`
+    `2023-11-14`, `F` `Tuesday 2023-11-14 22:13 UTC`, `S` `2023-11-14 22:13:20 UTC`; `f` (the
+    default), `s` and `R` `2023-11-14 22:13 UTC` (a relative time, "2 years ago", depends on when
+    it is read: the time itself is what the writer meant). None for a time `datetime` cannot hold
+    (beyond the year 9999)."""
+    try:
+        when = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    date, full = when.date().isoformat(), when.time().isoformat("seconds")  # not strftime: locale, year 999
+    minutes = full[:5]
+    if style in ("d", "D"):
+        return date
+    if style == "t":
+        return f"{minutes} UTC"
+    if style == "T":
+        return f"{full} UTC"
+    if style == "S":
+        return f"{date} {full} UTC"
+    weekday = f"{_WEEKDAYS[when.weekday()]} " if style == "F" else ""
+    return f"{weekday}{date} {minutes} UTC"
+
 
 # Characters that show as nothing besides whitespace and Unicode's format characters (Cf: the
 # zero-width space, joiners and non-joiner, word joiner, byte-order mark, soft hyphen...):
@@ -90,14 +128,20 @@ _MARKUP = re.compile(r"<(?P<kind>@[!&]?|#)(?P<id>\d{15,20})>|<a?:(?P<emoji>\w+):
 _INVISIBLE = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0" + "".join(map(chr, range(0xFE00, 0xFE10))))
 
 
+def invisible(char: str) -> bool:
+    """Whether `char` shows as nothing and is not whitespace (a zero-width space, a joiner...)."""
+    return char in _INVISIBLE or unicodedata.category(char) == "Cf"
+
+
 def blank(text: str) -> bool:
     """Whether `text` shows as nothing: only whitespace and invisible characters (or nothing)."""
-    return all(c.isspace() or c in _INVISIBLE or unicodedata.category(c) == "Cf" for c in text)
+    return all(c.isspace() or invisible(c) for c in text)
 
 
 def readable(text: str, message: discord.Message, client: discord.Client) -> str:
     """`text` as its writer saw it in their client: user, member, role and channel mentions as
-    `@Name`, `@role`, `#channel`, custom emoji as `:name:`. Names are looked up as discord.py's
+    `@Name`, `@role`, `#channel`, custom emoji as `:name:`, slash command mentions as
+    `/name` (`/group sub`), timestamps as their date and time (see `timestamp`). Names are looked up as discord.py's
     `Message.clean_content` and `commands.clean_content` do (the message's own mentions, then the
     cache); an id neither knows becomes `@unknown-user`, `@unknown-role` or `#unknown-channel`.
     `message` is the one `text` came from (for a slash command, discord.py's synthetic one: no
@@ -127,15 +171,39 @@ def readable(text: str, message: discord.Message, client: discord.Client) -> str
     def replace(match: re.Match[str]) -> str:
         if match["emoji"] is not None:
             return f":{match['emoji']}:"
+        if match["command"] is not None:
+            return f"/{match['command']}"
+        if match["time"] is not None:
+            return timestamp(int(match["time"]), match["style"]) or match[0]
         kind, id = match["kind"], int(match["id"])
         return role(id) if kind == "@&" else channel(id) if kind == "#" else user(id)
 
     return _MARKUP.sub(replace, text)
 
 
+# What markdown is made of, for cutting it: an escaped character, a bold delimiter, anything else.
+_MARKDOWN_PIECE = re.compile(r"\\[\s\S]|\*\*|[\s\S]")
+
+
 def fit(content: str, limit: int = MAX_OUTPUT_CHARS) -> str:
-    """Cut `content` to Discord's message limit, marking the cut."""
-    return content if len(content) <= limit else content[: limit - 1] + "…"
+    """Cut `content` to Discord's message limit, marking the cut with "…". The cut keeps the
+    markdown whole: never inside a backslash escape or a `**`, and a bold it falls inside is
+    closed after the "…" (a bold just opened is cut off before it), so the rest of the message
+    does not turn bold or show stray asterisks."""
+    if len(content) <= limit:
+        return content
+    cut, closing = 0, ""  # the longest cut that fits so far, and what closes its bold
+    bold, previous = False, ""
+    for piece in _MARKDOWN_PIECE.finditer(content):
+        close = "**" if bold else ""
+        if piece.start() + len("…") + len(close) > limit:
+            break
+        if not (bold and previous == "**"):  # not just after a bold's opening: "**…**" says nothing
+            cut, closing = piece.start(), close
+        previous = piece[0]
+        if previous == "**":
+            bold = not bold
+    return content[:cut] + "…" + closing
 
 
 def echo(text: str) -> str:
@@ -524,6 +592,62 @@ def intents() -> discord.Intents:
     return wanted
 
 
+def unhide_command(rest: str) -> str:
+    """The text after a command prefix without the invisible characters before the command's name
+    and between it and its text: `"\u200bnext\u200bhello"` -> `"next hello"`, `"next\u200b"` ->
+    `"next "`; `rest` itself where there are none. Pasted text brings them, and discord.py, which
+    splits at whitespace only, would take `next\u200bhello` for a command it does not know."""
+
+    def gap(start: int) -> int:  # where the run of whitespace and invisible characters from `start` ends
+        while start < len(rest) and (rest[start].isspace() or invisible(rest[start])):
+            start += 1
+        return start
+
+    name_start = gap(0)
+    name_end = name_start
+    while name_end < len(rest) and not (rest[name_end].isspace() or invisible(rest[name_end])):
+        name_end += 1
+    text_start = gap(name_end)
+    if not any(map(invisible, rest[:text_start])):
+        return rest
+    before = "".join(c for c in rest[:name_start] if c.isspace())  # kept: strip_after_prefix decides
+    between = "".join(c for c in rest[name_end:text_start] if c.isspace()) or " "
+    return before + rest[name_start:name_end] + between + rest[text_start:]
+
+
+class _VisibleCommandNames:
+    """Mixed into the bot's class: `!next\u200bhello` runs `!next hello` (see `unhide_command`).
+    Bot.get_context is where discord.py reads the command's name (and `process_commands`, the
+    mention form and `ctx.valid` all go through it); the message itself is left as it was."""
+
+    async def get_context(self, origin: Any, /, *, cls: Any = discord.utils.MISSING) -> Any:
+        ctx = await super().get_context(origin, cls=cls)  # type: ignore[misc]
+        if ctx.prefix is None or not isinstance(origin, discord.Message):
+            return ctx  # not a prefix command; a slash command's options come parsed
+        rest = origin.content[len(ctx.prefix) :]  # Bot.get_context matched the prefix at the start
+        visible = unhide_command(rest)
+        if visible == rest:
+            return ctx
+        # What Bot.get_context does after the prefix, on the text without those characters.
+        view = StringView(ctx.prefix + visible)
+        view.skip_string(ctx.prefix)
+        if self.strip_after_prefix:  # type: ignore[attr-defined]
+            view.skip_ws()
+        ctx.view = view
+        ctx.invoked_with = view.get_word()
+        ctx.command = self.all_commands.get(ctx.invoked_with)  # type: ignore[attr-defined]
+        return ctx
+
+
+class WordBot(_VisibleCommandNames, commands.Bot):
+    """The bot `build_bot` makes: a `commands.Bot` that sees through invisible characters
+    around a command's name."""
+
+
+class ShardedWordBot(_VisibleCommandNames, commands.AutoShardedBot):
+    """`WordBot`, auto-sharded."""
+
+
 def build_bot(
     predictor: Predictor,
     *,
@@ -537,9 +661,9 @@ def build_bot(
     """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
     `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N.
     `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
-    bot_class: type[commands.Bot] = commands.Bot
+    bot_class: type[commands.Bot] = WordBot
     if shards is not None:
-        bot_class = commands.AutoShardedBot
+        bot_class = ShardedWordBot
         if shards > 0:
             options["shard_count"] = shards
     bot = bot_class(
