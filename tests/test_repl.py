@@ -21,7 +21,18 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from wordbot import repl as repl_module
-from wordbot.repl import GhostText, Repl, Settings, WordCompleter, completion_text, format_prob, one_line, run
+from wordbot.repl import (
+    KEYS_HELP,
+    GhostText,
+    Repl,
+    Settings,
+    WordCompleter,
+    completion_text,
+    format_prob,
+    one_line,
+    run,
+    visible,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "data" / "models" / "default"
@@ -31,6 +42,7 @@ TAB, ENTER, DOWN, UP, RIGHT = "\t", "\r", "\x1b[B", "\x1b[A", "\x1b[C"
 CTRL_P, CTRL_N, PAGE_UP = "\x10", "\x0e", "\x1b[5~"
 ALT_F, CTRL_RIGHT, CTRL_C, CTRL_D, BACKSPACE = "\x1bf", "\x1b[1;5C", "\x03", "\x04", "\x7f"
 LEFT, ESC, CTRL_W, CTRL_U, CTRL_Y, ALT_BACKSPACE = "\x1b[D", "\x1b", "\x17", "\x15", "\x19", "\x1b\x7f"
+CTRL_R = "\x12"
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 
@@ -533,6 +545,26 @@ def test_an_edited_recalled_line_gets_the_menu_keys_back(quiet_repl):
         d.wait(lambda: d.buffer.text == "the cat sat on the " + first, "Down to pick the first entry")
 
 
+@pytest.mark.parametrize("key", [ENTER, ESC, UP, DOWN, LEFT, RIGHT])
+def test_a_line_found_with_ctrl_r_gets_its_menu_and_ghost_text(quiet_repl, key):
+    # Accepting a reverse search left the line with no menu and no ghost text until a key was typed.
+    predictor = quiet_repl.predictor
+    older, newer = "the cat sat on ", "so the dog"
+    with Driver(quiet_repl) as d:
+        _commit_history(d, quiet_repl, [older, newer])
+        d.type(CTRL_R)
+        d.wait(lambda: d.session.app.layout.is_searching, "Ctrl-R to start the search")
+        d.type("cat")
+        d.wait(lambda: d.session.search_buffer.text == "cat", "the search text")
+        d.type(key)
+        d.wait(lambda: not d.session.app.layout.is_searching, f"{key!r} to end the search")
+        d.wait(lambda: d.buffer.text == older, "the line found")
+        assert d.buffer.document.is_cursor_at_the_end
+        _shows_suggestions_for(d, predictor, older)
+        d.type("x" + ENTER)  # the found line is edited like a typed one
+        d.wait(lambda: quiet_repl.transcript[-1] == older + "x", "the edited line committed")
+
+
 @pytest.mark.parametrize(
     ("keys", "left"),
     [
@@ -651,6 +683,25 @@ def test_the_model_line_wraps_at_word_boundaries_to_the_terminal_width(quiet_rep
     assert len(rows) == 1 if len(model) <= width else len(rows) > 1
 
 
+@pytest.mark.parametrize("columns", [30, 40, 60, 80])
+def test_the_keys_and_help_wrap_between_words_to_the_terminal_width(quiet_repl, columns):
+    with Driver(quiet_repl, _SizedOutput(columns)) as d:
+        d.type(":help" + ENTER)
+        d.wait(lambda: any("Commands:" in text for _, text in quiet_repl.said), ":help")
+    keys = next(text for _, text in quiet_repl.said if "Tab / Down" in text and "Commands:" not in text)
+    shown = next(text for _, text in quiet_repl.said if "Commands:" in text)
+    if columns == 80:
+        assert keys == KEYS_HELP  # as shown where the width is unknown
+        before_now = quiet_repl.help_text().partition("\nNow: ")[0]  # the model's name may wrap
+        assert shown.startswith(before_now + "\nNow: ")
+    for text, unwrapped in ((keys, KEYS_HELP), (shown, quiet_repl.help_text())):
+        rows = text.splitlines()
+        assert all(len(row) < columns for row in rows), rows
+        assert text.split() == unwrapped.split()  # whole words, in order, none cut in two
+    if columns < 40:  # too narrow for a key column: each key above its description
+        assert "  Tab / Down" in keys.splitlines()
+
+
 def test_the_start_screen_says_how_to_exit(quiet_repl):
     with Driver(quiet_repl):
         pass
@@ -693,6 +744,20 @@ def test_pipe_mode_shows_control_characters_instead_of_sending_them_to_the_termi
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), repr(text)
     assert text.count("a^[[31mred") == 2  # the echoed line and its continuation
     assert "the ^Gcat<9b>^H sat" in text
+
+
+def test_pipe_mode_shows_bidi_controls_and_keeps_other_text(tiny_model_dir, tmp_path):
+    # An override (U+202E) echoed as it came made the terminal show the rest of the line reversed.
+    out = io.StringIO()
+    text = "naïve café 日本語 👩\u200d👩\u200d👧 e\u0301 \u200c"
+    lines = f"abc\u202edef\n\u2066x\u2069 \u202a\u202b\u202c\u202d \u2067\u2068\n{text}\n"
+    assert run(tiny_model_dir, input=io.StringIO(lines), output=out, state_dir=tmp_path) == 0
+    shown = out.getvalue()
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", shown), repr(shown)
+    assert "abc<U+202E>def" in shown.splitlines()
+    assert "<U+2066>x<U+2069> <U+202A><U+202B><U+202C><U+202D> <U+2067><U+2068>" in shown.splitlines()
+    assert text in shown.splitlines()  # emoji with their joiners, CJK and accents as they are
+    assert visible(text) == text
 
 
 def test_pipe_mode_reports_a_bad_command_in_its_exit_status(tiny_model_dir, tmp_path, capsys):
@@ -869,6 +934,26 @@ def test_a_narrow_real_terminal_gets_the_model_line_wrapped_to_its_width(tiny_mo
     assert len(rows) > 1 and all(len(row.rstrip()) < columns for row in rows), rows
     assert " ".join(rows).split() == model.split()  # wrapped between words, not mid-word by the terminal
     term.child.send(CTRL_D)
+    assert term.finish() == 0
+
+
+@pytest.mark.parametrize("columns", [50, 80])
+def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_model_dir, tmp_path, columns):
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"), columns=columns)
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    lines = term.screen.display
+    start = next(i for i, line in enumerate(lines) if line.startswith("wordbot: "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("> "))
+    rows = [line.rstrip() for line in lines[start:end]]
+    intro = (
+        "wordbot: this terminal (TERM=dumb) shows no live suggestions; each line you\n"
+        "enter gets its next words and a continuation. :help for commands; Ctrl-D exits."
+    )
+    if columns == 80:
+        assert "\n".join(rows) == intro  # as it always was
+    assert all(len(row) < columns for row in rows), rows
+    assert " ".join(rows).split() == intro.split()  # wrapped between words, not mid-word by the terminal
+    term.child.sendeof()
     assert term.finish() == 0
 
 

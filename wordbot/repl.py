@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit import PromptSession, print_formatted_text, search
 from prompt_toolkit.application.current import get_app_or_none
 from prompt_toolkit.auto_suggest import AutoSuggest, Suggestion, ThreadedAutoSuggest
 from prompt_toolkit.buffer import CompletionState
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
-from prompt_toolkit.filters import Condition, has_completions, has_selection
+from prompt_toolkit.filters import Condition, has_completions, has_selection, is_searching
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -67,8 +67,9 @@ _ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
 # become spaces, and other control characters, which would show as ^A or move the cursor, go.
 _PASTED_BREAK_RE = re.compile(r"[ \t]*(?:\r\n|[\r\n\x0b\x0c\x85\u2028\u2029])\s*")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
-# Control characters in text printed line by line, but for the line break and the tab.
-_SHOWN_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters in text printed line by line, but for the line break and the tab; and
+# the invisible bidi embeddings, overrides and isolates, which reorder what the terminal shows.
+_SHOWN_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 BANNER_WIDTH = 79  # the model line's width when the terminal's is unknown
 
 # Keys that change the text without inserting any: prompt_toolkit suggests again only
@@ -126,14 +127,17 @@ def one_line(text: str) -> str:
 
 def visible(text: str) -> str:
     """Text to print as it reads, not as the terminal would act on it: control characters
-    shown the way the prompt shows them ("a\x1b[31m" -> "a^[[31m", "\x9b" -> "<9b>"); line
-    breaks and tabs stay."""
+    shown the way the prompt shows them ("a\x1b[31m" -> "a^[[31m", "\x9b" -> "<9b>"), bidi
+    controls by their code point ("\u202e" -> "<U+202E>"); line breaks and tabs stay, and so
+    does other text (emoji with their joiners, CJK, accents)."""
     return _SHOWN_CONTROL_RE.sub(_caret, text)
 
 
 def _caret(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"^{chr(code ^ 0x40)}" if code < 0x20 or code == 0x7F else f"<{code:02x}>"
+    if code < 0x20 or code == 0x7F:
+        return f"^{chr(code ^ 0x40)}"
+    return f"<{code:02x}>" if code <= 0xFF else f"<U+{code:04X}>"
 
 
 def is_command(line: str) -> bool:
@@ -443,8 +447,8 @@ def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
         handler.__doc__ = f"{move.__doc__} A recalled line gets its menu and ghost text."
         return handler
 
-    @bindings.add("up")
-    @bindings.add("c-p")
+    @bindings.add("up", filter=~is_searching)
+    @bindings.add("c-p", filter=~is_searching)
     @through_history
     def _up(event: KeyPressEvent) -> None:
         "Up in the menu, else back through history; on a recalled line, back through history."
@@ -454,8 +458,8 @@ def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
         else:
             buffer.auto_up(count=event.arg)
 
-    @bindings.add("down")
-    @bindings.add("c-n")
+    @bindings.add("down", filter=~is_searching)
+    @bindings.add("c-n", filter=~is_searching)
     @through_history
     def _down(event: KeyPressEvent) -> None:
         "Down in the menu, else forward through history; on a recalled line, forward through history."
@@ -488,6 +492,24 @@ def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
         save_before = (lambda event: False) if command == "undo" else if_no_repeat
         bindings.add(*keys, filter=~has_selection, save_before=save_before)(edit_and_suggest_again(command))
 
+    @bindings.add("enter", filter=is_searching)
+    @bindings.add("escape", filter=is_searching, eager=True)
+    @bindings.add("up", filter=is_searching)
+    @bindings.add("down", filter=is_searching)
+    @bindings.add("left", filter=is_searching)
+    @bindings.add("right", filter=is_searching)
+    def _accept_search(event: KeyPressEvent) -> None:
+        "End a Ctrl-R (Ctrl-S) search on its match: the line as Up recalls one, with its suggestions."
+        target = event.app.layout.search_target_buffer_control
+        search.accept_search()
+        if target is None:
+            return
+        buffer = target.buffer
+        buffer.cursor_position = len(buffer.text)  # where typing goes on, and the ghost text shows
+        recall.text = buffer.text  # Up and Down go on through history from the match
+        if buffer.text.strip():
+            _suggest_again(event)  # accept_search gave the line back its focus: the event's buffer
+
     @bindings.add(Keys.BracketedPaste)
     def _paste(event: KeyPressEvent) -> None:
         "Paste as one line: line breaks and tabs become spaces, control characters go."
@@ -512,12 +534,46 @@ def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
     return bindings
 
 
-KEYS_HELP = """\
-  Tab / Down     pick a suggestion; Enter inserts it and a space
-  Esc            close the menu, back to the text as typed
-  Right          accept the grey ghost text; Alt-F or Ctrl-Right: one word
-  Enter          commit the line (kept in history; Up recalls it)
-  Ctrl-C         clear the line            Ctrl-D or :quit   exit"""
+_KEYS = (  # the start screen's and :help's table of keys
+    ("Tab / Down", "pick a suggestion; Enter inserts it and a space"),
+    ("Esc", "close the menu, back to the text as typed"),
+    ("Right", "accept the grey ghost text; Alt-F or Ctrl-Right: one word"),
+    ("Enter", "commit the line (kept in history; Up recalls it)"),
+    ("Ctrl-C", "clear the line"),
+    ("Ctrl-D or :quit", "exit"),
+)
+_KEY_COLUMN = 15  # the keys' column, as wide as :help's commands'
+_NARROWEST_DESCRIPTION = 24  # columns; narrower, a key gets a line of its own
+
+
+def keys_help(width: int | None = None) -> str:
+    """The keys table for `width` columns (None: unknown, not wrapped): descriptions wrapped
+    between words under their column, or on a narrow terminal under their key."""
+    return _table(_KEYS, _KEY_COLUMN, width)
+
+
+def _table(rows: Iterable[tuple[str, str]], key_column: int, width: int | None) -> str:
+    """`  key  description` rows, each description wrapped between words to `width` columns
+    (None: not wrapped) with a hanging indent; where that leaves a description under
+    _NARROWEST_DESCRIPTION columns, each key on a line of its own, its description below."""
+    indent = 2 + key_column + 1
+    if width is None:
+        return "\n".join(f"  {key:<{key_column}} {text}" for key, text in rows)
+    width = max(width, 10)
+    lines = []
+    for key, text in rows:
+        if width - indent >= _NARROWEST_DESCRIPTION:
+            first, rest = f"  {key:<{key_column}} ", " " * indent
+        else:
+            lines.append(f"  {key}".rstrip())
+            first = rest = "    "
+        lines += textwrap.wrap(
+            text, width, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False
+        )
+    return "\n".join(lines)
+
+
+KEYS_HELP = _table(_KEYS, _KEY_COLUMN, None)  # as shown where the width is unknown or enough
 
 
 class _NoBlankLines:
@@ -556,6 +612,7 @@ class Repl:
         self.transcript: list[str] = []  # committed lines, in order
         self.errors = 0
         self._write = write or (lambda text, style: print(visible(text)))
+        self.width: Callable[[], int | None] = lambda: None  # columns to wrap text to; None: unknown
 
     def say(self, text: str, style: str = "") -> None:
         self._write(text, style)
@@ -617,12 +674,13 @@ class Repl:
         model = f"Model: {self.predictor.describe()}"
         width = BANNER_WIDTH if width is None else max(width, 10)
         self.say(textwrap.fill(model, width, subsequent_indent="  ", break_long_words=False), "note")
-        self.say(KEYS_HELP)
+        self.say(keys_help(width))
         self.say("Type :help for commands. Ctrl-D or :quit exits.", "note")
 
     def interact(self, session: PromptSession) -> int:
         """The interactive loop: one committed line per prompt, until Ctrl-D or :quit."""
-        self.banner(_text_width(session.output))
+        self.width = lambda: _text_width(session.output)  # read again for :help: the window may change
+        self.banner(self.width())
         while True:
             try:
                 line = session.prompt()
@@ -644,8 +702,13 @@ class Repl:
         """A terminal that cannot show menus (TERM=dumb): the terminal edits and echoes the
         line, and each line entered gets its next words."""
         term = os.environ.get("TERM", "")
-        self.say(f"wordbot: this terminal (TERM={term}) shows no live suggestions; each line you")
-        self.say("enter gets its next words and a continuation. :help for commands; Ctrl-D exits.")
+        self.width = lambda: _stream_width(output)
+        intro = (
+            f"wordbot: this terminal (TERM={term}) shows no live suggestions; each line you "
+            "enter gets its next words and a continuation. :help for commands; Ctrl-D exits."
+        )
+        width = self.width()
+        self.say(textwrap.fill(intro, BANNER_WIDTH if width is None else max(width, 10), break_long_words=False))
         self.pipe(_prompted(input, output), echo=False)
         return 0
 
@@ -684,7 +747,7 @@ class Repl:
         if name == "quit":
             return False
         if name == "help":
-            self.say(self.help_text())
+            self.say(self.help_text(self.width()))
         elif name == "k":
             self._set_k(argument)
         elif name == "temp":
@@ -695,15 +758,19 @@ class Repl:
             self.error(f"unknown command :{name}; :help lists the commands")
         return True
 
-    def help_text(self) -> str:
-        commands = "\n".join(f"  {':' + name + ' ' + arg:<14} {text}" for name, (arg, text) in COMMANDS.items())
-        return (
+    def help_text(self, width: int | None = None) -> str:
+        """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
+        rows = [(f":{name} {arg}", text) for name, (arg, text) in COMMANDS.items()]
+        about = (
             "The menu shows the likeliest next words (after a space) or completions of the\n"
-            "word being typed, each with its probability; the grey text continues the line.\n"
-            f"{KEYS_HELP}\nCommands:\n{commands}\n"
-            f"Now: k={self.settings.k}, temp={self.settings.temperature:g}, "
-            f"model: {self.predictor.describe()}"
+            "word being typed, each with its probability; the grey text continues the line."
         )
+        now = f"Now: k={self.settings.k}, temp={self.settings.temperature:g}, model: {self.predictor.describe()}"
+        if width is not None:
+            width = max(width, 10)
+            about = textwrap.fill(about, width, break_long_words=False)
+            now = textwrap.fill(now, width, subsequent_indent="  ", break_long_words=False)
+        return f"{about}\n{keys_help(width)}\nCommands:\n{_table(rows, _KEY_COLUMN, width)}\n{now}"
 
     def _set_k(self, argument: str) -> None:
         try:
@@ -769,6 +836,15 @@ def _text_width(output: Output) -> int | None:
     try:
         columns = output.get_size().columns
     except (OSError, ValueError, NotImplementedError):
+        return None
+    return columns - 1 if columns > 1 else None
+
+
+def _stream_width(stream: TextIO) -> int | None:
+    """As `_text_width`, for a terminal written to as a stream."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
         return None
     return columns - 1 if columns > 1 else None
 
