@@ -192,8 +192,10 @@ class WordCompleter(Completer):
     def __init__(self, get_predictor: Callable[[], Predictor], settings: Settings):
         self.get_predictor = get_predictor
         self.settings = settings
+        self.answered: Document | None = None  # the last text asked about (see _menu_after_a_dropped_request)
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        self.answered = document
         text = document.text_before_cursor
         if text.startswith(":"):
             yield from self._command_completions(text)
@@ -299,23 +301,29 @@ async def _refresh_menu(buffer: Buffer) -> None:
     state = buffer.complete_state
     if buffer.document != document or (state is not None and state.complete_index is not None):
         return  # the text moved on (its own request follows), or the user picked from a menu
+    if _show_menu(buffer, completions):
+        buffer.on_completions_changed.fire()  # a redraw: no key press follows to cause one
+
+
+def _show_menu(buffer: Buffer, completions: list[Completion]) -> bool:
+    """Open the menu on `completions` for the buffer's text as it stands (none: no menu)."""
     if not completions:
-        return
-    buffer.complete_state = CompletionState(original_document=document, completions=completions)
-    buffer.on_completions_changed.fire()  # a redraw: no key press follows to cause one
+        return False
+    buffer.complete_state = CompletionState(original_document=buffer.document, completions=completions)
+    return True
 
 
 MENU_CHECK_SECONDS = 0.05
 
 
-def _menu_after_a_dropped_request(buffer: Buffer) -> None:
+def _menu_after_a_dropped_request(buffer: Buffer, completer: WordCompleter) -> None:
     """After any change of the text, make sure its menu comes.
 
     prompt_toolkit runs one completion at a time and drops a request made meanwhile; it
     asks again afterwards only if the text merely grew. So typing just after Ctrl-C (or
     after a Right that accepted the ghost text) could leave the new text without a menu
-    until the next key. A moment later, if the text is unchanged and still has no menu,
-    ask for it (a millisecond when prompt_toolkit's own request did arrive: none opens)."""
+    until the next key. A moment later, if the text is unchanged, has no menu and the
+    completer was never asked about it, ask (a text it answered with nothing stays so)."""
     app = get_app_or_none()
     if app is None or not buffer.text.strip():
         return
@@ -323,7 +331,7 @@ def _menu_after_a_dropped_request(buffer: Buffer) -> None:
 
     async def check() -> None:
         await asyncio.sleep(MENU_CHECK_SECONDS)
-        if buffer.document == document and buffer.complete_state is None:
+        if buffer.document == document and buffer.complete_state is None and completer.answered != document:
             await _refresh_menu(buffer)
 
     app.create_background_task(check())
@@ -388,8 +396,7 @@ def _key_bindings(settings: Settings, recall: _Recall) -> KeyBindings:
         if buffer.completer is None:
             return
         completions = list(buffer.completer.get_completions(buffer.document, CompleteEvent(completion_requested=True)))
-        if completions:
-            buffer.complete_state = CompletionState(original_document=buffer.document, completions=completions)
+        if _show_menu(buffer, completions):
             buffer.go_to_completion(0)
 
     @bindings.add("enter", filter=completion_selected)
@@ -647,9 +654,10 @@ class Repl:
     def session(self, input: Input | None = None, output: Output | None = None) -> PromptSession:
         get_predictor = lambda: self.predictor  # noqa: E731 -- `:model` swaps it under the completer
         recall = _Recall()
+        completer = WordCompleter(get_predictor, self.settings)
         session: PromptSession = PromptSession(
             message="> ",
-            completer=ThreadedCompleter(WordCompleter(get_predictor, self.settings)),
+            completer=ThreadedCompleter(completer),
             complete_while_typing=True,
             auto_suggest=ThreadedAutoSuggest(GhostText(get_predictor, self.settings)),
             history=self.history(),
@@ -662,7 +670,7 @@ class Repl:
             output=output,
         )
         session.default_buffer.on_text_changed += recall.text_changed
-        session.default_buffer.on_text_changed += _menu_after_a_dropped_request
+        session.default_buffer.on_text_changed += lambda buffer: _menu_after_a_dropped_request(buffer, completer)
         return session
 
     # ---- the two modes ----
