@@ -373,3 +373,32 @@ def test_the_progress_bar_ends_before_each_epoch_line(corpus, tmp_path, capsys):
     for epoch in (1, 2):
         at = out.index(f"epoch {epoch} · train perplexity")
         assert out[at - 1] == "\n" and "val_loss" in out[:at].rsplit("\n", 2)[-2], out[max(0, at - 200) : at]
+
+
+def test_ctrl_c_while_an_epoch_is_being_saved_waits_until_its_state_is_whole(corpus, tmp_path, monkeypatch):
+    """Ctrl-C right after Keras backed up an epoch, before wordbot's own record of it
+    (progress.json) and its report line: the resumed run would skip that epoch's report
+    and count one epoch fewer. The interrupt now lands once the epoch's state is whole."""
+    import keras
+
+    from wordbot.training import TrainConfig, train
+
+    save = keras.callbacks.BackupAndRestore._save_model
+
+    def save_then_interrupt(self):
+        save(self)
+        if self._current_epoch == 2:  # the end-of-epoch backup of the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "_save_model", save_then_interrupt)
+    config = TrainConfig(
+        corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=512, epochs=4, mix_order=0,
+    )  # fmt: skip
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=lines.append, progress=False)
+    assert [line.split(" · ")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+    progress = json.loads((tmp_path / "m.partial" / "progress.json").read_text())
+    assert progress["epochs_done"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before

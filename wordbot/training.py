@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -398,6 +399,43 @@ def _finished_epochs(work_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class _HeldInterrupt:
+    """Ctrl-C held back while the run's state on disk is brought up to date (Keras' backup,
+    then the best weights, progress.json and the epoch's report), then raised: an interrupt
+    in between left a backup one epoch ahead of the rest. Holds nest; `restore` puts the
+    usual handler back whatever happened (call it when training ends)."""
+
+    def __init__(self):
+        self.depth, self.pending, self.previous = 0, False, None
+
+    def hold(self) -> None:
+        if self.depth == 0:
+            try:
+                previous = signal.signal(signal.SIGINT, self._note)
+            except ValueError:  # not the main thread: nothing to hold
+                return
+            self.previous, self.pending = previous, False
+        self.depth += 1
+
+    def _note(self, signum, frame) -> None:
+        self.pending = True
+
+    def release(self) -> None:
+        if self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            self.restore()
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        self.depth, self.previous = 0, None
+
+
 def _callbacks(
     keras,
     config: TrainConfig,
@@ -407,8 +445,11 @@ def _callbacks(
     steps_per_epoch: int,
     progress: bool = False,
     earlier: dict | None = None,
+    held: _HeldInterrupt | None = None,
 ):
-    """`earlier`: `_finished_epochs(work_dir)`, read here when not given."""
+    """`earlier`: `_finished_epochs(work_dir)`, read here when not given. `held`: Ctrl-C is
+    held back from the start of each epoch's end (and each backup) until its state is saved."""
+    held = held or _HeldInterrupt()
     monitor = "val_loss" if has_validation else "loss"
     started = time.monotonic()
     earlier = _finished_epochs(work_dir) if earlier is None else earlier
@@ -480,6 +521,26 @@ def _callbacks(
             self._batches_seen_since_last_saving = 0
             self._save_model()
 
+        def _save_model(self):
+            held.hold()  # a backup half written is no backup
+            try:
+                super()._save_model()
+            finally:
+                held.release()
+
+    class EpochEnd(keras.callbacks.Callback):
+        """First at an epoch's end: hold Ctrl-C (`last` releases it, last of all)."""
+
+        def __init__(self, last: bool):
+            super().__init__()
+            self.last = last
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.last:
+                held.release()
+            else:
+                held.hold()
+
     plateau = []
     if config.lr_schedule == "plateau":
         plateau = [ResumablePlateau(monitor=monitor, factor=config.lr_decay, patience=0, min_lr=1e-5)]
@@ -488,6 +549,7 @@ def _callbacks(
     # first, the bar is complete (and ends its line) before the report.
     bar = [keras.callbacks.ProgbarLogger()] if progress else []
     return [
+        EpochEnd(last=False),
         *bar,
         # A loss of NaN ruins every later epoch: stop there (KeepBest never keeps it).
         keras.callbacks.TerminateOnNaN(),
@@ -497,6 +559,7 @@ def _callbacks(
         *plateau,
         ResumableEarlyStopping(monitor=monitor, patience=config.patience),
         EpochReport(),
+        EpochEnd(last=True),
     ]
 
 
@@ -718,13 +781,14 @@ def _fit_network(tf, keras, config: TrainConfig, tokenizer, train_xy, val, work_
     val_ds = _dataset(tf, *val, config.batch_size, None) if val is not None else None
     started = time.monotonic()
     earlier = _finished_epochs(work_dir)
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        callbacks=_callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress, earlier),
-        verbose=1 if progress else 0,
-    )
+    held = _HeldInterrupt()
+    callbacks = _callbacks(keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress, earlier, held)
+    try:
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, verbose=1 if progress else 0
+        )
+    finally:
+        held.restore()  # whatever ended training, Ctrl-C interrupts again
     # Counted over the whole training, an interrupted run's finished epochs included.
     minutes = float(earlier.get("minutes", 0.0)) + (time.monotonic() - started) / 60
     epochs_run = int(earlier.get("epochs_done", 0)) + len(history.history.get("loss", []))
