@@ -1,0 +1,20 @@
+"""Every bound and default the faces share, in one place: how many words a face
+offers, how much text it reads, how many words it writes. Each face imports its
+row from here instead of keeping a number of its own that could drift."""
+
+from __future__ import annotations
+
+DEFAULT_K = 5  # next words offered when nobody says how many
+
+# Suggestions per face: (smallest, largest).
+CLI_K = (1, 1000)  # `wordbot next -k`: more than anyone reads, but a script may ask
+BOT_K = (1, 10)  # `!next ... k=7`: a Discord message stays readable
+REPL_K = (1, 20)  # `:k`: the menu scrolls past this; more is noise
+
+# Words a continuation writes: (default, largest).
+CLI_WORDS = (20, 1000)  # `wordbot continue -n`: a continuation ends at the end of a message long before
+BOT_WORDS = (20, 100)  # `!continue ... words=30`
+
+# Characters of input read before any other work (longer input is refused or cut first).
+CLI_MAX_TEXT_CHARS = 100_000
+BOT_MAX_INPUT_CHARS = 1000  # longer input gets a polite refusal
