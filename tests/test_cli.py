@@ -177,59 +177,6 @@ def test_next_reads_100_kb_from_standard_input(tiny_model_dir, monkeypatch, caps
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
-@pytest.mark.slow
-def test_a_wheel_carries_the_bundled_model_and_answers_outside_the_source_tree(tmp_path):
-    """`pip install .` (not only `pip install -e .`) must give a working `wordbot next`:
-    the wheel holds the default model and the corpus its n-gram is counted from."""
-    import shutil
-    import zipfile
-    from importlib.metadata import PackageNotFoundError, version
-    from pathlib import Path
-
-    try:
-        if int(version("setuptools").split(".")[0]) < 77:
-            pytest.skip("needs setuptools >= 77 (pip install -e '.[dev]' installs it)")
-    except PackageNotFoundError:
-        pytest.skip("needs setuptools >= 77 (pip install -e '.[dev]' installs it)")
-    # Built from a copy, so the build leaves nothing behind in the checkout.
-    root = Path(__file__).resolve().parent.parent
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(root / name, source / name)
-    skip = shutil.ignore_patterns("__pycache__", "*.partial", "*.egg-info")
-    for name in ("wordbot", "data"):
-        shutil.copytree(root / name, source / name, ignore=skip)
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    if built.returncode != 0 and "No module named pip" in built.stderr:
-        pytest.skip("pip is not available to build a wheel")
-    assert built.returncode == 0, built.stderr[-2000:]
-    (wheel,) = tmp_path.glob("wordbot-*.whl")
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
-        manifest = json.loads(archive.read("wordbot/_data/models/default/manifest.json"))
-        archive.extractall(site)
-    corpus = (site / "wordbot/_data/models/default" / manifest["corpus"]["files"][0]["path"]).resolve()
-    assert {"weights.npz", "tokenizer.json"} <= {Path(n).name for n in names if "/models/default/" in n}
-    assert corpus.is_file() and str(corpus).startswith(str(site))
-
-    # The unpacked wheel comes first on sys.path, run from a directory outside the checkout.
-    code = (
-        f"import sys; sys.path.insert(0, {str(site)!r}); import wordbot, wordbot.cli; "
-        f"assert wordbot.__file__.startswith({str(site)!r}), wordbot.__file__; "
-        "sys.exit(wordbot.cli.main(['next', '--json', 'the meaning of']))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert len(json.loads(done.stdout)) >= 3
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
