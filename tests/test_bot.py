@@ -722,6 +722,43 @@ async def test_awkward_input_does_not_break_it(server, bot):
 
 
 @pytest.mark.asyncio
+async def test_a_long_run_of_whitespace_between_words_gets_its_answer(server, bot, tiny_predictor):
+    # It made the old trailing-count regex take quadratic time on the event loop.
+    reply = await server.wait_for_reply(await server.send_message("!next a" + " " * 1990 + "x"), timeout=5)
+    assert reply.content.startswith("a x → ")
+    assert words_of(reply.content) == [p.word for p in tiny_predictor.next_words("a x", 5)]
+    mention = await server.send_message(f"{server.mention()} a" + "\n" * 3900 + "x 3", mentions=[server.bot_user])
+    reply = await server.wait_for_reply(mention, timeout=5)
+    assert reply.content.startswith("a x") and reply.content.endswith("**") and "Sorry" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_bidi_controls_cannot_reorder_the_bots_answer(server, start_bot, tiny_predictor):
+    from wordbot.predictor import Prediction
+
+    class Rtl:  # words and continuations that carry controls, as learned users' words may
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tiny_predictor, name)
+
+        def next_words(self, text: str, k: int = 5) -> list[Prediction]:
+            return [Prediction("evil\u202e", 0.5), Prediction("\u2066x", 0.25)]
+
+        def continue_text(self, text: str, words: int) -> str:
+            return " and\u202d then\u2069"
+
+    await start_bot(Rtl(), cooldown_rate=1000)
+    replies = [
+        await server.wait_for_reply(await server.send_message("!next hello \u202eevil")),
+        await server.wait_for_reply(await server.send_message("!continue hello \u202bthere")),
+        await server.wait_for_interaction_answer(await server.send_interaction("next", {"text": "hi \u2068you"})),
+    ]
+    assert replies[0].content == "hello <U+202E>evil → **evil<U+202E>** 50% · **<U+2066>x** 25%"
+    assert replies[1].content == "hello <U+202B>there **and<U+202D> then<U+2069>**"
+    for reply in replies:
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", reply.content), ascii(reply.content)
+
+
+@pytest.mark.asyncio
 async def test_prediction_runs_off_the_event_loop(server, start_bot, tiny_predictor):
     class Slow:
         def __getattr__(self, name: str) -> Any:
@@ -1009,6 +1046,22 @@ def test_run_explains_what_discord_refused_in_one_line(options, token, expected,
     lines = [line for line in err.splitlines() if line.startswith("wordbot:")]
     assert len(lines) == 1 and expected in lines[0]
     assert "Traceback" not in err and token not in err
+
+
+def test_a_token_file_that_is_a_device_a_directory_or_huge_is_refused_in_one_line(tmp_path, nowhere, capsys):
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"a" * 2_000_000)  # before, taken whole as a "token", then sent to Discord
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # before, opening it waited forever for a writer
+    for path, expected in [
+        ("/dev/zero", "not a regular file"),  # before, read until MemoryError
+        (tmp_path, "not a regular file"),
+        (fifo, "not a regular file"),
+        (huge, "larger than 1024 bytes"),
+    ]:
+        assert wordbot_discord(token_file=path) == 2
+        err = capsys.readouterr().err
+        assert expected in one_error_line(err) and str(path) in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_token_passed_as_the_token_file_is_not_printed_back(tmp_path, monkeypatch, capsys):
