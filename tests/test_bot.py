@@ -22,14 +22,15 @@ import yarl
 from discord.ext import commands
 
 from wordbot import cli
-from wordbot.bot import build_bot, format_continuation, format_next, invite_url, read_token
+from wordbot.bot import build_bot, invite_url, read_token
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE
-from wordbot.bot.parse import split_count
-from wordbot.bot.render import MAX_OUTPUT_CHARS, fit, plain
+from wordbot.bot.render import MAX_OUTPUT_CHARS, plain
 from wordbot.bot.run import PERMISSIONS
 from wordbot.limits import BOT_MAX_INPUT_CHARS as MAX_INPUT_CHARS
 from wordbot.testing.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 from wordbot.text import is_word, tokenize
+
+from .test_bot_text import bold_balanced
 
 NO_PINGS = {"parse": [], "replied_user": False}
 StartBot = Callable[..., Awaitable[commands.Bot]]
@@ -520,11 +521,6 @@ async def test_an_invisible_character_right_after_the_command_name_is_nothing(
     assert all(p.reply_to != int(ignored["id"]) for p in server.posted)
 
 
-def bold_balanced(content: str) -> bool:
-    """Whether every `**` that is markdown (not backslash-escaped) has its pair."""
-    return re.sub(r"\\.", "", content).count("**") % 2 == 0
-
-
 @pytest.mark.asyncio
 async def test_an_answer_cut_to_discords_limit_keeps_its_bold_closed(server, start_bot, tiny_predictor):
     from wordbot.predictor import Prediction
@@ -550,17 +546,6 @@ async def test_an_answer_cut_to_discords_limit_keeps_its_bold_closed(server, sta
         assert bold_balanced(reply.content), reply.content[-80:]
         assert "…" in reply.content[-3:] and not re.search(r"\\+…|\*\*…\*\*$", reply.content), reply.content[-80:]
     assert replies[0].content.startswith("once upon a time **and so on") and replies[0].content.endswith("…**")
-
-
-def test_fit_never_splits_an_escape_or_a_bold_delimiter():
-    assert fit("ab **cdefgh** ij", 9) == "ab **c…**"
-    assert fit("ab **cdefgh** ij", 8) == "ab …"  # no room for a closed bold with text in it
-    assert fit("ab \\*\\*cd", 6) == "ab \\*…"
-    assert fit("ab **cd** **efg**", 15) == "ab **cd** …"
-    assert fit("short **bold**", 14) == "short **bold**"
-    for limit in range(1, 60):
-        cut = fit("x " + "**a\\*b** \\\\ " * 10, limit)
-        assert len(cut) <= limit and bold_balanced(cut), (limit, cut)
 
 
 # -- what a server admin expects -----------------------------------------------------------
@@ -882,40 +867,6 @@ def test_the_invite_url_asks_for_what_the_bot_needs():
     assert "client_id=1234" in url and "scope=bot+applications.commands" in url
     assert f"permissions={PERMISSIONS.value}" in url
     assert PERMISSIONS.read_message_history and PERMISSIONS.send_messages
-
-
-def test_split_count_takes_the_command_lines_spellings_and_a_count_alone_in_a_reply():
-    assert split_count("once upon a time -n 30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon a time --words=30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon n=30", "words", bare=True) == ("once upon", 30)
-    assert split_count("the cat -k 3", "k", bare=False) == ("the cat", 3)
-    assert split_count("the cat -n 3", "k", bare=False) == ("the cat -n 3", None)
-    assert split_count("the score was 3 -1", "words", bare=True) == ("the score was 3 -1", None)
-    assert split_count("30", "words", bare=True, alone=True) == ("", 30)
-    assert split_count("30", "words", bare=True) == ("30", None)
-
-
-def test_split_count_takes_only_the_option_meant():
-    assert split_count("deep learning k=3", "k", bare=False) == ("deep learning", 3)
-    assert split_count("the year 1984", "k", bare=False) == ("the year 1984", None)
-    assert split_count("once upon a time 30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon words=12", "words", bare=True) == ("once upon", 12)
-    assert split_count("42", "words", bare=True) == ("42", None)
-    assert split_count("I was born in 1984", "words", bare=True) == ("I was born in 1984", None)  # a year, not a count
-    assert split_count("I was born in words=1984", "words", bare=True) == ("I was born in", 1984)  # asked for
-    assert split_count("k=7", "k", bare=False) == ("", 7)
-    assert split_count("a k=3", "words", bare=True) == ("a k=3", None)
-
-
-def test_formatted_answers_never_exceed_discords_limit():
-    from wordbot.predictor import Prediction
-
-    huge = "*_`~|>" * 400
-    assert len(format_next(huge, [Prediction(huge, 0.5)] * 10)) <= MAX_OUTPUT_CHARS
-    assert len(format_continuation(huge, " " + huge)) <= MAX_OUTPUT_CHARS
-    assert format_next("", []).startswith("*(start of a message)*")
-    assert format_next("\u200b\u2060", []).startswith("*(start of a message)*")
-    assert format_continuation("a", "") == "a *(the model has nothing to add)*"
 
 
 # -- starting up ---------------------------------------------------------------------------

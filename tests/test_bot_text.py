@@ -1,4 +1,4 @@
-"""The bot's reading of raw message text (wordbot/bot/parse.py) and what it sends back
+"""Discord text in and out: the bot's reading of raw message text (wordbot/bot/parse.py) and what it sends back
 (wordbot/bot/render.py), driven with adversarial text: long whitespace runs, mentions, counts,
 control, invisible and bidi characters. Work is checked by counting the steps of the scan, not by
 timing; meaning by agreement with the regex the scan replaced, kept here as the reference."""
@@ -130,3 +130,51 @@ def test_bidi_controls_show_as_their_code_points():
     answer = format_next("hello \u202eevil", [Prediction("x\u2067", 0.5)])
     assert answer.startswith("hello <U+202E>evil → **x<U+2067>**"), answer
     assert "\u200f" in fit("שלום\u200f!")  # a right-to-left mark opens nothing: it stays
+
+
+def bold_balanced(content: str) -> bool:
+    """Whether every `**` that is markdown (not backslash-escaped) has its pair."""
+    return re.sub(r"\\.", "", content).count("**") % 2 == 0
+
+
+def test_fit_never_splits_an_escape_or_a_bold_delimiter():
+    assert fit("ab **cdefgh** ij", 9) == "ab **c…**"
+    assert fit("ab **cdefgh** ij", 8) == "ab …"  # no room for a closed bold with text in it
+    assert fit("ab \\*\\*cd", 6) == "ab \\*…"
+    assert fit("ab **cd** **efg**", 15) == "ab **cd** …"
+    assert fit("short **bold**", 14) == "short **bold**"
+    for limit in range(1, 60):
+        cut = fit("x " + "**a\\*b** \\\\ " * 10, limit)
+        assert len(cut) <= limit and bold_balanced(cut), (limit, cut)
+
+
+def test_split_count_takes_the_command_lines_spellings_and_a_count_alone_in_a_reply():
+    assert split_count("once upon a time -n 30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon a time --words=30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon n=30", "words", bare=True) == ("once upon", 30)
+    assert split_count("the cat -k 3", "k", bare=False) == ("the cat", 3)
+    assert split_count("the cat -n 3", "k", bare=False) == ("the cat -n 3", None)
+    assert split_count("the score was 3 -1", "words", bare=True) == ("the score was 3 -1", None)
+    assert split_count("30", "words", bare=True, alone=True) == ("", 30)
+    assert split_count("30", "words", bare=True) == ("30", None)
+
+
+def test_split_count_takes_only_the_option_meant():
+    assert split_count("deep learning k=3", "k", bare=False) == ("deep learning", 3)
+    assert split_count("the year 1984", "k", bare=False) == ("the year 1984", None)
+    assert split_count("once upon a time 30", "words", bare=True) == ("once upon a time", 30)
+    assert split_count("once upon words=12", "words", bare=True) == ("once upon", 12)
+    assert split_count("42", "words", bare=True) == ("42", None)
+    assert split_count("I was born in 1984", "words", bare=True) == ("I was born in 1984", None)  # a year, not a count
+    assert split_count("I was born in words=1984", "words", bare=True) == ("I was born in", 1984)  # asked for
+    assert split_count("k=7", "k", bare=False) == ("", 7)
+    assert split_count("a k=3", "words", bare=True) == ("a k=3", None)
+
+
+def test_formatted_answers_never_exceed_discords_limit():
+    huge = "*_`~|>" * 400
+    assert len(format_next(huge, [Prediction(huge, 0.5)] * 10)) <= MAX_OUTPUT_CHARS
+    assert len(format_continuation(huge, " " + huge)) <= MAX_OUTPUT_CHARS
+    assert format_next("", []).startswith("*(start of a message)*")
+    assert format_next("\u200b\u2060", []).startswith("*(start of a message)*")
+    assert format_continuation("a", "") == "a *(the model has nothing to add)*"
