@@ -22,7 +22,7 @@ import yarl
 from discord.ext import commands
 
 from wordbot import cli
-from wordbot.bot import build_bot, invite_url, read_token
+from wordbot.bot import build_bot, intents, invite_url, read_token
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE
 from wordbot.bot.render import MAX_OUTPUT_CHARS, plain
 from wordbot.bot.run import PERMISSIONS
@@ -134,6 +134,20 @@ async def test_about_describes_the_commands_and_the_model(server, bot, tiny_pred
     reply = await server.wait_for_reply(message)
     assert "!next" in reply.content and "!continue" in reply.content
     assert tiny_predictor.describe() in reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_bot_of_your_own_gets_the_commands_as_an_extension(server):
+    own = commands.Bot(command_prefix="?", intents=intents(), guild_ready_timeout=0.05)
+    await own.load_extension("wordbot.bot")  # the bundled default model
+    task = asyncio.create_task(own.start(server.token))
+    try:
+        await asyncio.wait_for(own.wait_until_ready(), 30)
+        reply = await server.wait_for_reply(await server.send_message("?next the cat"), timeout=30)
+        assert reply.content.startswith("the cat → **")
+    finally:
+        await own.close()
+        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.asyncio
