@@ -23,9 +23,8 @@ from discord.ext import commands
 
 from wordbot import cli
 from wordbot.bot import build_bot, intents, invite_url, read_token
-from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE
+from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, PERMISSIONS
 from wordbot.bot.render import MAX_OUTPUT_CHARS, plain
-from wordbot.bot.run import PERMISSIONS
 from wordbot.limits import BOT_MAX_INPUT_CHARS as MAX_INPUT_CHARS
 from wordbot.testing.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 from wordbot.text import is_word, tokenize

@@ -15,9 +15,9 @@ import asyncio
 
 from discord.ext import commands
 
-from wordbot.bot.cog import NO_MENTIONS, WordbotCog
+from wordbot.bot.cog import NO_MENTIONS, WordbotCog, invite_url
 from wordbot.bot.render import format_continuation, format_next
-from wordbot.bot.run import build_bot, intents, invite_url, read_token, run
+from wordbot.bot.run import build_bot, intents, read_token, run
 
 __all__ = [
     "NO_MENTIONS",

@@ -42,6 +42,17 @@ COOLDOWN_RATE, COOLDOWN_PER = 5, 10.0  # per user: 5 commands per 10 seconds, al
 # role or user pings, not even the author of the message it replies to.
 NO_MENTIONS = discord.AllowedMentions.none()
 
+# What the bot needs in a channel: see it, read the message it replies to, answer (in threads too).
+PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
+)
+
+
+def invite_url(application_id: int) -> str:
+    """The link that adds the bot to a server with the permissions it needs and its slash commands."""
+    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
+
+
 Reply = Callable[..., Awaitable[None]]  # reply(content, quiet=False)
 
 
@@ -152,8 +163,6 @@ class WordbotCog(commands.Cog, name="wordbot"):
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
-        from wordbot.bot.run import invite_url
-
         # Fires again after every re-IDENTIFY; worth a line each time.
         me = self.bot.user
         log.info(

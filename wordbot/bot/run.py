@@ -30,22 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wordbot.bot")
 
-# What the bot needs in a channel: see it, read the message it replies to, answer (in threads too).
-PERMISSIONS = discord.Permissions(
-    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
-)
-
 NO_TOKEN_MESSAGE = (
     "no Discord bot token. Create a bot at https://discord.com/developers/applications "
     "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
 )
 
 MAX_TOKEN_FILE_BYTES = 1024  # a token is under 200 characters; room for quotes, "Bot " and a newline
-
-
-def invite_url(application_id: int) -> str:
-    """The link that adds the bot to a server with the permissions it needs and its slash commands."""
-    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands"))
 
 
 def intents() -> discord.Intents:
