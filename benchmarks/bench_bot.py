@@ -4,7 +4,7 @@ longest event-loop stall, for wordbot's bot and for a baseline bot whose `!next`
 
     PYTHONPATH=. python benchmarks/bench_bot.py [--model DIR] [--commands 200] [--users 4]
 
-Both bots are the real discord.py client talking to tests/fake_discord.py over 127.0.0.1. The
+Both bots are the real discord.py client talking to wordbot/testing/fake_discord.py over 127.0.0.1. The
 fake server runs in its own thread and event loop, so a bot that blocks its loop cannot also
 slow down "Discord": its timestamps are what a user would see. Each bot first answers a few
 commands one at a time (warm-up and idle latency), then gets all `--commands` at once from
@@ -29,16 +29,16 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the checkout's wordbot (the fake Discord is wordbot.testing's, not tests/')
 
 import discord  # noqa: E402
 from discord.ext import commands  # noqa: E402
 
-from tests.fake_discord import FakeDiscordThread  # noqa: E402
 from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
 from wordbot.bot import NO_MENTIONS, build_bot, format_next, intents  # noqa: E402
 from wordbot.corpus import read_messages  # noqa: E402
 from wordbot.predictor import Prediction, Predictor  # noqa: E402
+from wordbot.testing.fake_discord import FakeDiscordThread  # noqa: E402
 
 TEST_FILE = ROOT / "data" / "corpus" / "fortunes-test.txt"
 USERS = ["alice", "bob", "carol", "dave"]

@@ -1,5 +1,5 @@
 """The Discord bot, tested through discord.py's real client talking to the fake Discord in
-fake_discord.py over 127.0.0.1: commands, replies, mentions, bursts, errors, reconnects."""
+wordbot/testing/fake_discord.py over 127.0.0.1: commands, replies, mentions, bursts, errors, reconnects."""
 
 from __future__ import annotations
 
@@ -21,21 +21,15 @@ import pytest_asyncio
 import yarl
 from discord.ext import commands
 
-from wordbot import bot as wordbot_bot
-from wordbot.bot import (
-    COOLDOWN_PER,
-    COOLDOWN_RATE,
-    MAX_INPUT_CHARS,
-    MAX_OUTPUT_CHARS,
-    build_bot,
-    format_continuation,
-    format_next,
-    run,
-    split_count,
-)
+from wordbot import cli
+from wordbot.bot import build_bot, intents, invite_url, read_token
+from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, PERMISSIONS
+from wordbot.bot.render import MAX_OUTPUT_CHARS, plain
+from wordbot.limits import BOT_MAX_INPUT_CHARS as MAX_INPUT_CHARS
+from wordbot.testing.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
 from wordbot.text import is_word, tokenize
 
-from .fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
+from .test_bot_text import bold_balanced
 
 NO_PINGS = {"parse": [], "replied_user": False}
 StartBot = Callable[..., Awaitable[commands.Bot]]
@@ -139,6 +133,20 @@ async def test_about_describes_the_commands_and_the_model(server, bot, tiny_pred
     reply = await server.wait_for_reply(message)
     assert "!next" in reply.content and "!continue" in reply.content
     assert tiny_predictor.describe() in reply.content
+
+
+@pytest.mark.asyncio
+async def test_a_bot_of_your_own_gets_the_commands_as_an_extension(server):
+    own = commands.Bot(command_prefix="?", intents=intents(), guild_ready_timeout=0.05)
+    await own.load_extension("wordbot.bot")  # the bundled default model
+    task = asyncio.create_task(own.start(server.token))
+    try:
+        await asyncio.wait_for(own.wait_until_ready(), 30)
+        reply = await server.wait_for_reply(await server.send_message("?next the cat"), timeout=30)
+        assert reply.content.startswith("the cat → **")
+    finally:
+        await own.close()
+        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.asyncio
@@ -315,7 +323,7 @@ async def test_a_reply_to_a_long_message_uses_its_end_rather_than_refusing(serve
 async def test_continuing_the_bots_own_answer_continues_the_story_not_its_markdown(server, bot):
     first = await server.wait_for_reply(await server.send_message("!continue once upon a time_machine 5"))
     assert first.content.startswith("once upon a time\\_machine")
-    story = wordbot_bot.plain(first.content)
+    story = plain(first.content)
     assert story.startswith("once upon a time_machine") and "**" not in story
     again = await server.wait_for_reply(await server.send_message("!continue 5", reply_to=first.message))
     assert again.content.startswith(discord.utils.escape_markdown(story)), (story, again.content)
@@ -526,11 +534,6 @@ async def test_an_invisible_character_right_after_the_command_name_is_nothing(
     assert all(p.reply_to != int(ignored["id"]) for p in server.posted)
 
 
-def bold_balanced(content: str) -> bool:
-    """Whether every `**` that is markdown (not backslash-escaped) has its pair."""
-    return re.sub(r"\\.", "", content).count("**") % 2 == 0
-
-
 @pytest.mark.asyncio
 async def test_an_answer_cut_to_discords_limit_keeps_its_bold_closed(server, start_bot, tiny_predictor):
     from wordbot.predictor import Prediction
@@ -556,18 +559,6 @@ async def test_an_answer_cut_to_discords_limit_keeps_its_bold_closed(server, sta
         assert bold_balanced(reply.content), reply.content[-80:]
         assert "…" in reply.content[-3:] and not re.search(r"\\+…|\*\*…\*\*$", reply.content), reply.content[-80:]
     assert replies[0].content.startswith("once upon a time **and so on") and replies[0].content.endswith("…**")
-
-
-def test_fit_never_splits_an_escape_or_a_bold_delimiter():
-    fit = wordbot_bot.fit
-    assert fit("ab **cdefgh** ij", 9) == "ab **c…**"
-    assert fit("ab **cdefgh** ij", 8) == "ab …"  # no room for a closed bold with text in it
-    assert fit("ab \\*\\*cd", 6) == "ab \\*…"
-    assert fit("ab **cd** **efg**", 15) == "ab **cd** …"
-    assert fit("short **bold**", 14) == "short **bold**"
-    for limit in range(1, 60):
-        cut = fit("x " + "**a\\*b** \\\\ " * 10, limit)
-        assert len(cut) <= limit and bold_balanced(cut), (limit, cut)
 
 
 # -- what a server admin expects -----------------------------------------------------------
@@ -729,6 +720,43 @@ async def test_awkward_input_does_not_break_it(server, bot):
 
 
 @pytest.mark.asyncio
+async def test_a_long_run_of_whitespace_between_words_gets_its_answer(server, bot, tiny_predictor):
+    # It made the old trailing-count regex take quadratic time on the event loop.
+    reply = await server.wait_for_reply(await server.send_message("!next a" + " " * 1990 + "x"), timeout=5)
+    assert reply.content.startswith("a x → ")
+    assert words_of(reply.content) == [p.word for p in tiny_predictor.next_words("a x", 5)]
+    mention = await server.send_message(f"{server.mention()} a" + "\n" * 3900 + "x 3", mentions=[server.bot_user])
+    reply = await server.wait_for_reply(mention, timeout=5)
+    assert reply.content.startswith("a x") and reply.content.endswith("**") and "Sorry" not in reply.content
+
+
+@pytest.mark.asyncio
+async def test_bidi_controls_cannot_reorder_the_bots_answer(server, start_bot, tiny_predictor):
+    from wordbot.predictor import Prediction
+
+    class Rtl:  # words and continuations that carry controls, as learned users' words may
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tiny_predictor, name)
+
+        def next_words(self, text: str, k: int = 5) -> list[Prediction]:
+            return [Prediction("evil\u202e", 0.5), Prediction("\u2066x", 0.25)]
+
+        def continue_text(self, text: str, words: int) -> str:
+            return " and\u202d then\u2069"
+
+    await start_bot(Rtl(), cooldown_rate=1000)
+    replies = [
+        await server.wait_for_reply(await server.send_message("!next hello \u202eevil")),
+        await server.wait_for_reply(await server.send_message("!continue hello \u202bthere")),
+        await server.wait_for_interaction_answer(await server.send_interaction("next", {"text": "hi \u2068you"})),
+    ]
+    assert replies[0].content == "hello <U+202E>evil → **evil<U+202E>** 50% · **<U+2066>x** 25%"
+    assert replies[1].content == "hello <U+202B>there **and<U+202D> then<U+2069>**"
+    for reply in replies:
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", reply.content), ascii(reply.content)
+
+
+@pytest.mark.asyncio
 async def test_prediction_runs_off_the_event_loop(server, start_bot, tiny_predictor):
     class Slow:
         def __getattr__(self, name: str) -> Any:
@@ -848,44 +876,10 @@ async def test_shards_run_an_auto_sharded_bot_that_answers(server, start_bot, mo
 
 
 def test_the_invite_url_asks_for_what_the_bot_needs():
-    url = wordbot_bot.invite_url(1234)
+    url = invite_url(1234)
     assert "client_id=1234" in url and "scope=bot+applications.commands" in url
-    assert f"permissions={wordbot_bot.PERMISSIONS.value}" in url
-    assert wordbot_bot.PERMISSIONS.read_message_history and wordbot_bot.PERMISSIONS.send_messages
-
-
-def test_split_count_takes_the_command_lines_spellings_and_a_count_alone_in_a_reply():
-    assert split_count("once upon a time -n 30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon a time --words=30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon n=30", "words", bare=True) == ("once upon", 30)
-    assert split_count("the cat -k 3", "k", bare=False) == ("the cat", 3)
-    assert split_count("the cat -n 3", "k", bare=False) == ("the cat -n 3", None)
-    assert split_count("the score was 3 -1", "words", bare=True) == ("the score was 3 -1", None)
-    assert split_count("30", "words", bare=True, alone=True) == ("", 30)
-    assert split_count("30", "words", bare=True) == ("30", None)
-
-
-def test_split_count_takes_only_the_option_meant():
-    assert split_count("deep learning k=3", "k", bare=False) == ("deep learning", 3)
-    assert split_count("the year 1984", "k", bare=False) == ("the year 1984", None)
-    assert split_count("once upon a time 30", "words", bare=True) == ("once upon a time", 30)
-    assert split_count("once upon words=12", "words", bare=True) == ("once upon", 12)
-    assert split_count("42", "words", bare=True) == ("42", None)
-    assert split_count("I was born in 1984", "words", bare=True) == ("I was born in 1984", None)  # a year, not a count
-    assert split_count("I was born in words=1984", "words", bare=True) == ("I was born in", 1984)  # asked for
-    assert split_count("k=7", "k", bare=False) == ("", 7)
-    assert split_count("a k=3", "words", bare=True) == ("a k=3", None)
-
-
-def test_formatted_answers_never_exceed_discords_limit():
-    from wordbot.predictor import Prediction
-
-    huge = "*_`~|>" * 400
-    assert len(format_next(huge, [Prediction(huge, 0.5)] * 10)) <= MAX_OUTPUT_CHARS
-    assert len(format_continuation(huge, " " + huge)) <= MAX_OUTPUT_CHARS
-    assert format_next("", []).startswith("*(start of a message)*")
-    assert format_next("\u200b\u2060", []).startswith("*(start of a message)*")
-    assert format_continuation("a", "") == "a *(the model has nothing to add)*"
+    assert f"permissions={PERMISSIONS.value}" in url
+    assert PERMISSIONS.read_message_history and PERMISSIONS.send_messages
 
 
 # -- starting up ---------------------------------------------------------------------------
@@ -913,9 +907,18 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def wordbot_discord(**options: Any) -> int:
+    """`wordbot discord` with these options (`token_file=...` is `--token-file ...`), through the
+    real command line, which reports what the bot raises."""
+    argv = ["discord"]
+    for name, value in options.items():
+        argv.append(f"--{name.replace('_', '-')}={value}")
+    return cli.main(argv)
+
+
 def test_run_without_a_token_says_how_to_get_one_and_returns_nonzero(monkeypatch, capsys):
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
-    assert run() == 2
+    assert wordbot_discord() == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("wordbot: error: ")
@@ -933,7 +936,7 @@ def test_run_without_a_token_says_how_to_get_one_and_returns_nonzero(monkeypatch
 )
 def test_run_refuses_a_bad_shard_count_or_prefix_before_logging_in(options, expected, nowhere, monkeypatch, capsys):
     monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
-    assert run(**options) == 2
+    assert wordbot_discord(**options) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1  # nothing logged: it did not try to log in
     assert expected in one_error_line(err)
@@ -943,7 +946,7 @@ def test_run_refuses_a_bad_shard_count_or_prefix_before_logging_in(options, expe
 def test_run_with_a_token_file_that_is_not_text_names_the_file_in_one_line(content, tmp_path, nowhere, capsys):
     path = tmp_path / "token.bin"
     path.write_bytes(content)
-    assert run(token_file=path) == 2
+    assert wordbot_discord(token_file=path) == 2
     err = capsys.readouterr().err
     line = one_error_line(err)
     assert str(path) in line and len(err.strip().splitlines()) == 1
@@ -952,7 +955,7 @@ def test_run_with_a_token_file_that_is_not_text_names_the_file_in_one_line(conte
 
 def test_run_without_a_route_to_discord_says_so_in_one_line(tiny_model_dir, nowhere, monkeypatch, capsys):
     monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
-    assert run(model=tiny_model_dir) == 1
+    assert wordbot_discord(model=tiny_model_dir) == 1
     err = capsys.readouterr().err
     line = one_error_line(err)
     assert line.startswith("wordbot: error: cannot reach Discord: ") and f"127.0.0.1:{nowhere}" in line
@@ -960,14 +963,14 @@ def test_run_without_a_route_to_discord_says_so_in_one_line(tiny_model_dir, nowh
 
 
 def test_run_with_an_unreadable_token_file_returns_nonzero(tmp_path, capsys):
-    assert run(token_file=tmp_path / "missing.txt") == 2
+    assert wordbot_discord(token_file=tmp_path / "missing.txt") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_run_with_a_bad_model_directory_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DISCORD_TOKEN", "not-used")
-    assert run(model=tmp_path / "no-such-model") == 2
+    assert wordbot_discord(model=tmp_path / "no-such-model") == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("wordbot: error: ") and "does not exist" in err  # as the other commands say it
@@ -1000,7 +1003,7 @@ def test_run_explains_what_discord_refused_in_one_line(options, token, expected,
     try:
         side.server.point_client_here(monkeypatch)
         monkeypatch.setenv("DISCORD_TOKEN", token)
-        assert run(model=tiny_model_dir) == 1
+        assert wordbot_discord(model=tiny_model_dir) == 1
     finally:
         side.close()
     err = capsys.readouterr().err
@@ -1009,10 +1012,26 @@ def test_run_explains_what_discord_refused_in_one_line(options, token, expected,
     assert "Traceback" not in err and token not in err
 
 
+def test_a_token_file_that_is_a_device_a_directory_or_huge_is_refused_in_one_line(tmp_path, nowhere, capsys):
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"a" * 2_000_000)  # before, taken whole as a "token", then sent to Discord
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # before, opening it waited forever for a writer
+    for path, expected in [
+        ("/dev/zero", "not a regular file"),  # before, read until MemoryError
+        (tmp_path, "not a regular file"),
+        (fifo, "not a regular file"),
+        (huge, "larger than 1024 bytes"),
+    ]:
+        assert wordbot_discord(token_file=path) == 2
+        err = capsys.readouterr().err
+        assert expected in one_error_line(err) and str(path) in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_token_passed_as_the_token_file_is_not_printed_back(tmp_path, monkeypatch, capsys):
     token = "MTA1NjQ4OTk5OTk5OTk5OTk5OQ.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
     monkeypatch.chdir(tmp_path)
-    assert run(token_file=token) == 2
+    assert wordbot_discord(token_file=token) == 2
     err = capsys.readouterr().err
     assert token not in err and token[:20] not in err
     assert "not the token itself" in one_error_line(err)
@@ -1022,9 +1041,9 @@ def test_a_token_pasted_with_quotes_or_the_bot_prefix_is_taken(tmp_path, monkeyp
     path = tmp_path / "token"
     for written in ('"abc.def.ghi"\n', "Bot abc.def.ghi\n", "'abc.def.ghi'"):
         path.write_text(written)
-        assert wordbot_bot.read_token(path) == "abc.def.ghi"
+        assert read_token(path) == "abc.def.ghi"
     monkeypatch.setenv("DISCORD_TOKEN", "Bot abc.def.ghi")
-    assert wordbot_bot.read_token(None) == "abc.def.ghi"
+    assert read_token(None) == "abc.def.ghi"
 
 
 def test_sigterm_closes_the_connection_and_exits_cleanly(tiny_model_dir):
@@ -1059,15 +1078,15 @@ def test_sigterm_closes_the_connection_and_exits_cleanly(tiny_model_dir):
     assert proc.returncode == 0, err
     assert "Traceback" not in err and server.token not in err + out
     # A close frame (discord.py's code), not a dropped socket: Discord shows the bot offline at once.
-    assert server.closes and server.closes[-1] not in (None, 1006), server.closes
+    assert server.closes == [1000], server.closes
 
 
 def test_the_token_file_wins_over_the_environment(tmp_path, monkeypatch):
     path = tmp_path / "token"
     path.write_text("from-file\n")
     monkeypatch.setenv("DISCORD_TOKEN", "from-env")
-    assert wordbot_bot.read_token(path) == "from-file"
-    assert wordbot_bot.read_token(None) == "from-env"
+    assert read_token(path) == "from-file"
+    assert read_token(None) == "from-env"
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,284 @@
+"""Starting the bot: the `commands.Bot` that `build_bot` makes (intents, sharding, slash command
+sync), the token, and `run()` for `wordbot discord`, which closes cleanly on Ctrl-C and SIGTERM.
+Problems a user can fix before connecting are raised as `WordbotError` for the CLI to report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import stat
+import sys
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+from discord.ext.commands.view import StringView
+
+from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
+from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.errors import WordbotError
+
+if TYPE_CHECKING:
+    from wordbot.predictor import Predictor
+
+log = logging.getLogger("wordbot.bot")
+
+NO_TOKEN_MESSAGE = (
+    "no Discord bot token. Create a bot at https://discord.com/developers/applications "
+    "(Bot -> Reset Token), then set DISCORD_TOKEN=<token> or pass --token-file PATH."
+)
+
+MAX_TOKEN_FILE_BYTES = 1024  # a token is under 200 characters; room for quotes, "Bot " and a newline
+
+
+def intents() -> discord.Intents:
+    """The default intents plus Message Content: the prefix, reply and mention forms read text."""
+    wanted = discord.Intents.default()
+    wanted.message_content = True
+    return wanted
+
+
+class _VisibleCommandNames:
+    """Mixed into the bot's class: a message's text is bounded (`parse.RAW_LIMIT`) before
+    discord.py reads its arguments, and `!next\u200bhello` runs `!next hello` (see
+    `unhide_command`). Bot.get_context is where discord.py reads the command's name (and
+    `process_commands`, the mention form and `ctx.valid` all go through it); the message itself
+    is left as it was."""
+
+    async def get_context(self, origin: Any, /, *, cls: Any = discord.utils.MISSING) -> Any:
+        ctx = await super().get_context(origin, cls=cls)  # type: ignore[misc]
+        if ctx.prefix is None or not isinstance(origin, discord.Message):
+            return ctx  # not a prefix command; a slash command's options come parsed
+        rest = origin.content[len(ctx.prefix) : len(ctx.prefix) + RAW_LIMIT + 1]  # the prefix is at the start
+        visible = unhide_command(rest)
+        if visible == rest and len(origin.content) <= len(ctx.prefix) + RAW_LIMIT:
+            return ctx
+        # What Bot.get_context does after the prefix, on the bounded text without those characters.
+        view = StringView(ctx.prefix + visible)
+        view.skip_string(ctx.prefix)
+        if self.strip_after_prefix:  # type: ignore[attr-defined]
+            view.skip_ws()
+        ctx.view = view
+        ctx.invoked_with = view.get_word()
+        ctx.command = self.all_commands.get(ctx.invoked_with)  # type: ignore[attr-defined]
+        return ctx
+
+
+class WordBot(_VisibleCommandNames, commands.Bot):
+    """The bot `build_bot` makes: a `commands.Bot` that bounds what it reads and sees through
+    invisible characters around a command's name."""
+
+
+class ShardedWordBot(_VisibleCommandNames, commands.AutoShardedBot):
+    """`WordBot`, auto-sharded."""
+
+
+def build_bot(
+    predictor: Predictor,
+    *,
+    prefix: str = "!",
+    shards: int | None = None,
+    sync_commands: bool = True,
+    cooldown_rate: int = COOLDOWN_RATE,
+    cooldown_per: float = COOLDOWN_PER,
+    **options: Any,
+) -> commands.Bot:
+    """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
+    `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N.
+    `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
+    bot_class: type[commands.Bot] = WordBot
+    if shards is not None:
+        bot_class = ShardedWordBot
+        if shards > 0:
+            options["shard_count"] = shards
+    bot = bot_class(
+        command_prefix=prefix,
+        intents=intents(),
+        allowed_mentions=NO_MENTIONS,
+        case_insensitive=True,
+        strip_after_prefix=True,
+        help_command=None,  # `!help` is the cog's own `!wordbot`: short, a reply, rate-limited
+        **options,
+    )
+
+    async def setup_hook() -> None:
+        await bot.add_cog(WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per))
+        if sync_commands:
+            await sync_if_changed(bot)
+
+    bot.setup_hook = setup_hook  # type: ignore[method-assign]
+    return bot
+
+
+def _command_key(command: dict[str, Any]) -> str:
+    # Normalise a command the way discord.py parses Discord's answer, so that the local
+    # definition and the registered one compare equal when nothing changed.
+    options = [
+        app_commands.Argument(parent=None, data=option).to_dict()  # type: ignore[arg-type]
+        for option in command.get("options", [])
+    ]
+    return json.dumps([command["name"], command.get("description", ""), options], sort_keys=True)
+
+
+async def sync_if_changed(bot: commands.Bot) -> bool:
+    """Register the slash commands with Discord, but only when they differ from what is
+    registered: a restart must not spend the daily command-update limit. Returns whether it
+    synced. A failure (e.g. the bot was invited without the applications.commands scope) is
+    logged and the prefix commands keep working."""
+    try:
+        registered = await bot.http.get_global_commands(bot.application_id)  # type: ignore[arg-type]
+        local = [command.to_dict(bot.tree) for command in bot.tree.get_commands()]
+        if sorted(map(_command_key, registered)) == sorted(map(_command_key, local)):
+            log.info("slash commands are up to date")
+            return False
+        await bot.tree.sync()
+        log.info("synced %d slash commands", len(local))
+        return True
+    except discord.HTTPException:
+        log.exception("could not sync slash commands; the prefix commands still work")
+        return False
+
+
+# The shape of a bot token (three base64url parts), to recognise one passed where a path goes.
+_TOKEN_SHAPE = re.compile(r"[\w-]{20,}\.[\w-]{4,}\.[\w-]{20,}")
+
+
+def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The token from `token_file` if given, else from DISCORD_TOKEN; None when there is none.
+    Raises WordbotError when the file cannot be read or what it holds cannot be a token
+    (the message names the file, never what is in it). Quotes around the token and a
+    leading "Bot " (as in the Authorization header) are taken off."""
+    if token_file is not None:
+        if _TOKEN_SHAPE.fullmatch(os.fspath(token_file)) and not os.path.exists(token_file):
+            # `--token-file <the token>`: echoing the "path" back would print the token.
+            raise WordbotError(
+                "--token-file takes the path of a file that holds the token, not the token itself"
+                " (it is now in your shell history: consider resetting it in the developer portal)"
+            )
+        where = f"the token file {os.fspath(token_file)}"
+        try:
+            token = _read_small_file(token_file, where).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise WordbotError(f"cannot read {where}: it is not UTF-8 text") from None
+    else:
+        where = "DISCORD_TOKEN"
+        token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
+        token = token[1:-1].strip()
+    if token[:4].lower() == "bot ":
+        token = token[4:].strip()
+    # A token is printable ASCII; anything else would fail deep inside the HTTP client.
+    if token and not (token.isascii() and token.isprintable() and not any(c.isspace() for c in token)):
+        raise WordbotError(f"{where} does not hold a Discord bot token (it has spaces or other characters)")
+    return token or None
+
+
+def _read_small_file(path: str | os.PathLike[str], where: str) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most MAX_TOKEN_FILE_BYTES: a
+    device (/dev/zero), a pipe or a directory is refused before anything is read from it."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not hang; fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise WordbotError(f"cannot read {where}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise WordbotError(f"cannot read {where}: it is not a regular file (give the file that holds the token)")
+        data = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise WordbotError(f"cannot read {where}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise WordbotError(
+            f"{where} is larger than {MAX_TOKEN_FILE_BYTES} bytes: it should hold only the token (under 200 characters)"
+        )
+    return data
+
+
+def check_options(prefix: str, shards: int | None) -> None:
+    """Raise WordbotError for options discord.py would take and then misbehave with."""
+    if shards is not None and shards < 0:
+        raise WordbotError(f"--shards must be 0 (Discord chooses) or a shard count of at least 1, got {shards}")
+    if not prefix or any(c.isspace() for c in prefix):
+        raise WordbotError(f"--prefix must be one or more characters without spaces, got {prefix!r}")
+
+
+def run(
+    model: str | os.PathLike[str] | None = None,
+    prefix: str = "!",
+    token_file: str | os.PathLike[str] | None = None,
+    shards: int | None = None,
+    backend: str | None = None,
+) -> int:
+    """`wordbot discord`: load the model, connect, answer until Ctrl-C or SIGTERM. Returns an exit
+    status. What a user can fix before connecting (options, the token, the model) is raised as
+    WordbotError, which `wordbot.cli` reports as one line with status 2; what Discord refuses is
+    one line on stderr and status 1. Never a traceback, never the token."""
+    check_options(prefix, shards)
+    token = read_token(token_file)
+    if token is None:
+        raise WordbotError(NO_TOKEN_MESSAGE)
+
+    from wordbot.predictor import Predictor
+
+    try:
+        predictor = Predictor.load(model, backend=backend)
+    except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)
+        raise WordbotError(str(exc)) from None
+
+    bot = build_bot(predictor, prefix=prefix, shards=shards)
+    discord.utils.setup_logging(level=logging.INFO, root=True)
+    try:
+        asyncio.run(_serve(bot, token))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: asyncio.run has cancelled the bot, which closed its connections
+    except discord.LoginFailure:
+        return _fail("Discord rejected the token; copy it again from the developer portal (Bot -> Reset Token).")
+    except discord.PrivilegedIntentsRequired:
+        return _fail(
+            "enable the Message Content intent for this bot in the developer portal"
+            " (Bot -> Privileged Gateway Intents), then start it again."
+        )
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, discord.GatewayNotFound, discord.HTTPException) as exc:
+        # No network, DNS, a firewall, Discord down: the reason in one line, not aiohttp's traceback.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return _fail(f"cannot reach Discord: {reason}")
+    return 0
+
+
+async def _serve(bot: commands.Bot, token: str) -> None:
+    """`bot.run()`, but SIGTERM (systemd, docker stop, kill) closes the bot as Ctrl-C does: the
+    task that reads the gateway is cancelled first, then `bot.close()` sends close code 1000, and
+    Discord shows the bot offline at once. (Calling `bot.close()` while that task still reads
+    makes it answer the close frame with 4000, a code that says "reconnecting".)"""
+    loop = asyncio.get_running_loop()
+    async with bot:  # on the way out, bot.close(): code 1000
+        serving = asyncio.ensure_future(bot.start(token))
+        terminated: list[bool] = []
+
+        def on_sigterm() -> None:
+            log.info("SIGTERM: closing the connection to Discord")
+            terminated.append(True)
+            serving.cancel()
+
+        # Not on Windows, nor outside the main thread.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            await serving
+        except asyncio.CancelledError:
+            if not terminated:
+                raise  # Ctrl-C or a caller's cancellation: theirs to handle
+
+
+def _fail(message: str) -> int:
+    print(f"wordbot: error: {message}", file=sys.stderr)
+    return 1
