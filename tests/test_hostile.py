@@ -210,6 +210,15 @@ def _deep_tokenizer(d: Path) -> None:
     (d / "tokenizer.json").write_text('{"format_version": 1, "vocab": ' + "[" * depth + "]" * depth + "}")
 
 
+def _fifo(name: str):
+    """`name` replaced by a named pipe, which a plain open() waits on for ever."""
+    return lambda d: (d / name).unlink() or os.mkfifo(d / name)
+
+
+def _link(name: str, target: str):
+    return lambda d: (d / name).unlink() or (d / name).symlink_to(target)
+
+
 NEXT = ("next", "hi", "--model")
 # name: (tamper, command before DIR, command after DIR, words the error must name)
 CASES = {
@@ -223,7 +232,7 @@ CASES = {
     "training text /etc/passwd": (_training_text_path("/etc/passwd"), NEXT, (), ("/etc/passwd", "inside")),
     "training text ../x": (_training_text_path("../x"), NEXT, (), ("../x", "inside")),
     "training text symlink out": (
-        lambda d: (d / "training-text.json.gz").unlink() or (d / "training-text.json.gz").symlink_to("/etc/passwd"),
+        _link("training-text.json.gz", "/etc/passwd"),
         NEXT,
         (),
         ("training-text.json.gz", "inside"),
@@ -271,6 +280,9 @@ CASES = {
         ("ngram.npz",),
     ),
     "deep tokenizer.json": (_deep_tokenizer, NEXT, (), ("tokenizer.json", "nested")),
+    "tokenizer.json a FIFO": (_fifo("tokenizer.json"), NEXT, (), ("tokenizer.json", "not a regular file")),
+    "manifest.json /dev/zero": (_link("manifest.json", "/dev/zero"), ("info",), (), ("manifest.json", "regular")),
+    "weights.npz a FIFO": (_fifo("weights.npz"), NEXT, (), ("weights.npz",)),
 }
 
 

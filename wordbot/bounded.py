@@ -36,12 +36,24 @@ def unreadable(path: Path, e: OSError) -> ModelError:
     return ModelError(f"{shown(path)}: cannot be read ({e.strerror or e})")
 
 
+def open_regular(path: Path):
+    """`open(path, "rb")`, refused unless a regular file: not a device such as /dev/zero,
+    and not a FIFO, which plain open() would wait on forever for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{shown(path)}: not a regular file; a model directory holds only files")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_json(path: Path, limit: int) -> dict:
     """A JSON object from a file of at most `limit` bytes (nesting bounded too)."""
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ModelError(f"{shown(path)}: not a regular file")
+        with open_regular(path) as f:
             raw = f.read(limit + 1)
     except FileNotFoundError:
         raise ModelError(f"{shown(path.parent)}: {path.name} is missing; not a wordbot model directory") from None
@@ -96,7 +108,7 @@ def read_npz(
     against the file's own size) before a byte of data is read. `optional`: a missing
     member is left out rather than refused. Never unpickles."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below; the error of opening it has its own message)
+        f = open_regular(path)
     except OSError as e:
         raise unreadable(path, e) from None
     with f:

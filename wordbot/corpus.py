@@ -10,15 +10,13 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from wordbot.bounded import MAX_EXPANSION, inside, shown
+from wordbot.bounded import MAX_EXPANSION, inside, open_regular, shown
 from wordbot.errors import CorpusError
 from wordbot.text import BOS_ID, EOS_ID, Tokenizer, is_word, tokenize
 
@@ -175,9 +173,7 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
 def _own_copy(path: Path, sha256: str | None) -> list[str]:
     what = f"the model's copy of its training text {shown(path)}"
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise CorpusError(f"{what} is not a regular file")
+        with open_regular(path) as f:
             data = f.read(MAX_TRAINING_TEXT + 1)
     except PermissionError:
         raise CorpusError(f"{what}: permission denied; make it readable (chmod a+r) or use --backend rnn") from None
