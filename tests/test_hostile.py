@@ -206,7 +206,7 @@ def _ngram_cut_short(d: Path) -> None:
 
 
 def _deep_tokenizer(d: Path) -> None:
-    depth = 200_000
+    depth = 20_000  # under the size limit: the nesting itself must be refused
     (d / "tokenizer.json").write_text('{"format_version": 1, "vocab": ' + "[" * depth + "]" * depth + "}")
 
 
@@ -280,6 +280,12 @@ CASES = {
         ("ngram.npz",),
     ),
     "deep tokenizer.json": (_deep_tokenizer, NEXT, (), ("tokenizer.json", "nested")),
+    "tokenizer.json of 20 MB": (
+        lambda d: (d / "tokenizer.json").write_text('{"vocab": [' + '"a",' * 5_000_000 + '"b"]}'),
+        NEXT,
+        (),
+        ("tokenizer.json", "larger than"),
+    ),
     "tokenizer.json a FIFO": (_fifo("tokenizer.json"), NEXT, (), ("tokenizer.json", "not a regular file")),
     "manifest.json /dev/zero": (_link("manifest.json", "/dev/zero"), ("info",), (), ("manifest.json", "regular")),
     "weights.npz a FIFO": (_fifo("weights.npz"), NEXT, (), ("weights.npz",)),
@@ -430,6 +436,11 @@ def test_a_model_path_too_long_for_the_system_is_one_line():
     result = wordbot("next", "hi", "--model", "m" * 5000)
     line = assert_one_line_error(result, "name too long")
     assert len(line) < 400
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path):
+    result = wordbot("next", "hi", "--model", str(tmp_path / "evil\nwordbot: error: forged"))
+    assert_one_line_error(result, "does not exist", "evil\\n")
 
 
 def test_info_also_refuses_a_path_too_long():

@@ -53,7 +53,7 @@ MAX_LAYERS = 16
 MAX_WIDTH = 1 << 15  # units, embedding_dim, projection
 MAX_VOCAB = 1 << 21
 MAX_PARAMETERS = 1 << 30  # 4 GiB as float32
-MAX_JSON_BYTES = {"manifest.json": 4 << 20, "tokenizer.json": 256 << 20}
+MAX_JSON_BYTES = {"manifest.json": 4 << 20, "tokenizer.json": 64 << 20}
 
 
 def member_prefix(i: int) -> str:
@@ -318,7 +318,9 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
             f"{shown(path)}: not a weights archive this manifest can use: manifest.json declares {declared:,} "
             f"weights, more than its {size:,} bytes can hold; the file is damaged or truncated"
         )
-    tokenizer_json = read_json(directory / "tokenizer.json", MAX_JSON_BYTES["tokenizer.json"])
+    # About 14 bytes a token in the bundled model's; the limit keeps parsing it bounded.
+    limit = min(MAX_JSON_BYTES["tokenizer.json"], (64 << 10) + 128 * manifest["vocab_size"])
+    tokenizer_json = read_json(directory / "tokenizer.json", limit)
     try:
         tokenizer = Tokenizer.from_json(tokenizer_json)
     except ValueError as e:

@@ -25,6 +25,8 @@ MAX_EXPANSION = 64  # what a compressed file may expand to, times its size on di
 def shown(path: str | os.PathLike) -> str:
     """A path as an error message shows it: whole unless absurdly long."""
     text = str(path)
+    if not text.isprintable():  # a newline or an escape sequence in a name stays visible, on one line
+        text = repr(text)[1:-1]
     return text if len(text) <= 200 else f"{text[:120]}…{text[-60:]} ({len(text):,} characters)"
 
 
@@ -62,7 +64,7 @@ def read_json(path: Path, limit: int) -> dict:
     except OSError as e:
         raise unreadable(path, e) from None
     if len(raw) > limit:
-        raise ModelError(f"{shown(path)}: larger than {limit >> 20} MiB; not a file wordbot wrote")
+        raise ModelError(f"{shown(path)}: larger than {limit:,} bytes; not a file wordbot wrote")
     try:
         data = json.loads(raw.decode("utf-8"))
     except RecursionError:

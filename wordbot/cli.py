@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(args, str(e), 2)
     except KeyboardInterrupt:
         return 130
+    except MemoryError:
+        return _error(args, "out of memory; a model directory may claim more than this machine holds", 2)
     except BrokenPipeError:
         # The reader went away (`| head`): quietly, and without Python's complaint at exit.
         _silence_stdout()
