@@ -40,7 +40,7 @@ def test_a_saved_model_loads_back(model_dir):
         (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: not a weights archive"),
         (
             lambda d: (d / "weights.npz").write_bytes((d / "weights.npz").read_bytes()[:1000]),
-            "weights.npz: not a weights archive .* damaged or truncated",
+            "weights.npz: .* damaged or truncated",
         ),
         (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
         (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
@@ -49,7 +49,7 @@ def test_a_saved_model_loads_back(model_dir):
             lambda d: _edit_manifest(
                 d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"members": 0}
             ),
-            "members must be a positive integer",
+            "members must be an integer from 1 to 16",
         ),
         (
             lambda d: _edit_manifest(

@@ -12,14 +12,15 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from wordbot import __version__
+from wordbot.bounded import MAX_EXPANSION, inside, read_json, read_npz, shown, unreadable
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
 
@@ -45,6 +46,15 @@ DEFAULT_MODEL_DIR = DATA_DIR / "models" / "default"
 
 WEIGHT_DTYPES = ("float32", "float16")
 
+# Bounds on what a model directory may declare, checked before anything is allocated
+# (the bundled model: 2 members, 1 layer, 512 units, vocabulary 10,000).
+MAX_MEMBERS = 16
+MAX_LAYERS = 16
+MAX_WIDTH = 1 << 15  # units, embedding_dim, projection
+MAX_VOCAB = 1 << 21
+MAX_PARAMETERS = 1 << 30  # 4 GiB as float32
+MAX_JSON_BYTES = {"manifest.json": 4 << 20, "tokenizer.json": 64 << 20}
+
 
 def member_prefix(i: int) -> str:
     """Where network i of an ensemble keeps its arrays: the first one unprefixed, so a
@@ -55,8 +65,8 @@ def member_prefix(i: int) -> str:
 def members(architecture: dict) -> int:
     """How many networks of this architecture the model averages (1 unless an ensemble)."""
     n = architecture.get("members", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ModelError(f"architecture.members must be a positive integer, not {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_MEMBERS:
+        raise ModelError(f"architecture.members must be an integer from 1 to {MAX_MEMBERS}, not {n!r}")
     return n
 
 
@@ -85,6 +95,9 @@ def _network_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int,
             not isinstance(value, int) or isinstance(value, bool) or value < 1
         ):
             raise ModelError(f"architecture.{name} must be a positive integer, not {value!r}")
+        highest = MAX_LAYERS if name == "layers" else MAX_WIDTH
+        if value is not None and value > highest:
+            raise ModelError(f"architecture.{name} is {value:,}; this wordbot reads at most {highest:,}")
     gates = GATES[cell]
     shapes: dict[str, tuple[int, ...]] = {"embedding": (vocab_size, emb)}
     width = emb
@@ -183,18 +196,6 @@ def save_model(
     return directory
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ModelError(f"{path.parent}: {path.name} is missing; not a wordbot model directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: unreadable ({e})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object")
-    return data
-
-
 def _is_number(value, low: float = -math.inf, high: float = math.inf) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
@@ -227,59 +228,111 @@ def _mix_problem(manifest: dict) -> str | None:
     return None
 
 
-def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
-    """Read and check a model directory: (manifest, tokenizer, weights)."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    if not directory.exists():
-        raise ModelError(f"model directory {directory} does not exist")
-    if not directory.is_dir():
-        raise ModelError(f"{directory} is not a directory; a model is a directory with manifest.json")
-    manifest = _read_json(directory / "manifest.json")
+def _sections_problem(manifest: dict) -> str | None:
+    """What is wrong with the shape of the sections that `wordbot info`, the n-gram and
+    the help screens read (architecture, corpus, metrics), or None."""
+    if not isinstance(manifest.get("architecture"), dict):
+        return "architecture must be a JSON object"
+    corpus = manifest.get("corpus", {})
+    if not isinstance(corpus, dict):
+        return "corpus must be a JSON object"
+    files = corpus.get("files", [])
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256", ""), str | None)
+        for f in files
+    ):
+        return "corpus.files must be a list of {path, sha256} objects"
+    own = corpus.get("training_text")
+    if own is not None and not (isinstance(own, dict) and isinstance(own.get("sha256", ""), str | None)):
+        return "corpus.training_text must be a {path, sha256} object"
+    if not _is_number(corpus.get("validation_fraction", 0.0), 0, 1) or not isinstance(corpus.get("split_seed", 0), int):
+        return "corpus.validation_fraction must be a number from 0 to 1 and corpus.split_seed an integer"
+    metrics = manifest.get("metrics", {})
+    if not isinstance(metrics, dict):
+        return "metrics must be a JSON object"
+    if "validation_perplexity" in metrics and not _is_number(metrics["validation_perplexity"]):
+        return f"metrics.validation_perplexity must be a number, not {metrics['validation_perplexity']!r}"
+    networks = metrics.get("networks", [])
+    if not isinstance(networks, list) or not all(isinstance(n, dict) for n in networks):
+        return "metrics.networks must be a list of JSON objects"
+    mix = manifest.get("mix")
+    if mix and "ngram_weight" not in mix and not mix.get("ngram_weight_by_order"):
+        return "mix names no ngram_weight or ngram_weight_by_order"
+    return None
+
+
+def _checked_manifest(directory: Path) -> dict:
+    manifest = read_json(directory / "manifest.json", MAX_JSON_BYTES["manifest.json"])
+    where = shown(directory / "manifest.json")
     if manifest.get("format") != FORMAT:
-        raise ModelError(f"{directory / 'manifest.json'}: not a wordbot model manifest")
+        raise ModelError(f"{where}: not a wordbot model manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelError(
-            f"{directory / 'manifest.json'}: format version {manifest.get('format_version')!r}, "
-            f"this wordbot reads version {FORMAT_VERSION}"
+            f"{where}: format version {manifest.get('format_version')!r}, this wordbot reads version {FORMAT_VERSION}"
         )
-    try:
-        tokenizer = Tokenizer.from_json(_read_json(directory / "tokenizer.json"))
-    except ModelError:
-        raise
-    except ValueError as e:
-        raise ModelError(f"{directory / 'tokenizer.json'}: {e}") from None
-    if manifest.get("vocab_size") != len(tokenizer):
+    problem = _mix_problem(manifest) or _sections_problem(manifest)
+    if problem:
+        raise ModelError(f"{where}: {problem}")
+    vocab_size = manifest.get("vocab_size")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or not 4 <= vocab_size <= MAX_VOCAB:
         raise ModelError(
-            f"{directory}: manifest says vocabulary size {manifest.get('vocab_size')}, "
+            f"{where}: vocab_size (the vocabulary size) must be an integer from 4 to {MAX_VOCAB:,}, not {vocab_size!r}"
+        )
+    own = (manifest.get("corpus") or {}).get("training_text")
+    if own is not None:
+        inside(directory, own.get("path"), "corpus.training_text.path")
+    return manifest
+
+
+def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
+    """Read and check a model directory: (manifest, tokenizer, weights).
+
+    The manifest is checked first, and the sizes it declares against weights.npz's own
+    size, so a directory that claims more than it holds costs nothing to refuse."""
+    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    try:
+        mode = os.stat(directory).st_mode
+    except FileNotFoundError:
+        raise ModelError(f"model directory {shown(directory)} does not exist") from None
+    except OSError as e:
+        raise ModelError(f"model directory {shown(directory)}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(mode):
+        raise ModelError(f"{shown(directory)} is not a directory; a model is a directory with manifest.json")
+    manifest = _checked_manifest(directory)
+    try:
+        shapes = expected_shapes(manifest["architecture"], manifest["vocab_size"])
+    except (KeyError, TypeError) as e:
+        raise ModelError(f"{shown(directory / 'manifest.json')}: architecture incomplete ({e})") from None
+    except ModelError as e:
+        raise ModelError(f"{shown(directory / 'manifest.json')}: {e}") from None
+    path = directory / "weights.npz"
+    declared = sum(math.prod(shape) for shape in shapes.values())
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise ModelError(f"{shown(directory)}: weights.npz is missing") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
+    if declared > MAX_PARAMETERS or 2 * declared > MAX_EXPANSION * size:
+        raise ModelError(
+            f"{shown(path)}: not a weights archive this manifest can use: manifest.json declares {declared:,} "
+            f"weights, more than its {size:,} bytes can hold; the file is damaged or truncated"
+        )
+    # About 14 bytes a token in the bundled model's; the limit keeps parsing it bounded.
+    limit = min(MAX_JSON_BYTES["tokenizer.json"], (64 << 10) + 128 * manifest["vocab_size"])
+    tokenizer_json = read_json(directory / "tokenizer.json", limit)
+    try:
+        tokenizer = Tokenizer.from_json(tokenizer_json)
+    except ValueError as e:
+        raise ModelError(f"{shown(directory / 'tokenizer.json')}: {e}") from None
+    if manifest["vocab_size"] != len(tokenizer):
+        raise ModelError(
+            f"{shown(directory)}: manifest says vocabulary size {manifest['vocab_size']}, "
             f"tokenizer.json has {len(tokenizer)}"
         )
-    problem = _mix_problem(manifest)
-    if problem:
-        raise ModelError(f"{directory / 'manifest.json'}: {problem}")
-    try:
-        shapes = expected_shapes(manifest["architecture"], len(tokenizer))
-    except (KeyError, TypeError) as e:
-        raise ModelError(f"{directory / 'manifest.json'}: architecture incomplete ({e})") from None
-    except ModelError as e:
-        raise ModelError(f"{directory / 'manifest.json'}: {e}") from None
-    path = directory / "weights.npz"
-    if not path.is_file():
-        raise ModelError(f"{directory}: weights.npz is missing")
-    if not zipfile.is_zipfile(path):  # else NumPy tries it as a pickle and talks of allow_pickle
-        raise ModelError(f"{path}: not a weights archive (.npz); the file is damaged or truncated")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            weights = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ModelError(f"{path}: unreadable ({e})") from None
-    for name, shape in shapes.items():
-        if name not in weights:
-            raise ModelError(f"{path}: array {name!r} is missing")
-        if weights[name].dtype.name not in WEIGHT_DTYPES:
-            raise ModelError(f"{path}: array {name!r} is {weights[name].dtype}, expected float32 or float16")
-        if weights[name].shape != shape:
-            raise ModelError(f"{path}: array {name!r} has shape {weights[name].shape}, manifest implies {shape}")
-        if not np.isfinite(weights[name]).all():
-            raise ModelError(f"{path}: array {name!r} holds NaN or infinite values")
-        weights[name] = weights[name].astype(np.float32, copy=False)
+    weights = read_npz(path, {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}, kind="weights archive")
+    for name, array in weights.items():
+        if not np.isfinite(array).all():
+            raise ModelError(f"{shown(path)}: array {name!r} holds NaN or infinite values")
+        weights[name] = array.astype(np.float32, copy=False)
     return manifest, tokenizer, weights

@@ -7,6 +7,7 @@ inside wordbot.training.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -315,8 +316,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         from wordbot.predictor import mix_weights_text
 
         print(
-            f"mix: Kneser-Ney {mix['order']}-gram weight {mix_weights_text(mix)}; validation perplexity "
-            f"(<unk> not counted) {mix['rnn_perplexity']} alone, {mix['mix_perplexity']} mixed"
+            f"mix: Kneser-Ney {mix.get('order', 4)}-gram weight {mix_weights_text(mix)}; validation perplexity "
+            f"(<unk> not counted) {mix.get('rnn_perplexity', '?')} alone, {mix.get('mix_perplexity', '?')} mixed"
         )
         print(f"served backend: {(manifest.get('serving') or {}).get('backend', 'rnn')}")
     return 0
@@ -359,32 +360,70 @@ def main(argv: list[str] | None = None) -> int:
         _Parser.json_errors = False
     if args.command is None:
         args = parser.parse_args(["repl"])
+    problem = _closed_streams(args)
+    if problem:
+        return _error(args, *problem)
     try:
         status = COMMANDS[args.command](args)
-        sys.stdout.flush()  # here, where a failed write is caught, not at exit
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failed write is caught, not at exit
         return status
     except WordbotError as e:
         return _error(args, str(e), 2)
     except KeyboardInterrupt:
         return 130
+    except MemoryError:
+        return _error(args, "out of memory; a model directory may claim more than this machine holds", 2)
     except BrokenPipeError:
         # The reader went away (`| head`): quietly, and without Python's complaint at exit.
         _silence_stdout()
         return 0
-    except OSError as e:
-        if e.errno not in _WRITE_ERRORS:
-            raise
-        # A full disk or a vanished terminal: writing the answer (or a model) failed.
+    except UnicodeEncodeError as e:  # PYTHONIOENCODING=ascii and a word that is not
         _silence_stdout()
-        return _error(args, f"cannot write: {e.strerror or e}", 1)
+        shown = e.object[e.start : e.end] if isinstance(e.object, str) else "?"
+        return _error(
+            args, f"cannot write {shown!a}: standard output's encoding is {e.encoding}; set PYTHONIOENCODING=utf-8", 1
+        )
+    except OSError as e:
+        if e.errno in _WRITE_ERRORS:
+            # A full disk or a vanished terminal: writing the answer (or a model) failed.
+            _silence_stdout()
+            return _error(args, f"cannot write: {e.strerror or e}", 1)
+        from wordbot.bounded import shown
+
+        where = f"{shown(e.filename)}: " if e.filename else ""
+        return _error(args, f"{where}{e.strerror or e}", 2)
 
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+_WRITERS = ("next", "continue", "info", "eval")  # commands whose answer is their standard output
+
+
+def _closed_streams(args: argparse.Namespace) -> tuple[str, int] | None:
+    """What a command cannot do because it was started with standard input or output
+    closed (`>&-`, `<&-`), as (message, status), or None. Closed descriptors are
+    pointed at /dev/null, so that no file this process opens takes their number."""
+    closed = [fd for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)) if stream is None]
+    for fd in closed:
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_RDWR)
+                if devnull != fd:
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+    if 1 in closed and args.command in (*_WRITERS, "repl"):
+        return "standard output is closed; nothing to write the answer to (remove the >&-)", 1
+    if 0 in closed and (args.command == "repl" or getattr(args, "text", None) == ["-"]):
+        return "standard input is closed; give the text as arguments, or pipe it in", 2
+    return None
 
 
 def _error(args: argparse.Namespace, message: str, status: int) -> int:
     """One line on standard error; with --json, the same as a JSON object on standard output."""
-    print(f"wordbot: error: {message}", file=sys.stderr)
+    if sys.stderr is not None:  # closed (2>&-): print(file=None) would write to standard output
+        print(f"wordbot: error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
         try:
             print(json.dumps({"error": message}, ensure_ascii=False), flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wordbot.bounded import MAX_EXPANSION, inside, open_regular, shown
 from wordbot.errors import CorpusError
 from wordbot.text import BOS_ID, EOS_ID, Tokenizer, is_word, tokenize
 
@@ -22,6 +24,7 @@ FORMATS = ("lines", "paragraphs")
 # The model directory's own copy of the text it was trained on: the n-gram half of the
 # mix is counted from it, so a model directory works wherever it is copied.
 TRAINING_TEXT = "training-text.json.gz"
+MAX_TRAINING_TEXT = 1 << 30  # bytes that copy may hold, compressed or not
 
 
 def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
@@ -148,7 +151,7 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
     corpus = manifest.get("corpus") or {}
     own = corpus.get("training_text")
     if isinstance(own, dict) and own.get("path"):
-        return _own_copy(Path(model_dir) / own["path"], own.get("sha256"))
+        return _own_copy(inside(Path(model_dir), own["path"], "corpus.training_text.path"), own.get("sha256"))
     files = corpus.get("files") or []
     if not files:
         raise CorpusError("the model's manifest names no training corpus")
@@ -168,19 +171,40 @@ def training_messages(manifest: dict, model_dir: str | Path) -> list[str]:
 
 
 def _own_copy(path: Path, sha256: str | None) -> list[str]:
+    what = f"the model's copy of its training text {shown(path)}"
     try:
-        data = path.read_bytes()
+        with open_regular(path) as f:
+            data = f.read(MAX_TRAINING_TEXT + 1)
+    except PermissionError:
+        raise CorpusError(f"{what}: permission denied; make it readable (chmod a+r) or use --backend rnn") from None
     except OSError as e:
-        raise CorpusError(f"the model's copy of its training text {path} cannot be read ({e.strerror or e})") from None
+        raise CorpusError(f"{what} cannot be read ({e.strerror or e})") from None
+    if len(data) > MAX_TRAINING_TEXT:
+        raise CorpusError(f"{what} is larger than {MAX_TRAINING_TEXT >> 20} MiB; it is not what wordbot wrote")
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-        raise CorpusError(f"the model's copy of its training text {path} has changed since the model was trained")
+        raise CorpusError(f"{what} has changed since the model was trained")
     try:
-        messages = json.loads(gzip.decompress(data).decode("utf-8"))
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as e:
-        raise CorpusError(f"the model's copy of its training text {path} is unreadable ({e})") from None
+        messages = json.loads(_gunzip(data, min(MAX_EXPANSION * len(data), MAX_TRAINING_TEXT), what).decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CorpusError(f"{what} is unreadable ({e})") from None
     if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
-        raise CorpusError(f"the model's copy of its training text {path} is not a list of messages")
+        raise CorpusError(f"{what} is not a list of messages")
     return messages
+
+
+def _gunzip(data: bytes, limit: int, what: str) -> bytes:
+    """`gzip.decompress(data)`, but refused as soon as it passes `limit` bytes."""
+    out, total = [], 0
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise CorpusError(
+                    f"{what} expands beyond {limit:,} bytes ({MAX_EXPANSION} times its size); "
+                    "it is damaged or not what wordbot wrote (delete it to serve --backend rnn)"
+                )
+            out.append(chunk)
+    return b"".join(out)
 
 
 def _word_runs(message: str, length: int) -> set[tuple[str, ...]]:

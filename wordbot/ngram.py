@@ -7,6 +7,7 @@ next-token distribution is a handful of array operations per order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wordbot.artifacts import MAX_NGRAM_ORDER
+from wordbot.bounded import read_npz, shown
 from wordbot.engine import Combined
 from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
@@ -242,21 +244,72 @@ class KneserNey:
 
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> KneserNey:
-        with np.load(Path(path), allow_pickle=False) as data:
-            if int(data["format_version"]) != FORMAT_VERSION:
-                raise ValueError(f"{path}: n-gram format_version {int(data['format_version'])}")
-            vocab = [str(t) for t in data["vocab"]]
-            if tokenizer is None:
+        """An n-gram that `save` wrote. Only its own arrays are read, each bounded by the
+        file's size, and every table is checked against the others and the vocabulary:
+        a damaged file is a ModelError that names it, never an IndexError later."""
+        path = Path(path)
+        head = read_npz(path, {"format_version": ((), _INT), "order": ((), _INT)})
+        if int(head["format_version"]) != FORMAT_VERSION:
+            raise ModelError(f"{shown(path)}: n-gram format_version {int(head['format_version'])}; {_REMEDY}")
+        order = int(head["order"])
+        if not 1 <= order <= MAX_NGRAM_ORDER:
+            raise ModelError(f"{shown(path)}: n-gram order {order}, not 1 to {MAX_NGRAM_ORDER}; {_REMEDY}")
+        names = {"discounts": ((order, 3), ("f",)), "vocab": (None, ("U",))}
+        names |= {f"context_keys_{m}": (None, _INT) for m in range(2, order)}
+        for k in range(1, order + 1):
+            names |= {f"o{k}_{name}": (None, ("f",) if name in ("values", "gamma") else _INT) for name in _TABLE}
+        data = read_npz(path, names)
+        vocab = [str(t) for t in data["vocab"].reshape(-1)]
+        if tokenizer is None:
+            try:
                 tokenizer = Tokenizer(vocab)
-            elif tokenizer.vocab != vocab:
-                raise ValueError(f"{path}: vocabulary differs from the tokenizer's")
-            order = int(data["order"])
-            tables = [
-                _Order(*(data[f"o{k}_{name}"] for name in ("words", "values", "starts", "gamma", "row_of_context")))
-                for k in range(1, order + 1)
-            ]
-            keys = [data.get(f"context_keys_{m}") for m in range(order)]
-            return cls(tokenizer, order, tables, keys, data["discounts"])
+            except ValueError as e:
+                raise ModelError(f"{shown(path)}: {e}; {_REMEDY}") from None
+        elif tokenizer.vocab != vocab:
+            raise ModelError(f"{shown(path)}: vocabulary differs from the tokenizer's; {_REMEDY}")
+        problem = _tables_problem(data, order, len(vocab))
+        if problem:
+            raise ModelError(f"{shown(path)}: {problem}; {_REMEDY}")
+        tables = [_Order(*(data[f"o{k}_{name}"] for name in _TABLE)) for k in range(1, order + 1)]
+        keys = [data[f"context_keys_{m}"].astype(np.int64) if m >= 2 else None for m in range(order)]
+        return cls(tokenizer, order, tables, keys, data["discounts"].astype(np.float64))
+
+
+_INT = ("i", "u")
+_TABLE = ("words", "values", "starts", "gamma", "row_of_context")
+_REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
+
+
+def _tables_problem(data: dict[str, np.ndarray], order: int, vocab_size: int) -> str | None:
+    """What makes the arrays of an n-gram file inconsistent (so that `probs` would index
+    outside them), or None."""
+    if data["vocab"].ndim != 1 or not np.isfinite(data["discounts"]).all():
+        return "vocab or discounts malformed"
+    for m in range(2, order):
+        keys = data[f"context_keys_{m}"]
+        if keys.ndim != 1 or (np.diff(keys.astype(np.int64)) <= 0).any():
+            return f"context_keys_{m} is not a sorted list"
+    for k in range(1, order + 1):
+        words, values, starts, gamma, rows_of = (data[f"o{k}_{name}"] for name in _TABLE)
+        contexts = 1 if k == 1 else vocab_size if k == 2 else len(data[f"context_keys_{k - 1}"])
+        rows = len(gamma.reshape(-1))
+        if (
+            words.ndim != 1
+            or values.shape != words.shape
+            or starts.shape != (rows + 1,)
+            or gamma.ndim != 1
+            or rows_of.shape != (contexts,)
+        ):
+            return f"the order-{k} arrays disagree in length"
+        if starts[0] != 0 or starts[-1] != len(words) or (np.diff(starts) < 0).any():
+            return f"o{k}_starts does not index o{k}_words"
+        if len(words) and (words.min() < 0 or words.max() >= vocab_size):
+            return f"o{k}_words holds ids outside the vocabulary"
+        if len(rows_of) and (rows_of.min() < -1 or rows_of.max() >= rows):
+            return f"o{k}_row_of_context points outside the table"
+        if not (np.isfinite(values).all() and np.isfinite(gamma).all()):
+            return f"the order-{k} table holds NaN or infinite values"
+    return None
 
 
 def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_size: int, n_contexts: int) -> _Order:
@@ -366,13 +419,15 @@ def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: T
     model's 5-gram takes half a second and 200 MB at every start, reading it back
     0.03 s. The cache is only a cache: unreadable or unwritable, it is counted again."""
     path = _cache_path(manifest, tokenizer, order)
-    if path is not None and path.exists():
-        try:
-            ngram = KneserNey.load(path, tokenizer)
+    try:  # not path.exists(): in a directory without search permission that raises too
+        cached = KneserNey.load(path, tokenizer) if path is not None and os.path.isfile(path) else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:  # damaged: counted and replaced
+        log.debug("wordbot: ignoring the unreadable n-gram cache %s (%s)", path, e)
+        cached = None
+    if cached is not None:
+        with contextlib.suppress(OSError):  # a read-only cache is still a cache
             os.utime(path)  # recently used: kept by the pruning below
-            return ngram
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            log.debug("wordbot: ignoring the unreadable n-gram cache %s (%s)", path, e)
+        return cached
     ngram = train_for_model(manifest, directory, tokenizer, order)
     remember(ngram, manifest)
     return ngram

@@ -260,7 +260,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        """A tokenizer.json (a model directory's is read by wordbot.artifacts, bounded)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply; not a tokenizer") from None
+        return cls.from_json(data)
 
 
 def _usual_casing(forms: Counter[tuple[str, str]], vocab: set[str]) -> dict[str, str]:

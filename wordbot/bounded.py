@@ -1,0 +1,166 @@
+"""Reading what a model directory holds, with bounds checked before the work: JSON
+of a bounded size and nesting, only the wanted arrays of an .npz (each checked against
+its expected shape and the file's own size before its data is read), gzip decompressed
+up to a limit, and paths that stay inside the directory. A directory someone else made
+costs at most what its files' sizes allow, and a bad one gives one line that names the
+file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from wordbot.errors import ModelError
+
+MAX_EXPANSION = 64  # what a compressed file may expand to, times its size on disk
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as an error message shows it: whole unless absurdly long."""
+    text = str(path)
+    if not text.isprintable():  # a newline or an escape sequence in a name stays visible, on one line
+        text = repr(text)[1:-1]
+    return text if len(text) <= 200 else f"{text[:120]}…{text[-60:]} ({len(text):,} characters)"
+
+
+def unreadable(path: Path, e: OSError) -> ModelError:
+    if isinstance(e, PermissionError):
+        return ModelError(
+            f"{shown(path)}: permission denied; make the model readable (chmod -R a+rX DIR) or run as its owner"
+        )
+    return ModelError(f"{shown(path)}: cannot be read ({e.strerror or e})")
+
+
+def open_regular(path: Path):
+    """`open(path, "rb")`, refused unless a regular file: not a device such as /dev/zero,
+    and not a FIFO, which plain open() would wait on forever for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{shown(path)}: not a regular file; a model directory holds only files")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_json(path: Path, limit: int) -> dict:
+    """A JSON object from a file of at most `limit` bytes (nesting bounded too)."""
+    try:
+        with open_regular(path) as f:
+            raw = f.read(limit + 1)
+    except FileNotFoundError:
+        raise ModelError(f"{shown(path.parent)}: {path.name} is missing; not a wordbot model directory") from None
+    except IsADirectoryError:
+        raise ModelError(f"{shown(path)}: a directory, not a file; not a wordbot model directory") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
+    if len(raw) > limit:
+        raise ModelError(f"{shown(path)}: larger than {limit:,} bytes; not a file wordbot wrote")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ModelError(f"{shown(path)}: nested too deeply; not a file wordbot wrote") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{shown(path)}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{shown(path)}: expected a JSON object")
+    return data
+
+
+def inside(directory: Path, name: object, what: str) -> Path:
+    """`directory / name` for a path a manifest names, refused unless it stays inside the
+    model directory: relative, no `..`, no symlink leading out, not a device or a pipe."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ModelError(f"{shown(directory / 'manifest.json')}: {what} must be a file name, not {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ModelError(
+            f"{shown(directory / 'manifest.json')}: {what} {name!r} must name a file inside the model directory"
+        )
+    path = directory / relative
+    try:
+        real, root = path.resolve(), directory.resolve()
+        mode = os.stat(real).st_mode if os.path.lexists(path) else None
+    except OSError as e:
+        raise unreadable(path, e) from None
+    if real != root and root not in real.parents:
+        raise ModelError(f"{shown(path)}: a link to {shown(real)}; {what} must be a file inside the model directory")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ModelError(f"{shown(path)}: not a regular file; {what} must be a file inside the model directory")
+    return path
+
+
+NpzSpec = tuple[tuple[int, ...] | None, tuple[str, ...]]  # (shape or None: any, dtype names or kinds)
+
+
+def read_npz(
+    path: Path, wanted: dict[str, NpzSpec], optional: bool = False, kind: str = "n-gram file"
+) -> dict[str, np.ndarray]:
+    """The arrays `wanted` of an .npz, and nothing else: each member's sizes in the zip
+    directory and its .npy header are checked against its spec (and all of them
+    against the file's own size) before a byte of data is read. `optional`: a missing
+    member is left out rather than refused. Never unpickles."""
+    try:
+        f = open_regular(path)
+    except OSError as e:
+        raise unreadable(path, e) from None
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            archive = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise ModelError(f"{shown(path)}: not a {kind} (.npz); the file is damaged or truncated") from None
+        with archive:
+            members = {info.filename: info for info in archive.infolist()}
+            found = {name: members[name + ".npy"] for name in wanted if name + ".npy" in members}
+            missing = [name for name in wanted if name not in found]
+            if missing and not optional:
+                raise ModelError(f"{shown(path)}: array {missing[0]!r} is missing")
+            if sum(info.file_size for info in found.values()) > MAX_EXPANSION * size:
+                raise ModelError(f"{shown(path)}: its arrays claim more than the file can hold; it is damaged")
+            return {name: _read_member(archive, info, path, name, *wanted[name]) for name, info in found.items()}
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str,
+                 shape: tuple[int, ...] | None, dtypes: tuple[str, ...]) -> np.ndarray:  # fmt: skip
+    where = f"{shown(path)}: array {name!r}"
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unknown .npy version {version}")
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            found, fortran, dtype = read_header(member, max_header_size=10_000)
+            if dtype.hasobject or (dtype.name not in dtypes and dtype.kind not in dtypes):
+                raise ModelError(f"{where} is {dtype}, expected {' or '.join(dtypes)}")
+            if shape is not None and found != shape:
+                raise ModelError(f"{where} has shape {found}, manifest implies {shape}")
+            nbytes = math.prod(found) * dtype.itemsize
+            if member.tell() + nbytes != info.file_size:
+                raise ModelError(f"{where}: its header claims {nbytes:,} bytes, the archive holds another size")
+            data = bytearray(nbytes)
+            view, done = memoryview(data), 0
+            while done < nbytes:
+                chunk = member.read(min(nbytes - done, 1 << 22))
+                if not chunk:
+                    raise EOFError("the data ends early")
+                view[done : done + len(chunk)] = chunk
+                done += len(chunk)
+            member.read(1)  # to the end, where the checksum is compared
+    except ModelError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError, zlib.error) as e:
+        raise ModelError(f"{where} is unreadable ({e}); the file is damaged or truncated") from None
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(found[::-1]).T if fortran else array.reshape(found)
