@@ -209,7 +209,7 @@ def test_a_continuation_never_repeats_punctuation_back_to_back(tiny_predictor, t
 
 
 def test_info_says_which_mix_weights_validation_never_tuned():
-    from wordbot.predictor import mix_weights_text
+    from wordbot.describe import mix_weights_text
 
     mix = {"ngram_weight": 0.4, "ngram_weight_by_order": {"1": 0.4, "2": 0.3}, "positions_by_order": {"1": 0, "2": 9}}
     assert mix_weights_text(mix).startswith("0.40 / 0.30 (by the order of the longest context it has seen: 1 / 2)")
