@@ -235,3 +235,51 @@ def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_mode
     served = report[str(test_file)]["tiny/rnn"]
     assert served["top3"] is None and served["mrr3"] is None and set(served["against"]["KN4"]) == {"perplexity"}
     assert served["against"]["KN4"]["perplexity"]["low"] is None  # a bootstrap of one message is no interval
+
+
+def test_the_figures_come_from_the_shipped_ranking(tiny_model_dir, tmp_path, monkeypatch):
+    """`wordbot eval` scores the Predictor the faces call, for every row: a ranking that
+    leaves out its best word changes the keystroke savings and top-k of all of them."""
+    from tests.conftest import TRAIN_FILE
+    from wordbot.corpus import read_messages
+    from wordbot.predictor import Predictor
+
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(read_messages(TRAIN_FILE)[:40]) + "\n", encoding="utf-8")
+
+    def figures():
+        report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True, baseline="kn3"))
+        return report[str(test_file)]
+
+    before = figures()
+    shipped = Predictor._ranked
+
+    def without_the_best(self, probs, ids, k, *rest):
+        return shipped(self, probs, ids, k + 1, *rest)[1:]
+
+    monkeypatch.setattr(Predictor, "_ranked", without_the_best)
+    after = figures()
+    assert list(after) == ["tiny/rnn", "KN3", "unigram"]
+    for row in after:
+        assert after[row]["ksr"] < before[row]["ksr"], row
+        assert after[row]["top3"] < before[row]["top3"], row
+        assert after[row]["perplexity"] == before[row]["perplexity"]  # the model is the same
+
+
+def test_keystroke_savings_follow_the_predictors_suggestions_word_by_word():
+    """The same counts by hand, through `Predictor.suggest` on the text typed so far."""
+    from wordbot.predictor import Predictor
+
+    model = ranked("banana", "bandana", "berry", "apple", "apricot", "cherry")
+    predictor = Predictor(model)
+    text, used, plain = "", 0, 0
+    for word in ["cherry", "apricot", "bandana", "berry"]:
+        plain += len(word) + 1
+        for typed in range(len(word) + 1):
+            offered = [p.word.lower() for p in predictor.suggest(text + word[:typed], k=3).predictions]
+            if word in offered or typed == len(word):
+                used += typed + 1  # the letters, then accept (or the space)
+                break
+        text += word + " "
+    result = evaluate_messages(predictor, ["cherry apricot bandana berry"], progress=False)
+    assert result["ksr"] == pytest.approx(1 - used / plain)
