@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import model_directory
+from wordbot.artifacts import MAX_NGRAM_ORDER, model_directory
 from wordbot.compare import format_differences, format_table, paired_differences
 from wordbot.mix import best_order_weights, language_model  # noqa: F401  (training.py imports best_order_weights from here)
 from wordbot.predictor import Prediction, Predictor
@@ -270,7 +270,7 @@ def parse_baseline(baseline: str | None) -> int | None:
     if baseline is None or baseline.lower() in ("", "none"):
         return None
     name = baseline.lower()
-    if name.startswith("kn") and name[2:].isdigit() and 1 <= int(name[2:]) <= 6:
+    if name.startswith("kn") and name[2:].isdigit() and 1 <= int(name[2:]) <= MAX_NGRAM_ORDER:
         return int(name[2:])
     raise ValueError(f"unknown baseline {baseline!r}: use kn2 .. kn5, or none")
 

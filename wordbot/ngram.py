@@ -166,22 +166,7 @@ class KneserNey:
             raise ValueError(f"order must be 1..{MAX_NGRAM_ORDER}, got {order}")
         vocab_size = len(tokenizer)
         pad = order - 1
-        chunks, targets = [], []
-        offset = 0
-        for seq in sequences:
-            ids = np.asarray(seq, dtype=np.int64)
-            if len(ids) and ids[0] == BOS_ID:
-                ids = ids[1:]
-            if len(ids) == 0:
-                continue
-            chunks.append(np.full(pad, BOS_ID, dtype=np.int64))
-            chunks.append(ids)
-            targets.append(np.arange(offset + pad, offset + pad + len(ids)))
-            offset += pad + len(ids)
-        if not chunks:
-            raise ValueError("no training text")
-        stream = np.concatenate(chunks)
-        target_pos = np.concatenate(targets)
+        stream, target_pos = _padded_stream(sequences, pad)
         if stream.min() < 0 or stream.max() >= vocab_size:
             raise ValueError("token id outside the tokenizer's vocabulary")
         words = stream[target_pos]
@@ -257,6 +242,26 @@ class KneserNey:
             ]
             keys = [data.get(f"context_keys_{m}") for m in range(order)]
             return cls(tokenizer, order, tables, keys, data["discounts"])
+
+
+def _padded_stream(sequences: Iterable[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every message in one id stream, each after `pad` start tokens, and the positions
+    of the messages' own tokens in it (the targets that get counted)."""
+    chunks, targets = [], []
+    offset = 0
+    for seq in sequences:
+        ids = np.asarray(seq, dtype=np.int64)
+        if len(ids) and ids[0] == BOS_ID:
+            ids = ids[1:]
+        if len(ids) == 0:
+            continue
+        chunks.append(np.full(pad, BOS_ID, dtype=np.int64))
+        chunks.append(ids)
+        targets.append(np.arange(offset + pad, offset + pad + len(ids)))
+        offset += pad + len(ids)
+    if not chunks:
+        raise ValueError("no training text")
+    return np.concatenate(chunks), np.concatenate(targets)
 
 
 def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_size: int, n_contexts: int) -> _Order:
