@@ -98,6 +98,34 @@ def test_bad_sampling_options_are_one_line_errors(tiny_model_dir, args, message,
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("temperature", ["1e-310", "4.9e-324", "1e-30"])
+def test_a_tiny_temperature_continues_greedily_instead_of_crashing(tiny_model_dir, temperature, capsys):
+    model = ["--model", str(tiny_model_dir)]
+    assert main(["continue", "what", "is", "-n", "6", "--temperature", temperature, *model]) == 0
+    tiny = capsys.readouterr()
+    assert main(["continue", "what", "is", "-n", "6", "--temperature", "0", *model]) == 0
+    assert tiny.out == capsys.readouterr().out and tiny.out.startswith("what is") and tiny.err == ""
+
+
+def test_complete_prints_what_the_suggestion_policy_offers(tiny_model_dir, capsys):
+    from wordbot.predictor import Predictor
+
+    predictor = Predictor.load(tiny_model_dir)
+    for text in ["what is th", "what is ", "so 😀"]:
+        assert main(["next", text, "--complete", "--json", "-k", "4", "--model", str(tiny_model_dir)]) == 0
+        printed = [(p["word"], p["prob"]) for p in json.loads(capsys.readouterr().out)]
+        assert printed == [tuple(p) for p in predictor.suggest(text, 4).predictions], text
+
+
+def test_info_is_built_by_describe(tiny_model_dir, capsys):
+    from wordbot.describe import info_lines
+
+    assert main(["info", str(tiny_model_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == info_lines(tiny_model_dir)
+    assert main(["info", "--json", "--model", str(tiny_model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["architecture"]["units"] == 24
+
+
 def test_a_word_nothing_completes_says_so(tiny_model_dir, capsys):
     assert main(["next", "qqqzz", "--complete", "--model", str(tiny_model_dir)]) == 0
     captured = capsys.readouterr()

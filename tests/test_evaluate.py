@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from wordbot import evaluate
-from wordbot.evaluate import Unigram, evaluate_messages, format_table, parse_baseline
+from wordbot import compare, evaluate, mix
+from wordbot.compare import format_table
+from wordbot.evaluate import Unigram, evaluate_messages, parse_baseline
 from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer, tokenize
 
 WORDS = ["banana", "bandana", "berry", "apple", "apricot", "cherry", "."]
@@ -174,7 +175,7 @@ def test_run_reports_the_model_and_baselines_for_each_file(tiny_model_dir, tmp_p
 def test_best_mix_weight_picks_the_better_model_and_matches_evaluate():
     message = "cherry banana apricot ."
     oracle, flat = Oracle(message), Fixed(np.ones(len(TOKENIZER)))
-    weight, table = evaluate.best_mix_weight(flat, oracle, [message], weights=[0.0, 0.5, 1.0])
+    weight, table = mix.best_mix_weight(flat, oracle, [message], weights=[0.0, 0.5, 1.0])
     assert weight == 1.0 and table[1.0] < table[0.5] < table[0.0]
     assert table[1.0] == pytest.approx(evaluate_messages(oracle, [message], progress=False)["perplexity"])
 
@@ -186,7 +187,7 @@ def test_best_order_weights_trusts_the_ngram_where_its_context_was_seen():
     ngram = KneserNey.from_texts(train, TOKENIZER, order=3)
     flat = Fixed(np.ones(len(TOKENIZER)))
     # Seen text: the trigram knows it, the flat model does not; its weight goes up.
-    found = evaluate.best_order_weights(flat, ngram, ["apple banana cherry ."] * 30, min_positions=10)
+    found = mix.best_order_weights(flat, ngram, ["apple banana cherry ."] * 30, min_positions=10)
     assert found["by_order"][3] > 0.8
     assert found["by_order_perplexity"] <= found["single_perplexity"] < found["model_perplexity"]
     # An order seen too rarely falls back to the single weight.
@@ -198,20 +199,20 @@ def test_paired_differences_give_an_interval_that_excludes_zero_only_for_a_real_
     good = ranked("banana", "cherry", "apple")  # every word of these messages in its top 3
     poor = ranked("berry", "apricot", "bandana", "banana")  # only banana in its top 4, none in its top 3
     a, b = (evaluate_messages(m, messages, progress=False, per_message=True) for m in (good, poor))
-    found = evaluate.paired_differences(a, b)
+    found = compare.paired_differences(a, b)
     assert found["top3"]["difference"] == pytest.approx(100 * (a["top3"] - b["top3"]))
     assert found["top3"]["low"] > 0 and found["ksr"]["low"] > 0
     assert found["perplexity"]["difference"] == pytest.approx(100 * (a["perplexity"] / b["perplexity"] - 1))
     assert found["perplexity"]["high"] < 0  # lower perplexity is better
-    same = evaluate.paired_differences(a, a)
+    same = compare.paired_differences(a, a)
     assert all(d["difference"] == d["low"] == d["high"] == 0 for d in same.values())
     # A gap made of a single message is not trusted as if it were everywhere.
     lucky = evaluate_messages(good, ["banana ."] + ["berry ."] * 29, progress=False, per_message=True)
     unlucky = evaluate_messages(poor, ["banana ."] + ["berry ."] * 29, progress=False, per_message=True)
-    spread = evaluate.paired_differences(unlucky, lucky)["top3"]
+    spread = compare.paired_differences(unlucky, lucky)["top3"]
     assert spread["low"] < spread["difference"] < spread["high"]
     with pytest.raises(ValueError, match="same"):
-        evaluate.paired_differences(a, evaluate_messages(good, messages[:5], progress=False, per_message=True))
+        compare.paired_differences(a, evaluate_messages(good, messages[:5], progress=False, per_message=True))
 
 
 def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_model_dir, tmp_path):
@@ -234,3 +235,51 @@ def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_mode
     served = report[str(test_file)]["tiny/rnn"]
     assert served["top3"] is None and served["mrr3"] is None and set(served["against"]["KN4"]) == {"perplexity"}
     assert served["against"]["KN4"]["perplexity"]["low"] is None  # a bootstrap of one message is no interval
+
+
+def test_the_figures_come_from_the_shipped_ranking(tiny_model_dir, tmp_path, monkeypatch):
+    """`wordbot eval` scores the Predictor the faces call, for every row: a ranking that
+    leaves out its best word changes the keystroke savings and top-k of all of them."""
+    from tests.conftest import TRAIN_FILE
+    from wordbot.corpus import read_messages
+    from wordbot.predictor import Predictor
+
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(read_messages(TRAIN_FILE)[:40]) + "\n", encoding="utf-8")
+
+    def figures():
+        report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True, baseline="kn3"))
+        return report[str(test_file)]
+
+    before = figures()
+    shipped = Predictor._ranked
+
+    def without_the_best(self, probs, ids, k, *rest):
+        return shipped(self, probs, ids, k + 1, *rest)[1:]
+
+    monkeypatch.setattr(Predictor, "_ranked", without_the_best)
+    after = figures()
+    assert list(after) == ["tiny/rnn", "KN3", "unigram"]
+    for row in after:
+        assert after[row]["ksr"] < before[row]["ksr"], row
+        assert after[row]["top3"] < before[row]["top3"], row
+        assert after[row]["perplexity"] == before[row]["perplexity"]  # the model is the same
+
+
+def test_keystroke_savings_follow_the_predictors_suggestions_word_by_word():
+    """The same counts by hand, through `Predictor.suggest` on the text typed so far."""
+    from wordbot.predictor import Predictor
+
+    model = ranked("banana", "bandana", "berry", "apple", "apricot", "cherry")
+    predictor = Predictor(model)
+    text, used, plain = "", 0, 0
+    for word in ["cherry", "apricot", "bandana", "berry"]:
+        plain += len(word) + 1
+        for typed in range(len(word) + 1):
+            offered = [p.word.lower() for p in predictor.suggest(text + word[:typed], k=3).predictions]
+            if word in offered or typed == len(word):
+                used += typed + 1  # the letters, then accept (or the space)
+                break
+        text += word + " "
+    result = evaluate_messages(predictor, ["cherry apricot bandana berry"], progress=False)
+    assert result["ksr"] == pytest.approx(1 - used / plain)

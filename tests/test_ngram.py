@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wordbot.ngram import Interpolated, KneserNey, modified_kn_discounts
+from wordbot.mix import Interpolated
+from wordbot.ngram import KneserNey, modified_kn_discounts
 from wordbot.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Tokenizer
 
 WORDS = [f"w{i}" for i in range(100)] + ["never"]  # "never" is never seen in training
@@ -225,7 +226,7 @@ def test_context_order_is_the_longest_context_with_counts(order):
 
 
 def test_order_weighted_mix_uses_the_weight_of_the_context_order():
-    from wordbot.ngram import OrderWeighted
+    from wordbot.mix import OrderWeighted
 
     corpus = toy_corpus(100)
     bigram = KneserNey.train(corpus, TOKENIZER, order=2)

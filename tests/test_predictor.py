@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, sample
+from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, Suggestions, sample
 from wordbot.text import SPECIALS, is_word, tokenize
 
 TEXTS = ["", "deep learning is a", "The dog ", "hello,", "!!!", "😀😀", "zxqv unknownish words", "a\x00b\x1b[31m"]
@@ -98,6 +98,79 @@ def test_sample_only_draws_allowed_indices(temperature, top_k, top_p, seed):
 
 def test_greedy_sample_is_argmax():
     assert sample(np.array([0.1, 0.2, 0.7]), np.random.default_rng(0), temperature=0) == 2
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-200, 1e-12])
+def test_a_tiny_temperature_samples_the_likeliest_not_nan(temperature, recwarn):
+    """1e-310 used to make every log-probability -inf after the division: NaN, then a crash."""
+    probs = np.array([0.0, 0.2, 0.5, 0.3])
+    for seed in range(20):
+        assert sample(probs, np.random.default_rng(seed), temperature, top_k=0, top_p=0.95) == 2
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_continuation_at_a_tiny_temperature_is_words_and_greedy(tiny_predictor):
+    tiny = tiny_predictor.continue_text("what is", 8, temperature=1e-310, seed=1)
+    assert [t for t in tokenize(tiny) if is_word(t)]  # the random tiny model's greedy text is mostly punctuation
+    assert tiny == tiny_predictor.continue_text("what is", 8, temperature=0)
+
+
+def test_suggest_says_whether_it_completes_a_word_or_offers_next_words(tiny_predictor):
+    typing = tiny_predictor.suggest("what is th", k=5)
+    assert typing == Suggestions("th", tiny_predictor.complete("what is th", k=5))
+    assert typing.predictions and all(p.word.lower().startswith("th") for p in typing.predictions)
+    assert tiny_predictor.suggest("what is TH", k=5).partial == "TH"  # as typed
+    for text in ["what is ", "what is", "", "   ", "so 😀", "hello,"]:
+        if text.endswith(("s", "o")):
+            continue
+        found = tiny_predictor.suggest(text, k=5)
+        assert found == Suggestions("", tiny_predictor.next_words(text, k=5)) and found.predictions, text
+    assert tiny_predictor.suggest("the qqqqzz", k=5) == Suggestions("qqqqzz", [])
+
+
+def test_suggest_on_tokens_is_the_same_policy_as_on_text(tiny_predictor):
+    for text in ["what is th", "so the", "The dog sat on the m", "", 'he said, "wh']:
+        from wordbot.text import partial_word
+
+        partial = partial_word(text)
+        tokens = tokenize(text[: len(text) - len(partial)])
+        assert tiny_predictor.suggest_after(tokens, partial, k=4) == tiny_predictor.suggest(text, k=4), text
+
+
+def test_a_typed_start_no_display_form_keeps_counts_as_a_finished_token():
+    """At a message start "ßig" is shown as "SSig", which no longer starts with the typed
+    "ß": the REPL always took such a token as finished and offered next words."""
+    from wordbot.text import SPECIALS, Tokenizer
+
+    tokenizer = Tokenizer([*SPECIALS, "ßig", "tag"])
+
+    class Flat:
+        def __init__(self):
+            self.tokenizer = tokenizer
+
+        def initial_state(self):
+            return ()
+
+        def advance(self, state, token_id):
+            return ()
+
+        def probs(self, state):
+            p = np.ones(len(tokenizer))
+            return p / p.sum()
+
+    predictor = Predictor(Flat())
+    assert predictor.suggest("so ß", k=2) == Suggestions("ß", [Prediction("ßig", 1.0)])
+    found = predictor.suggest("ß", k=2)
+    assert found.partial == "" and {p.word for p in found.predictions} == {"ßig", "tag"}  # after "ß"
+
+
+def test_no_path_means_the_bundled_model_and_a_manifest_names_its_backend():
+    from wordbot.artifacts import DEFAULT_MODEL_DIR, model_directory, served_backend
+
+    assert model_directory(None) == DEFAULT_MODEL_DIR
+    assert model_directory("elsewhere") == Path("elsewhere")
+    assert served_backend({}) == "rnn" and served_backend({"serving": None}) == "rnn"
+    assert served_backend({"serving": {"backend": "mix"}}) == "mix"
 
 
 def test_state_cache_makes_one_more_word_one_step(tiny_predictor):
@@ -209,7 +282,7 @@ def test_a_continuation_never_repeats_punctuation_back_to_back(tiny_predictor, t
 
 
 def test_info_says_which_mix_weights_validation_never_tuned():
-    from wordbot.predictor import mix_weights_text
+    from wordbot.describe import mix_weights_text
 
     mix = {"ngram_weight": 0.4, "ngram_weight_by_order": {"1": 0.4, "2": 0.3}, "positions_by_order": {"1": 0, "2": 9}}
     assert mix_weights_text(mix).startswith("0.40 / 0.30 (by the order of the longest context it has seen: 1 / 2)")

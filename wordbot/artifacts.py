@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 CELLS = ("simple_rnn", "gru", "lstm")
 BACKENDS = ("rnn", "ngram", "mix")  # what wordbot.predictor serves: the network, the n-gram, their mix
 MAX_NGRAM_ORDER = 6  # the highest order wordbot.ngram counts
+DEFAULT_ORDER = 4  # the n-gram order counted and mixed in when a manifest names none
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 
 
@@ -42,6 +43,17 @@ def _data_dir() -> Path:
 
 DATA_DIR = _data_dir()
 DEFAULT_MODEL_DIR = DATA_DIR / "models" / "default"
+
+
+def model_directory(path: str | os.PathLike | None) -> Path:
+    """The model directory a command means: `path`, or the bundled model when it is None."""
+    return Path(path) if path is not None else DEFAULT_MODEL_DIR
+
+
+def served_backend(manifest: dict) -> str:
+    """The backend a model serves unless told otherwise: the manifest's `serving.backend`
+    (chosen on validation text when the model was made), else the network alone."""
+    return (manifest.get("serving") or {}).get("backend", "rnn")
 
 
 WEIGHT_DTYPES = ("float32", "float16")
@@ -211,7 +223,7 @@ def _mix_problem(manifest: dict) -> str | None:
         return None
     if not isinstance(mix, dict):
         return "mix must be a JSON object"
-    order = mix.get("order", 4)
+    order = mix.get("order", DEFAULT_ORDER)
     if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= MAX_NGRAM_ORDER:
         return f"mix.order must be an integer from 1 to {MAX_NGRAM_ORDER}, not {order!r}"
     if "ngram_weight" in mix and not _is_number(mix["ngram_weight"], 0, 1):
@@ -289,7 +301,7 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
 
     The manifest is checked first, and the sizes it declares against weights.npz's own
     size, so a directory that claims more than it holds costs nothing to refuse."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    directory = model_directory(directory)
     try:
         mode = os.stat(directory).st_mode
     except FileNotFoundError:

@@ -17,11 +17,8 @@ from pathlib import Path
 
 from wordbot import __version__
 from wordbot.errors import WordbotError
-from wordbot.text import join_text, partial_word
-
-MAX_TEXT_CHARS = 100_000
-MAX_K = 1000  # `next -k`: more suggestions than anyone reads
-MAX_WORDS = 1000  # `continue -n`: a continuation stops at the end of a message long before
+from wordbot.limits import CLI_K, CLI_MAX_TEXT_CHARS, CLI_WORDS, DEFAULT_K
+from wordbot.text import join_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,18 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wordbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_next, _add_continue, _add_train, _add_eval, _add_info, _add_repl, _add_discord):
+        add(sub)
+    return parser
 
+
+def _add_next(sub) -> None:
     p = sub.add_parser("next", help="print the likeliest next words of a text")
     p.add_argument("text", nargs="*", help="the text so far ('-' reads standard input; none: start of a message)")
-    p.add_argument("-k", type=int, default=5, help=f"how many words, 1 to {MAX_K} (default 5)")
+    p.add_argument("-k", type=int, default=DEFAULT_K, help=f"how many words, 1 to {CLI_K[1]} (default {DEFAULT_K})")
     p.add_argument("--complete", action="store_true", help="complete the last word if the text ends inside one")
     p.add_argument("--json", action="store_true", help="print JSON: a list of {word, prob}")
     _add_model(p)
 
+
+def _add_continue(sub) -> None:
     p = sub.add_parser("continue", help="continue a text with sampled words")
     p.add_argument("text", nargs="*", help="the text to continue ('-' reads standard input)")
     p.add_argument(
-        "-n", "--words", type=int, default=20, help=f"at most this many words, 0 to {MAX_WORDS} (default 20)"
+        "-n",
+        "--words",
+        type=int,
+        default=CLI_WORDS[0],
+        help=f"at most this many words, 0 to {CLI_WORDS[1]} (default {CLI_WORDS[0]})",
     )
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (default 40)")
@@ -74,32 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible continuation")
     _add_model(p)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on your own text")
     p.add_argument("corpus", nargs="*", help="training text files (UTF-8)")
     p.add_argument("--config", metavar="FILE", help="TOML file with training settings (options override it)")
     p.add_argument("--out", help="model directory to write (default: ./model)")
     p.add_argument("--format", choices=("lines", "paragraphs"), help="lines: a message per line (default)")
-    p.add_argument("--cell", choices=("simple_rnn", "gru", "lstm"), help="recurrent cell (default simple_rnn)")
-    p.add_argument("--layers", type=int, help="stacked recurrent layers (default 1)")
-    p.add_argument("--units", type=int, help="hidden units per layer (default 512)")
-    p.add_argument("--embedding-dim", type=int, help="word vector size (default 256)")
-    p.add_argument("--untied", dest="tie_embeddings", action="store_false", default=None, help="separate output layer")
-    p.add_argument("--vocab-size", type=int, help="vocabulary cap, special tokens included (default 10000)")
-    p.add_argument("--min-count", type=int, help="rarer tokens become <unk> (default 2)")
-    p.add_argument("--seq-len", type=int, help="backpropagation-through-time window (default 64)")
-    p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
-    p.add_argument("--epochs", type=int, help="at most this many epochs (default 20)")
-    p.add_argument("--dropout", type=float, help="dropout rate (default 0.3)")
-    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
-    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
-    p.add_argument(
-        "--lr-schedule",
-        choices=("plateau", "cosine"),
-        help="halve the rate when validation stalls (default), or decay it to zero over --epochs",
-    )
-    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 2)")
-    p.add_argument("--validation-fraction", type=float, help="messages held out for validation (default 0.05)")
-    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (default: no limit)")
+    _add_network_options(p)
+    _add_fit_options(p)
     p.add_argument(
         "--mix-order", type=int, help="Kneser-Ney order to interpolate with, tuned on validation (default 4; 0: none)"
     )
@@ -117,6 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
 
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """`wordbot train`: the shape of the network and its vocabulary."""
+    p.add_argument("--cell", choices=("simple_rnn", "gru", "lstm"), help="recurrent cell (default simple_rnn)")
+    p.add_argument("--layers", type=int, help="stacked recurrent layers (default 1)")
+    p.add_argument("--units", type=int, help="hidden units per layer (default 512)")
+    p.add_argument("--embedding-dim", type=int, help="word vector size (default 256)")
+    p.add_argument("--untied", dest="tie_embeddings", action="store_false", default=None, help="separate output layer")
+    p.add_argument("--vocab-size", type=int, help="vocabulary cap, special tokens included (default 10000)")
+    p.add_argument("--min-count", type=int, help="rarer tokens become <unk> (default 2)")
+
+
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    """`wordbot train`: how the network is fitted, and when fitting stops."""
+    p.add_argument("--seq-len", type=int, help="backpropagation-through-time window (default 64)")
+    p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default 20)")
+    p.add_argument("--dropout", type=float, help="dropout rate (default 0.3)")
+    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "cosine"),
+        help="halve the rate when validation stalls (default), or decay it to zero over --epochs",
+    )
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (default 2)")
+    p.add_argument("--validation-fraction", type=float, help="messages held out for validation (default 0.05)")
+    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (default: no limit)")
+
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="measure a model against n-gram baselines on test text")
     p.add_argument("testfiles", nargs="+", help="test text, one message per line")
     p.add_argument("--baseline", default="kn4", help="n-gram baseline: kn2..kn5 (default kn4), or 'none'")
@@ -124,20 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_model(p)
 
+
+def _add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a model directory")
     p.add_argument("directory", nargs="?", default=None, help="model directory (default: the bundled model)")
     p.add_argument("--model", metavar="DIR", default=None, help="the same, as the other commands take it")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
 
+
+def _add_repl(sub) -> None:
     p = sub.add_parser("repl", help="interactive prompt with live suggestions (the default command)")
     _add_model(p)
 
+
+def _add_discord(sub) -> None:
     p = sub.add_parser("discord", help="run the Discord bot (token from DISCORD_TOKEN or --token-file)")
     p.add_argument("--prefix", default="!", help="command prefix (default !)")
     p.add_argument("--token-file", metavar="PATH", help="read the bot token from this file")
     p.add_argument("--shards", type=int, default=None, help="shard count; 0 lets Discord choose (AutoShardedBot)")
     _add_model(p)
-    return parser
 
 
 def _text(args: argparse.Namespace) -> str:
@@ -149,8 +176,8 @@ def _text(args: argparse.Namespace) -> str:
         text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
     else:
         text = " ".join(args.text)
-    if len(text) > MAX_TEXT_CHARS:
-        text = text[-MAX_TEXT_CHARS:]  # only the end matters for what comes next
+    if len(text) > CLI_MAX_TEXT_CHARS:
+        text = text[-CLI_MAX_TEXT_CHARS:]  # only the end matters for what comes next
     return text
 
 
@@ -161,13 +188,17 @@ def _predictor(args: argparse.Namespace):
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
-    if not 1 <= args.k <= MAX_K:
-        raise WordbotError(f"-k must be between 1 and {MAX_K}, not {args.k}")
+    low, high = CLI_K
+    if not low <= args.k <= high:
+        raise WordbotError(f"-k must be between {low} and {high}, not {args.k}")
     predictor = _predictor(args)
     text = _text(args)
-    predictions = predictor.complete(text, args.k) if args.complete else predictor.next_words(text, args.k)
+    if args.complete:
+        partial, predictions = predictor.suggest(text, args.k)
+    else:
+        partial, predictions = "", predictor.next_words(text, args.k)
     if not predictions and not args.json:
-        print(f"no word in the vocabulary starts with {partial_word(text)!r}", file=sys.stderr)
+        print(f"no word in the vocabulary starts with {partial!r}", file=sys.stderr)
     if args.json:
         print(json.dumps([p._asdict() for p in predictions], ensure_ascii=False))
     else:
@@ -178,8 +209,8 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:
-    if args.words > MAX_WORDS:
-        raise WordbotError(f"-n/--words must be at most {MAX_WORDS}, not {args.words}")
+    if args.words > CLI_WORDS[1]:
+        raise WordbotError(f"-n/--words must be at most {CLI_WORDS[1]}, not {args.words}")
     if (
         args.words < 0
         or not 0 <= args.temperature < math.inf
@@ -285,41 +316,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from wordbot.artifacts import DEFAULT_MODEL_DIR, load_model
-    from wordbot.predictor import describe_model
+    from wordbot.artifacts import load_model
+    from wordbot.describe import info_lines
 
     if args.model and args.directory and Path(args.model) != Path(args.directory):
         raise WordbotError("give the model directory once: as DIR or as --model DIR")
-    args.model = args.model or args.directory
-    manifest, tokenizer, _ = load_model(args.model)  # checks the whole directory
+    model = args.model or args.directory
     if args.json:
+        manifest, _, _ = load_model(model)  # checks the whole directory
         print(json.dumps(manifest, indent=2))
         return 0
-    directory = Path(args.model) if args.model else DEFAULT_MODEL_DIR
-    backend = (manifest.get("serving") or {}).get("backend", "rnn")
-    print(describe_model(directory.resolve().name, manifest, backend, len(tokenizer)))
-    print(f"directory: {directory}")
-    print(f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}")
-    metrics = manifest.get("metrics") or {}
-    labels = {
-        "validation_perplexity": "validation perplexity of the network (<unk> counted)",
-        "train_minutes": "training minutes",
-    }
-    for key, value in metrics.items():
-        if key == "networks":
-            for i, net in enumerate(value, 1):
-                print(f"network {i}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in net.items()))
-        else:
-            print(f"{labels.get(key, key.replace('_', ' '))}: {value}")
-    mix = manifest.get("mix")
-    if mix:
-        from wordbot.predictor import mix_weights_text
-
-        print(
-            f"mix: Kneser-Ney {mix.get('order', 4)}-gram weight {mix_weights_text(mix)}; validation perplexity "
-            f"(<unk> not counted) {mix.get('rnn_perplexity', '?')} alone, {mix.get('mix_perplexity', '?')} mixed"
-        )
-        print(f"served backend: {(manifest.get('serving') or {}).get('backend', 'rnn')}")
+    print("\n".join(info_lines(model)))
     return 0
 
 

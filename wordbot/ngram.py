@@ -1,5 +1,7 @@
 """Interpolated modified Kneser-Ney n-gram model (Chen & Goodman 1998): the baseline
-the recurrent model has to beat, and a LanguageModel a Predictor can serve.
+the recurrent model has to beat, and a LanguageModel a Predictor can serve; its
+file format, and the cache that keeps a model's counted n-gram between runs. How it
+is mixed with the network is wordbot.mix.
 
 Counting is vectorised with NumPy (a few seconds for half a million tokens); a full
 next-token distribution is a handful of array operations per order.
@@ -20,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import MAX_NGRAM_ORDER
+from wordbot.artifacts import DEFAULT_ORDER, MAX_NGRAM_ORDER
 from wordbot.bounded import read_npz, shown
-from wordbot.engine import Combined
 from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
 
@@ -157,33 +158,18 @@ class KneserNey:
     # -- training --------------------------------------------------------------------
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], tokenizer: Tokenizer, order: int = 4) -> KneserNey:
+    def from_texts(cls, texts: Iterable[str], tokenizer: Tokenizer, order: int = DEFAULT_ORDER) -> KneserNey:
         """Train on messages (one per string), each framed by `<s>` and `</s>`."""
         return cls.train((tokenizer.encode(t, bos=True, eos=True) for t in texts), tokenizer, order)
 
     @classmethod
-    def train(cls, sequences: Iterable[Sequence[int]], tokenizer: Tokenizer, order: int = 4) -> KneserNey:
+    def train(cls, sequences: Iterable[Sequence[int]], tokenizer: Tokenizer, order: int = DEFAULT_ORDER) -> KneserNey:
         """Count n-grams in id sequences (one message each, `[BOS_ID, ..., EOS_ID]`)."""
         if not 1 <= order <= MAX_NGRAM_ORDER:
             raise ValueError(f"order must be 1..{MAX_NGRAM_ORDER}, got {order}")
         vocab_size = len(tokenizer)
         pad = order - 1
-        chunks, targets = [], []
-        offset = 0
-        for seq in sequences:
-            ids = np.asarray(seq, dtype=np.int64)
-            if len(ids) and ids[0] == BOS_ID:
-                ids = ids[1:]
-            if len(ids) == 0:
-                continue
-            chunks.append(np.full(pad, BOS_ID, dtype=np.int64))
-            chunks.append(ids)
-            targets.append(np.arange(offset + pad, offset + pad + len(ids)))
-            offset += pad + len(ids)
-        if not chunks:
-            raise ValueError("no training text")
-        stream = np.concatenate(chunks)
-        target_pos = np.concatenate(targets)
+        stream, target_pos = _padded_stream(sequences, pad)
         if stream.min() < 0 or stream.max() >= vocab_size:
             raise ValueError("token id outside the tokenizer's vocabulary")
         words = stream[target_pos]
@@ -312,6 +298,26 @@ def _tables_problem(data: dict[str, np.ndarray], order: int, vocab_size: int) ->
     return None
 
 
+def _padded_stream(sequences: Iterable[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every message in one id stream, each after `pad` start tokens, and the positions
+    of the messages' own tokens in it (the targets that get counted)."""
+    chunks, targets = [], []
+    offset = 0
+    for seq in sequences:
+        ids = np.asarray(seq, dtype=np.int64)
+        if len(ids) and ids[0] == BOS_ID:
+            ids = ids[1:]
+        if len(ids) == 0:
+            continue
+        chunks.append(np.full(pad, BOS_ID, dtype=np.int64))
+        chunks.append(ids)
+        targets.append(np.arange(offset + pad, offset + pad + len(ids)))
+        offset += pad + len(ids)
+    if not chunks:
+        raise ValueError("no training text")
+    return np.concatenate(chunks), np.concatenate(targets)
+
+
 def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_size: int, n_contexts: int) -> _Order:
     """Turn sorted (context * V + word) keys and their counts into an interpolation table."""
     contexts = gram_keys // vocab_size
@@ -326,49 +332,6 @@ def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_siz
     row_of_context = np.full(n_contexts, -1, dtype=np.int64)
     row_of_context[rows_context] = np.arange(len(rows_context))
     return _Order(words, values, np.append(starts, len(contexts)).astype(np.int64), left / total, row_of_context)
-
-
-class Interpolated(Combined):
-    """A linear mixture of language models over one tokenizer: sum_i w_i p_i(next)."""
-
-    def __init__(self, models: Sequence, weights: Sequence[float]):
-        if len(models) != len(weights) or not models:
-            raise ValueError("one weight per model")
-        if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):
-            raise ValueError(f"mixture weights must be non-negative and sum to 1, got {list(weights)}")
-        super().__init__(models)
-        self.weights = [float(w) for w in weights]
-
-    def probs(self, state: tuple) -> np.ndarray:
-        p = np.zeros(len(self.tokenizer))
-        for m, s, w in zip(self.models, state, self.weights, strict=True):
-            p += w * m.probs(s)
-        return p
-
-
-class OrderWeighted(Combined):
-    """The network and the n-gram mixed with a weight that depends on how much the
-    n-gram knows here: the longest context it has seen (its `context_order`). Where
-    it has seen the last four words, its counts are worth more than where it has
-    seen only the last one. `weights[k]` is the n-gram's weight at order k."""
-
-    def __init__(self, network, ngram: KneserNey, weights: dict[int, float]):
-        missing = [k for k in range(1, ngram.order + 1) if k not in weights]
-        if missing or any(not 0 <= w <= 1 for w in weights.values()):
-            raise ValueError(f"need a weight in [0, 1] for every order 1..{ngram.order}, got {weights}")
-        super().__init__([network, ngram])
-        self.weights = {int(k): float(w) for k, w in weights.items()}
-
-    def probs(self, state: tuple) -> np.ndarray:
-        network, ngram = self.models
-        p_ngram, order = ngram.probs_and_order(state[1])
-        w = self.weights[order]
-        return (1.0 - w) * network.probs(state[0]) + w * p_ngram
-
-
-DEFAULT_ORDER = 4
-# Weight of the n-gram in the "mix" backend when the manifest names none.
-DEFAULT_MIX_WEIGHT = 0.3
 
 
 def train_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer,
@@ -472,31 +435,3 @@ def _prune_cache(directory: Path) -> None:
     stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
     for p in cached[CACHE_KEEP:] + stale:
         p.unlink(missing_ok=True)
-
-
-def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
-    """The language model behind `Predictor.load(..., backend=...)`: "ngram" is a
-    Kneser-Ney model on the RNN's training text ("ngram.npz" in the model directory
-    if present, else counted once and then read from the cache directory); "mix" interpolates it with
-    the RNN using the manifest's `mix.ngram_weight_by_order` (a weight per longest
-    context the n-gram has seen) or else its single `mix.ngram_weight`."""
-    settings = manifest.get("mix") or {}
-    order = int(settings.get("order", DEFAULT_ORDER))
-    shipped = Path(directory) / "ngram.npz"
-    if shipped.exists():
-        ngram = KneserNey.load(shipped, lm.tokenizer)
-    else:
-        ngram = counted_for_model(manifest, directory, lm.tokenizer, order)
-    if backend == "ngram":
-        return ngram
-    if backend == "mix":
-        by_order = settings.get("ngram_weight_by_order")
-        if by_order:
-            try:
-                return OrderWeighted(lm, ngram, {int(k): float(w) for k, w in by_order.items()})
-            except (TypeError, ValueError, AttributeError) as e:
-                where = Path(directory) / "manifest.json"
-                raise ModelError(f"{where}: mix.ngram_weight_by_order is unusable ({e})") from None
-        weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
-        return Interpolated([lm, ngram], [1.0 - weight, weight])
-    raise ValueError(f"unknown backend {backend!r}")

@@ -15,13 +15,14 @@ import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from wordbot.artifacts import BACKENDS, DEFAULT_MODEL_DIR, load_model
+from wordbot.artifacts import BACKENDS, load_model, model_directory, served_backend
+from wordbot.describe import describe_model, mix_weights_text  # noqa: F401  (training.py imports them from here)
 from wordbot.errors import CorpusError, ModelError
+from wordbot.limits import DEFAULT_K
 from wordbot.text import (
     BOS_ID,
     EOS_ID,
@@ -49,6 +50,13 @@ class Prediction(NamedTuple):
     prob: float
 
 
+class Suggestions(NamedTuple):
+    """What to offer at the end of a text: completions of a word being typed, or next words."""
+
+    partial: str  # the typed start of a word that the predictions complete; "" when they are next words
+    predictions: list[Prediction]
+
+
 class LanguageModel(Protocol):
     tokenizer: Tokenizer
 
@@ -66,7 +74,9 @@ def sample(
 ) -> int:
     """Draw one index from `probs` reshaped by temperature, top-k and nucleus (top-p).
 
-    Temperature 0 means greedy. Zero-probability entries are never drawn.
+    Temperature 0 means greedy. Zero-probability entries are never drawn. Any positive
+    temperature is safe, however small: the likeliest entry is at 0 in log space before
+    the division, so a tiny one tends to greedy instead of dividing -inf by -inf.
     """
     if temperature <= 0:
         return int(np.argmax(probs))
@@ -76,8 +86,9 @@ def sample(
         keep = np.argpartition(-p, top_k - 1)[:top_k]
         candidates, p = candidates[keep], p[keep]
     # Temperature in log space, then renormalise before the nucleus cut.
-    logp = np.log(p) / temperature
-    p = np.exp(logp - logp.max())
+    logp = np.log(p)
+    with np.errstate(over="ignore"):  # (a negative number) / 1e-310 is -inf: weight 0
+        p = np.exp((logp - logp.max()) / temperature)
     p /= p.sum()
     if top_p < 1.0:
         order = np.argsort(-p, kind="stable")
@@ -86,53 +97,6 @@ def sample(
         order = order[:cut]
         candidates, p = candidates[order], p[order] / p[order].sum()
     return int(candidates[rng.choice(len(p), p=p)])
-
-
-def describe_model(name: str, manifest: dict, backend: str, vocab_size: int, kind: str = "model") -> str:
-    """One line for help screens, from a model's manifest and the backend it serves."""
-    arch = manifest.get("architecture")
-    if not arch:
-        return f"{name}: {kind}, vocabulary {vocab_size:,}"
-    cell = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM"}.get(arch["cell"], arch["cell"])
-    model = f"{cell} {arch['layers']}×{arch['units']}"
-    if arch.get("members", 1) > 1:
-        model = f"ensemble of {arch['members']} {cell} {arch['layers']}×{arch['units']}"
-    mix = manifest.get("mix") or {}
-    if backend == "mix" and mix:
-        model += f" mixed with a Kneser-Ney {mix.get('order', 4)}-gram"
-    elif backend == "ngram":
-        model = f"Kneser-Ney {mix.get('order', 4)}-gram on the text of {model}"
-    parts = [model, f"vocabulary {vocab_size:,}"]
-    files = (manifest.get("corpus") or {}).get("files") or []
-    if files:
-        parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))
-    metrics = manifest.get("metrics") or {}
-    if backend == "mix" and "mix_perplexity" in mix:
-        parts.append(f"validation perplexity {mix['mix_perplexity']:.1f}")
-    elif backend == "rnn" and "rnn_perplexity" in mix:
-        parts.append(f"validation perplexity {mix['rnn_perplexity']:.1f}")
-    elif backend == "rnn" and "validation_perplexity" in metrics:
-        parts.append(f"validation perplexity {metrics['validation_perplexity']:.1f}")
-    return f"{name}: " + ", ".join(parts)
-
-
-def mix_weights_text(mix: dict) -> str:
-    """'0.35 / 0.40 / 0.50 / 0.60 (by longest context seen: 2 / 3 / 4 / 5 words)'."""
-    weights = mix.get("ngram_weight_by_order")
-    if not weights:
-        return f"{mix['ngram_weight']:.2f}"
-    orders = sorted(weights, key=int)
-    text = (
-        " / ".join(f"{weights[k]:.2f}" for k in orders)
-        + " (by the order of the longest context it has seen: "
-        + " / ".join(orders)
-        + ")"
-    )
-    positions = mix.get("positions_by_order") or {}
-    untuned = [k for k in orders if k in positions and not positions[k]]
-    if untuned:  # no validation position to tune them on: they keep the single weight
-        text += f"; order {', '.join(untuned)} never came up in validation and keeps the single weight"
-    return text
 
 
 class Predictor:
@@ -167,20 +131,20 @@ class Predictor:
         """
         from wordbot.engine import network
 
-        directory = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        directory = model_directory(path)
         manifest, tokenizer, weights = load_model(directory)
         implicit = backend is None
         if implicit:
-            backend = (manifest.get("serving") or {}).get("backend", "rnn")
+            backend = served_backend(manifest)
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         name = directory.resolve().name
         lm: LanguageModel = network(manifest, tokenizer, weights)
         if backend != "rnn":
-            from wordbot import ngram
+            from wordbot import mix
 
             try:
-                lm = ngram.backend_for(backend, lm, manifest, directory)
+                lm = mix.backend_for(backend, lm, manifest, directory)
             except CorpusError as e:
                 if not implicit:
                     raise
@@ -242,6 +206,11 @@ class Predictor:
         """The next-token distribution after `ids` (which normally start with <s>)."""
         return self._distribution(tuple(int(i) for i in ids))
 
+    def probs_after(self, tokens: Sequence[str]) -> np.ndarray:
+        """The next-token distribution the suggestions after `tokens` are ranked from
+        (the cached array itself: read it, do not change it)."""
+        return self._distribution(self._context(tokens))
+
     # -- what users see -------------------------------------------------------------
 
     def _ranked(self, probs: np.ndarray, ids: np.ndarray, k: int, sentence_start: bool, total: float = 1.0):
@@ -252,36 +221,53 @@ class Predictor:
         cased = self.tokenizer.cased
         return [Prediction(display_form(vocab[ids[j]], sentence_start, cased), float(p[j] / total)) for j in top]
 
-    def next_words(self, text: str, k: int = 5) -> list[Prediction]:
+    def next_words(self, text: str, k: int = DEFAULT_K) -> list[Prediction]:
         """The likeliest words to follow `text`; an empty text means the start of a message."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        tokens = tokenize(text)
-        probs = self._distribution(self._context(tokens))
-        return self._ranked(probs, self._word_ids, k, at_sentence_start(tokens))
+        return self.suggest_after(tokenize(text), "", k).predictions
 
-    def complete(self, text: str, k: int = 5) -> list[Prediction]:
-        """Completions of the word being typed at the end of `text`, else the next words.
+    def complete(self, text: str, k: int = DEFAULT_K) -> list[Prediction]:
+        """Completions of the word being typed at the end of `text`, else the next words
+        (`suggest`, without saying which of the two it is)."""
+        return self.suggest(text, k).predictions
 
-        Probabilities are renormalised over the vocabulary words that match the prefix.
-        """
-        if k < 1:
-            raise ValueError("k must be at least 1")
+    def suggest(self, text: str, k: int = DEFAULT_K) -> Suggestions:
+        """The one suggestion policy, for every face and for `wordbot eval`: completions
+        of the word being typed at the end of `text` (probabilities renormalised over the
+        vocabulary words that start with it; none when no word does), else the words
+        likeliest to follow. A token the typing has finished, which no completion
+        spells on from, gets the next words after it."""
         partial = partial_word(text)
+        found = self.suggest_after(tokenize(text[: len(text) - len(partial)]), partial, k)
+        if partial and not found.partial:  # finished: the next words after the text as the tokenizer reads it
+            return self.suggest_after(tokenize(text), "", k)
+        return found
+
+    def suggest_after(self, tokens: Sequence[str], partial: str, k: int = DEFAULT_K) -> Suggestions:
+        """`suggest` on a text already split: `tokens` (as `tokenize` gives them) and
+        `partial`, the start of a word typed after them ("" for next words). The
+        evaluation scores every suggestion through here."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        sentence_start = at_sentence_start(tokens)
         if not partial:
-            return self.next_words(text, k)
+            probs = self.probs_after(tokens)
+            return Suggestions("", self._ranked(probs, self._word_ids, k, sentence_start))
         prefix = normalize(partial)
-        tokens = tokenize(text[: len(text) - len(partial)])
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
         if lo == hi:
-            return []
+            return Suggestions(partial, [])
         ids = self._sorted_ids[lo:hi]
-        probs = self._distribution(self._context(tokens))
+        probs = self.probs_after(tokens)
         total = float(probs[ids].sum())
         if total <= 0:
-            return []
-        return self._ranked(probs, ids, k, at_sentence_start(tokens), total)
+            return Suggestions(partial, [])
+        completions = self._ranked(probs, ids, k, sentence_start, total)
+        if all(normalize(p.word).startswith(prefix) for p in completions):
+            return Suggestions(partial, completions)
+        # A display form that no longer reads as the typed start (a capital that is
+        # two letters): the typed token counts as finished, as the REPL always had it.
+        return self.suggest_after([*tokens, *tokenize(partial)], "", k)
 
     def continue_text(
         self,

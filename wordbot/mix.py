@@ -1,0 +1,167 @@
+"""How the network and the n-gram are combined into the distribution a Predictor
+serves: a fixed linear mixture (`Interpolated`), a mixture whose weight follows what
+the n-gram has seen (`OrderWeighted`), and `backend_for`, which builds the one a
+model directory asks for ("rnn", "ngram" or "mix"); and how the weights are chosen
+on validation text when a model is made (`best_order_weights`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wordbot.artifacts import DEFAULT_ORDER
+from wordbot.engine import Combined
+from wordbot.errors import ModelError
+from wordbot.ngram import KneserNey, counted_for_model
+from wordbot.text import BOS_ID, UNK_ID
+
+# Weight of the n-gram in the "mix" backend when the manifest names none.
+DEFAULT_MIX_WEIGHT = 0.3
+
+
+class Interpolated(Combined):
+    """A linear mixture of language models over one tokenizer: sum_i w_i p_i(next)."""
+
+    def __init__(self, models: Sequence, weights: Sequence[float]):
+        if len(models) != len(weights) or not models:
+            raise ValueError("one weight per model")
+        if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):
+            raise ValueError(f"mixture weights must be non-negative and sum to 1, got {list(weights)}")
+        super().__init__(models)
+        self.weights = [float(w) for w in weights]
+
+    def probs(self, state: tuple) -> np.ndarray:
+        p = np.zeros(len(self.tokenizer))
+        for m, s, w in zip(self.models, state, self.weights, strict=True):
+            p += w * m.probs(s)
+        return p
+
+
+class OrderWeighted(Combined):
+    """The network and the n-gram mixed with a weight that depends on how much the
+    n-gram knows here: the longest context it has seen (its `context_order`). Where
+    it has seen the last four words, its counts are worth more than where it has
+    seen only the last one. `weights[k]` is the n-gram's weight at order k."""
+
+    def __init__(self, network, ngram: KneserNey, weights: dict[int, float]):
+        missing = [k for k in range(1, ngram.order + 1) if k not in weights]
+        if missing or any(not 0 <= w <= 1 for w in weights.values()):
+            raise ValueError(f"need a weight in [0, 1] for every order 1..{ngram.order}, got {weights}")
+        super().__init__([network, ngram])
+        self.weights = {int(k): float(w) for k, w in weights.items()}
+
+    def probs(self, state: tuple) -> np.ndarray:
+        network, ngram = self.models
+        p_ngram, order = ngram.probs_and_order(state[1])
+        w = self.weights[order]
+        return (1.0 - w) * network.probs(state[0]) + w * p_ngram
+
+
+def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
+    """The language model behind `Predictor.load(..., backend=...)`: "ngram" is a
+    Kneser-Ney model on the RNN's training text ("ngram.npz" in the model directory
+    if present, else counted once and then read from the cache directory); "mix" interpolates it with
+    the RNN using the manifest's `mix.ngram_weight_by_order` (a weight per longest
+    context the n-gram has seen) or else its single `mix.ngram_weight`."""
+    settings = manifest.get("mix") or {}
+    order = int(settings.get("order", DEFAULT_ORDER))
+    shipped = Path(directory) / "ngram.npz"
+    if shipped.exists():
+        ngram = KneserNey.load(shipped, lm.tokenizer)
+    else:
+        ngram = counted_for_model(manifest, directory, lm.tokenizer, order)
+    if backend == "ngram":
+        return ngram
+    if backend == "mix":
+        by_order = settings.get("ngram_weight_by_order")
+        if by_order:
+            try:
+                return OrderWeighted(lm, ngram, {int(k): float(w) for k, w in by_order.items()})
+            except (TypeError, ValueError, AttributeError) as e:
+                where = Path(directory) / "manifest.json"
+                raise ModelError(f"{where}: mix.ngram_weight_by_order is unusable ({e})") from None
+        weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
+        return Interpolated([lm, ngram], [1.0 - weight, weight])
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+# -- choosing the weights on validation text --------------------------------------
+
+
+def language_model(obj):
+    """The LanguageModel inside `obj`: itself, or a Predictor's `.lm`."""
+    if all(hasattr(obj, name) for name in ("initial_state", "advance", "probs")):
+        return obj
+    if hasattr(obj, "lm"):
+        return obj.lm
+    raise TypeError(f"{type(obj).__name__} is not a language model (initial_state/advance/probs)")
+
+
+def _scored_states(lm, messages: Sequence[str]):
+    """(state, target) at every scored position: every token and `</s>`, `<unk>` skipped."""
+    for message in messages:
+        targets = lm.tokenizer.encode(message, eos=True)
+        state = lm.advance(lm.initial_state(), BOS_ID)
+        for target in targets:
+            if target != UNK_ID:
+                yield state, target
+            state = lm.advance(state, target)
+
+
+def target_probs(model, messages: Sequence[str]) -> np.ndarray:
+    """p(target) at every scored position (every token and `</s>`, `<unk>` skipped)."""
+    lm = language_model(model)
+    return np.array([float(lm.probs(state)[target]) for state, target in _scored_states(lm, messages)])
+
+
+def best_mix_weight(model, ngram, messages: Sequence[str], weights: Sequence[float] | None = None):
+    """The n-gram weight w minimising the perplexity of (1 - w) p_model + w p_ngram on
+    `messages` (use validation text, never the test file). Returns (w, {w: perplexity})."""
+    weights = np.linspace(0.0, 0.6, 13) if weights is None else weights
+    p_model, p_ngram = target_probs(model, messages), target_probs(ngram, messages)
+    table = {float(w): _mix_perplexity(p_model, p_ngram, w) for w in weights}
+    return min(table, key=table.get), table
+
+
+def _mix_perplexity(p_model: np.ndarray, p_ngram: np.ndarray, w) -> float:
+    return float(np.exp(-np.mean(np.log(np.maximum((1 - w) * p_model + w * p_ngram, 1e-300)))))
+
+
+def context_orders(ngram, messages: Sequence[str]) -> np.ndarray:
+    """The n-gram's `context_order` at every position `target_probs` scores."""
+    return np.array([ngram.context_order(state) for state, _ in _scored_states(ngram, messages)], dtype=np.int64)
+
+
+def best_order_weights(
+    model, ngram, messages: Sequence[str], weights: Sequence[float] | None = None, min_positions: int = 200
+) -> dict:
+    """Weights for mixing `model` with a Kneser-Ney `ngram`, chosen on `messages` by
+    perplexity (validation text, never the test file): one weight for all positions,
+    and one per longest context the n-gram has seen (`OrderWeighted`); an order seen
+    at fewer than `min_positions` positions gets the single weight."""
+    weights = np.linspace(0.0, 0.95, 20) if weights is None else np.asarray(weights)
+    p_model, p_ngram = target_probs(model, messages), target_probs(ngram, messages)
+    orders = context_orders(ngram, messages)
+    table = {float(w): _mix_perplexity(p_model, p_ngram, w) for w in weights}
+    single = min(table, key=table.get)
+    by_order = {}
+    for k in range(1, ngram.order + 1):
+        here = orders == k
+        if here.sum() < min_positions:
+            by_order[k] = single
+            continue
+        scores = [_mix_perplexity(p_model[here], p_ngram[here], w) for w in weights]
+        by_order[k] = float(weights[int(np.argmin(scores))])
+    w = np.array([by_order[k] for k in orders])
+    return {
+        "single": single,
+        "by_order": by_order,
+        "positions_by_order": {k: int((orders == k).sum()) for k in range(1, ngram.order + 1)},
+        "model_perplexity": _mix_perplexity(p_model, p_ngram, 0.0),
+        "single_perplexity": table[single],
+        "by_order_perplexity": _mix_perplexity(p_model, p_ngram, w),
+    }
