@@ -26,13 +26,15 @@ from wordbot.repl import (
     GhostText,
     Repl,
     Settings,
-    WordCompleter,
+    SuggestionCompleter,
     completion_text,
+    display,
     format_prob,
     one_line,
     run,
     visible,
 )
+from wordbot.repl import suggest as suggest_module
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "data" / "models" / "default"
@@ -47,12 +49,12 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 
 def completions(predictor, text: str, k: int = 5, cursor: int | None = None):
-    completer = WordCompleter(lambda: predictor, Settings(k=k))
+    completer = SuggestionCompleter(predictor, Settings(k=k))
     return list(completer.get_completions(Document(text, cursor), CompleteEvent(text_inserted=True)))
 
 
 def ghost(predictor, text: str, temperature: float = 0.0) -> str | None:
-    suggestion = GhostText(lambda: predictor, Settings(temperature=temperature)).get_suggestion(None, Document(text))
+    suggestion = GhostText(predictor, Settings(temperature=temperature)).get_suggestion(None, Document(text))
     return None if suggestion is None else suggestion.text
 
 
@@ -194,7 +196,7 @@ def test_ghost_text_is_none_on_an_empty_line_a_command_or_mid_line(tiny_predicto
     assert ghost(tiny_predictor, "") is None
     assert ghost(tiny_predictor, "   ") is None
     assert ghost(tiny_predictor, ":k 3") is None
-    suggester = GhostText(lambda: tiny_predictor, Settings())
+    suggester = GhostText(tiny_predictor, Settings())
     assert suggester.get_suggestion(None, Document("the cat sat", cursor_position=3)) is None
 
 
@@ -235,7 +237,7 @@ def test_k_and_temp_change_the_settings(quiet_repl):
         (":k three", "got 'three'"),
         (":k 0", "got 0"),
         (":k 500", "got 500"),
-        (":temp -1", "from 0 (greedy) to 5"),
+        (":temp -1", "0 (greedy) or a number from 0.01 to 5"),
         (":temp hot", "got 'hot'"),
         (":temp nan", "got 'nan'"),
         (":model /no/such/model", "cannot load model '/no/such/model'"),
@@ -671,7 +673,7 @@ class _SizedOutput(DummyOutput):
 @pytest.mark.parametrize(("columns", "width"), [(40, 39), (120, 119), (None, 79)])
 def test_the_model_line_wraps_at_word_boundaries_to_the_terminal_width(quiet_repl, columns, width):
     if columns is None:
-        quiet_repl.banner(repl_module._text_width(_SizedOutput(None)))  # prompt_toolkit needs a size to draw
+        quiet_repl.banner(display.text_width(_SizedOutput(None)))  # prompt_toolkit needs a size to draw
     else:
         with Driver(quiet_repl, _SizedOutput(columns)):
             pass
@@ -987,14 +989,14 @@ def test_model_command_loads_with_the_backend_asked_for_on_the_command_line(tiny
 def test_the_menu_comes_even_when_the_text_changes_while_an_older_menu_is_computed(quiet_repl, monkeypatch):
     """prompt_toolkit computes one menu at a time and drops requests made meanwhile: text
     typed after Ctrl-C, while the old line's menu was still being computed, got none."""
-    suggest = repl_module.suggest
+    suggest = suggest_module.suggest
 
     def slow_for_the_old_line(predictor, text, k):
         if text == "the cat":
             time.sleep(0.5)
         return suggest(predictor, text, k)
 
-    monkeypatch.setattr(repl_module, "suggest", slow_for_the_old_line)
+    monkeypatch.setattr(suggest_module, "suggest", slow_for_the_old_line)
     with Driver(quiet_repl) as d:
         d.type("the cat")
         time.sleep(0.1)  # its menu is being computed
