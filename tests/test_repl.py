@@ -959,6 +959,39 @@ def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_mode
     assert term.finish() == 0
 
 
+def test_ctrl_c_just_after_enter_clears_the_line_and_never_ends_the_session(tiny_model_dir, tmp_path):
+    # After Enter the terminal is back in its own mode while the line is handled, so Ctrl-C
+    # there is a signal, not a key: within ~50 ms of Enter (a large paste) it ended the REPL
+    # with status 130. Ctrl-C every few milliseconds from Enter on lands in every phase.
+    import pexpect
+
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="xterm"))
+    term.child.delaybeforesend = None  # pexpect waits 50 ms before each send by default
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    text = "the cat sat on the mat and " * 380
+    for _ in range(3):
+        term.child.send(PASTE_START + text + PASTE_END)
+        term.wait_for(lambda s: "mat and the cat" in term.text(), "the paste")  # 10 kB: the prompt scrolled off
+        term.pump(0.5)
+        term.child.send(ENTER)
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError, pexpect.EOF):  # raised once the REPL is gone
+            while time.monotonic() < deadline:
+                term.child.send(CTRL_C)
+                term.pump(0.003)
+            term.pump(0.5)
+        if not term.child.isalive():
+            term.child.close()
+            status, signal = term.child.exitstatus, term.child.signalstatus
+            pytest.fail(f"Ctrl-C after Enter ended the REPL (status {status}, signal {signal})")
+    term.child.send("so the cat" + ENTER)
+    term.wait_for(lambda s: "continued: so the cat" in term.text(), "a line handled as usual afterwards")
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith(">"), "the next prompt")
+    term.pump(0.3)  # a Ctrl-D sent before the prompt takes the terminal is the terminal's, not ours
+    term.child.send(CTRL_D)
+    assert term.finish() == 0
+
+
 def test_a_real_terminal_80x24_with_no_color(tiny_model_dir, tmp_path):
     term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="xterm", NO_COLOR="1"))
     term.wait_for(lambda s: _prompt_line(s), "the first prompt")

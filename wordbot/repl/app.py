@@ -4,8 +4,11 @@ a dumb terminal, pipes) and `run()`, which picks one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TextIO
@@ -137,21 +140,27 @@ class Repl:
     def interact(self, session: PromptSession) -> int:
         """The interactive loop: one committed line per prompt, until Ctrl-D or :quit.
 
-        Ctrl-C clears the line wherever it lands: while the prompt runs it is a key; in the
-        moment after Enter, while the line is handled (a large paste takes a while), the
-        terminal is back in its own mode and Ctrl-C is a signal, which drops that line's
-        report and gives a fresh prompt instead of ending the session."""
+        Ctrl-C clears the line wherever it lands. While the prompt runs it is a key. After
+        Enter the terminal is back in its own mode, so Ctrl-C is a signal: while the line is
+        handled (a large paste takes a while) it drops that line's report, and anywhere else
+        between prompts it is ignored; it never ends the session."""
         self.width = lambda: text_width(session.output)  # read again for :help: the window may change
         self.banner(self.width())
-        while True:
-            try:
-                line = session.prompt()
-                if not self.commit(line):
+        interrupts = _Interrupts()
+        with interrupts.installed():
+            while True:
+                try:
+                    line = session.prompt()
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
                     return 0
-            except KeyboardInterrupt:
-                continue
-            except EOFError:
-                return 0
+                try:
+                    with interrupts.armed():
+                        if not self.commit(line):
+                            return 0
+                except KeyboardInterrupt:
+                    continue
 
     def pipe(self, lines: Iterable[str], *, echo: bool = True) -> int:
         """Non-interactive: the suggestions for each line read (commands work too)."""
@@ -208,6 +217,38 @@ class Repl:
     def help_text(self, width: int | None = None) -> str:
         """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
         return commands.help_text(self, width)
+
+
+class _Interrupts:
+    """SIGINT between two prompts (prompt_toolkit handles it during one): a
+    KeyboardInterrupt while armed, nothing otherwise."""
+
+    def __init__(self) -> None:
+        self._armed = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self._armed:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT while in the block (only the main thread can; elsewhere, as before)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
 
 
 def _prompted(input: TextIO, output: TextIO) -> Iterator[str]:
