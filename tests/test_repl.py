@@ -814,6 +814,172 @@ raise SystemExit(status)
     assert "  next words:" in shell.stdout and shell.stdout.count("%") >= 5
 
 
+# ---- hardening: what a user may throw at it ----
+
+HISTORY_PROBE = """
+import sys
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from wordbot.predictor import Predictor
+from wordbot.repl import Repl
+
+said = []
+repl = Repl(Predictor.load(sys.argv[1]), state_dir=sys.argv[2], write=lambda text, style: said.append(text))
+with create_pipe_input() as keys:
+    keys.send_text("the cat\\rso the\\r\\x04")
+    status = repl.interact(repl.session(keys, DummyOutput()))
+print("transcript:", repl.transcript)
+print("history lines:", [text for text in said if "kept" in text and "Up recalls" not in text])
+raise SystemExit(status)
+"""
+
+
+def _unusable_history(state: Path, how: str) -> None:
+    if how == "a read-only history file":
+        state.mkdir()
+        (state / "history").write_text("\n# 2026-01-01\n+older line\n", encoding="utf-8")
+        (state / "history").chmod(0o444)
+    elif how == "a directory in its place":
+        (state / "history").mkdir(parents=True)
+    elif how == "a state directory without permission":
+        state.mkdir(mode=0o500)
+    elif how == "a file in the state directory's place":
+        state.write_text("not a directory")
+
+
+@pytest.mark.parametrize(
+    ("how", "permission"),
+    [
+        ("a read-only history file", True),
+        ("a directory in its place", False),
+        ("a state directory without permission", True),
+        ("a file in the state directory's place", False),
+    ],
+)
+def test_an_unusable_history_file_is_said_once_in_one_line_and_the_session_goes_on(
+    tiny_model_dir, tmp_path, how, permission
+):
+    from tests.unprivileged import run_unprivileged, skip_reason
+
+    if permission and (reason := skip_reason()):
+        pytest.skip(reason)
+    state = tmp_path / "state"
+    _unusable_history(state, how)
+    command = [sys.executable, "-c", HISTORY_PROBE, str(tiny_model_dir), str(state)]
+    done = run_unprivileged(command, env=_env(tmp_path), cwd=str(ROOT), timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "transcript: ['the cat', 'so the']" in done.stdout, done.stdout
+    (line,) = eval(done.stdout.split("history lines:", 1)[1])  # said once
+    assert line.startswith("history will not be kept: cannot use ") and "\n" not in line, line
+
+
+def test_a_history_file_that_fails_later_is_said_once_and_up_still_recalls(quiet_repl, tmp_path):
+    history = quiet_repl.history()
+    assert quiet_repl.errors == 0
+    path = tmp_path / "history"
+    path.unlink()
+    path.mkdir()  # a directory where the file was: every write fails from now on
+    history.append_string("first line")
+    history.append_string("second line")
+    assert list(history.get_strings()) == ["first line", "second line"]
+    assert quiet_repl.errors == 1
+    assert quiet_repl.said[-1][1].startswith("history will not be kept: cannot use")
+
+
+@pytest.mark.parametrize("value", ["1e-310", "1e-5", "0.001", "inf", "-0.5", "1e400"])
+def test_a_temperature_too_small_to_sample_or_out_of_range_is_refused_in_one_line(quiet_repl, value):
+    # :temp 1e-310 was accepted, and sampling divided by it: NaN and a traceback.
+    assert quiet_repl.commit(f":temp {value}")
+    assert quiet_repl.errors == 1 and quiet_repl.settings.temperature == 0.0
+    style, text = quiet_repl.said[-1]
+    assert (
+        style == "error" and text.startswith(":temp needs 0 (greedy) or a number from 0.01 to 5") and "\n" not in text
+    )
+    assert quiet_repl.commit(":temp 0.01")  # the smallest taken: the ghost text and a report still work
+    assert ghost(quiet_repl.predictor, "the cat ", 0.01) is not None
+    assert quiet_repl.commit("the cat sat on")
+    assert quiet_repl.errors == 1
+
+
+def _broken_model(tiny_model_dir: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    broken = tmp_path / "broken"
+    if how == "a file, not a directory":
+        broken.write_text("{}")
+        return broken
+    shutil.copytree(tiny_model_dir, broken)
+    if how == "an empty directory":
+        shutil.rmtree(broken)
+        broken.mkdir()
+    elif how == "a manifest that is not JSON":
+        (broken / "manifest.json").write_text("{not json")
+    elif how == "a manifest that is a list":
+        (broken / "manifest.json").write_text("[1, 2, 3]")
+    elif how == "a deeply nested tokenizer":
+        (broken / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif how == "weights that are not a zip":
+        (broken / "weights.npz").write_bytes(b"PK\x03\x04 not really")
+    return broken
+
+
+BROKEN_MODELS = [
+    "a file, not a directory",
+    "an empty directory",
+    "a manifest that is not JSON",
+    "a manifest that is a list",
+    "a deeply nested tokenizer",
+    "weights that are not a zip",
+]
+
+
+@pytest.mark.parametrize("how", BROKEN_MODELS)
+def test_model_command_with_a_broken_directory_is_one_line_and_the_session_goes_on(
+    quiet_repl, tiny_model_dir, tmp_path, how
+):
+    broken = _broken_model(Path(tiny_model_dir), tmp_path, how)
+    predictor = quiet_repl.predictor
+    assert quiet_repl.commit(f":model {broken}")
+    style, text = quiet_repl.said[-1]
+    assert style == "error" and text.startswith(f"cannot load model {str(broken)!r}: ") and "\n" not in text, text
+    assert quiet_repl.errors == 1 and quiet_repl.predictor is predictor
+    assert quiet_repl.commit("the cat sat on")
+    assert quiet_repl.said[-1][1].startswith("  next words:")
+
+
+@pytest.mark.parametrize("how", BROKEN_MODELS)
+def test_a_broken_model_at_start_is_one_line_and_status_2(tiny_model_dir, tmp_path, capsys, how):
+    broken = _broken_model(Path(tiny_model_dir), tmp_path, how)
+    assert run(broken, input=io.StringIO("the cat\n"), output=io.StringIO(), state_dir=tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: ") and err.count("\n") == 1, err
+
+
+def test_a_model_directory_without_permission_is_one_line_at_start_and_on_model(tiny_model_dir, tmp_path):
+    import shutil
+
+    from tests.unprivileged import run_unprivileged, skip_reason
+
+    if reason := skip_reason():
+        pytest.skip(reason)
+    locked = tmp_path / "locked"
+    shutil.copytree(tiny_model_dir, locked)
+    locked.chmod(0)
+    try:
+        env = _env(tmp_path)
+        start = run_unprivileged(repl_command("--model", str(locked)), input="the cat\n", env=env, cwd=str(ROOT))
+        later = run_unprivileged(
+            repl_command("--model", str(tiny_model_dir)), input=f":model {locked}\nthe cat\n", env=env, cwd=str(ROOT)
+        )
+    finally:
+        locked.chmod(0o700)
+    assert start.returncode == 2 and start.stderr.startswith("wordbot: error: "), start.stderr
+    assert start.stderr.count("\n") == 1 and "Traceback" not in start.stderr, start.stderr
+    assert later.returncode == 1 and later.stderr.startswith(f"cannot load model {str(locked)!r}: "), later.stderr
+    assert later.stderr.count("\n") == 1, later.stderr
+    assert "  next words:" in later.stdout  # the session went on after the failed :model
+
+
 # ---- a real pseudo-terminal ----
 
 

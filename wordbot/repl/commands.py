@@ -127,7 +127,7 @@ def load_predictor(path: str | os.PathLike | None, backend: str | None) -> Predi
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise WordbotError(f"cannot read{where}: {exc.strerror or exc}") from exc
-    except (ValueError, RecursionError, MemoryError, KeyError, TypeError) as exc:
+    except Exception as exc:  # whatever a hostile directory does to the loader
         raise WordbotError(f"not a usable model directory ({type(exc).__name__}: {_one_line(str(exc))})") from exc
 
 
