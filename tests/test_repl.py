@@ -1105,6 +1105,22 @@ def test_a_narrow_real_terminal_gets_the_model_line_wrapped_to_its_width(tiny_mo
     assert term.finish() == 0
 
 
+def test_ctrl_c_in_a_dumb_terminal_drops_the_line_and_prompts_again(tiny_model_dir, tmp_path):
+    # The terminal edits the line there, so Ctrl-C is a signal: it ended the REPL with 130.
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    term.child.send("the ca")
+    term.wait_for(lambda s: "> the ca" in term.text(), "the typed text")
+    term.child.send(CTRL_C)
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith("> ") and s.cursor.x == 2, "a fresh prompt")
+    term.child.send("so the" + ENTER)
+    term.wait_for(lambda s: "continued: so the" in term.text(), "the next line's report")
+    assert "the caso the" not in term.text()  # the interrupted text was dropped
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith("> "), "the next prompt")
+    term.child.sendeof()
+    assert term.finish() == 0
+
+
 @pytest.mark.parametrize("columns", [50, 80])
 def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_model_dir, tmp_path, columns):
     term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"), columns=columns)

@@ -171,7 +171,8 @@ class Repl:
 
     def line_mode(self, input: TextIO, output: TextIO) -> int:
         """A terminal that cannot show menus (TERM=dumb): the terminal edits and echoes the
-        line, and each line entered gets its next words."""
+        line, and each line entered gets its next words. Ctrl-C drops the line being typed
+        (or its report) and prompts again, as in the full terminal."""
         term = os.environ.get("TERM", "")
         self.width = lambda: stream_width(output)
         intro = (
@@ -179,8 +180,21 @@ class Repl:
             "enter gets its next words and a continuation. :help for commands; Ctrl-D exits."
         )
         self.say(fill(intro, self.width()))
-        self.pipe(_prompted(input, output), echo=False)
-        return 0
+        interrupts = _Interrupts()
+        with interrupts.installed():
+            while True:
+                output.write("> ")
+                output.flush()
+                try:
+                    with interrupts.armed():
+                        line = input.readline()
+                        if not line:
+                            output.write("\n")  # after Ctrl-D, the shell's prompt on a line of its own
+                            return 0
+                        if not self.commit(line.rstrip("\r\n")):
+                            return 0
+                except KeyboardInterrupt:
+                    output.write("\n")
 
     # ---- one committed line ----
 
@@ -249,18 +263,6 @@ class _Interrupts:
             yield
         finally:
             self._armed = False
-
-
-def _prompted(input: TextIO, output: TextIO) -> Iterator[str]:
-    """Lines of `input`, each after a `> ` prompt on `output`; a newline after the last."""
-    while True:
-        output.write("> ")
-        output.flush()
-        line = input.readline()
-        if not line:
-            output.write("\n")
-            return
-        yield line
 
 
 def run(
