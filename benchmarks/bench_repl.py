@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from prompt_toolkit.completion import CompleteEvent  # noqa: E402
 from prompt_toolkit.document import Document  # noqa: E402
 
-from wordbot.repl import GhostText, Settings, WordCompleter, partial_word  # noqa: E402
-from wordbot.text import BOS_ID, tokenize  # noqa: E402
+from wordbot.repl import GhostText, Settings, SuggestionCompleter  # noqa: E402
+from wordbot.text import BOS_ID, partial_word, tokenize  # noqa: E402
 
 TEXT_CHARS = 2_000
 K = 5
@@ -63,8 +63,8 @@ def time_repl(predictor, text: str) -> dict[str, dict[str, list[float]]]:
     """What the REPL computes per keystroke, called as prompt_toolkit calls it (in a thread
     there, here inline): the completer alone, and the completer plus the ghost text."""
     settings = Settings(k=K)
-    completer = WordCompleter(lambda: predictor, settings)
-    ghost = GhostText(lambda: predictor, settings)
+    completer = SuggestionCompleter(predictor, settings)
+    ghost = GhostText(predictor, settings)
     out = {"menu": {"inside": [], "boundary": []}, "menu+ghost": {"inside": [], "boundary": []}}
     for i in range(1, len(text) + 1):
         document = Document(text[:i])

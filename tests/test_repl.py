@@ -26,13 +26,15 @@ from wordbot.repl import (
     GhostText,
     Repl,
     Settings,
-    WordCompleter,
+    SuggestionCompleter,
     completion_text,
+    display,
     format_prob,
     one_line,
     run,
     visible,
 )
+from wordbot.repl import suggest as suggest_module
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "data" / "models" / "default"
@@ -47,12 +49,12 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 
 def completions(predictor, text: str, k: int = 5, cursor: int | None = None):
-    completer = WordCompleter(lambda: predictor, Settings(k=k))
+    completer = SuggestionCompleter(predictor, Settings(k=k))
     return list(completer.get_completions(Document(text, cursor), CompleteEvent(text_inserted=True)))
 
 
 def ghost(predictor, text: str, temperature: float = 0.0) -> str | None:
-    suggestion = GhostText(lambda: predictor, Settings(temperature=temperature)).get_suggestion(None, Document(text))
+    suggestion = GhostText(predictor, Settings(temperature=temperature)).get_suggestion(None, Document(text))
     return None if suggestion is None else suggestion.text
 
 
@@ -194,7 +196,7 @@ def test_ghost_text_is_none_on_an_empty_line_a_command_or_mid_line(tiny_predicto
     assert ghost(tiny_predictor, "") is None
     assert ghost(tiny_predictor, "   ") is None
     assert ghost(tiny_predictor, ":k 3") is None
-    suggester = GhostText(lambda: tiny_predictor, Settings())
+    suggester = GhostText(tiny_predictor, Settings())
     assert suggester.get_suggestion(None, Document("the cat sat", cursor_position=3)) is None
 
 
@@ -235,7 +237,7 @@ def test_k_and_temp_change_the_settings(quiet_repl):
         (":k three", "got 'three'"),
         (":k 0", "got 0"),
         (":k 500", "got 500"),
-        (":temp -1", "from 0 (greedy) to 5"),
+        (":temp -1", "0 (greedy) or a number from 0.01 to 5"),
         (":temp hot", "got 'hot'"),
         (":temp nan", "got 'nan'"),
         (":model /no/such/model", "cannot load model '/no/such/model'"),
@@ -671,7 +673,7 @@ class _SizedOutput(DummyOutput):
 @pytest.mark.parametrize(("columns", "width"), [(40, 39), (120, 119), (None, 79)])
 def test_the_model_line_wraps_at_word_boundaries_to_the_terminal_width(quiet_repl, columns, width):
     if columns is None:
-        quiet_repl.banner(repl_module._text_width(_SizedOutput(None)))  # prompt_toolkit needs a size to draw
+        quiet_repl.banner(display.text_width(_SizedOutput(None)))  # prompt_toolkit needs a size to draw
     else:
         with Driver(quiet_repl, _SizedOutput(columns)):
             pass
@@ -812,6 +814,172 @@ raise SystemExit(status)
     assert "  next words:" in shell.stdout and shell.stdout.count("%") >= 5
 
 
+# ---- hardening: what a user may throw at it ----
+
+HISTORY_PROBE = """
+import sys
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from wordbot.predictor import Predictor
+from wordbot.repl import Repl
+
+said = []
+repl = Repl(Predictor.load(sys.argv[1]), state_dir=sys.argv[2], write=lambda text, style: said.append(text))
+with create_pipe_input() as keys:
+    keys.send_text("the cat\\rso the\\r\\x04")
+    status = repl.interact(repl.session(keys, DummyOutput()))
+print("transcript:", repl.transcript)
+print("history lines:", [text for text in said if "kept" in text and "Up recalls" not in text])
+raise SystemExit(status)
+"""
+
+
+def _unusable_history(state: Path, how: str) -> None:
+    if how == "a read-only history file":
+        state.mkdir()
+        (state / "history").write_text("\n# 2026-01-01\n+older line\n", encoding="utf-8")
+        (state / "history").chmod(0o444)
+    elif how == "a directory in its place":
+        (state / "history").mkdir(parents=True)
+    elif how == "a state directory without permission":
+        state.mkdir(mode=0o500)
+    elif how == "a file in the state directory's place":
+        state.write_text("not a directory")
+
+
+@pytest.mark.parametrize(
+    ("how", "permission"),
+    [
+        ("a read-only history file", True),
+        ("a directory in its place", False),
+        ("a state directory without permission", True),
+        ("a file in the state directory's place", False),
+    ],
+)
+def test_an_unusable_history_file_is_said_once_in_one_line_and_the_session_goes_on(
+    tiny_model_dir, tmp_path, how, permission
+):
+    from tests.unprivileged import run_unprivileged, skip_reason
+
+    if permission and (reason := skip_reason()):
+        pytest.skip(reason)
+    state = tmp_path / "state"
+    _unusable_history(state, how)
+    command = [sys.executable, "-c", HISTORY_PROBE, str(tiny_model_dir), str(state)]
+    done = run_unprivileged(command, env=_env(tmp_path), cwd=str(ROOT), timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "transcript: ['the cat', 'so the']" in done.stdout, done.stdout
+    (line,) = eval(done.stdout.split("history lines:", 1)[1])  # said once
+    assert line.startswith("history will not be kept: cannot use ") and "\n" not in line, line
+
+
+def test_a_history_file_that_fails_later_is_said_once_and_up_still_recalls(quiet_repl, tmp_path):
+    history = quiet_repl.history()
+    assert quiet_repl.errors == 0
+    path = tmp_path / "history"
+    path.unlink()
+    path.mkdir()  # a directory where the file was: every write fails from now on
+    history.append_string("first line")
+    history.append_string("second line")
+    assert list(history.get_strings()) == ["first line", "second line"]
+    assert quiet_repl.errors == 1
+    assert quiet_repl.said[-1][1].startswith("history will not be kept: cannot use")
+
+
+@pytest.mark.parametrize("value", ["1e-310", "1e-5", "0.001", "inf", "-0.5", "1e400"])
+def test_a_temperature_too_small_to_sample_or_out_of_range_is_refused_in_one_line(quiet_repl, value):
+    # :temp 1e-310 was accepted, and sampling divided by it: NaN and a traceback.
+    assert quiet_repl.commit(f":temp {value}")
+    assert quiet_repl.errors == 1 and quiet_repl.settings.temperature == 0.0
+    style, text = quiet_repl.said[-1]
+    assert (
+        style == "error" and text.startswith(":temp needs 0 (greedy) or a number from 0.01 to 5") and "\n" not in text
+    )
+    assert quiet_repl.commit(":temp 0.01")  # the smallest taken: the ghost text and a report still work
+    assert ghost(quiet_repl.predictor, "the cat ", 0.01) is not None
+    assert quiet_repl.commit("the cat sat on")
+    assert quiet_repl.errors == 1
+
+
+def _broken_model(tiny_model_dir: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    broken = tmp_path / "broken"
+    if how == "a file, not a directory":
+        broken.write_text("{}")
+        return broken
+    shutil.copytree(tiny_model_dir, broken)
+    if how == "an empty directory":
+        shutil.rmtree(broken)
+        broken.mkdir()
+    elif how == "a manifest that is not JSON":
+        (broken / "manifest.json").write_text("{not json")
+    elif how == "a manifest that is a list":
+        (broken / "manifest.json").write_text("[1, 2, 3]")
+    elif how == "a deeply nested tokenizer":
+        (broken / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif how == "weights that are not a zip":
+        (broken / "weights.npz").write_bytes(b"PK\x03\x04 not really")
+    return broken
+
+
+BROKEN_MODELS = [
+    "a file, not a directory",
+    "an empty directory",
+    "a manifest that is not JSON",
+    "a manifest that is a list",
+    "a deeply nested tokenizer",
+    "weights that are not a zip",
+]
+
+
+@pytest.mark.parametrize("how", BROKEN_MODELS)
+def test_model_command_with_a_broken_directory_is_one_line_and_the_session_goes_on(
+    quiet_repl, tiny_model_dir, tmp_path, how
+):
+    broken = _broken_model(Path(tiny_model_dir), tmp_path, how)
+    predictor = quiet_repl.predictor
+    assert quiet_repl.commit(f":model {broken}")
+    style, text = quiet_repl.said[-1]
+    assert style == "error" and text.startswith(f"cannot load model {str(broken)!r}: ") and "\n" not in text, text
+    assert quiet_repl.errors == 1 and quiet_repl.predictor is predictor
+    assert quiet_repl.commit("the cat sat on")
+    assert quiet_repl.said[-1][1].startswith("  next words:")
+
+
+@pytest.mark.parametrize("how", BROKEN_MODELS)
+def test_a_broken_model_at_start_is_one_line_and_status_2(tiny_model_dir, tmp_path, capsys, how):
+    broken = _broken_model(Path(tiny_model_dir), tmp_path, how)
+    assert run(broken, input=io.StringIO("the cat\n"), output=io.StringIO(), state_dir=tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: ") and err.count("\n") == 1, err
+
+
+def test_a_model_directory_without_permission_is_one_line_at_start_and_on_model(tiny_model_dir, tmp_path):
+    import shutil
+
+    from tests.unprivileged import run_unprivileged, skip_reason
+
+    if reason := skip_reason():
+        pytest.skip(reason)
+    locked = tmp_path / "locked"
+    shutil.copytree(tiny_model_dir, locked)
+    locked.chmod(0)
+    try:
+        env = _env(tmp_path)
+        start = run_unprivileged(repl_command("--model", str(locked)), input="the cat\n", env=env, cwd=str(ROOT))
+        later = run_unprivileged(
+            repl_command("--model", str(tiny_model_dir)), input=f":model {locked}\nthe cat\n", env=env, cwd=str(ROOT)
+        )
+    finally:
+        locked.chmod(0o700)
+    assert start.returncode == 2 and start.stderr.startswith("wordbot: error: "), start.stderr
+    assert start.stderr.count("\n") == 1 and "Traceback" not in start.stderr, start.stderr
+    assert later.returncode == 1 and later.stderr.startswith(f"cannot load model {str(locked)!r}: "), later.stderr
+    assert later.stderr.count("\n") == 1, later.stderr
+    assert "  next words:" in later.stdout  # the session went on after the failed :model
+
+
 # ---- a real pseudo-terminal ----
 
 
@@ -937,6 +1105,22 @@ def test_a_narrow_real_terminal_gets_the_model_line_wrapped_to_its_width(tiny_mo
     assert term.finish() == 0
 
 
+def test_ctrl_c_in_a_dumb_terminal_drops_the_line_and_prompts_again(tiny_model_dir, tmp_path):
+    # The terminal edits the line there, so Ctrl-C is a signal: it ended the REPL with 130.
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    term.child.send("the ca")
+    term.wait_for(lambda s: "> the ca" in term.text(), "the typed text")
+    term.child.send(CTRL_C)
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith("> ") and s.cursor.x == 2, "a fresh prompt")
+    term.child.send("so the" + ENTER)
+    term.wait_for(lambda s: "continued: so the" in term.text(), "the next line's report")
+    assert "the caso the" not in term.text()  # the interrupted text was dropped
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith("> "), "the next prompt")
+    term.child.sendeof()
+    assert term.finish() == 0
+
+
 @pytest.mark.parametrize("columns", [50, 80])
 def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_model_dir, tmp_path, columns):
     term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="dumb"), columns=columns)
@@ -954,6 +1138,39 @@ def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_mode
     assert all(len(row) < columns for row in rows), rows
     assert " ".join(rows).split() == intro.split()  # wrapped between words, not mid-word by the terminal
     term.child.sendeof()
+    assert term.finish() == 0
+
+
+def test_ctrl_c_just_after_enter_clears_the_line_and_never_ends_the_session(tiny_model_dir, tmp_path):
+    # After Enter the terminal is back in its own mode while the line is handled, so Ctrl-C
+    # there is a signal, not a key: within ~50 ms of Enter (a large paste) it ended the REPL
+    # with status 130. Ctrl-C every few milliseconds from Enter on lands in every phase.
+    import pexpect
+
+    term = Terminal(repl_command("--model", str(tiny_model_dir)), _env(tmp_path, TERM="xterm"))
+    term.child.delaybeforesend = None  # pexpect waits 50 ms before each send by default
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    text = "the cat sat on the mat and " * 380
+    for _ in range(3):
+        term.child.send(PASTE_START + text + PASTE_END)
+        term.wait_for(lambda s: "mat and the cat" in term.text(), "the paste")  # 10 kB: the prompt scrolled off
+        term.pump(0.5)
+        term.child.send(ENTER)
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError, pexpect.EOF):  # raised once the REPL is gone
+            while time.monotonic() < deadline:
+                term.child.send(CTRL_C)
+                term.pump(0.003)
+            term.pump(0.5)
+        if not term.child.isalive():
+            term.child.close()
+            status, signal = term.child.exitstatus, term.child.signalstatus
+            pytest.fail(f"Ctrl-C after Enter ended the REPL (status {status}, signal {signal})")
+    term.child.send("so the cat" + ENTER)
+    term.wait_for(lambda s: "continued: so the cat" in term.text(), "a line handled as usual afterwards")
+    term.wait_for(lambda s: s.display[s.cursor.y].startswith(">"), "the next prompt")
+    term.pump(0.3)  # a Ctrl-D sent before the prompt takes the terminal is the terminal's, not ours
+    term.child.send(CTRL_D)
     assert term.finish() == 0
 
 
@@ -987,14 +1204,14 @@ def test_model_command_loads_with_the_backend_asked_for_on_the_command_line(tiny
 def test_the_menu_comes_even_when_the_text_changes_while_an_older_menu_is_computed(quiet_repl, monkeypatch):
     """prompt_toolkit computes one menu at a time and drops requests made meanwhile: text
     typed after Ctrl-C, while the old line's menu was still being computed, got none."""
-    suggest = repl_module.suggest
+    suggest = suggest_module.suggest
 
     def slow_for_the_old_line(predictor, text, k):
         if text == "the cat":
             time.sleep(0.5)
         return suggest(predictor, text, k)
 
-    monkeypatch.setattr(repl_module, "suggest", slow_for_the_old_line)
+    monkeypatch.setattr(suggest_module, "suggest", slow_for_the_old_line)
     with Driver(quiet_repl) as d:
         d.type("the cat")
         time.sleep(0.1)  # its menu is being computed

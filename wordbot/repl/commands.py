@@ -1,0 +1,135 @@
+"""The REPL's `:commands` (`:k`, `:temp`, `:model`, `:help`, `:quit`): which lines are
+commands, what each does to the session, and loading a model so that any failure is
+one line and the session goes on."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wordbot.errors import WordbotError
+from wordbot.limits import REPL_K
+from wordbot.repl.display import KEY_COLUMN, fill, keys_help, table
+
+if TYPE_CHECKING:
+    from wordbot.predictor import Predictor
+    from wordbot.repl.app import Repl
+
+_COMMAND_RE = re.compile(r":([A-Za-z]+)(?:\s+(.*))?$", re.DOTALL)
+COMMANDS = {  # name: (argument, what it does), as :help shows them
+    "help": ("", "this text"),
+    "k": ("N", f"how many suggestions to show ({REPL_K[0]}-{REPL_K[1]})"),
+    "temp": ("T", "ghost-text temperature (0 = greedy: the likeliest words)"),
+    "model": ("PATH", "load another model directory (`default`: the bundled one)"),
+    "quit": ("", "exit (Ctrl-D does too)"),
+}
+_ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
+
+# :temp takes 0 (greedy) or a value in this range. Below its floor, dividing the model's
+# logits by the temperature overflows (1e-310 gave NaN), and the sample is greedy anyway.
+TEMPERATURE_RANGE = (0.01, 5.0)
+
+
+def is_command(line: str) -> bool:
+    """`:k 3` is a command; `:)` or `: hello` is text."""
+    return _COMMAND_RE.match(line.strip()) is not None
+
+
+def run_command(repl: Repl, line: str) -> bool:
+    """Do the command `line` (one for which `is_command` holds); False means: exit."""
+    name, argument = _COMMAND_RE.match(line.strip()).groups()
+    name = _ALIASES.get(name.lower(), name.lower())
+    argument = (argument or "").strip()
+    if name == "quit":
+        return False
+    if name == "help":
+        repl.say(help_text(repl, repl.width()))
+    elif name == "k":
+        _set_k(repl, argument)
+    elif name == "temp":
+        _set_temperature(repl, argument)
+    elif name == "model":
+        _load_model(repl, argument)
+    else:
+        repl.error(f"unknown command :{name}; :help lists the commands")
+    return True
+
+
+def help_text(repl: Repl, width: int | None = None) -> str:
+    """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
+    rows = [(f":{name} {arg}", text) for name, (arg, text) in COMMANDS.items()]
+    about = (
+        "The menu shows the likeliest next words (after a space) or completions of the\n"
+        "word being typed, each with its probability; the grey text continues the line."
+    )
+    settings = repl.settings
+    now = f"Now: k={settings.k}, temp={settings.temperature:g}, model: {repl.predictor.describe()}"
+    if width is not None:
+        about = fill(about, width)
+        now = fill(now, width, indent="  ")
+    return f"{about}\n{keys_help(width)}\nCommands:\n{table(rows, KEY_COLUMN, width)}\n{now}"
+
+
+def _set_k(repl: Repl, argument: str) -> None:
+    low, high = REPL_K
+    try:
+        k = int(argument)
+    except ValueError:
+        repl.error(f":k needs a whole number from {low} to {high}, got {argument or 'nothing'!r}")
+        return
+    if not low <= k <= high:
+        repl.error(f":k needs a whole number from {low} to {high}, got {k}")
+        return
+    repl.settings.k = k
+    repl.say(f"showing {k} suggestion{'s' if k > 1 else ''}", "note")
+
+
+def _set_temperature(repl: Repl, argument: str) -> None:
+    low, high = TEMPERATURE_RANGE
+    try:
+        temperature = float(argument)
+    except ValueError:
+        temperature = math.nan
+    if not (temperature == 0 or low <= temperature <= high):  # also refuses nan
+        repl.error(f":temp needs 0 (greedy) or a number from {low:g} to {high:g}, got {argument or 'nothing'!r}")
+        return
+    repl.settings.temperature = temperature
+    how = "greedy: the likeliest words" if temperature == 0 else "sampled"
+    repl.say(f"ghost text temperature {temperature:g} ({how})", "note")
+
+
+def _load_model(repl: Repl, argument: str) -> None:
+    if not argument:
+        repl.say(f"model: {repl.predictor.describe()} (:model PATH loads another)", "note")
+        return
+    path = None if argument == "default" and not Path(argument).exists() else os.path.expanduser(argument)
+    try:
+        predictor = load_predictor(path, repl.backend)
+    except WordbotError as exc:
+        repl.error(f"cannot load model {argument!r}: {exc}; the model in use stays")
+        return
+    repl.predictor = predictor
+    repl.say(f"model: {predictor.describe()}", "note")
+
+
+def load_predictor(path: str | os.PathLike | None, backend: str | None) -> Predictor:
+    """`Predictor.load`, with any failure as a `WordbotError` of one line: a model directory
+    the user names may be anything, and neither the start nor `:model` should end in a traceback."""
+    from wordbot.predictor import Predictor
+
+    try:
+        return Predictor.load(path, backend=backend)
+    except WordbotError as exc:
+        raise WordbotError(_one_line(str(exc))) from exc
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise WordbotError(f"cannot read{where}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # whatever a hostile directory does to the loader
+        raise WordbotError(f"not a usable model directory ({type(exc).__name__}: {_one_line(str(exc))})") from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
