@@ -7,6 +7,7 @@ vocabulary built from the same counts is always the same list.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -69,6 +70,11 @@ _SENTENCE_END = {".", "...", "!", "?"}
 _BANGS = re.compile(r"[!?]+")
 _QUOTES_AND_PARENS = ('"', "'", "(", ")")  # see through these to tell a sentence start
 _SPEECH_INTRO = {":", ","}  # before an opening quote, these start quoted speech: `said, "It`
+# Last parts of domain names and file names, after a dot with no space (`example.com`);
+# not words that often start a sentence (`it`, `no`, `so`).
+_DOMAIN_ENDS = {"com", "org", "net", "edu", "gov", "mil", "io", "uk", "au", "fi", "fr", "jp", "ca", "nl", "se", "ch",
+                "html", "htm", "txt", "pdf", "exe"}  # fmt: skip
+_FACE_MOUTHS = {")", "(", "-", "p", "d", "/", "|"}  # what follows the eyes of :-) ;) :p :/
 
 
 def normalize(text: str, lower: bool = True) -> str:
@@ -79,9 +85,36 @@ def normalize(text: str, lower: bool = True) -> str:
     return text.lower() if lower else text
 
 
-def tokenize(text: str) -> list[str]:
+class Tokens(list):
+    """The tokens of one text, remembering the (normalised) text they were cut from, so
+    that `detokenize` can give back the text's own spacing (`foo@bar.com`, `C++`,
+    `recipients' exercise`) where it cannot be guessed from the tokens alone.
+
+    It is a plain list of plain strings otherwise: token boundaries, and so what a model
+    sees, do not depend on spacing. The spacing is worked out only when text is rebuilt,
+    so tokenizing at every keystroke costs no more than before. A slice or an edited
+    copy is a plain list (or no longer matches the text) and is rebuilt by rule instead.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, tokens: Iterable[str] = (), source: str = ""):
+        super().__init__(tokens)
+        self.source = source
+
+    def spaces(self) -> list[bool] | None:
+        """Whether whitespace preceded each token in the text; None if the list has been
+        changed since it was cut from the text (its spacing is unknown then)."""
+        matches = list(_TOKEN_RE.finditer(self.source))
+        if len(matches) != len(self) or any(m.group() != t for m, t in zip(matches, self, strict=True)):
+            return None
+        return [m.start() > 0 and self.source[m.start() - 1].isspace() for m in matches]
+
+
+def tokenize(text: str) -> Tokens:
     """Split text into tokens: `"Don't panic!"` -> `["don't", "panic", "!"]`."""
-    return _TOKEN_RE.findall(normalize(text))
+    normalized = normalize(text)
+    return Tokens(_TOKEN_RE.findall(normalized), normalized)
 
 
 def partial_word(text: str) -> str:
@@ -141,31 +174,24 @@ def detokenize(
 ) -> str:
     """Join tokens into natural text: `hello , world .` -> `hello, world.`
 
+    Tokens from `tokenize` (a `Tokens` list) get back the spacing of the text they were
+    cut from; other tokens (a model's samples) are spaced by rule (`_attach_left`).
     `after` is the context the tokens follow (for quote pairing and sentence starts).
     With `capitalize`, `I`, names (`cased`: see `display_form`) and sentence-initial
     words get their capitals back.
     """
+    spaces = tokens.spaces() if isinstance(tokens, Tokens) else None
+    kept = [(t, s) for t, s in zip(tokens, spaces or itertools.repeat(None), strict=False) if t not in SPECIALS]
+    tokens = [t for t, _ in kept]
     out: list[str] = []
     previous = after[-1] if after else None
     open_quote = {q: sum(t == q for t in after) % 2 == 1 for q in ('"', "'")}
     sentence_start = at_sentence_start(after)
-    tokens = [t for t in tokens if t not in SPECIALS]
-    for i, token in enumerate(tokens):
+    for i, (token, spaced) in enumerate(kept):
         ends_sentence = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
-        attach_left = token in _NO_SPACE_BEFORE or token in _CLITICS or ends_sentence
-        if token in open_quote:
-            # An opening quote takes a space before it; a closing one hugs the word.
-            attach_left = open_quote[token]
-            open_quote[token] = not open_quote[token]
-            following = tokens[i + 1] if i + 1 < len(tokens) else None
-            if attach_left is False and previous in _SENTENCE_END and following in (None, "--"):
-                # `end." -- Author`: this closes a quotation opened before the text we
-                # see (fortunes open with one), it does not open a new one.
-                attach_left, open_quote[token] = True, False
-        if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER:
-            attach_left = True
-        elif open_quote.get(previous):
-            attach_left = True  # just after an opening quote
+        attach_left = _attach_left(tokens, i, previous, open_quote)
+        if spaced is not None and out:
+            attach_left = not spaced  # the text's own spacing
         word = display_form(token, sentence_start, cased) if capitalize else token
         out.append(word if attach_left else " " + word)
         if is_word(token):
@@ -174,6 +200,70 @@ def detokenize(
             sentence_start = True  # a sentence ended, or quoted speech opened (`said, "It`)
         previous = token
     return "".join(out)
+
+
+def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote: dict[str, bool]) -> bool:
+    """Whether tokens[i] hugs what comes before it, when no spacing is known; keeps
+    `open_quote` (which quotes are open) up to date."""
+    token = tokens[i]
+    following = tokens[i + 1] if i + 1 < len(tokens) else None
+    after_opening_quote = open_quote.get(previous, False)  # as it stood before this token
+    attach = token in _NO_SPACE_BEFORE or token in _CLITICS or _BANGS.fullmatch(token) is not None
+    attach = attach or token in _SENTENCE_END
+    if token in open_quote:
+        # An opening quote takes a space before it; a closing one hugs the word.
+        attach = open_quote[token]
+        if not attach and token == "'" and _elides(previous, following):
+            return True  # `recipients' exercise`, `razzin' frazzin'`: not a quote at all
+        open_quote[token] = not attach
+        if not attach and previous in _SENTENCE_END and following in (None, "--"):
+            # `end." -- Author`: this closes a quotation opened before the text we
+            # see (fortunes open with one), it does not open a new one.
+            attach, open_quote[token] = True, False
+    if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER or after_opening_quote:
+        attach = True
+    return _written_together(tokens, i, previous, attach)
+
+
+def _elides(previous: str | None, following: str | None) -> bool:
+    """A lone apostrophe after a plural or a dropped g, before a word: `dogs' toys`."""
+    return previous is not None and is_word(previous) and previous.endswith(("s", "in")) and is_word(following or "")
+
+
+def _written_together(tokens: Sequence[str], i: int, previous: str | None, attach: bool) -> bool:
+    """The spacing of things people write without spaces though they are several
+    tokens: e-mail addresses, domains, `C++`, `C#`, `a.m.`, emoticons, `<3`."""
+    if previous is None:
+        return attach
+    token = tokens[i]
+    following = tokens[i + 1] if i + 1 < len(tokens) else None
+    before_previous = tokens[i - 2] if i >= 2 else None
+    word_before = is_word(previous)
+    if token == "@" and word_before and is_word(following or ""):
+        return True  # foo@bar
+    if previous == "." and (token in _DOMAIN_ENDS or before_previous == "www") and is_word(before_previous or ""):
+        return True  # example.com, www.example
+    if previous == "." and _is_letter(token) and _is_letter(before_previous):
+        return True  # a.m., i.e., u.s.a.
+    if token == "+" and (previous == "+" or following == "+"):
+        return True  # c++
+    if token == "#" and previous in ("c", "f"):
+        return True  # c#
+    if previous == "#" and before_previous in ("c", "f"):
+        return False  # `c# is`, not `c#is`
+    if token in (":", ";") and following in _FACE_MOUTHS:
+        return False  # an emoticon starts: `ok :-)`
+    if previous in (":", ";") and token in _FACE_MOUTHS:
+        return True
+    if previous == "<" and (token == "3" or (is_word(token) and following == ">")):
+        return True  # <3, <nick>
+    if token == ">" and before_previous == "<" and word_before:
+        return True
+    return attach
+
+
+def _is_letter(token: str | None) -> bool:
+    return token is not None and len(token) == 1 and token.isalpha()
 
 
 class Tokenizer:
