@@ -14,7 +14,9 @@ from wordbot.text import (
     UNK_ID,
     Tokenizer,
     at_sentence_start,
+    debris_ids,
     detokenize,
+    is_debris,
     is_word,
     partial_word,
     tokenize,
@@ -224,6 +226,16 @@ def test_a_message_rebuilt_from_its_own_tokens_comes_back_as_written(text):
 )
 def test_sampled_tokens_are_spaced_as_people_write_them(text, rebuilt):
     assert detokenize(sampled(text)) == rebuilt
+
+
+def test_a_domain_after_a_full_stop_is_not_a_sentence_start():
+    assert detokenize(sampled("mail larry at wall.org. then"), capitalize=True) == "Mail larry at wall.org. Then"
+
+
+def test_debris_is_nick_markup_and_message_ids_but_not_ordinary_words_or_numbers():
+    assert all(map(is_debris, ["<", ">", "199705101952", "maa00756", "1992aug26"]))
+    assert not any(map(is_debris, ["knghtbrd", "1997", "y2k", "win95", "3.11.7", "1,000,000", "x11", "i386"]))
+    assert debris_ids(["<pad>", "hello", "<", "qaa21669", "2nd"]) == [2, 3]
 
 
 def test_token_boundaries_do_not_depend_on_spacing():

@@ -192,7 +192,9 @@ def detokenize(
         attach_left = _attach_left(tokens, i, previous, open_quote)
         if spaced is not None and out:
             attach_left = not spaced  # the text's own spacing
-        word = display_form(token, sentence_start, cased) if capitalize else token
+        # `wall.org`: a word hugging a full stop is no sentence start.
+        starts = sentence_start and not (attach_left and previous in _SENTENCE_END)
+        word = display_form(token, starts, cased) if capitalize else token
         out.append(word if attach_left else " " + word)
         if is_word(token):
             sentence_start = False
@@ -264,6 +266,25 @@ def _written_together(tokens: Sequence[str], i: int, previous: str | None, attac
 
 def _is_letter(token: str | None) -> bool:
     return token is not None and len(token) == 1 and token.isalpha()
+
+
+# Chat-log and mail debris in the training text: IRC nicknames in angle brackets
+# (`<knghtbrd>`, 833 of the 1,187 `<` of the bundled training text; most others open a
+# mail address or a message ID) and message-ID fragments: sendmail queue ids
+# (`maa00756`), timestamps (`199705101952`), `1992aug26`.
+_MARKUP = {"<", ">"}
+_MESSAGE_ID_RE = re.compile(r"\d{10,}|[a-z]{1,4}\d{5,}|\d{4}[a-z]{3}\d{1,2}")
+
+
+def is_debris(token: str) -> bool:
+    """True for tokens users should never be shown in what a model writes or offers:
+    the angle brackets of chat-log nicknames and mail headers, and message-ID fragments."""
+    return token in _MARKUP or _MESSAGE_ID_RE.fullmatch(token) is not None
+
+
+def debris_ids(vocab: Sequence[str]) -> list[int]:
+    """The ids of a vocabulary's debris tokens (`is_debris`), for a predictor to ban."""
+    return [i for i, token in enumerate(vocab) if is_debris(token)]
 
 
 class Tokenizer:
