@@ -23,26 +23,10 @@ FORMAT_VERSION = 1
 # Curly quotes and their cousins fold to the two ASCII quotes; a fancy apostrophe
 # inside "don’t" must become the same token as "don't".
 _FOLD = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201a": "'",
-        "\u201b": "'",
-        "\u2032": "'",
-        "`": "'",
-        "\u00b4": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u201e": '"',
-        "\u201f": '"',
-        "\u2033": '"',
-        "\u00ab": '"',
-        "\u00bb": '"',
-        "\u2013": "--",
-        "\u2014": "--",
-        "\u2026": "...",
-    }
-)
+    {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
+     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
+     "\u2013": "--", "\u2014": "--", "\u2026": "..."}
+)  # fmt: skip
 
 # Order matters: numbers with separators ("7:30", "3.14", "1,000") before words,
 # words with inner apostrophes ("don't", "o'clock") as one token, then the
@@ -74,7 +58,13 @@ _SPEECH_INTRO = {":", ","}  # before an opening quote, these start quoted speech
 # not words that often start a sentence (`it`, `no`, `so`).
 _DOMAIN_ENDS = {"com", "org", "net", "edu", "gov", "mil", "io", "uk", "au", "fi", "fr", "jp", "ca", "nl", "se", "ch",
                 "html", "htm", "txt", "pdf", "exe"}  # fmt: skip
-_FACE_MOUTHS = {")", "(", "-", "p", "d", "/", "|"}  # what follows the eyes of :-) ;) :p :/
+_FACE_MOUTHS = {")", "(", "p", "d"}  # what follows the eyes (and nose) of :) ;-) :p
+_ABBREVIATIONS = {("a", "m"), ("p", "m"), ("i", "e"), ("e", "g"), ("u", "s"), ("u", "k"), ("a", "k"), ("k", "a"),
+                  ("a", "d"), ("b", "c"), ("n", "b"), ("o", "k")}  # fmt: skip
+_PAIRS = {"*": "*", "_": "_", "<": ">"}  # marks around words: *really*, _title_, <nick>
+_OPENERS = {'"', "(", "[", "{", "*", "_", "<"}  # what may follow an opening quote
+_NOT_PLURALS = {"is", "was", "has", "this", "his", "its", "us", "as", "yes", "does", "thus", "plus", "says", "less"}
+_ELIDED_STARTS = {"cause", "em", "til", "n", "tis", "twas", "round"}  # `'cause`, `'em`: a quote-like start
 
 
 def normalize(text: str, lower: bool = True) -> str:
@@ -212,7 +202,10 @@ def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote
     after_opening_quote = open_quote.get(previous, False)  # as it stood before this token
     attach = token in _NO_SPACE_BEFORE or token in _CLITICS or _BANGS.fullmatch(token) is not None
     attach = attach or token in _SENTENCE_END
-    if token in open_quote:
+    paired = _pair_mark(tokens, i, open_quote)
+    if paired is not None:
+        attach = paired
+    elif token in open_quote:
         # An opening quote takes a space before it; a closing one hugs the word.
         attach = open_quote[token]
         if not attach and token == "'" and _elides(previous, following):
@@ -227,9 +220,37 @@ def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote
     return _written_together(tokens, i, previous, attach)
 
 
+def _pair_mark(tokens: Sequence[str], i: int, open_marks: dict[str, bool]) -> bool | None:
+    """For marks that come in pairs around words (`*really*`, `_title_`, `<nick>`): whether
+    this one hugs what comes before (a closing one does); None for any other token, or
+    for a mark with no partner ahead (`2 * 3`)."""
+    token = tokens[i]
+    if token == ">" and open_marks.get("<"):
+        open_marks["<"] = False
+        return True
+    if token not in _PAIRS:
+        return None
+    if token in _PAIRS.values() and open_marks.get(token):
+        open_marks[token] = False
+        return True
+    # A partner a few words ahead, with only words between: `*for the rest of your life*`.
+    for j in range(i + 1, min(i + 10, len(tokens))):
+        if tokens[j] == _PAIRS[token] and j > i + 1:
+            open_marks[token] = True
+            return False
+        if not is_word(tokens[j]):
+            break
+    return None
+
+
 def _elides(previous: str | None, following: str | None) -> bool:
-    """A lone apostrophe after a plural or a dropped g, before a word: `dogs' toys`."""
-    return previous is not None and is_word(previous) and previous.endswith(("s", "in")) and is_word(following or "")
+    """A lone apostrophe that is no opening quote: after a plural or a dropped g before a
+    word (`dogs' toys`, `razzin' frazzin'`), or before punctuation (`tailor'!`)."""
+    if previous is None or not is_word(previous):
+        return False
+    if not is_word(following or ""):
+        return following not in _OPENERS
+    return previous.endswith(("s", "in")) and previous not in _NOT_PLURALS and following not in _ELIDED_STARTS
 
 
 def _written_together(tokens: Sequence[str], i: int, previous: str | None, attach: bool) -> bool:
@@ -245,23 +266,37 @@ def _written_together(tokens: Sequence[str], i: int, previous: str | None, attac
         return True  # foo@bar
     if previous == "." and (token in _DOMAIN_ENDS or before_previous == "www") and is_word(before_previous or ""):
         return True  # example.com, www.example
-    if previous == "." and _is_letter(token) and _is_letter(before_previous):
-        return True  # a.m., i.e., u.s.a.
+    if previous == "." and (before_previous, token) in _ABBREVIATIONS:
+        return True  # a.m., i.e., u.s. (but `G. K. Chesterton`)
     if token == "+" and (previous == "+" or following == "+"):
         return True  # c++
     if token == "#" and previous in ("c", "f"):
         return True  # c#
     if previous == "#" and before_previous in ("c", "f"):
         return False  # `c# is`, not `c#is`
-    if token in (":", ";") and following in _FACE_MOUTHS:
+    if _starts_face(tokens, i):
         return False  # an emoticon starts: `ok :-)`
-    if previous in (":", ";") and token in _FACE_MOUTHS:
+    if i >= 1 and _starts_face(tokens, i - 1):
         return True
-    if previous == "<" and (token == "3" or (is_word(token) and following == ">")):
-        return True  # <3, <nick>
-    if token == ">" and before_previous == "<" and word_before:
-        return True
+    if previous == "(" and any(i >= k and _starts_face(tokens, i - k) for k in (2, 3)):
+        return False  # `:( so`, `:-( so`: the mouth is no opening bracket
+    if previous == "<" and token == "3":
+        return True  # <3
+    if token == "(" and following == ")":
+        return True  # f()
     return attach
+
+
+def _starts_face(tokens: Sequence[str], i: int) -> bool:
+    """Whether tokens[i] is the eyes of an emoticon: `:)`, `;-)`, `:p`, `:(` (not `see: (1)`)."""
+    if tokens[i] not in (":", ";") or i + 1 >= len(tokens):
+        return False
+    mouth, rest = tokens[i + 1], (tokens[i + 2] if i + 2 < len(tokens) else "")
+    if mouth == "-":
+        return rest in _FACE_MOUTHS
+    if mouth == "(":
+        return ")" not in tokens[i + 2 : i + 8]  # `:( and`, but `see: (1)`
+    return mouth in _FACE_MOUTHS and not is_word(rest)
 
 
 def _is_letter(token: str | None) -> bool:
