@@ -127,6 +127,12 @@ def test_a_quote_closing_a_quotation_opened_before_the_text_hugs_it():
     assert detokenize(sampled('he said . " hello " .')) == 'he said. "hello".'  # a quote that opens
 
 
+def test_a_continuation_reads_the_contexts_quotes_by_the_same_rules():
+    assert detokenize(["that", "barked"], after=tokenize("the dogs'")) == " that barked"  # no quote open
+    assert detokenize(["hi"], after=tokenize('he said "')) == "hi"  # one is
+    assert detokenize(["is", "time", '"', "--", "x"]) == 'is time" -- x'  # a quote does not open before --
+
+
 def test_detokenize_after_context_adds_the_separating_space():
     assert detokenize(["is", "a", "test"], after=["this"]) == " is a test"
     assert detokenize([",", "yes"], after=["this"]) == ", yes"
@@ -159,7 +165,15 @@ def test_any_unicode_string_encodes_and_decodes(text):
     assert isinstance(tok.decode(ids), str)
 
 
-@given(st.lists(st.sampled_from(["the", "dog", "don't", ",", ".", "!", "(", ")", '"', "--", "-", "i"]), max_size=30))
+@given(
+    st.lists(
+        st.sampled_from(
+            ["the", "dog", "don't", ",", ".", "!", "(", ")", '"', "--", "-", "i", "'", "dogs", "c", "+", "#", "@",
+             "com", "a", "m", ":", ";", "p", "*", "_", "<", ">", "3", "10", "30", "cause"]
+        ),
+        max_size=30,
+    )
+)  # fmt: skip
 def test_detokenize_then_tokenize_gives_the_tokens_back(tokens):
     # Runs like "! !" or ". . ." legitimately join into one token ("!!", "..."), so skip them.
     merging = {".", "!", "-", "--"}

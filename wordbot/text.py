@@ -62,6 +62,7 @@ _FACE_MOUTHS = {")", "(", "p", "d"}  # what follows the eyes (and nose) of :) ;-
 _ABBREVIATIONS = {("a", "m"), ("p", "m"), ("i", "e"), ("e", "g"), ("u", "s"), ("u", "k"), ("a", "k"), ("k", "a"),
                   ("a", "d"), ("b", "c"), ("n", "b"), ("o", "k")}  # fmt: skip
 _PAIRS = {"*": "*", "_": "_", "<": ">"}  # marks around words: *really*, _title_, <nick>
+_SPACING_MARKS = {'"', "'", *_PAIRS, ">"}  # the tokens whose spacing depends on what is open
 _OPENERS = {'"', "(", "[", "{", "*", "_", "<"}  # what may follow an opening quote
 _NOT_PLURALS = {"is", "was", "has", "this", "his", "its", "us", "as", "yes", "does", "thus", "plus", "says", "less"}
 _ELIDED_STARTS = {"cause", "em", "til", "n", "tis", "twas", "round"}  # `'cause`, `'em`: a quote-like start
@@ -175,7 +176,7 @@ def detokenize(
     tokens = [t for t, _ in kept]
     out: list[str] = []
     previous = after[-1] if after else None
-    open_quote = {q: sum(t == q for t in after) % 2 == 1 for q in ('"', "'")}
+    open_quote = _open_marks(after)
     sentence_start = at_sentence_start(after)
     for i, (token, spaced) in enumerate(kept):
         ends_sentence = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
@@ -192,6 +193,19 @@ def detokenize(
             sentence_start = True  # a sentence ended, or quoted speech opened (`said, "It`)
         previous = token
     return "".join(out)
+
+
+def _open_marks(tokens: Sequence[str]) -> dict[str, bool]:
+    """Which quotes (and paired marks) are open at the end of `tokens`, read by the same
+    rules that space them: the apostrophe of `the dogs'` opens nothing."""
+    open_marks = {'"': False, "'": False}
+    ahead = [*tokens, "x"]  # what follows the context, as far as these rules look: a word
+    previous = None
+    for i, token in enumerate(tokens):
+        if token in _SPACING_MARKS:
+            _attach_left(ahead, i, previous, open_marks)
+        previous = token
+    return open_marks
 
 
 def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote: dict[str, bool]) -> bool:
@@ -211,9 +225,9 @@ def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote
         if not attach and token == "'" and _elides(previous, following):
             return True  # `recipients' exercise`, `razzin' frazzin'`: not a quote at all
         open_quote[token] = not attach
-        if not attach and previous in _SENTENCE_END and following in (None, "--"):
-            # `end." -- Author`: this closes a quotation opened before the text we
-            # see (fortunes open with one), it does not open a new one.
+        if not attach and following in (None, "--"):
+            # `end." -- Author`: this closes a quotation opened before the text we see
+            # (fortunes open with one); a quotation does not open at the end.
             attach, open_quote[token] = True, False
     if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER or after_opening_quote:
         attach = True
