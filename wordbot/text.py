@@ -313,10 +313,6 @@ def _starts_face(tokens: Sequence[str], i: int) -> bool:
     return mouth in _FACE_MOUTHS and not is_word(rest)
 
 
-def _is_letter(token: str | None) -> bool:
-    return token is not None and len(token) == 1 and token.isalpha()
-
-
 # Chat-log and mail debris in the training text: IRC nicknames in angle brackets
 # (`<knghtbrd>`, 833 of the 1,187 `<` of the bundled training text; most others open a
 # mail address or a message ID) and message-ID fragments: sendmail queue ids
