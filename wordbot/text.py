@@ -7,6 +7,7 @@ vocabulary built from the same counts is always the same list.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -22,26 +23,10 @@ FORMAT_VERSION = 1
 # Curly quotes and their cousins fold to the two ASCII quotes; a fancy apostrophe
 # inside "don’t" must become the same token as "don't".
 _FOLD = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201a": "'",
-        "\u201b": "'",
-        "\u2032": "'",
-        "`": "'",
-        "\u00b4": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u201e": '"',
-        "\u201f": '"',
-        "\u2033": '"',
-        "\u00ab": '"',
-        "\u00bb": '"',
-        "\u2013": "--",
-        "\u2014": "--",
-        "\u2026": "...",
-    }
-)
+    {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
+     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
+     "\u2013": "--", "\u2014": "--", "\u2026": "..."}
+)  # fmt: skip
 
 # Order matters: numbers with separators ("7:30", "3.14", "1,000") before words,
 # words with inner apostrophes ("don't", "o'clock") as one token, then the
@@ -69,6 +54,18 @@ _SENTENCE_END = {".", "...", "!", "?"}
 _BANGS = re.compile(r"[!?]+")
 _QUOTES_AND_PARENS = ('"', "'", "(", ")")  # see through these to tell a sentence start
 _SPEECH_INTRO = {":", ","}  # before an opening quote, these start quoted speech: `said, "It`
+# Last parts of domain names and file names, after a dot with no space (`example.com`);
+# not words that often start a sentence (`it`, `no`, `so`).
+_DOMAIN_ENDS = {"com", "org", "net", "edu", "gov", "mil", "io", "uk", "au", "fi", "fr", "jp", "ca", "nl", "se", "ch",
+                "html", "htm", "txt", "pdf", "exe"}  # fmt: skip
+_FACE_MOUTHS = {")", "(", "p", "d"}  # what follows the eyes (and nose) of :) ;-) :p
+_ABBREVIATIONS = {("a", "m"), ("p", "m"), ("i", "e"), ("e", "g"), ("u", "s"), ("u", "k"), ("a", "k"), ("k", "a"),
+                  ("a", "d"), ("b", "c"), ("n", "b"), ("o", "k")}  # fmt: skip
+_PAIRS = {"*": "*", "_": "_", "<": ">"}  # marks around words: *really*, _title_, <nick>
+_SPACING_MARKS = {'"', "'", *_PAIRS, ">"}  # the tokens whose spacing depends on what is open
+_OPENERS = {'"', "(", "[", "{", "*", "_", "<"}  # what may follow an opening quote
+_NOT_PLURALS = {"is", "was", "has", "this", "his", "its", "us", "as", "yes", "does", "thus", "plus", "says", "less"}
+_ELIDED_STARTS = {"cause", "em", "til", "n", "tis", "twas", "round"}  # `'cause`, `'em`: a quote-like start
 
 
 def normalize(text: str, lower: bool = True) -> str:
@@ -79,9 +76,36 @@ def normalize(text: str, lower: bool = True) -> str:
     return text.lower() if lower else text
 
 
-def tokenize(text: str) -> list[str]:
+class Tokens(list):
+    """The tokens of one text, remembering the (normalised) text they were cut from, so
+    that `detokenize` can give back the text's own spacing (`foo@bar.com`, `C++`,
+    `recipients' exercise`) where it cannot be guessed from the tokens alone.
+
+    It is a plain list of plain strings otherwise: token boundaries, and so what a model
+    sees, do not depend on spacing. The spacing is worked out only when text is rebuilt,
+    so tokenizing at every keystroke costs no more than before. A slice or an edited
+    copy is a plain list (or no longer matches the text) and is rebuilt by rule instead.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, tokens: Iterable[str] = (), source: str = ""):
+        super().__init__(tokens)
+        self.source = source
+
+    def spaces(self) -> list[bool] | None:
+        """Whether whitespace preceded each token in the text; None if the list has been
+        changed since it was cut from the text (its spacing is unknown then)."""
+        matches = list(_TOKEN_RE.finditer(self.source))
+        if len(matches) != len(self) or any(m.group() != t for m, t in zip(matches, self, strict=True)):
+            return None
+        return [m.start() > 0 and self.source[m.start() - 1].isspace() for m in matches]
+
+
+def tokenize(text: str) -> Tokens:
     """Split text into tokens: `"Don't panic!"` -> `["don't", "panic", "!"]`."""
-    return _TOKEN_RE.findall(normalize(text))
+    normalized = normalize(text)
+    return Tokens(_TOKEN_RE.findall(normalized), normalized)
 
 
 def partial_word(text: str) -> str:
@@ -141,32 +165,27 @@ def detokenize(
 ) -> str:
     """Join tokens into natural text: `hello , world .` -> `hello, world.`
 
+    Tokens from `tokenize` (a `Tokens` list) get back the spacing of the text they were
+    cut from; other tokens (a model's samples) are spaced by rule (`_attach_left`).
     `after` is the context the tokens follow (for quote pairing and sentence starts).
     With `capitalize`, `I`, names (`cased`: see `display_form`) and sentence-initial
     words get their capitals back.
     """
+    spaces = tokens.spaces() if isinstance(tokens, Tokens) else None
+    kept = [(t, s) for t, s in zip(tokens, spaces or itertools.repeat(None), strict=False) if t not in SPECIALS]
+    tokens = [t for t, _ in kept]
     out: list[str] = []
     previous = after[-1] if after else None
-    open_quote = {q: sum(t == q for t in after) % 2 == 1 for q in ('"', "'")}
+    open_quote = _open_marks(after)
     sentence_start = at_sentence_start(after)
-    tokens = [t for t in tokens if t not in SPECIALS]
-    for i, token in enumerate(tokens):
+    for i, (token, spaced) in enumerate(kept):
         ends_sentence = token in _SENTENCE_END or _BANGS.fullmatch(token) is not None
-        attach_left = token in _NO_SPACE_BEFORE or token in _CLITICS or ends_sentence
-        if token in open_quote:
-            # An opening quote takes a space before it; a closing one hugs the word.
-            attach_left = open_quote[token]
-            open_quote[token] = not open_quote[token]
-            following = tokens[i + 1] if i + 1 < len(tokens) else None
-            if attach_left is False and previous in _SENTENCE_END and following in (None, "--"):
-                # `end." -- Author`: this closes a quotation opened before the text we
-                # see (fortunes open with one), it does not open a new one.
-                attach_left, open_quote[token] = True, False
-        if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER:
-            attach_left = True
-        elif open_quote.get(previous):
-            attach_left = True  # just after an opening quote
-        word = display_form(token, sentence_start, cased) if capitalize else token
+        attach_left = _attach_left(tokens, i, previous, open_quote)
+        if spaced is not None and out:
+            attach_left = not spaced  # the text's own spacing
+        # `wall.org`: a word hugging a full stop is no sentence start.
+        starts = sentence_start and not (attach_left and previous in _SENTENCE_END)
+        word = display_form(token, starts, cased) if capitalize else token
         out.append(word if attach_left else " " + word)
         if is_word(token):
             sentence_start = False
@@ -174,6 +193,143 @@ def detokenize(
             sentence_start = True  # a sentence ended, or quoted speech opened (`said, "It`)
         previous = token
     return "".join(out)
+
+
+def _open_marks(tokens: Sequence[str]) -> dict[str, bool]:
+    """Which quotes (and paired marks) are open at the end of `tokens`, read by the same
+    rules that space them: the apostrophe of `the dogs'` opens nothing."""
+    open_marks = {'"': False, "'": False}
+    ahead = [*tokens, "x"]  # what follows the context, as far as these rules look: a word
+    previous = None
+    for i, token in enumerate(tokens):
+        if token in _SPACING_MARKS:
+            _attach_left(ahead, i, previous, open_marks)
+        previous = token
+    return open_marks
+
+
+def _attach_left(tokens: Sequence[str], i: int, previous: str | None, open_quote: dict[str, bool]) -> bool:
+    """Whether tokens[i] hugs what comes before it, when no spacing is known; keeps
+    `open_quote` (which quotes are open) up to date."""
+    token = tokens[i]
+    following = tokens[i + 1] if i + 1 < len(tokens) else None
+    after_opening_quote = open_quote.get(previous, False)  # as it stood before this token
+    attach = token in _NO_SPACE_BEFORE or token in _CLITICS or _BANGS.fullmatch(token) is not None
+    attach = attach or token in _SENTENCE_END
+    paired = _pair_mark(tokens, i, open_quote)
+    if paired is not None:
+        attach = paired
+    elif token in open_quote:
+        # An opening quote takes a space before it; a closing one hugs the word.
+        attach = open_quote[token]
+        if not attach and token == "'" and _elides(previous, following):
+            return True  # `recipients' exercise`, `razzin' frazzin'`: not a quote at all
+        open_quote[token] = not attach
+        if not attach and following in (None, "--"):
+            # `end." -- Author`: this closes a quotation opened before the text we see
+            # (fortunes open with one); a quotation does not open at the end.
+            attach, open_quote[token] = True, False
+    if previous is None or previous in SPECIALS or previous in _NO_SPACE_AFTER or after_opening_quote:
+        attach = True
+    return _written_together(tokens, i, previous, attach)
+
+
+def _pair_mark(tokens: Sequence[str], i: int, open_marks: dict[str, bool]) -> bool | None:
+    """For marks that come in pairs around words (`*really*`, `_title_`, `<nick>`): whether
+    this one hugs what comes before (a closing one does); None for any other token, or
+    for a mark with no partner ahead (`2 * 3`)."""
+    token = tokens[i]
+    if token == ">" and open_marks.get("<"):
+        open_marks["<"] = False
+        return True
+    if token not in _PAIRS:
+        return None
+    if token in _PAIRS.values() and open_marks.get(token):
+        open_marks[token] = False
+        return True
+    # A partner a few words ahead, with only words between: `*for the rest of your life*`.
+    for j in range(i + 1, min(i + 10, len(tokens))):
+        if tokens[j] == _PAIRS[token] and j > i + 1:
+            open_marks[token] = True
+            return False
+        if not is_word(tokens[j]):
+            break
+    return None
+
+
+def _elides(previous: str | None, following: str | None) -> bool:
+    """A lone apostrophe that is no opening quote: after a plural or a dropped g before a
+    word (`dogs' toys`, `razzin' frazzin'`), or before punctuation (`tailor'!`)."""
+    if previous is None or not is_word(previous):
+        return False
+    if not is_word(following or ""):
+        return following not in _OPENERS
+    return previous.endswith(("s", "in")) and previous not in _NOT_PLURALS and following not in _ELIDED_STARTS
+
+
+def _written_together(tokens: Sequence[str], i: int, previous: str | None, attach: bool) -> bool:
+    """The spacing of things people write without spaces though they are several
+    tokens: e-mail addresses, domains, `C++`, `C#`, `a.m.`, emoticons, `<3`."""
+    if previous is None:
+        return attach
+    token = tokens[i]
+    following = tokens[i + 1] if i + 1 < len(tokens) else None
+    before_previous = tokens[i - 2] if i >= 2 else None
+    word_before = is_word(previous)
+    if token == "@" and word_before and is_word(following or ""):
+        return True  # foo@bar
+    if previous == "." and (token in _DOMAIN_ENDS or before_previous == "www") and is_word(before_previous or ""):
+        return True  # example.com, www.example
+    if previous == "." and (before_previous, token) in _ABBREVIATIONS:
+        return True  # a.m., i.e., u.s. (but `G. K. Chesterton`)
+    if token == "+" and (previous == "+" or following == "+"):
+        return True  # c++
+    if token == "#" and previous in ("c", "f"):
+        return True  # c#
+    if previous == "#" and before_previous in ("c", "f"):
+        return False  # `c# is`, not `c#is`
+    if _starts_face(tokens, i):
+        return False  # an emoticon starts: `ok :-)`
+    if i >= 1 and _starts_face(tokens, i - 1):
+        return True
+    if previous == "(" and any(i >= k and _starts_face(tokens, i - k) for k in (2, 3)):
+        return False  # `:( so`, `:-( so`: the mouth is no opening bracket
+    if previous == "<" and token == "3":
+        return True  # <3
+    if token == "(" and following == ")":
+        return True  # f()
+    return attach
+
+
+def _starts_face(tokens: Sequence[str], i: int) -> bool:
+    """Whether tokens[i] is the eyes of an emoticon: `:)`, `;-)`, `:p`, `:(` (not `see: (1)`)."""
+    if tokens[i] not in (":", ";") or i + 1 >= len(tokens):
+        return False
+    mouth, rest = tokens[i + 1], (tokens[i + 2] if i + 2 < len(tokens) else "")
+    if mouth == "-":
+        return rest in _FACE_MOUTHS
+    if mouth == "(":
+        return ")" not in tokens[i + 2 : i + 8]  # `:( and`, but `see: (1)`
+    return mouth in _FACE_MOUTHS and not is_word(rest)
+
+
+# Chat-log and mail debris in the training text: IRC nicknames in angle brackets
+# (`<knghtbrd>`, 833 of the 1,187 `<` of the bundled training text; most others open a
+# mail address or a message ID) and message-ID fragments: sendmail queue ids
+# (`maa00756`), timestamps (`199705101952`), `1992aug26`.
+_MARKUP = {"<", ">"}
+_MESSAGE_ID_RE = re.compile(r"\d{10,}|[a-z]{1,4}\d{5,}|\d{4}[a-z]{3}\d{1,2}")
+
+
+def is_debris(token: str) -> bool:
+    """True for tokens users should never be shown in what a model writes or offers:
+    the angle brackets of chat-log nicknames and mail headers, and message-ID fragments."""
+    return token in _MARKUP or _MESSAGE_ID_RE.fullmatch(token) is not None
+
+
+def debris_ids(vocab: Sequence[str]) -> list[int]:
+    """The ids of a vocabulary's debris tokens (`is_debris`), for a predictor to ban."""
+    return [i for i, token in enumerate(vocab) if is_debris(token)]
 
 
 class Tokenizer:
