@@ -289,3 +289,37 @@ def test_info_says_which_mix_weights_validation_never_tuned():
     assert "order 1 never came up in validation" in mix_weights_text(mix)
     mix["positions_by_order"]["1"] = 3
     assert "never" not in mix_weights_text(mix)
+
+
+class _FavoursDebris:
+    """A language model that puts most of its mass on chat-log debris tokens."""
+
+    def __init__(self):
+        from wordbot.text import SPECIALS, Tokenizer
+
+        self.tokenizer = Tokenizer([*SPECIALS, "<", ">", "199705101952", "maa00756", "wall", "larry", "."])
+        p = np.full(len(self.tokenizer), 0.01)
+        for token in ("<", ">", "199705101952", "maa00756"):
+            p[self.tokenizer.index[token]] = 1.0
+        self._p = p / p.sum()
+
+    def initial_state(self):
+        return ()
+
+    def advance(self, state, token_id):
+        return ()
+
+    def probs(self, state):
+        return self._p.copy()
+
+
+def test_chat_log_debris_is_never_offered_completed_or_written():
+    from wordbot.text import is_debris
+
+    predictor = Predictor(_FavoursDebris())
+    offered = [p.word for p in predictor.next_words("larry wall", k=20)]
+    assert offered and not any(is_debris(w.lower()) for w in offered)
+    assert predictor.complete("in 1997", k=5) == []  # the message-ID fragment is not a completion
+    for seed in range(20):
+        text = predictor.continue_text("larry wall", 10, seed=seed)
+        assert "<" not in text and ">" not in text and "1997" not in text

@@ -30,6 +30,7 @@ from wordbot.text import (
     UNK_ID,
     Tokenizer,
     at_sentence_start,
+    debris_ids,
     detokenize,
     display_form,
     is_word,
@@ -112,14 +113,17 @@ class Predictor:
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._probs: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         vocab = self.tokenizer.vocab
-        word_ids = np.array([i for i in self.tokenizer.word_ids if i != UNK_ID], dtype=np.int64)
+        # Chat-log debris (IRC nick brackets, message-ID fragments) is never offered or written.
+        debris = debris_ids(vocab)
+        hidden = {UNK_ID, *debris}
+        word_ids = np.array([i for i in self.tokenizer.word_ids if i not in hidden], dtype=np.int64)
         self._word_ids = word_ids
         # Words sorted by spelling, so the words starting with a prefix are one slice.
         order = sorted(word_ids.tolist(), key=lambda i: vocab[i])
         self._sorted_words = [vocab[i] for i in order]
         self._sorted_ids = np.array(order, dtype=np.int64)
         # Tokens a continuation may never produce.
-        self._banned = np.array([PAD_ID, UNK_ID, BOS_ID], dtype=np.int64)
+        self._banned = np.array([PAD_ID, UNK_ID, BOS_ID, *debris], dtype=np.int64)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:

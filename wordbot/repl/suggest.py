@@ -19,7 +19,6 @@ from prompt_toolkit.document import Document
 from wordbot.limits import DEFAULT_K
 from wordbot.repl.commands import COMMANDS, is_command
 from wordbot.repl.display import format_prob
-from wordbot.text import normalize, partial_word
 
 if TYPE_CHECKING:
     from prompt_toolkit.buffer import Buffer
@@ -51,20 +50,14 @@ class Suggestions:
 
 
 def suggest(predictor: Predictor, text: str, k: int) -> Suggestions:
-    """Completions of the partial word at the end of `text`, or the next words after it.
-
-    The REPL's only call into the model's ranking (menu and ghost text alike), so that
-    moving its fallback into the core's policy changes this one function."""
-    partial = partial_word(text)
-    predictions = predictor.complete(text, k) if text.strip() else predictor.next_words("", k)
-    typed = normalize(partial)
-    if partial and all(normalize(p.word).startswith(typed) for p in predictions):
-        return Suggestions(partial, False, predictions)
-    # The model saw a finished token ("3.14", an emoji, punctuation): offer next words.
-    if partial:
-        predictions = predictor.next_words(text, k)
+    """Completions of the partial word at the end of `text`, or the next words after it:
+    the core's one policy (`Predictor.suggest`), plus what only a terminal needs to
+    know, whether a picked next word needs a space before it."""
+    found = predictor.suggest(text, k)
+    if found.partial:
+        return Suggestions(found.partial, False, found.predictions)
     space = bool(text) and not text[-1].isspace() and text[-1] not in _NO_SPACE_AFTER
-    return Suggestions("", space, predictions)
+    return Suggestions("", space, found.predictions)
 
 
 def completion_text(partial: str, word: str) -> str:
