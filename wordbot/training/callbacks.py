@@ -133,16 +133,16 @@ def _keep_best(run: Run):
                 self.best = loss
                 np.savez(work_dir / "best.tmp.npz", **export_weights(self.model, run.config))
                 os.replace(work_dir / "best.tmp.npz", work_dir / "best.npz")
-                _write_json(work_dir / "best.json", {"loss": loss, "epoch": epoch + 1})
+                write_json(work_dir / "best.json", {"loss": loss, "epoch": epoch + 1})
             if math.isfinite(self.best):
                 best_epoch = json.loads((work_dir / "best.json").read_text())["epoch"]
                 state = {"epochs_done": epoch + 1, "best": self.best, "best_epoch": best_epoch}
-                _write_json(work_dir / "progress.json", state | {"minutes": run.minutes()})
+                write_json(work_dir / "progress.json", state | {"minutes": run.minutes()})
 
     return KeepBest()
 
 
-def _write_json(path: Path, data) -> None:
+def write_json(path: Path, data) -> None:
     """Written beside, then renamed: a full disk leaves the previous file whole."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))

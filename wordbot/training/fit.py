@@ -16,7 +16,7 @@ import numpy as np
 
 from wordbot.artifacts import member_prefix
 from wordbot.errors import WordbotError
-from wordbot.training.callbacks import HeldInterrupt, finished_epochs, make_callbacks
+from wordbot.training.callbacks import HeldInterrupt, finished_epochs, make_callbacks, write_json
 from wordbot.training.config import TrainConfig
 from wordbot.training.data import TrainingData
 from wordbot.training.model import _tf, build_model, export_weights, masked_loss
@@ -109,7 +109,7 @@ def fit_network(config: TrainConfig, data: TrainingData, work_dir: Path, log, pr
     metrics["train_tokens_per_second"] = round(epochs_run * data.xy[0].size / max(minutes * 60, 1e-9))
     np.savez(work_dir / "final.tmp.npz", **weights)
     os.replace(work_dir / "final.tmp.npz", final)
-    final_info.write_text(json.dumps(metrics))
+    write_json(final_info, metrics)
     return weights, metrics
 
 

@@ -5,6 +5,7 @@ imported by the fit step only."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -52,6 +53,9 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
         export(config, data, weights, metrics, log)
         shutil.rmtree(work_dir, ignore_errors=True)
     return out
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @contextmanager
