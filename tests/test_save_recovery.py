@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from wordbot import artifacts
-from wordbot.artifacts import load_model, locked, recover_interrupted_save, save_model
+from wordbot.artifacts import load_model, recover_interrupted_save, save_model
+from wordbot.locks import LockHeld, locked
 
 from .conftest import ROOT, make_model_dir
 from .unprivileged import run_unprivileged, skip_reason
@@ -114,6 +114,6 @@ def test_a_read_only_directory_is_loaded_from_what_the_killed_save_left(model_di
 def test_a_save_waits_for_a_running_save_and_says_who_holds_a_lock(tmp_path):
     lock = tmp_path / "x.lock"
     with locked(lock):
-        with pytest.raises(artifacts.LockHeld) as held, locked(lock, wait=False):
+        with pytest.raises(LockHeld) as held, locked(lock, wait=False):
             pass
         assert held.value.pid == os.getpid()

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wordbot.artifacts import LockHeld, acquire_lock, check_output_dir, check_writable, is_model_dir
+from wordbot.artifacts import check_output_dir, check_writable, is_model_dir
 from wordbot.corpus import sha256_of
 from wordbot.errors import ConfigError, WordbotError
+from wordbot.locks import LockHeld, acquire_lock
 from wordbot.training.config import TrainConfig
 from wordbot.training.data import describe, prepare
 from wordbot.training.export import export
