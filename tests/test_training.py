@@ -530,3 +530,14 @@ def test_a_damaged_backup_is_refused_not_resumed_from(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training backup" in err and "is damaged" in err and "to start the training afresh" in err
     assert err.count("\n") == 1 and not (tmp_path / "m").exists()
+
+
+def test_importing_the_training_package_loads_no_tensorflow():
+    """Only fitting and exporting import TensorFlow: `wordbot train --help`, the config
+    checks and the refusals above stay fast."""
+    code = (
+        "import sys, wordbot.training, wordbot.training.config, wordbot.training.run; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr
