@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wordbot.artifacts import expected_shapes, save_model
+from wordbot.artifacts import expected_shapes
 from wordbot.corpus import read_messages
+from wordbot.saving import save_model
 from wordbot.text import Tokenizer, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent

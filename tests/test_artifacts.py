@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from wordbot.artifacts import load_model, save_model
+from wordbot.artifacts import load_model
 from wordbot.errors import ModelError
 from wordbot.predictor import Predictor
+from wordbot.saving import save_model
 
 from .conftest import make_model_dir
 

@@ -317,7 +317,7 @@ def test_ctrl_c_before_training_starts_says_nothing_was_kept(tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("wordbot.training.read_corpus", interrupted)
+    monkeypatch.setattr("wordbot.training.data.read_corpus", interrupted)
     assert main(["train", str(corpus), "--out", str(tmp_path / "m")]) == 130
     err = capsys.readouterr().err
     assert "interrupted before training started; nothing was written" in err and "resume" not in err

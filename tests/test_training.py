@@ -16,7 +16,7 @@ import pytest
 from wordbot.cli import main
 from wordbot.predictor import Predictor
 
-from .conftest import TRAIN_FILE
+from .conftest import ROOT, TRAIN_FILE
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tensorflow")
@@ -246,7 +246,8 @@ def test_a_resumed_run_remembers_how_long_validation_has_stalled(tmp_path):
     epoch of the interrupted run, not from zero."""
     import keras
 
-    from wordbot.training import TrainConfig, _callbacks, build_model, masked_loss
+    from wordbot.training import TrainConfig, build_model, masked_loss
+    from wordbot.training.callbacks import make_callbacks as _callbacks
 
     config = TrainConfig(corpus=("x",), units=8, embedding_dim=8, patience=2, learning_rate=0.01)
     model = build_model(config, 20)
@@ -379,18 +380,16 @@ def test_ctrl_c_while_an_epoch_is_being_saved_waits_until_its_state_is_whole(cor
     """Ctrl-C right after Keras backed up an epoch, before wordbot's own record of it
     (progress.json) and its report line: the resumed run would skip that epoch's report
     and count one epoch fewer. The interrupt now lands once the epoch's state is whole."""
-    import keras
+    from wordbot.training import TrainConfig, callbacks, train
 
-    from wordbot.training import TrainConfig, train
+    write_backup = callbacks.write_backup
 
-    save = keras.callbacks.BackupAndRestore._save_model
-
-    def save_then_interrupt(self):
-        save(self)
-        if self._current_epoch == 2:  # the end-of-epoch backup of the second epoch
+    def save_then_interrupt(model, backup_dir, metadata):
+        write_backup(model, backup_dir, metadata)
+        if metadata["epoch"] == 2:  # the end-of-epoch backup of the second epoch
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "_save_model", save_then_interrupt)
+    monkeypatch.setattr(callbacks, "write_backup", save_then_interrupt)
     config = TrainConfig(
         corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
         seq_len=12, batch_size=512, epochs=4, mix_order=0,
@@ -402,3 +401,143 @@ def test_ctrl_c_while_an_epoch_is_being_saved_waits_until_its_state_is_whole(cor
     progress = json.loads((tmp_path / "m.partial" / "progress.json").read_text())
     assert progress["epochs_done"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as before
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("corpus = 5", "corpus"),
+        ("out = 5", "out"),
+        ('corpus = [["a.txt", "b.txt"]]', "corpus"),
+        ("units = [[1, 2], [3]]", "units"),
+        ('dropout = "0.3"', "dropout"),
+        ("seed = 1.5", "seed"),
+        ("cell = 3", "cell"),
+        ("train = 5", "[train]"),
+    ],
+)
+def test_a_config_of_the_wrong_shape_is_one_line_naming_the_key(tmp_path, capsys, setting, key):
+    config = tmp_path / "train.toml"
+    config.write_text(("" if setting.startswith(("corpus", "train")) else 'corpus = ["x.txt"]\n') + setting + "\n")
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wordbot: error: ") and err.count("\n") == 1 and key in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.toml"]
+
+
+def test_a_read_only_out_is_refused_before_tensorflow_loads(corpus, tmp_path):
+    from .unprivileged import run_unprivileged, skip_reason
+
+    if skip_reason():
+        pytest.skip(skip_reason())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o555)
+    code = (
+        "import sys; from wordbot.cli import main; rc = main(sys.argv[1:]); "
+        "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(rc)"
+    )
+    try:
+        for out in (locked / "m", locked / "deeper" / "m"):
+            args = [sys.executable, "-c", code, "train", str(corpus), "--out", str(out), "--quiet", *TINY]
+            proc = run_unprivileged(args, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith("wordbot: error: cannot write in ") and proc.stderr.count("\n") == 1
+            assert "choose another --out" in proc.stderr and proc.stdout.strip() == "no tensorflow"
+        assert list(locked.iterdir()) == []
+    finally:
+        os.chmod(locked, 0o755)
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "a FIFO", "a file over the bound"])
+def test_a_corpus_that_is_not_a_bounded_regular_file_is_refused(tmp_path, capsys, monkeypatch, kind):
+    if kind == "a FIFO":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)  # no writer: reading would wait forever
+    elif kind == "a file over the bound":
+        monkeypatch.setattr("wordbot.corpus.MAX_CORPUS_BYTES", 1000)
+        path = tmp_path / "big.txt"
+        path.write_text("some words\n" * 200)
+    else:
+        path = "/dev/zero"
+    started = time.monotonic()
+    assert main(["train", str(path), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    expected = "at most 1,000 are read" if kind == "a file over the bound" else "is not a regular file"
+    assert expected in err and err.count("\n") == 1 and time.monotonic() - started < 5
+    assert not (tmp_path / "m.partial").exists()
+
+
+def test_two_runs_of_the_same_command_do_not_share_the_work_directory(corpus, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "1000", "--patience", "1000", "--quiet", *TINY]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "wordbot", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "m.partial" / "config.json").exists():
+            time.sleep(0.2)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"m.partial is in use by another wordbot train (process {first.pid})" in err and err.count("\n") == 1
+    finally:
+        first.kill()
+        first.wait()
+    assert not out.exists()
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_rerun_trains(corpus, tmp_path):
+    """A file-size limit stands in for a full disk: writes fail with EFBIG as they
+    would with ENOSPC. h5py crashed the process there (rc 139, a screen of noise)."""
+    import resource
+
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "wordbot", "train", str(corpus), "--out", str(out), "--epochs", "2", "--quiet", *TINY]
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))  # the backup needs more
+
+    full = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert full.returncode in (1, 2), full.stderr[-2000:]
+    assert full.stderr.startswith("wordbot: error: ") and full.stderr.count("\n") == 1, full.stderr[-2000:]
+    assert "File too large" in full.stderr and not out.exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert Predictor.load(out).next_words("the")
+
+
+def test_a_damaged_backup_is_refused_not_resumed_from(corpus, tmp_path, capsys):
+    from wordbot.training import TrainConfig, train
+
+    config = TrainConfig(
+        corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=32, epochs=3, mix_order=0,
+    )  # fmt: skip
+
+    def interrupt_after_the_first_epoch(line):
+        if line.startswith("epoch 1 "):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=interrupt_after_the_first_epoch, progress=False)
+    state = tmp_path / "m.partial" / "backup" / "state.npz"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # as a full disk once left it
+    args = ["train", str(corpus), "--out", str(tmp_path / "m"), "--epochs", "3", "--mix-order", "0", "--quiet"]
+    args += ["--units", "16", "--embedding-dim", "16", "--vocab-size", "300", "--seq-len", "12", "--batch-size", "32"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "training backup" in err and "is damaged" in err and "to start the training afresh" in err
+    assert err.count("\n") == 1 and not (tmp_path / "m").exists()
+
+
+def test_importing_the_training_package_loads_no_tensorflow():
+    """Only fitting and exporting import TensorFlow: `wordbot train --help`, the config
+    checks and the refusals above stay fast."""
+    code = (
+        "import sys, wordbot.training, wordbot.training.config, wordbot.training.run; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

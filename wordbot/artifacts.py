@@ -1,25 +1,19 @@
 """The model directory: manifest.json, tokenizer.json and weights.npz.
 
-Saving writes a complete directory beside the target and renames it into place, so
-an interrupted save never leaves a half-written model where a good one was. Loading
-checks everything a later crash would otherwise trip over, and says which file is
-wrong and how.
+Loading checks everything a later crash would otherwise trip over, bounded by the
+directory's own file sizes, and says which file is wrong and how. Saving, atomic and
+recoverable, is wordbot.saving.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import stat
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from wordbot import __version__
 from wordbot.bounded import MAX_EXPANSION, inside, read_json, read_npz, shown, unreadable
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
@@ -131,83 +125,6 @@ def _network_shapes(architecture: dict, vocab_size: int) -> dict[str, tuple[int,
     return shapes
 
 
-def is_model_dir(path: str | Path) -> bool:
-    """Whether `path` is a wordbot model directory (its manifest says so), which a new
-    model may replace; anything else at an output path must be left alone."""
-    manifest = Path(path) / "manifest.json"
-    try:
-        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
-
-
-def check_output_dir(path: str | Path) -> None:
-    """Refuse to write a model over anything but nothing or an older model directory."""
-    path = Path(path)
-    if path.exists() and not is_model_dir(path):
-        what = "a file" if not path.is_dir() else "a directory that is not a wordbot model"
-        raise ModelError(f"{path} is {what}; choose another --out (a model only replaces an older model)")
-
-
-def save_model(
-    directory: str | Path,
-    manifest: dict,
-    tokenizer: Tokenizer,
-    weights: dict[str, np.ndarray],
-    dtype: str = "float32",
-    files: dict[str, bytes] | None = None,
-) -> Path:
-    """Write a model directory atomically (as far as a directory rename allows).
-
-    `dtype` "float16" halves weights.npz; the engine computes in float32 either way.
-    `files` are more files for the directory, by name (the copy of the training text).
-    """
-    directory = Path(directory)
-    if dtype not in WEIGHT_DTYPES:
-        raise ModelError(f"weights are stored as {' or '.join(WEIGHT_DTYPES)}, not {dtype!r}")
-    check_output_dir(directory)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "wordbot_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **manifest,
-        "weights_dtype": dtype,
-        "vocab_size": len(tokenizer),
-    }
-    shapes = expected_shapes(manifest["architecture"], len(tokenizer))
-    missing = sorted(set(shapes) - set(weights))
-    if missing:
-        raise ModelError(f"cannot save: weights lack {', '.join(missing)}")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        # mkdtemp makes the directory private (0700); a model is as shareable as any file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        with open(tmp / "weights.npz", "wb") as f:
-            np.savez(f, **{k: np.asarray(weights[k], dtype=dtype) for k in shapes})
-        tokenizer.save(tmp / "tokenizer.json")
-        for name, data in (files or {}).items():
-            (tmp / name).write_bytes(data)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for name in ("weights.npz", "tokenizer.json", "manifest.json", *(files or {})):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        old = None
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
-
-
 def _is_number(value, low: float = -math.inf, high: float = math.inf) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
@@ -301,7 +218,9 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
 
     The manifest is checked first, and the sizes it declares against weights.npz's own
     size, so a directory that claims more than it holds costs nothing to refuse."""
-    directory = model_directory(directory)
+    from wordbot.saving import recover_interrupted_save  # saving builds on this module
+
+    directory = recover_interrupted_save(model_directory(directory))
     try:
         mode = os.stat(directory).st_mode
     except FileNotFoundError:

@@ -268,7 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.corpus:
             raise WordbotError("give corpus files to train on, or --config FILE")
         config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    out = Path(config.out)
+    out = Path(config.validate().out)
     partial = out.parent / f"{out.name}.partial"
     try:
         out = train(config, progress=False if args.quiet else None)

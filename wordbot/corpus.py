@@ -10,7 +10,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,30 @@ FORMATS = ("lines", "paragraphs")
 # mix is counted from it, so a model directory works wherever it is copied.
 TRAINING_TEXT = "training-text.json.gz"
 MAX_TRAINING_TEXT = 1 << 30  # bytes that copy may hold, compressed or not
+MAX_CORPUS_BYTES = 1 << 30  # per file: the text is held in memory, several times over, while training
+
+
+def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Devices (/dev/zero), FIFOs
+    and sockets are refused before a byte is read (a FIFO is opened without waiting for
+    a writer), and a file that grows while read is cut off at the bound, not read on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorpusError(f"{what} {path} is not a regular file (a device, a pipe or a socket); give a text file")
+        if info.st_size > limit:
+            raise CorpusError(f"{what} {path} is {info.st_size:,} bytes; at most {limit:,} are read")
+        try:
+            raw = f.read(limit + 1)
+        except OSError as e:
+            raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise CorpusError(f"{what} {path} is larger than {limit:,} bytes, the most that is read")
+    return raw
 
 
 def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
@@ -34,10 +60,7 @@ def read_messages(path: str | Path, fmt: str = "lines") -> list[str]:
         raise CorpusError(f"unknown corpus format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if path.is_dir():
         raise CorpusError(f"corpus {path} is a directory; give the text files in it (for example {path / '*.txt'})")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+    raw = read_bounded(path, MAX_CORPUS_BYTES, "corpus")
     text = decode_text(raw, path)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if fmt == "lines":
@@ -229,9 +252,11 @@ __all__ = [
     "BOS_ID",
     "EOS_ID",
     "FORMATS",
+    "MAX_CORPUS_BYTES",
     "TRAINING_TEXT",
     "novel_messages",
     "pack_messages",
+    "read_bounded",
     "read_corpus",
     "read_messages",
     "sha256_of",
