@@ -29,6 +29,7 @@ MAX_MESSAGE_CHARS characters and MAX_MESSAGE_TOKENS tokens before it is counted.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -276,10 +277,14 @@ class Memory:
             if self._total == 0:
                 return base_probs.copy()
             size = self._base_size + len(self._words)
+            p = np.zeros(size)
             b = self.strengths[0]
-            p = self._unigram[:size].copy()
-            p[: self._base_size] += b * base_probs
-            p /= self._total + b
+            if math.isinf(b):  # no context-free level: the chain starts at p_base itself
+                p[: self._base_size] = base_probs
+            else:
+                p += self._unigram[:size]
+                p[: self._base_size] += b * base_probs
+                p /= self._total + b
             for b, total, ids, counts in self._seen(context):
                 p *= b / (total + b)
                 p[ids] += counts / (total + b)
@@ -297,7 +302,7 @@ class Memory:
             if self._total == 0 or p <= 0.0:
                 return 0.0
             b = self.strengths[0]
-            scale = b / (self._total + b)
+            scale = 1.0 if math.isinf(b) else b / (self._total + b)
             for b, total, _, _ in self._seen(context):
                 scale *= b / (total + b)
         base = float(base_probs[index]) if index < len(base_probs) else 0.0
