@@ -44,6 +44,7 @@ COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words o
 # Dirichlet prior strengths b_1..b_N (how many learned tokens weigh as much as the
 # base distribution at each order), chosen on validation text.
 DEFAULT_STRENGTHS = (400.0, 2.0, 1.0)
+DEFAULT_WITTEN_BELL = False
 _SENTENCE_END = {".", "...", "!", "?"}
 _SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
 
@@ -92,7 +93,14 @@ def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 class Memory:
     """Counts of learned messages, and the served distribution adapted to them."""
 
-    def __init__(self, base_vocab: Sequence[str], *, order: int = 3, strengths: Sequence[float] | None = None):
+    def __init__(
+        self,
+        base_vocab: Sequence[str],
+        *,
+        order: int = 3,
+        strengths: Sequence[float] | None = None,
+        witten_bell: bool = DEFAULT_WITTEN_BELL,
+    ):
         if order < 1:
             raise ValueError("order must be at least 1")
         strengths = tuple(DEFAULT_STRENGTHS if strengths is None else strengths)
@@ -101,6 +109,10 @@ class Memory:
             raise ValueError(f"prior strengths must be positive, got {strengths}")
         self.order = order
         self.strengths = strengths
+        # b_k for a context = strengths[k-1] * the distinct words seen after it: a context
+        # after which the community always writes the same word ("ping" -> a name) is
+        # trusted after few sightings; one followed by everything ("the") is not.
+        self.witten_bell = witten_bell
         self._base_size = len(base_vocab)
         self._base_id = {w: i for i, w in enumerate(base_vocab)}
         self._lock = threading.RLock()
@@ -323,7 +335,8 @@ class Memory:
                     ids = np.fromiter((self._id(t) for t in entry.follow), np.int64, len(entry.follow))
                     counts = np.fromiter(entry.follow.values(), np.float64, len(entry.follow))
                     entry.cached = (self._epoch, ids, counts)
-                out.append((self.strengths[k - 1], entry.total, entry.cached[1], entry.cached[2]))
+                b = self.strengths[k - 1] * (len(entry.follow) if self.witten_bell else 1)
+                out.append((b, entry.total, entry.cached[1], entry.cached[2]))
             return out
 
     def _id(self, token: str) -> int:
