@@ -69,10 +69,13 @@ class _Context:
 
 
 class _Message:
-    __slots__ = ("forms", "runs", "tokens")
+    """One learned message, kept compactly (a tuple of shared strings per field) so
+    that `remove` can take back exactly what `add` counted."""
 
-    def __init__(self, tokens: tuple[str, ...], forms: list[tuple[str, str]], runs: list[int]):
-        self.tokens, self.forms, self.runs = tokens, forms, runs
+    __slots__ = ("form_tokens", "forms", "tokens")
+
+    def __init__(self, tokens: tuple[str, ...], form_tokens: tuple[str, ...], forms: tuple[str, ...]):
+        self.tokens, self.form_tokens, self.forms = tokens, form_tokens, forms
 
 
 def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -151,9 +154,11 @@ class Memory:
         with self._lock:
             if key in self._messages:
                 self._forget(self._messages.pop(key))
-            tokens = tuple(self._canonical.get(t, t) for t in tokens)
-            runs = [hash(run) for run in _word_runs(tokens)]
-            message = _Message(tokens, forms, runs)
+            canonical = self._canonical
+            tokens = tuple(canonical.get(t, t) for t in tokens)
+            form_tokens = tuple(canonical.get(t, t) for t, _ in forms)
+            written = tuple(canonical.get(t, t) if f == t else f for t, f in forms)
+            message = _Message(tokens, form_tokens, written)
             self._messages[key] = message
             self._count(message, +1)
             self._version += 1
@@ -182,14 +187,15 @@ class Memory:
             self._unigram_add(token, sign)
             for k in range(2, min(self.order, j + 1) + 1):
                 self._context_add(k, sequence[j - k + 1 : j], token, sign)
-        for token, form in message.forms:
+        for token, form in zip(message.form_tokens, message.forms, strict=True):
             seen = self._forms.setdefault(token, Counter())
             seen[form] += sign
             if seen[form] <= 0:
                 del seen[form]
                 if not seen:
                     del self._forms[token]
-        for run in message.runs:
+        for run in _word_runs(message.tokens):  # recounted, not stored: hash() is stable in a process
+            run = hash(run)
             n = self._runs.get(run, 0) + sign
             if n > 0:
                 self._runs[run] = n
