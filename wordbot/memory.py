@@ -6,7 +6,10 @@ mixed into the served distribution (hierarchical Dirichlet adaptation of it).
     memory.add(key, "ping Knghtbrd on GitHub")  # one message; `key` names it for remove
     p = memory.adapt(base_probs, tokenize("ping"))   # (B + len(memory.words),), sums to 1
     memory.written("knghtbrd")                # "Knghtbrd": as the community writes it
-    memory.remove(key)                        # every count exactly as before the add
+    memory.share(base_probs, context, i, p)   # how much of p[i] came from the memory (toolbar)
+    memory.copies_too_much(recent, "word")    # would "word" make 9 copied words in a row?
+    memory.remove(key)                        # every count exactly as before the add; clear()
+    memory.words, .messages, .tokens, .version, .count(token)   # what was learned
 
 The mix, chosen on validation text (`benchmarks/memory_validation.py`: communities
 cut from the training split; +1.0 top-3 and +0.9 keystroke-savings points over the
