@@ -105,10 +105,18 @@ class PostgresServer:
             "--auth-host=scram-sha-256",
         )
         pwfile.unlink()
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start (or restart) the server on its data directory."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200"
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60", "-o", options, "start"
         )
+
+    def stop_server(self) -> None:
+        """Kill the server the hard way, as a crash would, keeping its data directory."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def stop(self) -> None:
         if self.data.exists():
@@ -121,13 +129,17 @@ class PostgresServer:
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
     def new_database(self) -> str:
-        """A fresh empty database; its URL (with the password)."""
+        """The URL of a fresh, empty schema, as good as a new database for a store and much
+        faster to make (the URL sets its search_path); all in the database `tests`."""
         import psycopg
 
         name = f"test_{os.getpid()}_{next(self._ids)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'tests'").fetchone():
+                conn.execute("CREATE DATABASE tests")
+        with psycopg.connect(self.url("tests"), autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        return self.url("tests") + f"?options=-csearch_path%3D{name}"
 
 
 _server: PostgresServer | None = None

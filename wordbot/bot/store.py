@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 from wordbot.errors import WordbotError
 
@@ -63,69 +62,32 @@ class Backfill(NamedTuple):
 
 class Store(Protocol):
     """Everything the bot keeps, stored apart per guild. Safe to call from threads (the bot
-    calls it through `asyncio.to_thread`). Each method that removes data is one transaction,
-    committed before it returns; `add_message` may batch (committed within a second)."""
+    calls it through `asyncio.to_thread`). Whatever removes data (edit, delete, forget,
+    prune, a lower cap) is one transaction, committed before it returns; `add_message` may
+    batch, and its messages are committed within a second (or by `flush()` or `close()`)."""
 
-    def add_message(self, message: Message) -> None:
-        """Learn one message (a message id seen twice is kept once)."""
-
-    def edit_message(self, id: int, text: str) -> Message | None:
-        """Replace a message's text; returns the message as it was, None if unknown."""
-
-    def delete_messages(self, ids: Iterable[int]) -> list[Message]:
-        """Remove messages (one or a bulk delete); returns those that were stored."""
-
-    def messages(self, guild: int) -> Iterator[Message]:
-        """A guild's messages, oldest first (to rebuild its memory at start)."""
-
-    def count(self, guild: int) -> int:
-        """How many messages a guild has."""
-
-    def forget_author(self, author: int, guild: int | None = None) -> int:
-        """Remove an author's messages in one guild, or in every guild when None; returns how many."""
-
-    def forget_guild(self, guild: int) -> int:
-        """Remove everything about a guild; returns how many messages were removed."""
-
-    def listen(self, guild: int, channel: int) -> bool:
-        """Learn from a channel from now on; False if it already was."""
-
-    def unlisten(self, guild: int, channel: int) -> bool:
-        """Stop learning from a channel; False if it was not listened to."""
-
-    def channels(self, guild: int) -> list[int]:
-        """The channels listened to in a guild."""
-
-    def ignore(self, guild: int, member: int) -> bool:
-        """Learn nothing more from a member in a guild; False if already ignored."""
-
-    def unignore(self, guild: int, member: int) -> bool:
-        """Learn from a member again; False if not ignored."""
-
+    def add_message(self, message: Message) -> None: ...  # a message id seen twice is kept once
+    def edit_message(self, id: int, text: str) -> Message | None: ...  # the message as it was; None: unknown
+    def delete_messages(self, ids: Iterable[int]) -> list[Message]: ...  # one or a bulk; those that were stored
+    def messages(self, guild: int) -> Iterator[Message]: ...  # oldest first, to rebuild a memory at start
+    def count(self, guild: int) -> int: ...  # messages kept for a guild
+    def forget_author(self, author: int, guild: int | None = None) -> int: ...  # None: every guild; how many
+    def forget_guild(self, guild: int) -> int: ...  # everything about a guild; how many messages went
+    def listen(self, guild: int, channel: int) -> bool: ...  # learn from a channel; False: already did
+    def unlisten(self, guild: int, channel: int) -> bool: ...  # False: was not listened to
+    def channels(self, guild: int) -> list[int]: ...  # the channels listened to
+    def ignore(self, guild: int, member: int) -> bool: ...  # learn nothing more from them; False: already
+    def unignore(self, guild: int, member: int) -> bool: ...  # False: was not ignored
     def is_ignored(self, guild: int, member: int) -> bool: ...
-
     def backfill_state(self, guild: int, channel: int) -> Backfill | None: ...
-
     def set_backfill_state(self, state: Backfill) -> None: ...
-
-    def backfills(self, guild: int | None = None) -> list[Backfill]:
-        """Backfills not done yet (to resume them at start)."""
-
+    def backfills(self, guild: int | None = None) -> list[Backfill]: ...  # those not done, to resume at start
     def settings(self, guild: int) -> GuildSettings: ...
-
-    def set_settings(self, guild: int, settings: GuildSettings) -> None:
-        """Change a guild's cap and retention; a lower cap drops the oldest messages at once."""
-
-    def prune(self, now: float) -> dict[int, int]:
-        """Drop messages older than each guild's retention; returns {guild: messages dropped}."""
-
-    def guilds(self) -> list[int]:
-        """Every guild the store holds anything about."""
-
-    def flush(self) -> None:
-        """Commit the learned messages still pending."""
-
-    def close(self) -> None: ...
+    def set_settings(self, guild: int, settings: GuildSettings) -> None: ...  # a lower cap applies at once
+    def prune(self, now: float) -> dict[int, int]: ...  # past each guild's retention; {guild: dropped}
+    def guilds(self) -> list[int]: ...  # every guild the store holds anything about
+    def flush(self) -> None: ...  # commit the learned messages still pending
+    def close(self) -> None: ...  # flush, then release the file or the connections
 
 
 # The schema, one tuple of statements per version; the same SQL for every backend.
@@ -152,8 +114,9 @@ _GUILD_TABLES = ("messages", "channels", "ignored", "backfill", "settings", "gui
 
 class SqlStore:
     """The SQL and the write batching shared by the backends. A backend supplies
-    `_transaction()` (a connection inside one transaction, committed on exit),
-    `_read()` (a connection for reads), `_placeholder`, and the schema version hooks."""
+    `_placeholder`, `_transaction()` (a connection inside one transaction, committed on a
+    clean exit), `_read()` (a connection for reads), `_schema_version(conn)` and
+    `_set_schema_version(conn, version)`, and calls `__init__` once it is ready."""
 
     _placeholder = "?"
 
@@ -168,21 +131,8 @@ class SqlStore:
             self._flusher = threading.Thread(
                 target=self._flush_loop, args=(flush_interval,), name="wordbot-store-flush", daemon=True
             )
+            self._flusher.start()
 
-    # -- backend hooks --------------------------------------------------------------------
-    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _read(self) -> contextlib.AbstractContextManager[Any]:
-        return self._transaction()
-
-    def _schema_version(self, conn: Any) -> int:
-        raise NotImplementedError
-
-    def _set_schema_version(self, conn: Any, version: int) -> None:
-        raise NotImplementedError
-
-    # -- shared machinery -----------------------------------------------------------------
     def _run(self, conn: Any, sql: str, params: tuple = ()) -> Any:
         if self._placeholder != "?":
             sql = sql.replace("?", self._placeholder)
@@ -206,10 +156,6 @@ class SqlStore:
     def schema_version(self) -> int:
         with self._read() as conn:
             return self._schema_version(conn)
-
-    def _start_flusher(self) -> None:
-        if self._flusher is not None:
-            self._flusher.start()
 
     def _flush_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -304,10 +250,13 @@ class SqlStore:
                 return
             after = (rows[-1][4], rows[-1][0])
 
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._read() as conn:
+            return self._run(conn, sql, params).fetchall()
+
     def count(self, guild: int) -> int:
         self.flush()
-        with self._read() as conn:
-            return self._run(conn, "SELECT count(*) FROM messages WHERE guild = ?", (guild,)).fetchone()[0]
+        return self._rows("SELECT count(*) FROM messages WHERE guild = ?", (guild,))[0][0]
 
     def forget_author(self, author: int, guild: int | None = None) -> int:
         self.flush()
@@ -336,9 +285,7 @@ class SqlStore:
         return self._change("DELETE FROM channels WHERE guild = ? AND channel = ?", (guild, channel))
 
     def channels(self, guild: int) -> list[int]:
-        with self._read() as conn:
-            rows = self._run(conn, "SELECT channel FROM channels WHERE guild = ? ORDER BY channel", (guild,))
-            return [row[0] for row in rows.fetchall()]
+        return [row[0] for row in self._rows("SELECT channel FROM channels WHERE guild = ? ORDER BY channel", (guild,))]
 
     def ignore(self, guild: int, member: int) -> bool:
         sql = "INSERT INTO ignored (guild, member) VALUES (?, ?) ON CONFLICT DO NOTHING"
@@ -348,12 +295,10 @@ class SqlStore:
         return self._change("DELETE FROM ignored WHERE guild = ? AND member = ?", (guild, member))
 
     def is_ignored(self, guild: int, member: int) -> bool:
-        with self._read() as conn:
-            sql = "SELECT 1 FROM ignored WHERE guild = ? AND member = ?"
-            return self._run(conn, sql, (guild, member)).fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM ignored WHERE guild = ? AND member = ?", (guild, member)))
 
     def backfill_state(self, guild: int, channel: int) -> Backfill | None:
-        found = [b for b in self._backfills("guild = ? AND channel = ?", (guild, channel))]
+        found = self._backfills("guild = ? AND channel = ?", (guild, channel))
         return found[0] if found else None
 
     def backfills(self, guild: int | None = None) -> list[Backfill]:
@@ -362,9 +307,8 @@ class SqlStore:
         return self._backfills("NOT done AND guild = ?", (guild,))
 
     def _backfills(self, where: str, params: tuple) -> list[Backfill]:
-        with self._read() as conn:
-            sql = f"SELECT guild, channel, before_id, learned, target, done FROM backfill WHERE {where}"
-            rows = self._run(conn, sql + " ORDER BY guild, channel", params).fetchall()
+        sql = f"SELECT guild, channel, before_id, learned, target, done FROM backfill WHERE {where}"
+        rows = self._rows(sql + " ORDER BY guild, channel", params)
         return [Backfill(*row[:5], bool(row[5])) for row in rows]
 
     def set_backfill_state(self, state: Backfill) -> None:
@@ -417,8 +361,7 @@ class SqlStore:
 
     def guilds(self) -> list[int]:
         self.flush()
-        with self._read() as conn:
-            return [row[0] for row in self._run(conn, "SELECT guild FROM guilds ORDER BY guild").fetchall()]
+        return [row[0] for row in self._rows("SELECT guild FROM guilds ORDER BY guild")]
 
     def _stop_flusher(self) -> None:
         self._stop.set()
@@ -451,7 +394,6 @@ class SQLiteStore(SqlStore):
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the SQLite store {self.path}: {e}") from None
         super().__init__(flush_interval)
-        self._start_flusher()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -494,19 +436,6 @@ def default_path() -> Path:
     return Path(state_dir) / DEFAULT_FILE
 
 
-def safe_url(url: str) -> str:
-    """`url` without its password, fit for a log line or an error."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = (parts.username or "") + ":***"
-        return parts._replace(netloc=f"{user}@{netloc[-1]}").geturl()
-    except ValueError:
-        return "<unparsable URL>"
-
-
 def open_store(url: str | None = None, **options: Any) -> SqlStore:
     """`sqlite:///PATH` (relative; `sqlite:////abs/path` for an absolute one), `sqlite://`
     or None (the default file in the state directory), or `postgresql://USER:PASSWORD@HOST/DB`."""
@@ -521,4 +450,4 @@ def open_store(url: str | None = None, **options: Any) -> SqlStore:
         from wordbot.bot.store_postgres import PostgresStore
 
         return PostgresStore(url, **options)
-    raise StoreError(f"unknown store URL {safe_url(url)!r}: use sqlite:///PATH or postgresql://USER@HOST/DATABASE")
+    raise StoreError(f"unknown store URL scheme {scheme!r}: use sqlite:///PATH or postgresql://USER@HOST/DATABASE")

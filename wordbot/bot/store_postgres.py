@@ -10,26 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
-from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError, safe_url
+from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
 
 MIGRATION_LOCK = 0x776F7264626F74  # "wordbot": the advisory lock every process takes to migrate
 CONNECT_TIMEOUT = 10  # seconds to reach the server
-POOL_TIMEOUT = 15.0  # seconds to wait for a pooled connection before an operation fails
+POOL_TIMEOUT = 5.0  # seconds an operation waits for a pooled connection before it fails
 _LOGGERS = ("psycopg", "psycopg.pool")
 
 
-def secrets_of(url: str) -> list[str]:
-    """The passwords written in a connection URL (its user info and any `password=`)."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password] if parts.password else []
-        found += parse_qs(parts.query).get("password", [])
-    except ValueError:
-        return []
+_USERINFO_PASSWORD = re.compile(r"://[^:/@?#\s]*:([^@\s]*)@")
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&\s]*)")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords written in a URL (user info and `password=`), as written and decoded,
+    found without parsing it, so even a malformed URL gives them up."""
+    found = _USERINFO_PASSWORD.findall(url) + _QUERY_PASSWORD.findall(url)
     return sorted({v for s in found if s for v in (s, unquote(s))}, key=len, reverse=True)
 
 
@@ -37,6 +38,11 @@ def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
+
+
+def safe_url(url: str) -> str:
+    """`url` without its password, fit for a log line or an error."""
+    return redact(url, url_secrets(url))
 
 
 class _Redact(logging.Filter):
@@ -66,13 +72,14 @@ class PostgresStore(SqlStore):
         flush_interval: float | None = FLUSH_INTERVAL,
         schema_version: int = SCHEMA_VERSION,  # lower only to test migrations
         pool_size: int = 4,
+        pool_timeout: float = POOL_TIMEOUT,
     ) -> None:
         try:
             import psycopg
             import psycopg_pool
         except ImportError:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'wordbot[postgres]'") from None
-        self._psycopg, self._secrets, self.url = psycopg, secrets_of(url), safe_url(url)
+        self._psycopg, self._secrets, self.url = psycopg, url_secrets(url), safe_url(url)
         self._filter = _Redact(self._secrets)
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
@@ -89,15 +96,15 @@ class PostgresStore(SqlStore):
             url,
             min_size=1,
             max_size=pool_size,
-            timeout=POOL_TIMEOUT,
+            timeout=pool_timeout,
             kwargs={"connect_timeout": CONNECT_TIMEOUT},
             name="wordbot-store",
+            check=psycopg_pool.ConnectionPool.check_connection,  # a restarted server's dead connections
             open=False,
         )
         with self._errors("cannot connect to"):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
         super().__init__(flush_interval)
-        self._start_flusher()
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -116,6 +123,8 @@ class PostgresStore(SqlStore):
             raise StoreError("the PostgreSQL store is closed")
         with self._errors("error talking to"), self._pool.connection() as conn:
             yield conn  # the pool commits on a clean exit, rolls back on an exception
+
+    _read = _transaction  # reads borrow a connection too
 
     def _schema_version(self, conn: Any) -> int:
         row = conn.execute("SELECT version FROM wordbot_schema").fetchone()
