@@ -286,7 +286,7 @@ def test_a_newer_schema_is_refused_with_one_line(store_url):
     with store._transaction() as conn:
         store._set_schema_version(conn, SCHEMA_VERSION + 1)
     store.close()
-    with pytest.raises(StoreError, match="newer than this wordbot knows") as e:
+    with pytest.raises(StoreError, match="is newer than this wordbot knows: upgrade wordbot") as e:
         open_store(store_url)
     assert "\n" not in str(e.value)
 
@@ -415,6 +415,7 @@ def test_a_wrong_postgres_password_never_appears_in_errors_or_logs(postgres_serv
     assert wrong not in str(e.value) and "\n" not in str(e.value)
     assert e.value.__cause__ is None and e.value.__suppress_context__
     assert wrong not in caplog.text
+    assert logging.getLogger("psycopg.pool").filters == []  # a failed open leaves nothing behind
     malformed = f"postgresql://wordbot:{wrong}@[::1/db"  # libpq quotes a malformed URL whole
     with pytest.raises(StoreError) as e:
         open_store(malformed)

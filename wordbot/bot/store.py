@@ -26,7 +26,6 @@ DEFAULT_MAX_MESSAGES = 200_000  # per guild; the oldest are dropped beyond it
 FLUSH_INTERVAL = 0.5  # seconds between commits of learned messages: committed within a second
 FLUSH_BATCH = 500  # pending learned messages that trigger a commit at once
 PAGE = 1000  # rows per query when iterating a guild's messages
-DAY = 86_400.0
 
 
 class StoreError(WordbotError, RuntimeError):
@@ -142,10 +141,7 @@ class SqlStore:
         """Bring the schema to `target`; the caller holds the backend's migration lock."""
         version = self._schema_version(conn)
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store's schema is version {version}, newer than this wordbot knows ({SCHEMA_VERSION}):"
-                " upgrade wordbot"
-            )
+            raise StoreError(f"the store's schema {version} is newer than this wordbot knows: upgrade wordbot")
         for step in range(version, target):
             for statement in MIGRATIONS[step]:
                 self._run(conn, statement)
@@ -354,7 +350,7 @@ class SqlStore:
             sql = "SELECT guild, retention_days FROM settings WHERE retention_days IS NOT NULL ORDER BY guild"
             for guild, days in self._run(conn, sql).fetchall():
                 sql = "DELETE FROM messages WHERE guild = ? AND created < ?"
-                n = self._run(conn, sql, (guild, now - days * DAY)).rowcount
+                n = self._run(conn, sql, (guild, now - days * 86_400)).rowcount
                 if n:
                     dropped[guild] = n
         return dropped
@@ -418,18 +414,17 @@ class SQLiteStore(SqlStore):
         conn.execute(f"PRAGMA user_version = {int(version)}")
 
     def close(self) -> None:
-        if getattr(self, "_conn", None) is None:
-            return
-        self._stop_flusher()
-        with self._lock:
-            self._conn.close()
-            self._conn = None
+        if self._conn is not None:
+            self._stop_flusher()
+            with self._lock:
+                self._conn.close()
+                self._conn = None
 
 
 def default_path() -> Path:
     """$WORDBOT_STATE_DIR/wordbot.sqlite3, else the user's state directory's."""
-    state_dir = os.environ.get(STATE_DIR_ENV) or None
-    if state_dir is None:
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    if not state_dir:
         import platformdirs
 
         state_dir = platformdirs.user_state_dir("wordbot")
@@ -450,4 +445,5 @@ def open_store(url: str | None = None, **options: Any) -> SqlStore:
         from wordbot.bot.store_postgres import PostgresStore
 
         return PostgresStore(url, **options)
-    raise StoreError(f"unknown store URL scheme {scheme!r}: use sqlite:///PATH or postgresql://USER@HOST/DATABASE")
+    what = f"scheme {scheme!r}" if scheme else repr(url)  # only the scheme: the rest may hold a password
+    raise StoreError(f"unknown store URL {what}: use sqlite:///PATH or postgresql://USER@HOST/DATABASE")

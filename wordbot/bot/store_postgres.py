@@ -76,7 +76,7 @@ class PostgresStore(SqlStore):
     ) -> None:
         try:
             import psycopg
-            import psycopg_pool
+            import psycopg_pool  # noqa: F401  (used in _open; missing: say so here)
         except ImportError:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'wordbot[postgres]'") from None
         self._psycopg, self._secrets, self.url = psycopg, url_secrets(url), safe_url(url)
@@ -84,9 +84,20 @@ class PostgresStore(SqlStore):
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
         self._pool = None
+        try:
+            self._open(url, schema_version, pool_size, pool_timeout)
+        except BaseException:
+            self._release()
+            raise
+        super().__init__(flush_interval)
+
+    def _open(self, url: str, schema_version: int, pool_size: int, pool_timeout: float) -> None:
+        """Migrate on a connection of its own under the advisory lock, then open the pool."""
+        import psycopg_pool
+
         with (
             self._errors("cannot connect to"),
-            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn,
+            self._psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn,
             conn.transaction(),
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -104,7 +115,6 @@ class PostgresStore(SqlStore):
         )
         with self._errors("cannot connect to"):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
-        super().__init__(flush_interval)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -134,13 +144,17 @@ class PostgresStore(SqlStore):
         conn.execute("DELETE FROM wordbot_schema")
         conn.execute("INSERT INTO wordbot_schema (version) VALUES (%s)", (version,))
 
+    def _release(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        for name in _LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+
     def close(self) -> None:
         if self._pool is None:
             return
         try:
             self._stop_flusher()
         finally:
-            self._pool.close()
-            self._pool = None
-            for name in _LOGGERS:
-                logging.getLogger(name).removeFilter(self._filter)
+            self._release()
