@@ -18,6 +18,7 @@ import pytest
 
 from wordbot.bot.store import (
     DEFAULT_MAX_MESSAGES,
+    FLUSH_BATCH,
     PAGE,
     SCHEMA_VERSION,
     Backfill,
@@ -92,6 +93,20 @@ def test_learned_messages_are_committed_within_a_second_without_flush(store_url)
         while reader.count(GUILD) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert reader.count(GUILD) == 1
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_full_batch_is_committed_before_the_next_tick(store_url):
+    writer, reader = open_store(store_url, flush_interval=30.0), open_store(store_url)
+    try:
+        for i in range(FLUSH_BATCH):
+            writer.add_message(message(i))
+        deadline = time.monotonic() + 5.0
+        while reader.count(GUILD) < FLUSH_BATCH and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.count(GUILD) == FLUSH_BATCH
     finally:
         writer.close()
         reader.close()

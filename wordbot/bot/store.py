@@ -124,6 +124,7 @@ class SqlStore:
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()  # commits of batches in the order they were learned
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a full batch wakes the flusher before its tick
         self._flush_failed = False
         self._flusher: threading.Thread | None = None
         if flush_interval is not None:
@@ -154,23 +155,28 @@ class SqlStore:
             return self._schema_version(conn)
 
     def _flush_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
             try:
                 self.flush()
-            except Exception as e:  # kept pending; retried at the next tick
+            except Exception as e:  # kept pending; retried after a pause
                 if not self._flush_failed:
                     log.warning("store: learned messages not committed yet, will retry: %s", e)
                 self._flush_failed = True
-            else:
-                if self._flush_failed:
-                    log.warning("store: learned messages committed again")
-                self._flush_failed = False
+                self._stop.wait(interval)
+                continue
+            if self._flush_failed:
+                log.warning("store: learned messages committed again")
+            self._flush_failed = False
 
     def add_message(self, message: Message) -> None:
         with self._pending_lock:
             self._pending.append(Message(*message))
             full = len(self._pending) >= FLUSH_BATCH
-        if full:
+        if full and self._flusher is not None:
+            self._wake.set()  # committed by the flusher: the caller never waits for the disk
+        elif full:
             self.flush()
 
     def flush(self) -> None:
@@ -201,12 +207,8 @@ class SqlStore:
         cap = self._settings(conn, guild).max_messages
         (count,) = self._run(conn, "SELECT count(*) FROM messages WHERE guild = ?", (guild,)).fetchone()
         if count > cap:
-            self._run(
-                conn,
-                "DELETE FROM messages WHERE id IN"
-                " (SELECT id FROM messages WHERE guild = ? ORDER BY created, id LIMIT ?)",
-                (guild, count - cap),
-            )
+            oldest = "SELECT id FROM messages WHERE guild = ? ORDER BY created, id LIMIT ?"
+            self._run(conn, f"DELETE FROM messages WHERE id IN ({oldest})", (guild, count - cap))
 
     def edit_message(self, id: int, text: str) -> Message | None:
         self.flush()
@@ -257,9 +259,8 @@ class SqlStore:
     def forget_author(self, author: int, guild: int | None = None) -> int:
         self.flush()
         with self._transaction() as conn:
-            if guild is None:
-                return self._run(conn, "DELETE FROM messages WHERE author = ?", (author,)).rowcount
-            return self._run(conn, "DELETE FROM messages WHERE author = ? AND guild = ?", (author, guild)).rowcount
+            sql = "DELETE FROM messages WHERE author = ?" + ("" if guild is None else " AND guild = ?")
+            return self._run(conn, sql, (author,) if guild is None else (author, guild)).rowcount
 
     def forget_guild(self, guild: int) -> int:
         self.flush()
@@ -298,9 +299,8 @@ class SqlStore:
         return found[0] if found else None
 
     def backfills(self, guild: int | None = None) -> list[Backfill]:
-        if guild is None:
-            return self._backfills("NOT done", ())
-        return self._backfills("NOT done AND guild = ?", (guild,))
+        every = guild is None
+        return self._backfills("NOT done" + ("" if every else " AND guild = ?"), () if every else (guild,))
 
     def _backfills(self, where: str, params: tuple) -> list[Backfill]:
         sql = f"SELECT guild, channel, before_id, learned, target, done FROM backfill WHERE {where}"
@@ -361,6 +361,7 @@ class SqlStore:
 
     def _stop_flusher(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._flusher is not None and self._flusher.is_alive():
             self._flusher.join()
         self.flush()
