@@ -141,16 +141,16 @@ def test_delete_reaches_a_message_not_yet_committed(store_url):
         store.close()
 
 
-def test_forget_author_in_one_guild_or_all(store):
+def test_forget_author_in_one_guild_or_all_says_exactly_what_went(store):
     for i, (guild, author) in enumerate([(GUILD, ALICE), (GUILD, ALICE), (GUILD, BOB), (OTHER, ALICE), (OTHER, BOB)]):
         store.add_message(message(i, guild=guild, author=author))
-    assert store.forget_author(ALICE, GUILD) == 2
+    assert store.forget_author(ALICE, GUILD) == [message(0), message(1)]  # what to drop from the memory
     assert [m.author for m in store.messages(GUILD)] == [BOB]
     assert [m.author for m in store.messages(OTHER)] == [ALICE, BOB]
     store.add_message(message(9, author=ALICE))
-    assert store.forget_author(ALICE) == 2  # a DM `forget me`: every guild
+    assert store.forget_author(ALICE) == [message(3, guild=OTHER), message(9)]  # a DM `forget me`: every guild
     assert {m.author for g in (GUILD, OTHER) for m in store.messages(g)} == {BOB}
-    assert store.forget_author(ALICE) == 0
+    assert store.forget_author(ALICE) == []
 
 
 def test_forget_guild_removes_everything_about_it_and_nothing_else(store):

@@ -1,14 +1,13 @@
-"""What the bot remembers per Discord server (guild), behind one small interface.
-
-`Store` is the interface; `SqlStore` holds the SQL and the batching every backend
-shares; `SQLiteStore` is the default backend (one file in the state directory) and
-`store_postgres.PostgresStore` the one for several processes. `open_store(url)` picks one.
-"""
+"""What the bot remembers per Discord server (guild), behind one small interface: `Store`.
+`SqlStore` holds the SQL and the batching every backend shares; `SQLiteStore` is the default
+(one file in the state directory), `store_postgres.PostgresStore` the one for several
+processes, and `open_store(url)` picks one."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -70,7 +69,7 @@ class Store(Protocol):
     def delete_messages(self, ids: Iterable[int]) -> list[Message]: ...  # one or a bulk; those that were stored
     def messages(self, guild: int) -> Iterator[Message]: ...  # oldest first, to rebuild a memory at start
     def count(self, guild: int) -> int: ...  # messages kept for a guild
-    def forget_author(self, author: int, guild: int | None = None) -> int: ...  # None: every guild; how many
+    def forget_author(self, author: int, guild: int | None = None) -> list[Message]: ...  # None: every guild
     def forget_guild(self, guild: int) -> int: ...  # everything about a guild; how many messages went
     def listen(self, guild: int, channel: int) -> bool: ...  # learn from a channel; False: already did
     def unlisten(self, guild: int, channel: int) -> bool: ...  # False: was not listened to
@@ -108,14 +107,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "id, guild, channel, author, created, text"
+OLDEST_FIRST = operator.attrgetter("time", "id")  # the order of `messages()` and of what a removal returns
 _GUILD_TABLES = ("messages", "channels", "ignored", "backfill", "settings", "guilds")
 
 
 class SqlStore:
-    """The SQL and the write batching shared by the backends. A backend supplies
-    `_placeholder`, `_transaction()` (a connection inside one transaction, committed on a
-    clean exit), `_read()` (a connection for reads), `_schema_version(conn)` and
-    `_set_schema_version(conn, version)`, and calls `__init__` once it is ready."""
+    """The SQL and the write batching shared by the backends. A backend supplies `_placeholder`,
+    `_transaction()` (a connection in one transaction, committed on a clean exit), `_read()`, the
+    hooks `_schema_version(conn)` and `_set_schema_version(conn, version)`, and calls `__init__` last."""
 
     _placeholder = "?"
 
@@ -174,10 +173,8 @@ class SqlStore:
         with self._pending_lock:
             self._pending.append(Message(*message))
             full = len(self._pending) >= FLUSH_BATCH
-        if full and self._flusher is not None:
-            self._wake.set()  # committed by the flusher: the caller never waits for the disk
-        elif full:
-            self.flush()
+        if full:  # committed by the flusher, so the caller never waits for the disk (without one: here)
+            self._wake.set() if self._flusher is not None else self.flush()
 
     def flush(self) -> None:
         with self._flush_lock:
@@ -220,16 +217,16 @@ class SqlStore:
 
     def delete_messages(self, ids: Iterable[int]) -> list[Message]:
         ids = list(dict.fromkeys(ids))
+        chunks = [tuple(ids[start : start + PAGE]) for start in range(0, len(ids), PAGE)]
         self.flush()
-        removed: list[Message] = []
         with self._transaction() as conn:
-            for start in range(0, len(ids), PAGE):
-                chunk = tuple(ids[start : start + PAGE])
-                marks = ", ".join("?" * len(chunk))
-                rows = self._run(conn, f"SELECT {_COLUMNS} FROM messages WHERE id IN ({marks})", chunk).fetchall()
-                self._run(conn, f"DELETE FROM messages WHERE id IN ({marks})", chunk)
-                removed += [Message(*row) for row in rows]
-        return sorted(removed, key=lambda m: (m.time, m.id))
+            removed = [m for c in chunks for m in self._delete(conn, f"id IN ({', '.join('?' * len(c))})", c)]
+        return sorted(removed, key=OLDEST_FIRST)
+
+    def _delete(self, conn: Any, where: str, params: tuple) -> list[Message]:
+        """Delete and say exactly what went (RETURNING: no row slips in between a read and the delete)."""
+        rows = self._run(conn, f"DELETE FROM messages WHERE {where} RETURNING {_COLUMNS}", params).fetchall()
+        return [Message(*row) for row in rows]
 
     def messages(self, guild: int) -> Iterator[Message]:
         self.flush()
@@ -256,11 +253,11 @@ class SqlStore:
         self.flush()
         return self._rows("SELECT count(*) FROM messages WHERE guild = ?", (guild,))[0][0]
 
-    def forget_author(self, author: int, guild: int | None = None) -> int:
+    def forget_author(self, author: int, guild: int | None = None) -> list[Message]:
+        where, params = ("author = ?", (author,)) if guild is None else ("author = ? AND guild = ?", (author, guild))
         self.flush()
         with self._transaction() as conn:
-            sql = "DELETE FROM messages WHERE author = ?" + ("" if guild is None else " AND guild = ?")
-            return self._run(conn, sql, (author,) if guild is None else (author, guild)).rowcount
+            return sorted(self._delete(conn, where, params), key=OLDEST_FIRST)
 
     def forget_guild(self, guild: int) -> int:
         self.flush()
@@ -383,6 +380,8 @@ class SQLiteStore(SqlStore):
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING
+                raise sqlite3.Error(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later is needed")
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not only a kill
