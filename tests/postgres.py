@@ -66,7 +66,9 @@ def _system_user() -> pwd.struct_passwd:
 class PostgresServer:
     def __init__(self) -> None:
         self.bin = bin_dir()
-        self.dir = Path(tempfile.mkdtemp(prefix="wordbot-pg-"))
+        # /tmp when root: the postgres user must reach it (a TMPDIR under /root would not do),
+        # and the socket path must stay short
+        self.dir = Path(tempfile.mkdtemp(prefix="wordbot-pg-", dir="/tmp" if os.geteuid() == 0 else None))
         self.data = self.dir / "data"
         self.password = secrets.token_urlsafe(16)
         self.port = _free_port()
