@@ -1,0 +1,473 @@
+"""The bot's store, run whole against SQLite and against a real PostgreSQL server: what
+a server's members rely on (forgetting is exact and kept apart per server), and what the
+operator relies on (nothing committed is lost, schemas migrate, no password leaks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wordbot.bot.store import (
+    DEFAULT_MAX_MESSAGES,
+    FLUSH_BATCH,
+    PAGE,
+    SCHEMA_VERSION,
+    Backfill,
+    GuildSettings,
+    Message,
+    SQLiteStore,
+    StoreError,
+    open_store,
+)
+
+from .postgres import PostgresServer, postgres_server, unavailable  # noqa: F401  (a fixture, used through request)
+
+ROOT = Path(__file__).resolve().parent.parent
+GUILD, OTHER = 111, 222
+ALICE, BOB = 1001, 1002
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty store's URL, for each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'wordbot.sqlite3'}"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture
+def store(store_url):
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+def message(id: int, guild: int = GUILD, author: int = ALICE, time: float | None = None, text: str = "") -> Message:
+    return Message(id, guild, 10 * guild, author, float(id if time is None else time), text or f"message {id}")
+
+
+def test_messages_come_back_per_guild_in_time_order_with_every_field(store):
+    store.add_message(message(3, time=30.5, text="third, with ünïcode ✓"))
+    store.add_message(message(1, time=10.25))
+    store.add_message(message(2, guild=OTHER, author=BOB, time=20.0))
+    store.add_message(message(4, time=10.25))  # same time: then by id
+    big = message(2**62, time=40.0)  # Discord snowflakes need 64 bits
+    store.add_message(big)
+    third = message(3, time=30.5, text="third, with ünïcode ✓")
+    assert list(store.messages(GUILD)) == [message(1, time=10.25), message(4, time=10.25), third, big]
+    assert list(store.messages(OTHER)) == [message(2, guild=OTHER, author=BOB, time=20.0)]
+    assert (store.count(GUILD), store.count(OTHER), store.count(333)) == (4, 1, 0)
+    assert store.guilds() == [GUILD, OTHER]
+
+
+def test_a_message_seen_twice_is_kept_once(store):
+    store.add_message(message(1))
+    store.flush()
+    store.add_message(message(1))  # a backfill reading what the listener already learned
+    store.add_message(message(1))
+    assert store.count(GUILD) == 1
+
+
+def test_iterating_pages_through_many_messages_with_equal_times(store):
+    for i in range(PAGE * 2 + 7):
+        store.add_message(message(i, time=5.0 if i % 2 else 6.0))
+    got = list(store.messages(GUILD))
+    assert len(got) == PAGE * 2 + 7 and len({m.id for m in got}) == len(got)
+    assert [(m.time, m.id) for m in got] == sorted((m.time, m.id) for m in got)
+
+
+def test_learned_messages_are_committed_within_a_second_without_flush(store_url):
+    writer, reader = open_store(store_url), open_store(store_url)
+    try:
+        writer.add_message(message(1))
+        deadline = time.monotonic() + 1.5  # commits every 0.5 s; slack for a loaded machine
+        while reader.count(GUILD) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.count(GUILD) == 1
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_full_batch_is_committed_before_the_next_tick(store_url):
+    writer, reader = open_store(store_url, flush_interval=30.0), open_store(store_url)
+    try:
+        for i in range(FLUSH_BATCH):
+            writer.add_message(message(i))
+        deadline = time.monotonic() + 5.0
+        while reader.count(GUILD) < FLUSH_BATCH and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.count(GUILD) == FLUSH_BATCH
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_edit_replaces_the_text_and_returns_the_old_message(store):
+    store.add_message(message(1, text="old words"))
+    assert store.edit_message(1, "new words") == message(1, text="old words")
+    assert [m.text for m in store.messages(GUILD)] == ["new words"]
+    assert store.edit_message(99, "unknown") is None
+    assert store.count(GUILD) == 1
+
+
+def test_delete_one_and_bulk_returns_what_was_stored(store):
+    for i in range(1, 6):
+        store.add_message(message(i))
+    store.add_message(message(6, guild=OTHER))
+    assert store.delete_messages([3]) == [message(3)]
+    assert store.delete_messages([5, 1, 77, 1, 6]) == [message(1), message(5), message(6, guild=OTHER)]
+    assert [m.id for m in store.messages(GUILD)] == [2, 4]
+    assert store.count(OTHER) == 0
+    assert store.delete_messages([]) == []
+
+
+def test_delete_reaches_a_message_not_yet_committed(store_url):
+    store = open_store(store_url, flush_interval=None)  # nothing commits by itself
+    try:
+        store.add_message(message(1))
+        assert store.delete_messages([1]) == [message(1)]
+        assert store.count(GUILD) == 0
+    finally:
+        store.close()
+
+
+def test_forget_author_in_one_guild_or_all_says_exactly_what_went(store):
+    for i, (guild, author) in enumerate([(GUILD, ALICE), (GUILD, ALICE), (GUILD, BOB), (OTHER, ALICE), (OTHER, BOB)]):
+        store.add_message(message(i, guild=guild, author=author))
+    assert store.forget_author(ALICE, GUILD) == [message(0), message(1)]  # what to drop from the memory
+    assert [m.author for m in store.messages(GUILD)] == [BOB]
+    assert [m.author for m in store.messages(OTHER)] == [ALICE, BOB]
+    store.add_message(message(9, author=ALICE))
+    assert store.forget_author(ALICE) == [message(3, guild=OTHER), message(9)]  # a DM `forget me`: every guild
+    assert {m.author for g in (GUILD, OTHER) for m in store.messages(g)} == {BOB}
+    assert store.forget_author(ALICE) == []
+
+
+def test_forget_guild_removes_everything_about_it_and_nothing_else(store):
+    for guild in (GUILD, OTHER):
+        store.add_message(message(guild, guild=guild))
+        store.listen(guild, 5)
+        store.ignore(guild, BOB)
+        store.set_backfill_state(Backfill(guild, 5, before=100, learned=3, limit=10))
+        store.set_settings(guild, GuildSettings(max_messages=50, retention_days=7))
+    assert store.forget_guild(GUILD) == 1
+    assert store.guilds() == [OTHER]
+    assert (store.count(GUILD), store.channels(GUILD), store.is_ignored(GUILD, BOB)) == (0, [], False)
+    assert (store.backfill_state(GUILD, 5), store.settings(GUILD)) == (None, GuildSettings())
+    assert (store.count(OTHER), store.channels(OTHER), store.is_ignored(OTHER, BOB)) == (1, [5], True)
+    assert store.settings(OTHER) == GuildSettings(50, 7)
+    assert store.forget_guild(GUILD) == 0
+
+
+def test_listened_channels_and_ignored_members_are_per_guild(store):
+    assert store.listen(GUILD, 7) and store.listen(GUILD, 3) and not store.listen(GUILD, 7)
+    assert store.channels(GUILD) == [3, 7] and store.channels(OTHER) == []
+    assert store.unlisten(GUILD, 7) and not store.unlisten(GUILD, 7)
+    assert store.channels(GUILD) == [3]
+    assert store.ignore(GUILD, ALICE) and not store.ignore(GUILD, ALICE)
+    assert store.is_ignored(GUILD, ALICE) and not store.is_ignored(OTHER, ALICE)
+    assert store.unignore(GUILD, ALICE) and not store.unignore(GUILD, ALICE)
+    assert not store.is_ignored(GUILD, ALICE)
+
+
+def test_backfill_state_resumes_after_reopening(store_url):
+    store = open_store(store_url)
+    assert store.backfill_state(GUILD, 5) is None
+    store.set_backfill_state(Backfill(GUILD, 5, before=None, learned=0, limit=10_000))
+    store.set_backfill_state(Backfill(GUILD, 5, before=2**61, learned=200, limit=10_000))
+    store.set_backfill_state(Backfill(OTHER, 6, before=9, learned=5, limit=5, done=True))
+    store.close()
+    store = open_store(store_url)
+    try:
+        assert store.backfill_state(GUILD, 5) == Backfill(GUILD, 5, 2**61, 200, 10_000, False)
+        assert store.backfills() == [Backfill(GUILD, 5, 2**61, 200, 10_000, False)]  # the one to resume
+        assert store.backfills(OTHER) == []
+        assert store.backfill_state(OTHER, 6).done is True
+    finally:
+        store.close()
+
+
+def test_the_cap_drops_the_oldest_messages(store):
+    assert store.settings(GUILD) == GuildSettings(DEFAULT_MAX_MESSAGES, None) == GuildSettings(200_000)
+    store.set_settings(GUILD, GuildSettings(max_messages=5))
+    for i in range(8):
+        store.add_message(message(i, time=100 - i))  # the highest ids are the oldest
+    store.add_message(message(50, guild=OTHER))
+    assert [m.id for m in store.messages(GUILD)] == [4, 3, 2, 1, 0]
+    store.set_settings(GUILD, GuildSettings(max_messages=2))  # lowering the cap applies at once
+    assert [m.id for m in store.messages(GUILD)] == [1, 0]
+    assert store.count(OTHER) == 1
+    with pytest.raises(ValueError):
+        store.set_settings(GUILD, GuildSettings(max_messages=0))
+
+
+def test_prune_drops_messages_older_than_the_retention(store):
+    now = 1_000_000.0
+    store.set_settings(GUILD, GuildSettings(retention_days=2))
+    for i, age_days in enumerate([0.5, 1.9, 2.1, 30]):
+        store.add_message(message(i, time=now - age_days * 86_400))
+        store.add_message(message(100 + i, guild=OTHER, time=now - age_days * 86_400))  # no retention
+    assert store.prune(now) == {GUILD: 2}
+    assert [m.id for m in store.messages(GUILD)] == [1, 0]
+    assert store.count(OTHER) == 4
+    assert store.prune(now) == {}
+
+
+def test_everything_survives_closing_and_reopening(store_url):
+    store = open_store(store_url)
+    store.add_message(message(1))  # pending: close commits it
+    store.listen(GUILD, 5)
+    store.ignore(GUILD, BOB)
+    store.close()
+    store.close()  # twice is harmless
+    store = open_store(store_url)
+    try:
+        assert list(store.messages(GUILD)) == [message(1)]
+        assert (store.channels(GUILD), store.is_ignored(GUILD, BOB)) == ([5], True)
+        assert store.schema_version() == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_threads_write_and_read_at_once(store):
+    errors: list[BaseException] = []
+
+    def writer(base: int, guild: int) -> None:
+        try:
+            for i in range(200):
+                store.add_message(message(base + i, guild=guild))
+                if i % 50 == 0:
+                    store.count(guild)
+                    store.delete_messages([base + i])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n * 1000, GUILD + n % 2)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count(GUILD) + store.count(GUILD + 1) == 4 * (200 - 4)
+
+
+def test_an_old_schema_is_migrated_and_keeps_its_data(store_url):
+    old = open_store(store_url, schema_version=1)
+    assert old.schema_version() == 1
+    old.add_message(message(1))
+    old.close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert list(store.messages(GUILD)) == [message(1)]
+    finally:
+        store.close()
+
+
+def test_several_openers_at_once_migrate_once(store_url):
+    opened, errors = [], []
+
+    def opener() -> None:
+        try:
+            opened.append(open_store(store_url))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(opened) == 6
+        assert {s.schema_version() for s in opened} == {SCHEMA_VERSION}
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_a_newer_schema_is_refused_with_one_line(store_url):
+    store = open_store(store_url)
+    with store._transaction() as conn:
+        store._set_schema_version(conn, SCHEMA_VERSION + 1)
+    store.close()
+    with pytest.raises(StoreError, match="is newer than this wordbot knows: upgrade wordbot") as e:
+        open_store(store_url)
+    assert "\n" not in str(e.value)
+
+
+# The SQLite file ---------------------------------------------------------------------------
+
+CRASH_WRITER = textwrap.dedent(
+    """
+    import sys
+    from wordbot.bot.store import Message, SQLiteStore
+    store = SQLiteStore(sys.argv[1], flush_interval=None)
+    start = int(sys.argv[2])
+    for batch in range(start, start + 10_000):
+        for i in range(50):  # one batch: one transaction
+            n = batch * 50 + i
+            store.add_message(Message(n, n % 3, 7, n % 5, float(n), "word " * (n % 40)))
+        store.flush()
+        print(batch, flush=True)  # committed
+        if batch % 4 == 3:
+            store.forget_author(batch % 5, batch % 3)
+    """
+)
+
+
+def test_sigkill_loses_no_committed_message_and_leaves_no_half_batch(tmp_path):
+    path = tmp_path / "wordbot.sqlite3"
+    committed: set[int] = set()
+    forgotten: set[tuple[int, int]] = set()  # (author, guild) forgotten after batches so far
+    start = 0
+    for delay in (0.3, 0.7, 1.1):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CRASH_WRITER, str(path), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+        last = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait for a few commits, then kill mid-stream
+            line = child.stdout.readline()
+            if not line:
+                break
+            last = int(line)
+            if last >= start + 3:
+                time.sleep(delay)
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        rest = child.stdout.read().split()
+        last = int(rest[-1]) if rest else last
+        assert last is not None, "the writer committed nothing"
+        committed |= set(range(start * 50, (last + 1) * 50))
+        forgotten |= {(b % 5, b % 3) for b in range(start, last + 1) if b % 4 == 3}
+        store = SQLiteStore(path, flush_interval=None)
+        assert store._conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        ids = {m.id for g in range(3) for m in store.messages(g)}
+        store.close()
+        expected = {n for n in committed if (n % 5, n % 3) not in forgotten}
+        assert expected <= ids  # every committed message that was not forgotten is there
+        for b in range(last):  # the forgets that surely ran took everything before them
+            if b % 4 == 3:
+                assert not {n for n in ids if n // 50 <= b and (n % 5, n % 3) == (b % 5, b % 3)}
+        extra = ids - committed  # the batch under way when killed: all of it or none
+        if extra:
+            batch = min(extra) // 50
+            assert extra == set(range(batch * 50, batch * 50 + 50))
+            committed |= extra
+        start = max(ids | committed) // 50 + 1
+
+
+def test_the_sqlite_file_is_in_wal_mode(tmp_path):
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    try:
+        assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        store.close()
+
+
+# Opening by URL ------------------------------------------------------------------------------
+
+
+def test_open_store_picks_the_backend_and_the_default_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path / "state"))
+    for url in (None, "sqlite://"):
+        store = open_store(url)
+        assert isinstance(store, SQLiteStore) and store.path == tmp_path / "state" / "wordbot.sqlite3"
+        store.close()
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///rel/dir/bot.db")
+    assert store.path.resolve() == tmp_path / "rel" / "dir" / "bot.db" and store.path.exists()
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("mysql://u:hunter2@h/db", "unknown store URL"),
+        ("sqlite:/x.db", "bad SQLite store URL"),
+        ("sqlite:///", "bad SQLite store URL"),
+        ("just-a-path.db", "unknown store URL"),
+        ("redis://u:hunter2@[::1/0", "unknown store URL"),
+        ("postgresql://u:hunter2@[::1/db", "PostgreSQL"),
+    ],
+)
+def test_a_bad_url_is_one_line_that_names_no_password(url, says):
+    with pytest.raises(StoreError, match=says) as e:
+        open_store(url)
+    assert "\n" not in str(e.value) and "hunter2" not in str(e.value)
+
+
+def test_an_unwritable_sqlite_path_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot open the SQLite store") as e:
+        open_store(f"sqlite:///{tmp_path / 'file' / 'below' / 'x.sqlite3'}")
+    assert "\n" not in str(e.value)
+
+
+# PostgreSQL only -----------------------------------------------------------------------------
+
+
+def test_a_wrong_postgres_password_never_appears_in_errors_or_logs(postgres_server, caplog):  # noqa: F811
+    caplog.set_level(logging.DEBUG)
+    wrong = "Wrong-Pa55word-xyzzy"
+    with pytest.raises(StoreError, match="password authentication failed") as e:
+        open_store(postgres_server.url(password=wrong))
+    assert wrong not in str(e.value) and "\n" not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+    assert wrong not in caplog.text
+    assert logging.getLogger("psycopg.pool").filters == []  # a failed open leaves nothing behind
+    malformed = f"postgresql://wordbot:{wrong}@[::1/db"  # libpq quotes a malformed URL whole
+    with pytest.raises(StoreError) as e:
+        open_store(malformed)
+    assert wrong not in str(e.value) and "***" in str(e.value)
+    right = postgres_server.url()
+    store = open_store(right)
+    try:
+        store.add_message(message(1))
+        assert store.count(GUILD) == 1
+    finally:
+        store.close()
+    assert postgres_server.password not in caplog.text
+
+
+@pytest.mark.slow
+def test_learning_survives_the_database_going_down_and_coming_back(caplog):
+    if (reason := unavailable()) is not None:
+        pytest.skip(reason)  # postgres_server has the CI rule; this one needs its own server to stop
+    server = PostgresServer()  # its own server: stopping the session's would disturb other tests
+    server.start()
+    try:
+        store = open_store(server.url(), flush_interval=0.1, pool_timeout=0.5)
+        store.add_message(message(1))
+        store.flush()
+        server.stop_server()
+        for i in range(2, 50):  # a burst while the database is down: kept pending
+            store.add_message(message(i))
+        with pytest.raises(StoreError, match="error talking to PostgreSQL"):
+            store.count(GUILD)
+        time.sleep(2.0)  # several failed commits
+        assert sum("will retry" in r.getMessage() for r in caplog.records) == 1  # reported once
+        server.start_server()
+        deadline = time.monotonic() + 30
+        while store._pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [m.id for m in store.messages(GUILD)] == list(range(1, 50))
+        assert server.password not in caplog.text
+        store.close()
+    finally:
+        server.stop()

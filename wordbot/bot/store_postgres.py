@@ -1,0 +1,160 @@
+"""The PostgreSQL store, for a bot run as several processes on one database.
+
+It shares every query with the SQLite store (`store.SqlStore`); what differs is here:
+the `%s` placeholders, pooled psycopg 3 connections, the schema version kept in a table,
+migrations serialised across processes by an advisory lock, and a password that never
+reaches a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
+
+MIGRATION_LOCK = 0x776F7264626F74  # "wordbot": the advisory lock every process takes to migrate
+CONNECT_TIMEOUT = 10  # seconds to reach the server
+POOL_TIMEOUT = 5.0  # seconds an operation waits for a pooled connection before it fails
+_LOGGERS = ("psycopg", "psycopg.pool")
+
+
+_USERINFO_PASSWORD = re.compile(r"://[^:/@?#\s]*:([^@\s]*)@")
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&\s]*)")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords written in a URL (user info and `password=`), as written and decoded,
+    found without parsing it, so even a malformed URL gives them up."""
+    found = _USERINFO_PASSWORD.findall(url) + _QUERY_PASSWORD.findall(url)
+    return sorted({v for s in found if s for v in (s, unquote(s))}, key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def safe_url(url: str) -> str:
+    """`url` without its password, fit for a log line or an error."""
+    return redact(url, url_secrets(url))
+
+
+class _Redact(logging.Filter):
+    """Scrubs the password from psycopg's own log records (the pool logs connection errors)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            record.msg, record.args = redact(message, self.secrets), ()
+        return True
+
+
+class PostgresStore(SqlStore):
+    """psycopg 3 with a `psycopg_pool` pool; each operation borrows one connection for one
+    transaction, so several threads and several processes work at once."""
+
+    _placeholder = "%s"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        flush_interval: float | None = FLUSH_INTERVAL,
+        schema_version: int = SCHEMA_VERSION,  # lower only to test migrations
+        pool_size: int = 4,
+        pool_timeout: float = POOL_TIMEOUT,
+    ) -> None:
+        try:
+            import psycopg
+            import psycopg_pool  # noqa: F401  (used in _open; missing: say so here)
+        except ImportError:
+            raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'wordbot[postgres]'") from None
+        self._psycopg, self._secrets, self.url = psycopg, url_secrets(url), safe_url(url)
+        self._filter = _Redact(self._secrets)
+        for name in _LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        self._pool = None
+        try:
+            self._open(url, schema_version, pool_size, pool_timeout)
+        except BaseException:
+            self._release()
+            raise
+        super().__init__(flush_interval)
+
+    def _open(self, url: str, schema_version: int, pool_size: int, pool_timeout: float) -> None:
+        """Migrate on a connection of its own under the advisory lock, then open the pool."""
+        import psycopg_pool
+
+        with (
+            self._errors("cannot connect to"),
+            self._psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn,
+            conn.transaction(),
+        ):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS wordbot_schema (version INTEGER NOT NULL)")
+            self._migrate(conn, schema_version)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=pool_timeout,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT},
+            name="wordbot-store",
+            check=psycopg_pool.ConnectionPool.check_connection,  # a restarted server's dead connections
+            open=False,
+        )
+        with self._errors("cannot connect to"):
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turns a database error into a one-line StoreError that names no password."""
+        import psycopg_pool
+
+        try:
+            yield
+        except (self._psycopg.Error, psycopg_pool.PoolTimeout) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StoreError(redact(f"{doing} PostgreSQL at {self.url}: {first}", self._secrets)) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is closed")
+        with self._errors("error talking to"), self._pool.connection() as conn:
+            yield conn  # the pool commits on a clean exit, rolls back on an exception
+
+    _read = _transaction  # reads borrow a connection too
+
+    def _schema_version(self, conn: Any) -> int:
+        row = conn.execute("SELECT version FROM wordbot_schema").fetchone()
+        return 0 if row is None else row[0]
+
+    def _set_schema_version(self, conn: Any, version: int) -> None:
+        conn.execute("DELETE FROM wordbot_schema")
+        conn.execute("INSERT INTO wordbot_schema (version) VALUES (%s)", (version,))
+
+    def _release(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        for name in _LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        try:
+            self._stop_flusher()
+        finally:
+            self._release()
