@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pytest
 from hypothesis import assume, given
@@ -288,3 +289,27 @@ def test_most_validation_messages_come_back_as_written():
     kept = sum(same_text(detokenize(tokenize(m)), m) for m in validation) / len(validation)
     by_rule = sum(same_text(detokenize(sampled(m)), m) for m in validation) / len(validation)
     assert kept >= VALIDATION_BAR and by_rule >= SAMPLED_BAR
+
+
+_UNBOUNDED_PARTIAL = re.compile(r"(?:\d+(?:[.,:]\d+)+|[^\W_]+(?:['\u2019][^\W_]*)*)\Z")
+
+
+@given(st.text(alphabet="ab1.,:' x\u2019", max_size=60))
+def test_partial_word_is_the_unbounded_search_on_short_runs(text):
+    from wordbot.text import MAX_PARTIAL_CHARS
+
+    run = text.rsplit(None, 1)[-1] if text and not text[-1].isspace() else ""
+    assume(len(run) <= MAX_PARTIAL_CHARS)
+    match = _UNBOUNDED_PARTIAL.search(run) if run else None
+    assert partial_word(text) == (match.group() if match else "")
+
+
+@given(st.text(alphabet="a1.'", min_size=1, max_size=40), st.integers(1, 5000))
+def test_partial_word_reads_a_bounded_end_of_the_text(tail, repeat):
+    """Work is bounded by what is read: however long the run of non-space characters
+    before it ("1.1.1.…" made the search backtrack for seconds), the answer depends
+    only on the last MAX_PARTIAL_CHARS characters."""
+    from wordbot.text import MAX_PARTIAL_CHARS
+
+    text = "1." * repeat + tail
+    assert partial_word(text) == partial_word(text[-MAX_PARTIAL_CHARS:])
