@@ -183,6 +183,7 @@ class _Setting:
     parse: Callable[[Any, str], Any]
     option: bool = False  # whether `wordbot discord` has an option for it (--token-file for token_file)
     path: bool = False  # a file path: relative to the config file when written there
+    number: bool = False  # a number: the file must write it as one (the environment has only strings)
 
     @property
     def env(self) -> str:
@@ -196,14 +197,14 @@ SETTINGS = (
     _Setting("backend", "backend", _choice(("rnn", "ngram", "mix")), option=True),
     _Setting("server_models", "server_models", _text, path=True),
     _Setting("store", "store", _store, option=True),
-    _Setting("shards", "shards", _shards, option=True),
+    _Setting("shards", "shards", _shards, option=True, number=True),
     _Setting("shard_ids", "shard_ids", _shard_ids, option=True),
-    _Setting("shard_count", "shard_count", _integer(1, MAX_SHARDS), option=True),
-    _Setting("cooldown.commands", "cooldown_commands", _integer(1, 10_000)),
-    _Setting("cooldown.seconds", "cooldown_seconds", _seconds),
-    _Setting("limits.k", "max_k", _integer(1, BOT_K[1])),
-    _Setting("limits.words", "max_words", _integer(1, BOT_WORDS[1])),
-    _Setting("limits.input_chars", "max_input_chars", _integer(1, BOT_MAX_INPUT_CHARS)),
+    _Setting("shard_count", "shard_count", _integer(1, MAX_SHARDS), option=True, number=True),
+    _Setting("cooldown.commands", "cooldown_commands", _integer(1, 10_000), number=True),
+    _Setting("cooldown.seconds", "cooldown_seconds", _seconds, number=True),
+    _Setting("limits.k", "max_k", _integer(1, BOT_K[1]), number=True),
+    _Setting("limits.words", "max_words", _integer(1, BOT_WORDS[1]), number=True),
+    _Setting("limits.input_chars", "max_input_chars", _integer(1, BOT_MAX_INPUT_CHARS), number=True),
     _Setting("log_level", "log_level", _choice(LOG_LEVELS), option=True),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -287,6 +288,8 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _in_file(setting: _Setting, value: Any, name: str, path: str | os.PathLike[str]) -> Any:
     """A value read from the file: parsed, and a relative path taken from the file's folder."""
+    if setting.number and isinstance(value, str):
+        raise ConfigError(f"{name} must be a number, not a string: write it without quotes")
     parsed = setting.parse(value, name)
     base = Path(path).parent
     if setting.path and not Path(parsed).is_absolute():
