@@ -152,9 +152,9 @@ def test_relative_paths_in_the_file_are_taken_from_the_files_folder(tmp_path):
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("prefix = 1", "prefix must be one to ten characters"),
-        ('prefix = "word bot"', "prefix must be one to ten characters"),
-        ('prefix = ""', "prefix must be one to ten characters"),
+        ("prefix = 1", "prefix must be 1 to 32 characters"),
+        ('prefix = "word bot"', "prefix must be 1 to 32 characters"),
+        ('prefix = ""', "prefix must be 1 to 32 characters"),
         ("token_file = 3", "token_file must be a non-empty string"),
         ("model = []", "model must be a non-empty string"),
         ('backend = "lstm"', "backend must be one of rnn, ngram, mix"),

@@ -104,8 +104,8 @@ def _text(value: Any, name: str) -> str:
 
 
 def _prefix(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value) or len(value) > 10:
-        raise ConfigError(f"{name} must be one to ten characters without spaces, got {_shown(value)}")
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value) or len(value) > 32:
+        raise ConfigError(f"{name} must be 1 to 32 characters without spaces, got {_shown(value)}")
     return value
 
 

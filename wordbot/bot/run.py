@@ -24,6 +24,7 @@ from discord.ext.commands.view import StringView
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
 from wordbot.bot.config import BotConfig, describe, load
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.bounded import shown
 from wordbot.errors import WordbotError
 
 if TYPE_CHECKING:
@@ -222,6 +223,8 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
     if config is not None and settings:
         raise TypeError("run() takes a BotConfig or settings, not both")
     config = config or load(options=settings)
+    if config.server_models is not None and not os.path.isdir(config.server_models):
+        raise WordbotError(f"server_models: {shown(config.server_models)} is not a directory")
     token = read_token(config.token_file)
     if token is None:
         raise WordbotError(NO_TOKEN_MESSAGE)
@@ -246,6 +249,8 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
     )
     discord.utils.setup_logging(level=getattr(logging, config.log_level.upper()), root=True)
     log.info("starting with %s", describe(config))
+    if config.server_models is not None:
+        log.warning("server_models is set, but per-server models are not served yet: every server gets the model")
     try:
         asyncio.run(_serve(bot, token))
     except KeyboardInterrupt:
