@@ -243,6 +243,8 @@ def test_shard_ids_read_ranges_lists_and_single_numbers():
     assert ids("0-3") == (0, 1, 2, 3)
     assert ids("7") == (7,)
     assert ids("0, 2,5-6, 2") == (0, 2, 5, 6)
+    # A range past any shard count is refused before it is spelt out.
+    assert "shard numbers" in error_of(environ={"WORDBOT_SHARD_IDS": ",".join(["0-999999"] * 1000)})
 
 
 @pytest.mark.parametrize(
@@ -281,6 +283,8 @@ def test_a_token_written_in_the_file_is_refused_without_showing_it(tmp_path):
     for key in ("token", "discord_token"):
         message = error_of(write(tmp_path, f'{key} = "{TOKEN}"\n'), environ={})
         assert "token_file" in message and TOKEN not in message and TOKEN[:20] not in message
+    message = error_of(environ={"WORDBOT_TOKEN": TOKEN})  # not silently ignored, and not shown
+    assert "DISCORD_TOKEN" in message and TOKEN[:20] not in message
 
 
 @pytest.mark.parametrize("key", ["prefix", "backend", "store", "log_level"])
@@ -297,6 +301,11 @@ def test_a_database_password_is_never_shown():
     assert config.store == url  # passed on whole to the store
     assert "hunter2secret" not in describe(config) and "wordbot:***@db.example" in describe(config)
     assert redacted_store("postgres://u:p%40ss@h/db") == "postgres://u:***@h/db"
+    assert redacted_store("postgresql://u:pa/ss@w:rd@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redacted_store("postgresql://h/db?user=u&password=s3cret&sslmode=require") == (
+        "postgresql://h/db?user=u&password=***&sslmode=require"
+    )
+    assert redacted_store("sqlite:////var/lib/wordbot/w.sqlite3") == "sqlite:////var/lib/wordbot/w.sqlite3"
     assert redacted_store(None) == "SQLite in the state directory"
     message = error_of(environ={"WORDBOT_STORE": "postgresql:hunter2secret@db"})
     assert "hunter2secret" not in message

@@ -137,9 +137,9 @@ def _shard_ids(value: Any, name: str) -> tuple[int, ...]:
             low, dash, high = part.strip().partition("-")
             if not (low.isdecimal() and (not dash or high.isdecimal())) or len(low) > 6 or len(high) > 6:
                 raise problem
-            parts.extend(range(int(low), int(high or low) + 1) if dash else [int(low)])
-            if dash and int(high) < int(low):
+            if int(high or low) < int(low) or int(high or low) >= MAX_SHARDS:
                 raise problem
+            parts.extend(range(int(low), int(high or low) + 1))
         value = parts
     if not isinstance(value, list) or not value or len(value) > MAX_SHARDS:
         raise problem
@@ -167,10 +167,15 @@ def _store(value: Any, name: str) -> str:
 
 
 def redacted_store(url: str | None) -> str:
-    """The store URL as a log may show it: a PostgreSQL password replaced by ***."""
+    """The store URL as a log may show it: a password (before the last @, or a `password=`
+    parameter) replaced by ***. Errs towards hiding: a password may hold any character."""
     if url is None:
         return "SQLite in the state directory"
-    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if sep and at and ":" in userinfo:
+        url = f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
 # -- the settings, and where each comes from ---------------------------------------------------
@@ -229,6 +234,8 @@ def load(
             name = f"{os.fspath(path)}: {setting.key}"
             values[setting.field] = _in_file(setting, value, name, path)
             named[setting.field] = name
+    if environ.get("WORDBOT_TOKEN"):
+        raise ConfigError("WORDBOT_TOKEN is not read: the token comes from DISCORD_TOKEN or a token file")
     for setting in SETTINGS:
         if environ.get(setting.env, "").strip():
             values[setting.field] = setting.parse(environ[setting.env].strip(), setting.env)
