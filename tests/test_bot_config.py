@@ -307,6 +307,7 @@ def test_a_database_password_is_never_shown():
     )
     assert redacted_store("sqlite:////var/lib/wordbot/w.sqlite3") == "sqlite:////var/lib/wordbot/w.sqlite3"
     assert redacted_store(None) == "SQLite in the state directory"
+    assert load(environ={"WORDBOT_STORE": "sqlite://"}).store == "sqlite://"  # open_store's default, too
     message = error_of(environ={"WORDBOT_STORE": "postgresql:hunter2secret@db"})
     assert "hunter2secret" not in message
 

@@ -154,6 +154,8 @@ def _store(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a URL string (sqlite:///PATH or postgresql://…)")
     scheme = value.partition(":")[0].lower() if ":" in value else ""
+    if value in ("sqlite:", "sqlite://"):
+        return value  # the store's own spelling of its default: SQLite in the state directory
     if scheme == "sqlite":
         if not value.startswith("sqlite:///") or len(value) == len("sqlite:///") or "\x00" in value:
             raise ConfigError(f"{name} must be sqlite:///PATH (three slashes, then the file's path)")
