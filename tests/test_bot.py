@@ -872,6 +872,37 @@ async def test_shards_run_an_auto_sharded_bot_that_answers(server, start_bot, mo
     assert "→" in reply.content
 
 
+@pytest.mark.asyncio
+async def test_shard_ids_run_only_that_range_of_the_shard_count(server, start_bot, monkeypatch):
+    async def no_identify_delay(self: Any, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+    monkeypatch.setattr(commands.AutoShardedBot, "before_identify_hook", no_identify_delay)
+    bot = await start_bot(shards=2, shard_ids=(1,), cooldown_rate=1000)
+    assert isinstance(bot, commands.AutoShardedBot)
+    assert [tuple(i["shard"]) for i in server.identifies] == [(1, 2)]  # shard 0 is another process's
+    assert set(bot.shards) == {1} and bot.shard_count == 2
+    # Discord sends a server's events to the shard (guild_id >> 22) % shard_count only.
+    assert (bot.get_guild(server.guild_id) is not None) == ((server.guild_id >> 22) % 2 == 1)
+
+
+@pytest.mark.asyncio
+async def test_two_processes_each_running_one_shard_answer_only_their_own_server(server, start_bot, monkeypatch):
+    async def no_identify_delay(self: Any, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+    monkeypatch.setattr(commands.AutoShardedBot, "before_identify_hook", no_identify_delay)
+    first = await start_bot(shards=2, shard_ids=(0,), cooldown_rate=1000)
+    second = await start_bot(shards=2, shard_ids=(1,), cooldown_rate=1000)
+    assert sorted(tuple(i["shard"]) for i in server.identifies) == [(0, 2), (1, 2)]
+    owner, other = (first, second) if (server.guild_id >> 22) % 2 == 0 else (second, first)
+    assert owner.get_guild(server.guild_id) is not None and other.get_guild(server.guild_id) is None
+    for _ in range(3):
+        await server.wait_for_reply(await server.send_message("!next the"))
+    await asyncio.sleep(0.2)  # room for a wrong second answer to arrive
+    assert len(server.posted) == 3  # one answer each, from the one process that owns the server
+
+
 # -- formatting and parsing, directly ------------------------------------------------------
 
 

@@ -161,9 +161,13 @@ def _add_repl(sub) -> None:
 
 def _add_discord(sub) -> None:
     p = sub.add_parser("discord", help="run the Discord bot (token from DISCORD_TOKEN or --token-file)")
-    p.add_argument("--prefix", default="!", help="command prefix (default !)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file; WORDBOT_* variables and options override it")
+    p.add_argument("--prefix", help="command prefix (default !)")
     p.add_argument("--token-file", metavar="PATH", help="read the bot token from this file")
-    p.add_argument("--shards", type=int, default=None, help="shard count; 0 lets Discord choose (AutoShardedBot)")
+    p.add_argument("--store", metavar="URL", help="sqlite:///PATH (default: in the state directory) or postgresql://…")
+    p.add_argument("--shards", metavar="N", help="every shard in this process: how many, or 0 to let Discord choose")
+    p.add_argument("--shard-ids", metavar="IDS", help="run only these shards here, e.g. 0-3 (with --shard-count)")
+    p.add_argument("--shard-count", metavar="N", help="the whole bot's shard count, over all its processes")
     _add_model(p)
 
 
@@ -337,11 +341,9 @@ def _cmd_repl(args: argparse.Namespace) -> int:
 
 
 def _cmd_discord(args: argparse.Namespace) -> int:
-    from wordbot import bot
+    from wordbot.bot import config, run  # the settings' one merge: file, then WORDBOT_*, then these options
 
-    return bot.run(
-        model=args.model, prefix=args.prefix, token_file=args.token_file, shards=args.shards, backend=args.backend
-    )
+    return run(config.load(args.config, options=vars(args)))
 
 
 COMMANDS = {

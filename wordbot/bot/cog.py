@@ -105,10 +105,15 @@ class WordbotCog(commands.Cog, name="wordbot"):
         *,
         cooldown_rate: int = COOLDOWN_RATE,
         cooldown_per: float = COOLDOWN_PER,
+        max_k: int = MAX_K,
+        max_words: int = MAX_WORDS,
+        max_input_chars: int = BOT_MAX_INPUT_CHARS,
     ) -> None:
         self.bot = bot
         self.predictor = predictor
         self.cooldown_rate, self.cooldown_per = cooldown_rate, cooldown_per
+        # A bot's own limits (`wordbot discord --config`), within wordbot.limits' bounds.
+        self.max_k, self.max_words, self.max_input_chars = max_k, max_words, max_input_chars
         # One budget per user shared by every command, `!help` and the mention form.
         self.cooldown = commands.CooldownMapping.from_cooldown(cooldown_rate, cooldown_per, commands.BucketType.user)
         self._warned_until: dict[int, float] = {}  # user id -> until when "slow down" was said
@@ -128,7 +133,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         self, ctx: commands.Context, *, text: Request = NEXT_TEXT, k: commands.Range[int, 1, MAX_K] = NEXT_K
     ) -> None:
         """The likeliest next words, with their probabilities (add k=10 for more)."""
-        await self.answer_command(ctx, text, k, self.next_words, DEFAULT_K, MAX_K)
+        await self.answer_command(ctx, text, k, self.next_words, DEFAULT_K, self.max_k)
 
     @commands.hybrid_command(name="continue")
     @app_commands.describe(text=CONTINUE_TEXT.description, words=CONTINUE_WORDS.description)
@@ -140,7 +145,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         words: commands.Range[int, 1, MAX_WORDS] = CONTINUE_WORDS,
     ) -> None:
         """Continues your text with words sampled from the model (a number up to 100 at the end sets how many)."""
-        await self.answer_command(ctx, text, words, self.continuation, DEFAULT_WORDS, MAX_WORDS)
+        await self.answer_command(ctx, text, words, self.continuation, DEFAULT_WORDS, self.max_words)
 
     @commands.hybrid_command(name="wordbot")
     async def about(self, ctx: commands.Context) -> None:
@@ -150,12 +155,13 @@ class WordbotCog(commands.Cog, name="wordbot"):
     def about_text(self, prefix: str) -> str:
         lines = [
             "**wordbot** predicts the next word with a small recurrent language model.",
-            f"`{prefix}next <text>` — the likeliest next words and their probabilities (`k=10` for up to {MAX_K}).",
+            f"`{prefix}next <text>` — the likeliest next words and their probabilities"
+            f" (`k={self.max_k}` for up to {self.max_k}).",
             f"`{prefix}continue <text> [words]` — continues your text"
-            f" ({DEFAULT_WORDS} words unless you say, at most {MAX_WORDS}).",
+            f" ({min(DEFAULT_WORDS, self.max_words)} words unless you say, at most {self.max_words}).",
             "Reply to a message with just a command to use that message's text;"
             " mention me with some text (and a number of words, if you like) and I'll continue it.",
-            f"Limits: {BOT_MAX_INPUT_CHARS:,} characters of text; {self.cooldown_rate} commands"
+            f"Limits: {self.max_input_chars:,} characters of text; {self.cooldown_rate} commands"
             f" per {self.cooldown_per:g} seconds for each user.",
             f"Model: {self.predictor.describe()}",
         ]
@@ -205,7 +211,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
             async def reply(content: str, *, quiet: bool = False) -> None:
                 await self.send_reply(message, content)
 
-            await self.answer(message, request, DEFAULT_WORDS, MAX_WORDS, self.continuation, reply)
+            await self.answer(message, request, DEFAULT_WORDS, self.max_words, self.continuation, reply)
         except NoText as exc:
             await self.send_reply(message, str(exc))
         except Exception:
@@ -248,10 +254,11 @@ class WordbotCog(commands.Cog, name="wordbot"):
         its length checked, the count the user said (within 1..`largest`) or `count`, then
         `job`'s answer as a reply. `before` runs once the request is accepted (a deferral)."""
         if request.count is not None:
-            count = min(max(request.count, 1), largest)
+            count = request.count
+        count = min(max(count, 1), largest)
         text = await self.text_or_replied(message, self.user_text(request.text, message))
-        if len(text) > BOT_MAX_INPUT_CHARS:
-            await reply(too_long(), quiet=True)
+        if len(text) > self.max_input_chars:
+            await reply(too_long(self.max_input_chars), quiet=True)
             return
         if before is not None:
             await before()
@@ -331,7 +338,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         content = self.user_text(content, replied)
         if not content:
             raise NoText("The message you replied to has no text for me to work with.")
-        return tail(content)
+        return tail(content, self.max_input_chars)
 
     async def respond(self, ctx: commands.Context, content: str, *, quiet: bool = False) -> None:
         """Answer a command: a reply to the invoking message that pings nobody (for a slash

@@ -221,5 +221,5 @@ def slow_down(retry_after: float) -> str:
     return f"Slow down a little, please — try again in {max(retry_after, 1):.0f} s."
 
 
-def too_long() -> str:
-    return f"That's a bit long for me: please keep it under {BOT_MAX_INPUT_CHARS:,} characters."
+def too_long(limit: int = BOT_MAX_INPUT_CHARS) -> str:
+    return f"That's a bit long for me: please keep it under {limit:,} characters."

@@ -22,7 +22,9 @@ from discord.ext import commands
 from discord.ext.commands.view import StringView
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
+from wordbot.bot.config import BotConfig, describe, load
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.bounded import shown
 from wordbot.errors import WordbotError
 
 if TYPE_CHECKING:
@@ -85,19 +87,25 @@ def build_bot(
     *,
     prefix: str = "!",
     shards: int | None = None,
+    shard_ids: tuple[int, ...] | None = None,
     sync_commands: bool = True,
     cooldown_rate: int = COOLDOWN_RATE,
     cooldown_per: float = COOLDOWN_PER,
     **options: Any,
 ) -> commands.Bot:
     """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
-    `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N.
-    `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
+    `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N. With
+    `shard_ids`, `shards` is the whole bot's count and this process runs only those shards.
+    `options` go to discord.py (e.g. `guild_ready_timeout` in tests) and to the cog (`max_k`,
+    `max_words`, `max_input_chars`)."""
+    cog_options = {key: options.pop(key) for key in ("max_k", "max_words", "max_input_chars") if key in options}
     bot_class: type[commands.Bot] = WordBot
     if shards is not None:
         bot_class = ShardedWordBot
         if shards > 0:
             options["shard_count"] = shards
+        if shard_ids is not None:
+            options["shard_ids"] = list(shard_ids)
     bot = bot_class(
         command_prefix=prefix,
         intents=intents(),
@@ -109,7 +117,9 @@ def build_bot(
     )
 
     async def setup_hook() -> None:
-        await bot.add_cog(WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per))
+        await bot.add_cog(
+            WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per, **cog_options)
+        )
         if sync_commands:
             await sync_if_changed(bot)
 
@@ -203,39 +213,44 @@ def _read_small_file(path: str | os.PathLike[str], where: str) -> bytes:
     return data
 
 
-def check_options(prefix: str, shards: int | None) -> None:
-    """Raise WordbotError for options discord.py would take and then misbehave with."""
-    if shards is not None and shards < 0:
-        raise WordbotError(f"--shards must be 0 (Discord chooses) or a shard count of at least 1, got {shards}")
-    if not prefix or any(c.isspace() for c in prefix):
-        raise WordbotError(f"--prefix must be one or more characters without spaces, got {prefix!r}")
-
-
-def run(
-    model: str | os.PathLike[str] | None = None,
-    prefix: str = "!",
-    token_file: str | os.PathLike[str] | None = None,
-    shards: int | None = None,
-    backend: str | None = None,
-) -> int:
+def run(config: BotConfig | None = None, /, **settings: Any) -> int:
     """`wordbot discord`: load the model, connect, answer until Ctrl-C or SIGTERM. Returns an exit
-    status. What a user can fix before connecting (options, the token, the model) is raised as
-    WordbotError, which `wordbot.cli` reports as one line with status 2; what Discord refuses is
-    one line on stderr and status 1. Never a traceback, never the token."""
-    check_options(prefix, shards)
-    token = read_token(token_file)
+    status. `config` (from `wordbot.bot.config.load`; default: the defaults and the environment)
+    with `settings` (BotConfig's fields) on top. What a user can fix before connecting (settings,
+    the token, the model) is raised as WordbotError, which `wordbot.cli` reports as one line with
+    status 2; what Discord refuses is one line on stderr and status 1. Never a traceback, never
+    the token."""
+    if config is not None and settings:
+        raise TypeError("run() takes a BotConfig or settings, not both")
+    config = config or load(options=settings)
+    if config.server_models is not None and not os.path.isdir(config.server_models):
+        raise WordbotError(f"server_models: {shown(config.server_models)} is not a directory")
+    token = read_token(config.token_file)
     if token is None:
         raise WordbotError(NO_TOKEN_MESSAGE)
 
     from wordbot.predictor import Predictor
 
     try:
-        predictor = Predictor.load(model, backend=backend)
+        predictor = Predictor.load(config.model, backend=config.backend)
     except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)
         raise WordbotError(str(exc)) from None
 
-    bot = build_bot(predictor, prefix=prefix, shards=shards)
-    discord.utils.setup_logging(level=logging.INFO, root=True)
+    bot = build_bot(
+        predictor,
+        prefix=config.prefix,
+        shards=config.shard_count if config.shard_ids is not None else config.shards,
+        shard_ids=config.shard_ids,
+        cooldown_rate=config.cooldown_commands,
+        cooldown_per=config.cooldown_seconds,
+        max_k=config.max_k,
+        max_words=config.max_words,
+        max_input_chars=config.max_input_chars,
+    )
+    discord.utils.setup_logging(level=getattr(logging, config.log_level.upper()), root=True)
+    log.info("starting with %s", describe(config))
+    if config.server_models is not None:
+        log.warning("server_models is set, but per-server models are not served yet: every server gets the model")
     try:
         asyncio.run(_serve(bot, token))
     except KeyboardInterrupt:
