@@ -4,6 +4,10 @@ served before them, kept here as the reference: same probabilities within 1e-6."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -138,3 +142,34 @@ def test_a_fresh_context_is_one_pass_and_keeps_every_prefix_for_typing(tiny_pred
     tiny_predictor.next_words("the dog sat on the mat and looked")  # a prefix: cached, no work
     tiny_predictor.next_words(text + " then")  # one more word: one step
     assert steps == 1
+
+
+BLAS_THREADS = """
+import sys
+from argparse import Namespace
+from threadpoolctl import threadpool_info
+from wordbot import cli
+from wordbot.threads import serving
+
+def blas():
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+import numpy
+before = blas()
+serving(Namespace(command="train"))
+training = blas()
+status = cli.main(["next", "--model", sys.argv[1], "the dog"])
+print(before, training, blas(), status)
+"""
+
+
+def test_serving_commands_run_with_one_blas_thread_and_training_keeps_every_core(tiny_model_dir):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", BLAS_THREADS, str(tiny_model_dir)], capture_output=True, text=True, env=env, timeout=120
+    )
+    before, training, serving, status = map(int, out.stdout.split()[-4:])
+    assert status == 0 and serving == 1
+    assert training == before
+    if (os.cpu_count() or 1) > 1:
+        assert before > 1  # NumPy's default: one thread per core

@@ -24,6 +24,7 @@ from discord.ext.commands.view import StringView
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
 from wordbot.errors import WordbotError
+from wordbot.threads import one_blas_thread
 
 if TYPE_CHECKING:
     from wordbot.predictor import Predictor
@@ -229,6 +230,7 @@ def run(
 
     from wordbot.predictor import Predictor
 
+    one_blas_thread()
     try:
         predictor = Predictor.load(model, backend=backend)
     except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)
