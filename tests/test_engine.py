@@ -173,3 +173,36 @@ def test_serving_commands_run_with_one_blas_thread_and_training_keeps_every_core
     assert training == before
     if (os.cpu_count() or 1) > 1:
         assert before > 1  # NumPy's default: one thread per core
+
+
+# -- reading the weights without copies ------------------------------------------------
+
+
+def test_float32_weights_are_memory_mapped_not_copied(tmp_path):
+    from wordbot.artifacts import load_model
+
+    directory = make_model_dir(tmp_path / "f32", units=64, embedding_dim=64, members=2)
+    weights = load_model(directory)[2]
+    embedding = weights["embedding"]
+    assert embedding.nbytes >= 1 << 16  # large enough to be mapped
+    assert not embedding.flags.owndata and not embedding.flags.writeable  # a view of the file, read-only
+    predictor = Predictor.load(directory, backend="rnn")
+    assert len(predictor.next_words("the dog", k=3)) == 3
+
+
+def test_a_damaged_byte_in_a_memory_mapped_array_is_still_refused(tmp_path):
+    """Mapping skips the copy, not the archive's checksum."""
+    import zipfile
+
+    from wordbot.artifacts import load_model
+    from wordbot.errors import ModelError
+
+    directory = make_model_dir(tmp_path / "f32", units=64, embedding_dim=64)
+    path = directory / "weights.npz"
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("embedding.npy")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + info.compress_size // 2] ^= 0x40  # inside the array's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="embedding"):
+        load_model(directory)
