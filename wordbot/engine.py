@@ -64,7 +64,9 @@ class _Layers:
         """Layer i's next state from its input projection `xw` and its state."""
         recurrent, u = self.recurrent[i], self.units
         if self.cell == "simple_rnn":
-            return np.tanh(xw + _times(state, recurrent))
+            h = _times(state, recurrent)
+            h += xw
+            return np.tanh(h, out=h)
         if self.cell == "gru":
             # Keras 3 GRU, reset_after=True: gates [z, r, h].
             hz = _times(state, recurrent) + self.recurrent_bias[i]
