@@ -1,5 +1,7 @@
-"""Cold start and peak memory: `wordbot next` vs a process that imports TensorFlow,
-and vs answering the same request the Keras way, measured side by side in one run.
+"""Cold start and peak memory: `wordbot next` (the served mix, and the network alone)
+vs `python -c "import numpy"` (the floor), a process that imports TensorFlow, and
+answering the same request the Keras way, measured side by side in one run; with the
+targets (2x the floor's time; the floor's RSS + the weights in memory + 16 MB).
 
     PYTHONPATH=. python benchmarks/bench_coldstart.py [--model DIR] [--repeat 5]
 
@@ -29,6 +31,18 @@ sys.path.insert(0, str(ROOT))
 from wordbot.artifacts import DEFAULT_MODEL_DIR  # noqa: E402
 
 PROMPT = "What is the meaning of"
+FLOOR = 'python -c "import numpy" (floor)'
+
+
+def weights_in_memory(model_dir: Path) -> int:
+    """Bytes of the network's weights as the engine holds them (float32)."""
+    import math
+
+    from wordbot.artifacts import expected_shapes, load_model
+
+    manifest = load_model(model_dir)[0]
+    shapes = expected_shapes(manifest["architecture"], manifest["vocab_size"])
+    return 4 * sum(math.prod(shape) for shape in shapes.values())
 
 
 def measure(argv: list[str], env: dict) -> tuple[float, float]:
@@ -74,7 +88,11 @@ def main(argv=None) -> None:
         ],
         'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
         "the same answer the Keras way": [sys.executable, "-c", keras_answer],
-        'python -c "import numpy" (floor)': [sys.executable, "-c", "import numpy"],
+        "wordbot next --backend rnn (the network alone)": [
+            *wordbot_cmd,
+            *("next", PROMPT, "--model", str(model_dir), "--backend", "rnn"),
+        ],
+        FLOOR: [sys.executable, "-c", "import numpy"],
     }
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for cmd in commands.values():  # one untimed run each warms the page cache
@@ -89,6 +107,21 @@ def main(argv=None) -> None:
     print()
     base_wall = statistics.median(w for w, _ in runs["wordbot next (NumPy engine)"])
     base_rss = statistics.median(r for _, r in runs["wordbot next (NumPy engine)"])
+    floor_wall = statistics.median(w for w, _ in runs[FLOOR])
+    floor_rss = statistics.median(r for _, r in runs[FLOOR])
+    weights_mb = weights_in_memory(model_dir) / 2**20
+    print(
+        f"targets: wall <= 2 x the floor's = {2 * floor_wall:.2f} s; peak RSS <= the floor's + the weights' "
+        f"{weights_mb:.0f} MB in memory + 16 MB = {floor_rss + weights_mb + 16:.0f} MB"
+    )
+    for name in ("wordbot next (NumPy engine)", "wordbot next --backend rnn (the network alone)"):
+        wall = statistics.median(w for w, _ in runs[name])
+        rss = statistics.median(r for _, r in runs[name])
+        print(
+            f"{name}: {wall / floor_wall:.1f} x the floor's wall time, "
+            f"peak RSS {rss - floor_rss - weights_mb:+.0f} MB beyond the floor + the weights"
+        )
+    print()
     print("| command | wall s (median) | wall s (min..max) | peak RSS MB | wall vs wordbot | RSS vs wordbot |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, results in runs.items():

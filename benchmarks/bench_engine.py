@@ -1,22 +1,30 @@
-"""Time per suggestion: the NumPy engine behind Predictor vs the straightforward Keras
-ways (model.predict, model(x), a tf.function) on the same weights, in one run.
+"""Time per suggestion: the served model (the mix) per word, per keystroke and for a
+fresh context, against one 10,000 x 384 product, against today's step-by-step engine
+(`--base`, default the commit before the fast paths, read with `git show`), with one
+and with NumPy's default BLAS threads on an idle and a busy machine; then the
+straightforward Keras ways (model.predict, model(x), a tf.function) on the network.
 
-    PYTHONPATH=. python benchmarks/bench_engine.py [--model DIR] [--requests 200]
+    PYTHONPATH=. python benchmarks/bench_engine.py [--model DIR] [--requests 200] [--no-keras]
 
 Requests replay the first messages of the test file word by word (`next_words` after
-each word) and letter by letter (`complete` of each partial word). Keras has no state
-between requests, so each request feeds it the last `--context` tokens; a keystroke
-costs it the same forward pass as a word. Without --model it uses the bundled model's
-network(s) alone (the mix adds the n-gram, which Keras does not have); for an ensemble
-Keras runs every network and averages their distributions, as the engine does.
+each word) and letter by letter (`complete` of each partial word). A fresh context is
+the last 40 words of the test text before a message, asked with empty caches (a `!next`
+in the bot). Busy: two other processes spin both cores. Keras has no state between
+requests, so each request feeds it the last `--context` tokens; a keystroke costs it
+the same forward pass as a word. Keras runs the network(s) alone (the mix adds the
+n-gram, which Keras does not have); for an ensemble it averages their distributions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +41,7 @@ from wordbot.text import BOS_ID, detokenize, is_word, tokenize  # noqa: E402
 
 TEST_FILE = ROOT / "data" / "corpus" / "fortunes-test.txt"
 TRAIN_FILE = ROOT / "data" / "corpus" / "fortunes-train.txt"
+BASE = "43a2bc0"  # main before the fast paths: its engine steps a context one token at a time
 
 
 def requests(n_messages: int) -> tuple[list[str], list[str]]:
@@ -61,17 +70,163 @@ def summary(ms: list[float]) -> tuple[float, float]:
     return statistics.median(ms), float(np.percentile(ms, 99))
 
 
+def fresh_contexts(n: int, words: int = 40) -> list[str]:
+    """The `words` words of test text before each of `n` messages (a context no cache holds)."""
+    tokens = [t for m in read_messages(TEST_FILE)[: n + 200] for t in tokenize(m)]
+    step = max(1, (len(tokens) - words) // n)
+    return [detokenize(tokens[i : i + words]) for i in range(0, step * n, step)]
+
+
+def reference(model_dir: Path, base: str) -> Predictor:
+    """Today's served model as `base` computed it: its engine (read with `git show`),
+    the same n-gram and mix, and a Predictor that steps a context one token at a time."""
+    from wordbot.artifacts import load_model
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{base}:wordbot/engine.py"], capture_output=True)
+    if source.returncode:
+        raise SystemExit(f"cannot read the reference engine at {base}: {source.stderr.decode()}")
+    spec = importlib.util.spec_from_loader("reference_engine", loader=None)
+    old = importlib.util.module_from_spec(spec)
+    exec(compile(source.stdout, f"{base}:wordbot/engine.py", "exec"), old.__dict__)
+
+    class StepByStep(Predictor):
+        def _state(self, key):
+            cached = self._states.get(key)
+            if cached is not None:
+                return cached
+            n = len(key) - 1
+            while n > 0 and key[:n] not in self._states:
+                n -= 1
+            state = self._states[key[:n]] if n > 0 else self.lm.initial_state()
+            for i in range(n, len(key)):
+                state = self.lm.advance(state, key[i])
+                self._remember(self._states, key[: i + 1], state, 4096)
+            return state
+
+    served = Predictor.load(model_dir)
+    manifest, tokenizer, weights = load_model(model_dir)
+    lm = old.network(manifest, tokenizer, weights)
+    if served.backend == "mix":
+        lm = type(served.lm)(lm, served.lm.models[1], served.lm.weights)
+    return StepByStep(lm, manifest=manifest, backend=served.backend)
+
+
+def product_ms(repeat: int = 300) -> list[float]:
+    """One float32 product of a 10,000 x 384 matrix and a vector: the unit of the figures."""
+    rng = np.random.default_rng(0)
+    matrix, vector = rng.standard_normal((10_000, 384), dtype=np.float32), rng.standard_normal(384, dtype=np.float32)
+    return timed(lambda _: matrix @ vector, [None] * repeat)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy(on: bool):
+    """Two other processes spinning both cores (when `on`)."""
+    procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(2 if on else 0)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.join()
+
+
+def fresh_ms(predictor: Predictor, texts: list[str]) -> list[float]:
+    out = []
+    for text in texts:
+        predictor._states.clear()
+        predictor._probs.clear()
+        out.extend(timed(lambda t: predictor.next_words(t, k=3), [text]))
+    return out
+
+
+def serving_table(model_dir: Path, base: str, word_texts, key_texts, fresh_texts) -> float:
+    """The served model's figures, new and `base`, idle and busy, 1 and default threads.
+    Returns the median ms per word (served, one thread, idle)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    new, old = Predictor.load(model_dir), reference(model_dir, base)
+    default = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    rows = []
+    for load in ("idle", "busy"):
+        for threads in sorted({1, default}):
+            with busy(load == "busy"), threadpool_limits(limits=threads, user_api="blas"):
+                unit = product_ms()
+                for name, predictor in (("new", new), (f"{base}", old)):
+                    predictor._states.clear()
+                    predictor._probs.clear()
+                    predictor.next_words("warm up", k=3)
+                    rows.append(
+                        (
+                            load,
+                            threads,
+                            name,
+                            "per word (next_words)",
+                            timed(lambda t, p=predictor: p.next_words(t, k=3), word_texts),
+                            unit,
+                        )
+                    )
+                    rows.append(
+                        (
+                            load,
+                            threads,
+                            name,
+                            "per keystroke (complete)",
+                            timed(lambda t, p=predictor: p.complete(t, k=3), key_texts),
+                            unit,
+                        )
+                    )
+                    rows.append((load, threads, name, "fresh 40-word context", fresh_ms(predictor, fresh_texts), unit))
+                rows.append((load, threads, "-", "one 10,000 x 384 product", unit, unit))
+    print(f"served: {new.describe()}")
+    print()
+    print("| load | BLAS threads | engine | what | median ms | p99 ms | x one product | new vs old |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    medians = {(r[0], r[1], r[2], r[3]): statistics.median(r[4]) for r in rows}
+    for load, threads, name, what, ms, unit in rows:
+        median, p99 = summary(ms)
+        vs_old = ""
+        if name == "new":
+            vs_old = f"{medians[(load, threads, base, what)] / median:.1f}x faster"
+        print(
+            f"| {load} | {threads} | {name} | {what} | {median:.3f} | {p99:.3f} | "
+            f"{median / statistics.median(unit):.1f} | {vs_old} |"
+        )
+    for name in ("new", base):
+        for what in ("per word (next_words)", "fresh 40-word context"):
+            ratio = medians[("busy", default, name, what)] / medians[("busy", 1, name, what)]
+            print(f"busy, {name}, {what}: {default} threads take {ratio:.1f}x the time of 1 thread")
+    print()
+    return medians[("idle", 1, "new", "per word (next_words)")]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model directory (default: the bundled model)")
     parser.add_argument("--messages", type=int, default=40, help="test messages to replay")
     parser.add_argument("--requests", type=int, default=200, help="Keras requests per way (they are slow)")
     parser.add_argument("--context", type=int, default=32, help="tokens fed to Keras per request")
+    parser.add_argument("--fresh", type=int, default=100, help="fresh 40-word contexts asked")
+    parser.add_argument("--base", default=BASE, help="the commit whose step-by-step engine is the reference")
+    parser.add_argument("--no-keras", action="store_true", help="skip the Keras ways (no TensorFlow needed)")
     args = parser.parse_args(argv)
 
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     word_texts, key_texts = requests(args.messages)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
+    print(f"         Python {platform.python_version()}, NumPy {np.__version__}")
+    served_word = serving_table(model_dir, args.base, word_texts, key_texts, fresh_contexts(args.fresh))
+    if args.no_keras:
+        return
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(limits=1, user_api="blas")  # as the serving commands run
     predictor = Predictor.load(model_dir, backend="rnn")  # the same network Keras runs
     predictor.next_words("warm up", k=3)
     numpy_word = timed(lambda t: predictor.next_words(t, k=3), word_texts)
@@ -131,8 +286,7 @@ def main(argv=None) -> None:
     parity = float(np.max(np.abs(predictor.token_probs(ids) - keras_p)))
 
     arch = predictor.manifest["architecture"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
-    print(f"         Python {platform.python_version()}, NumPy {np.__version__}, TensorFlow {tf.__version__}")
+    print(f"TensorFlow {tf.__version__}")
     print(
         f"model:   {model_dir}: "
         f"{members} x {arch['cell']} {arch['layers']}x{arch['units']}, embedding {arch['embedding_dim']}, "
@@ -151,6 +305,11 @@ def main(argv=None) -> None:
     for name, ms in rows:
         median, p99 = summary(ms)
         print(f"| {name} | {len(ms)} | {median:.3f} | {p99:.3f} | {median / base:.1f}x |")
+    predict = summary(keras_ms["model.predict"])[0]
+    print(
+        f"\nserved model per word (idle, 1 thread, above): {served_word:.3f} ms; "
+        f"model.predict takes {predict / served_word:.0f}x that"
+    )
 
 
 if __name__ == "__main__":

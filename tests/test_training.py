@@ -75,6 +75,8 @@ def test_numpy_engine_matches_keras(trained, cell):
         expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(np.array([ids])), axis=-1))[0]
         got = np.stack([predictor.token_probs(ids[: i + 1]) for i in range(len(ids))])
         assert np.abs(got - expected).max() < 1e-5
+        fresh = Predictor.load(trained[cell], backend="rnn").token_probs(ids)  # the one-pass path
+        assert np.abs(fresh - expected[-1]).max() < 1e-5
 
 
 def test_a_trained_model_keeps_its_ngram_when_the_corpus_moves(corpus, tmp_path, monkeypatch):

@@ -263,7 +263,13 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
         )
     weights = read_npz(path, {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}, kind="weights archive")
     for name, array in weights.items():
-        if not np.isfinite(array).all():
+        if not _all_finite(array):
             raise ModelError(f"{shown(path)}: array {name!r} holds NaN or infinite values")
-        weights[name] = array.astype(np.float32, copy=False)
+        weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
     return manifest, tokenizer, weights
+
+
+def _all_finite(array: np.ndarray, chunk: int = 1 << 18) -> bool:
+    """No NaN or infinity in `array`, checked a chunk at a time (no array-sized temporary)."""
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, len(flat), chunk))

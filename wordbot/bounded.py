@@ -20,6 +20,7 @@ import numpy as np
 from wordbot.errors import ModelError
 
 MAX_EXPANSION = 64  # what a compressed file may expand to, times its size on disk
+MAP_AT_LEAST = 1 << 16  # bytes: an uncompressed array this large is memory-mapped, not copied
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -149,6 +150,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, na
             nbytes = math.prod(found) * dtype.itemsize
             if member.tell() + nbytes != info.file_size:
                 raise ModelError(f"{where}: its header claims {nbytes:,} bytes, the archive holds another size")
+            if info.compress_type == zipfile.ZIP_STORED and nbytes >= MAP_AT_LEAST:
+                return _mapped(archive, info, member, found, fortran, dtype)
             data = bytearray(nbytes)
             view, done = memoryview(data), 0
             while done < nbytes:
@@ -164,3 +167,21 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, na
         raise ModelError(f"{where} is unreadable ({e}); the file is damaged or truncated") from None
     array = np.frombuffer(data, dtype=dtype)
     return array.reshape(found[::-1]).T if fortran else array.reshape(found)
+
+
+def _mapped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member, shape, fortran: bool, dtype) -> np.ndarray:
+    """An uncompressed member's array memory-mapped in place (read-only, no copy: pages
+    are read when used and shared with every process that maps the file), after its
+    bytes are read through once in small chunks so the archive's checksum is compared
+    as for a copied one. `member` is open just past the .npy header."""
+    header = member.tell()
+    while member.read(1 << 20):
+        pass  # to the end, where the checksum is compared
+    f = archive.fp
+    f.seek(info.header_offset)
+    local = f.read(30)  # the member's local header: its name and extra field lengths at 26 and 28
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise ValueError("bad local header")
+    start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+    mapped = np.memmap(f, dtype=dtype, mode="r", offset=start + header, shape=shape, order="F" if fortran else "C")
+    return np.asarray(mapped)  # a plain ndarray over the map, which it keeps open

@@ -19,6 +19,7 @@ from wordbot import __version__
 from wordbot.errors import WordbotError
 from wordbot.limits import CLI_K, CLI_MAX_TEXT_CHARS, CLI_WORDS, DEFAULT_K
 from wordbot.text import join_text
+from wordbot.threads import serving
 
 
 class _Parser(argparse.ArgumentParser):
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         return _error(args, *problem)
     try:
-        status = COMMANDS[args.command](args)
+        status = COMMANDS[args.command](serving(args))  # a serving command gets one BLAS thread
         if sys.stdout is not None:
             sys.stdout.flush()  # here, where a failed write is caught, not at exit
         return status

@@ -1,9 +1,11 @@
-"""NumPy forward pass of the trained network, one token at a time.
+"""NumPy forward pass of the trained network: one step, or one pass over a context.
 
 Follows Keras 3 exactly (gate order, GRU's reset_after=True, biases), so a model
 trained with Keras predicts the same probabilities here without TensorFlow. A state
 is an immutable tuple of arrays: advancing by one token costs one recurrent step,
-which is what makes typing one more word cheap.
+which is what makes typing one more word cheap. A fresh context costs one product for
+the input projections of all its tokens, then only the recurrent part step by step;
+an ensemble steps its networks together, their weights stacked on a leading axis.
 """
 
 from __future__ import annotations
@@ -22,13 +24,100 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max()
-    e = np.exp(z)
-    return e / e.sum()
+    """Softmax over the last axis, in float64 (the probabilities are summed and compared)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def _times(state: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """state @ matrix for one network (U,) @ (U, N), or for stacked ones (M, U) @ (M, U, N)."""
+    if matrix.ndim == 2:
+        return state @ matrix
+    return np.matmul(state[:, None, :], matrix)[:, 0, :]
+
+
+class _Layers:
+    """The recurrent layers of one network, or of M networks stacked on a leading axis
+    (every array then has one more dimension in front). Steps take the input's
+    projection `x @ kernel + input bias`, so a whole context's can be one product."""
+
+    def __init__(self, cell: str, units: int, kernels, recurrent, biases):
+        self.cell, self.units = cell, units
+        self.kernels, self.recurrent = kernels, recurrent
+        # GRU keeps input and recurrent bias apart (reset_after=True); the others add one bias.
+        self.input_bias = [b[..., 0, :] if cell == "gru" else b for b in biases]
+        self.recurrent_bias = [b[..., 1, :] if cell == "gru" else None for b in biases]
+
+    def project(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Layer i's input projection of x (..., [T,] width): one product for every token."""
+        kernel, bias = self.kernels[i], self.input_bias[i]
+        if kernel.ndim == 2:
+            return x @ kernel + bias
+        out = np.matmul(x if x.ndim == 3 else x[:, None, :], kernel)
+        out += bias[:, None, :]
+        return out if x.ndim == 3 else out[:, 0, :]
+
+    def step(self, i: int, xw: np.ndarray, state):
+        """Layer i's next state from its input projection `xw` and its state."""
+        recurrent, u = self.recurrent[i], self.units
+        if self.cell == "simple_rnn":
+            h = _times(state, recurrent)
+            h += xw
+            return np.tanh(h, out=h)
+        if self.cell == "gru":
+            # Keras 3 GRU, reset_after=True: gates [z, r, h].
+            hz = _times(state, recurrent) + self.recurrent_bias[i]
+            z = _sigmoid(xw[..., :u] + hz[..., :u])
+            r = _sigmoid(xw[..., u : 2 * u] + hz[..., u : 2 * u])
+            candidate = np.tanh(xw[..., 2 * u :] + r * hz[..., 2 * u :])
+            return (z * state + (1.0 - z) * candidate).astype(np.float32)
+        # LSTM, gates [i, f, c, o].
+        h, c = state
+        gates = xw + _times(h, recurrent)
+        i_gate = _sigmoid(gates[..., :u])
+        f_gate = _sigmoid(gates[..., u : 2 * u])
+        c = (f_gate * c + i_gate * np.tanh(gates[..., 2 * u : 3 * u])).astype(np.float32)
+        h = (_sigmoid(gates[..., 3 * u :]) * np.tanh(c)).astype(np.float32)
+        return (h, c)
+
+    def _output(self, layer_state) -> np.ndarray:
+        return layer_state[0] if self.cell == "lstm" else layer_state
+
+    def advance(self, state: tuple, x: np.ndarray) -> tuple:
+        """The state after one token whose embedding is x (..., E)."""
+        new_state = []
+        for i, layer_state in enumerate(state):
+            layer_state = self.step(i, self.project(i, x), layer_state)
+            new_state.append(layer_state)
+            x = self._output(layer_state)
+        return tuple(new_state)
+
+    def run(self, state: tuple, x: np.ndarray) -> list[tuple]:
+        """The states after each token of a context whose embeddings are x (..., T, E):
+        per layer one product for all the tokens' input projections, then the recurrence."""
+        steps = x.shape[-2]
+        per_layer = []
+        for i, layer_state in enumerate(state):
+            xw = self.project(i, x)  # (..., T, gates * units)
+            states = []
+            for t in range(steps):
+                layer_state = self.step(i, xw[..., t, :], layer_state)
+                states.append(layer_state)
+            per_layer.append(states)
+            x = np.stack([self._output(s) for s in states], axis=-2)
+        return [tuple(layer[t] for layer in per_layer) for t in range(steps)]
+
+    def initial_state(self, lead: tuple[int, ...] = ()) -> tuple:
+        zero = np.zeros((*lead, self.units), dtype=np.float32)
+        zero.setflags(write=False)
+        return tuple((zero, zero) if self.cell == "lstm" else zero for _ in self.kernels)
 
 
 class RNNLanguageModel:
-    """A language model over a tokenizer: initial_state / advance / probs."""
+    """A language model over a tokenizer: initial_state / advance / advance_many / probs."""
 
     def __init__(self, manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray], member: int = 0):
         arch = manifest["architecture"]
@@ -49,9 +138,8 @@ class RNNLanguageModel:
         else:
             self.output = np.ascontiguousarray(weights["output/kernel"].T)
         self.output_bias = weights["output/bias"]
-        zero = np.zeros(self.units, dtype=np.float32)
-        per_layer = (zero, zero) if self.cell == "lstm" else zero
-        self._initial = tuple(per_layer for _ in range(self.layers))
+        self._layers = _Layers(self.cell, self.units, self.kernels, self.recurrent, self.biases)
+        self._initial = self._layers.initial_state()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RNNLanguageModel:
@@ -61,36 +149,13 @@ class RNNLanguageModel:
         return self._initial
 
     def advance(self, state: tuple, token_id: int) -> tuple:
-        x = self.embedding[token_id]
-        new_state = []
-        for i, layer_state in enumerate(state):
-            layer_state = self._step(i, x, layer_state)
-            new_state.append(layer_state)
-            x = layer_state[0] if self.cell == "lstm" else layer_state
-        return tuple(new_state)
+        return self._layers.advance(state, self.embedding[token_id])
 
-    def _step(self, i: int, x: np.ndarray, state):
-        kernel, recurrent, bias = self.kernels[i], self.recurrent[i], self.biases[i]
-        if self.cell == "simple_rnn":
-            return np.tanh(x @ kernel + state @ recurrent + bias)
-        if self.cell == "gru":
-            # Keras 3 GRU, reset_after=True: gates [z, r, h]; bias rows are input and recurrent.
-            u = self.units
-            xz = x @ kernel + bias[0]
-            hz = state @ recurrent + bias[1]
-            z = _sigmoid(xz[:u] + hz[:u])
-            r = _sigmoid(xz[u : 2 * u] + hz[u : 2 * u])
-            candidate = np.tanh(xz[2 * u :] + r * hz[2 * u :])
-            return (z * state + (1.0 - z) * candidate).astype(np.float32)
-        # LSTM, gates [i, f, c, o].
-        h, c = state
-        u = self.units
-        gates = x @ kernel + h @ recurrent + bias
-        i_gate = _sigmoid(gates[:u])
-        f_gate = _sigmoid(gates[u : 2 * u])
-        c = (f_gate * c + i_gate * np.tanh(gates[2 * u : 3 * u])).astype(np.float32)
-        h = (_sigmoid(gates[3 * u :]) * np.tanh(c)).astype(np.float32)
-        return (h, c)
+    def advance_many(self, state: tuple, ids: Sequence[int]) -> list[tuple]:
+        """The states after each of `ids` in turn, in one pass (what `advance` would give)."""
+        if not len(ids):
+            return []
+        return self._layers.run(state, self.embedding[np.asarray(ids, dtype=np.int64)])
 
     def logits(self, state: tuple) -> np.ndarray:
         top = state[-1][0] if self.cell == "lstm" else state[-1]
@@ -104,12 +169,21 @@ class RNNLanguageModel:
 
     def sequence_probs(self, ids: list[int]) -> np.ndarray:
         """Next-token distributions after each prefix of `ids` (for tests and evaluation)."""
-        state = self.initial_state()
-        out = []
-        for token_id in ids:
-            state = self.advance(state, token_id)
-            out.append(self.probs(state))
-        return np.stack(out)
+        return np.stack([self.probs(state) for state in self.advance_many(self.initial_state(), ids)])
+
+
+def advance_all(lm, state, ids: Sequence[int]) -> list:
+    """The states of `lm` after each of `ids` in turn: its own one-pass `advance_many`
+    where it has one, else one `advance` per token (an n-gram's state is just its last
+    tokens, so that costs no distribution)."""
+    many = getattr(lm, "advance_many", None)
+    if many is not None:
+        return many(state, ids)
+    out = []
+    for token_id in ids:
+        state = lm.advance(state, token_id)
+        out.append(state)
+    return out
 
 
 class Combined:
@@ -131,23 +205,65 @@ class Combined:
     def advance(self, state: tuple, token_id: int) -> tuple:
         return tuple(m.advance(s, token_id) for m, s in zip(self.models, state, strict=True))
 
+    def advance_many(self, state: tuple, ids: Sequence[int]) -> list[tuple]:
+        per_model = [advance_all(m, s, ids) for m, s in zip(self.models, state, strict=True)]
+        return list(zip(*per_model, strict=True))
+
 
 class Ensemble(Combined):
     """Several networks over one vocabulary, trained alike from different random
     starts; the next-token distribution is the mean of theirs. Averaging cancels part
     of each network's own errors (its variance), which on a small corpus is where a
-    recurrent model loses most."""
+    recurrent model loses most.
+
+    The networks step together: their small arrays are stacked on a leading axis, so
+    a step is one stacked product per layer, and the state is per layer an (M, units)
+    array. The embeddings and output matrices stay each network's own (no copy); a
+    stacked product over them is no faster, as it is bound by reading the matrices."""
 
     def __init__(self, networks: list[RNNLanguageModel]):
         super().__init__(networks)
         self.networks = self.models
         self.manifest = networks[0].manifest
+        first = networks[0]
+        self.cell = first.cell
+        layers = range(first.layers)
+        kernels = [np.stack([n.kernels[i] for n in networks]) for i in layers]
+        recurrent = [np.stack([n.recurrent[i] for n in networks]) for i in layers]
+        biases = [np.stack([n.biases[i] for n in networks]) for i in layers]
+        self._layers = _Layers(first.cell, first.units, kernels, recurrent, biases)
+        self._projection = None
+        if first.projection is not None:
+            self._projection = tuple(np.stack([n.projection[j] for n in networks]) for j in (0, 1))
+        self._output_bias = np.stack([n.output_bias for n in networks])  # (M, V)
+        self._initial = self._layers.initial_state((len(networks),))
+
+    def initial_state(self) -> tuple:
+        return self._initial
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        return self._layers.advance(state, np.stack([n.embedding[token_id] for n in self.networks]))
+
+    def advance_many(self, state: tuple, ids: Sequence[int]) -> list[tuple]:
+        if not len(ids):
+            return []
+        ids = np.asarray(ids, dtype=np.int64)
+        return self._layers.run(state, np.stack([n.embedding[ids] for n in self.networks]))
+
+    def logits(self, state: tuple) -> np.ndarray:
+        """(M, V): every network's logits, the output products written into one array."""
+        top = state[-1][0] if self.cell == "lstm" else state[-1]  # (M, units)
+        if self._projection is not None:
+            kernel, bias = self._projection
+            top = _times(top, kernel) + bias
+        out = np.empty(self._output_bias.shape, dtype=np.float32)
+        for m, n in enumerate(self.networks):
+            np.matmul(n.output, top[m], out=out[m])
+        out += self._output_bias
+        return out
 
     def probs(self, state: tuple) -> np.ndarray:
-        p = self.networks[0].probs(state[0])
-        for n, s in zip(self.networks[1:], state[1:], strict=True):
-            p += n.probs(s)
-        return p / len(self.networks)
+        return softmax(self.logits(state)).mean(axis=0)
 
 
 def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> RNNLanguageModel | Ensemble:
@@ -158,4 +274,4 @@ def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]
     return nets[0] if count == 1 else Ensemble(nets)
 
 
-__all__ = ["BOS_ID", "Combined", "Ensemble", "RNNLanguageModel", "network", "softmax"]
+__all__ = ["BOS_ID", "Combined", "Ensemble", "RNNLanguageModel", "advance_all", "network", "softmax"]

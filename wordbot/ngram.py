@@ -257,7 +257,7 @@ class KneserNey:
         if problem:
             raise ModelError(f"{shown(path)}: {problem}; {_REMEDY}")
         tables = [_Order(*(data[f"o{k}_{name}"] for name in _TABLE)) for k in range(1, order + 1)]
-        keys = [data[f"context_keys_{m}"].astype(np.int64) if m >= 2 else None for m in range(order)]
+        keys = [data[f"context_keys_{m}"].astype(np.int64, copy=False) if m >= 2 else None for m in range(order)]
         return cls(tokenizer, order, tables, keys, data["discounts"].astype(np.float64))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from wordbot.artifacts import BACKENDS, load_model, model_directory, served_backend
 from wordbot.describe import describe_model, mix_weights_text  # noqa: F401  (training.py imports them from here)
+from wordbot.engine import advance_all
 from wordbot.errors import CorpusError, ModelError
 from wordbot.limits import DEFAULT_K
 from wordbot.text import (
@@ -179,14 +180,15 @@ class Predictor:
             if cached is not None:
                 self._states.move_to_end(key)
                 return cached
-            # Longest cached prefix, then one step per remaining token.
+            # Longest cached prefix, then the rest: one step for one more token (typing),
+            # one pass for more (a fresh context); every prefix is kept for the next keystroke.
             n = len(key) - 1
             while n > 0 and key[:n] not in self._states:
                 n -= 1
             state = self._states[key[:n]] if n > 0 else self.lm.initial_state()
-            for i in range(n, len(key)):
-                state = self.lm.advance(state, key[i])
-                self._remember(self._states, key[: i + 1], state, STATE_CACHE_SIZE)
+            states = [self.lm.advance(state, key[n])] if len(key) - n == 1 else advance_all(self.lm, state, key[n:])
+            for i, state in enumerate(states, start=n + 1):
+                self._remember(self._states, key[:i], state, STATE_CACHE_SIZE)
             return state
 
     @staticmethod

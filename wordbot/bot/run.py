@@ -26,6 +26,7 @@ from wordbot.bot.config import BotConfig, describe, load
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
 from wordbot.bounded import shown
 from wordbot.errors import WordbotError
+from wordbot.threads import one_blas_thread
 
 if TYPE_CHECKING:
     from wordbot.predictor import Predictor
@@ -231,6 +232,7 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
 
     from wordbot.predictor import Predictor
 
+    one_blas_thread()
     try:
         predictor = Predictor.load(config.model, backend=config.backend)
     except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)

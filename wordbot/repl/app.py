@@ -40,6 +40,7 @@ from wordbot.repl.history import history_path, open_history
 from wordbot.repl.keys import Recall, key_bindings, menu_after_a_dropped_request
 from wordbot.repl.suggest import GHOST_WORDS, GhostText, Settings, SuggestionCompleter
 from wordbot.text import join_text
+from wordbot.threads import one_blas_thread
 
 if TYPE_CHECKING:
     from prompt_toolkit.input import Input
@@ -280,6 +281,7 @@ def run(
     A model that cannot be loaded is one line, `wordbot: error: ...`, and status 2, as
     the CLI reports any `WordbotError`.
     """
+    one_blas_thread()  # serving: one BLAS thread for the process
     try:
         predictor = commands.load_predictor(model, backend)
     except WordbotError as exc:
