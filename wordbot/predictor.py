@@ -9,11 +9,13 @@ one more letter costs a lookup and one more word costs one recurrent step.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import os
 import threading
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -23,6 +25,7 @@ from wordbot.artifacts import BACKENDS, load_model, model_directory, served_back
 from wordbot.describe import describe_model, mix_weights_text  # noqa: F401  (training.py imports them from here)
 from wordbot.errors import CorpusError, ModelError
 from wordbot.limits import DEFAULT_K
+from wordbot.memory import Lexicon, Memory
 from wordbot.text import (
     BOS_ID,
     EOS_ID,
@@ -124,6 +127,65 @@ class Predictor:
         self._sorted_ids = np.array(order, dtype=np.int64)
         # Tokens a continuation may never produce.
         self._banned = np.array([PAD_ID, UNK_ID, BOS_ID, *debris], dtype=np.int64)
+        self._attach(Memory(vocab))
+
+    # -- the memory (what was learned: wordbot/memory.py) ----------------------------
+
+    def _attach(self, memory: Memory) -> None:
+        if memory.base_size != len(self.tokenizer.vocab):
+            raise ValueError("the memory was made for another vocabulary")
+        self.memory = memory
+        self._keys = itertools.count()
+        # Adapted distributions, keyed by (memory version, context): this view's own.
+        self._adapted: OrderedDict[tuple, tuple[np.ndarray, Lexicon]] = OrderedDict()
+
+    def view(self, memory: Memory | None = None) -> Predictor:
+        """A predictor with its own memory (`memory`, else a new empty one) that shares
+        this one's model and its memory-free caches: one per community, cheap to make."""
+        other = copy.copy(self)
+        other._attach(Memory(self.tokenizer.vocab) if memory is None else memory)
+        return other
+
+    def learn(self, text: str, key: object = None) -> None:
+        """Learn one message (a committed line, a channel message): the next answers
+        reflect it. `key` names it for `forget` (default: a new one)."""
+        self.memory.add(("learned", next(self._keys)) if key is None else key, text)
+
+    def forget(self, key: object) -> bool:
+        """Forget the message learned under `key` exactly; False if there is none."""
+        return self.memory.remove(key)
+
+    def forget_all(self) -> None:
+        self.memory.clear()
+
+    def _served(self, key: tuple[int, ...], tokens: Sequence[str]) -> tuple[np.ndarray, Lexicon | None]:
+        """The distribution after context `key` (the ids of `tokens`), adapted to the
+        memory when it holds anything, and the learned words its ids past the base mean."""
+        base = self._distribution(key)
+        memory = self.memory
+        if not memory.messages:
+            return base, None
+        cache_key = (key, memory.version, tuple(tokens[-(memory.order - 1) :]) if memory.order > 1 else ())
+        with self._lock:
+            found = self._adapted.get(cache_key)
+        if found is None:
+            found = memory.serve(base, tokens)
+            with self._lock:
+                self._remember(self._adapted, cache_key, found, PROBS_CACHE_SIZE)
+        return found
+
+    def _token(self, i: int, lexicon: Lexicon | None) -> str:
+        return self.tokenizer.vocab[i] if lexicon is None or i < lexicon.base_size else lexicon.token(i)
+
+    def _cased(self, tokens) -> dict[str, str] | ChainMap:
+        """How to write `tokens`: the community's capitals (`memory.written`) over the model's."""
+        learned = {}
+        if self.memory.messages:
+            for token in tokens:
+                form = self.memory.written(token)
+                if form and form != token:  # only capitals: lowercase "i" stays "I"
+                    learned[token] = form
+        return ChainMap(learned, self.tokenizer.cased) if learned else self.tokenizer.cased
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:
@@ -212,18 +274,22 @@ class Predictor:
 
     def probs_after(self, tokens: Sequence[str]) -> np.ndarray:
         """The next-token distribution the suggestions after `tokens` are ranked from
-        (the cached array itself: read it, do not change it)."""
-        return self._distribution(self._context(tokens))
+        (the cached array itself: read it, do not change it). With a memory that holds
+        anything it is adapted to it, and ids past the vocabulary are learned words."""
+        return self._served(self._context(tokens), tokens)[0]  # memory hook
 
     # -- what users see -------------------------------------------------------------
 
-    def _ranked(self, probs: np.ndarray, ids: np.ndarray, k: int, sentence_start: bool, total: float = 1.0):
+    def _ranked(self, probs, ids, k: int, sentence_start: bool, total: float = 1.0, lexicon: Lexicon | None = None):
         p = probs[ids]
         top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
-        vocab = self.tokenizer.vocab
-        cased = self.tokenizer.cased
-        return [Prediction(display_form(vocab[ids[j]], sentence_start, cased), float(p[j] / total)) for j in top]
+        tokens = [self._token(int(ids[j]), lexicon) for j in top]  # memory hook: learned ids
+        cased = self._cased(tokens)
+        return [
+            Prediction(display_form(t, sentence_start, cased), float(p[j] / total))
+            for t, j in zip(tokens, top, strict=True)
+        ]
 
     def next_words(self, text: str, k: int = DEFAULT_K) -> list[Prediction]:
         """The likeliest words to follow `text`; an empty text means the start of a message."""
@@ -253,25 +319,47 @@ class Predictor:
         if k < 1:
             raise ValueError("k must be at least 1")
         sentence_start = at_sentence_start(tokens)
+        probs, lexicon = self._served(self._context(tokens), tokens)
         if not partial:
-            probs = self.probs_after(tokens)
-            return Suggestions("", self._ranked(probs, self._word_ids, k, sentence_start))
+            ids = self._word_ids if lexicon is None else self._with_learned(self._word_ids, lexicon)
+            return Suggestions("", self._ranked(probs, ids, k, sentence_start, lexicon=lexicon))
         prefix = normalize(partial)
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
-        if lo == hi:
-            return Suggestions(partial, [])
         ids = self._sorted_ids[lo:hi]
-        probs = self.probs_after(tokens)
-        total = float(probs[ids].sum())
-        if total <= 0:
+        if lexicon is not None:  # memory hook: learned words that start with the prefix
+            ids = self._with_learned(ids, lexicon, prefix)
+        if not len(ids):
             return Suggestions(partial, [])
-        completions = self._ranked(probs, ids, k, sentence_start, total)
+        total = float(probs[ids].sum())
+        likely = ids if lexicon is None else ids[probs[ids] > 0]
+        completions = self._ranked(probs, likely, k, sentence_start, total, lexicon) if total > 0 else []
+        if len(completions) < k and lexicon is not None:
+            completions += self._unlikely_learned(probs, ids, k - len(completions), sentence_start, lexicon)
+        if not completions:
+            return Suggestions(partial, [])
         if all(normalize(p.word).startswith(prefix) for p in completions):
             return Suggestions(partial, completions)
         # A display form that no longer reads as the typed start (a capital that is
         # two letters): the typed token counts as finished, as the REPL always had it.
         return self.suggest_after([*tokens, *tokenize(partial)], "", k)
+
+    @staticmethod
+    def _with_learned(ids: np.ndarray, lexicon: Lexicon, prefix: str | None = None) -> np.ndarray:
+        """`ids` and the learned words (that start with `prefix`) that a user may be offered."""
+        learned = lexicon.offered if prefix is None else lexicon.starting_with(prefix)
+        return np.concatenate([ids, learned]) if len(learned) else ids
+
+    def _unlikely_learned(self, probs, ids, k: int, sentence_start: bool, lexicon: Lexicon) -> list[Prediction]:
+        """Learned words that start with the typed prefix but have no probability in this
+        context (the memory's mix has no context-free level): after the others, the most
+        often written first, with probability 0, so a learned word is always completable."""
+        memory = self.memory
+        zero = [self._token(int(i), lexicon) for i in ids[probs[ids] <= 0]]
+        counted = sorted(((memory.count(t), t) for t in zero), key=lambda c: (-c[0], c[1]))
+        chosen = [t for c, t in counted if c > 0][:k]
+        cased = self._cased(chosen)
+        return [Prediction(display_form(t, sentence_start, cased), 0.0) for t in chosen]
 
     def continue_text(
         self,
@@ -293,11 +381,11 @@ class Predictor:
         key = self._context(context_tokens)
         out: list[str] = []
         words = 0
-        vocab = self.tokenizer.vocab
         # Punctuation does not count as a word, so cap tokens too: greedy decoding can loop on ".".
         max_tokens = 3 * n_words + 5
         while words < n_words and len(out) < max_tokens:
-            probs = self._distribution(key).copy()
+            probs, lexicon = self._served(key, [*context_tokens, *out])  # memory hook
+            probs = probs.copy()
             probs[self._banned] = 0.0
             if not out:
                 probs[EOS_ID] = 0.0  # say at least something
@@ -306,15 +394,31 @@ class Predictor:
             previous = out[-1] if out else (context_tokens[-1] if context_tokens else None)
             if previous is not None and not is_word(previous) and previous in self.tokenizer.index:
                 probs[self.tokenizer.index[previous]] = 0.0
-            total = probs.sum()
-            if total <= 0:
+            token_id = self._draw(probs, rng, (temperature, top_k, top_p), [*context_tokens, *out], lexicon)
+            if token_id is None or token_id == EOS_ID:
                 break
-            token_id = sample(probs / total, rng, temperature, top_k, top_p)
-            if token_id == EOS_ID:
-                break
-            out.append(vocab[token_id])
-            words += is_word(vocab[token_id])
-            key = (*key, token_id)
+            token = self._token(token_id, lexicon)
+            out.append(token)
+            words += is_word(token)
+            key = (*key, token_id if token_id < len(self.tokenizer.vocab) else UNK_ID)
             if len(key) > MAX_CONTEXT:
                 key = self._context([*context_tokens, *out])
-        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self.tokenizer.cased)
+        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self._cased(out))
+
+    def _draw(self, probs: np.ndarray, rng, shape: tuple, recent: list[str], lexicon: Lexicon | None) -> int | None:
+        """One token sampled from `probs` (changed in place), never one that would copy
+        too many words of one learned message in a row (memory hook); None: nothing left."""
+        for _ in range(8):
+            total = probs.sum()
+            if total <= 0:
+                return None
+            token_id = sample(probs / total, rng, *shape)
+            if lexicon is None or not self.memory.copies_too_much(recent, self._token(token_id, lexicon)):
+                return token_id
+            probs[token_id] = 0.0
+        # Eight copies in a row: leave every word of a copied run out at once.
+        for i in np.flatnonzero(probs > 0):
+            if self.memory.copies_too_much(recent, self._token(int(i), lexicon)):
+                probs[i] = 0.0
+        total = probs.sum()
+        return None if total <= 0 else sample(probs / total, rng, *shape)
