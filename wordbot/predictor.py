@@ -174,6 +174,22 @@ class Predictor:
                 self._remember(self._adapted, cache_key, found, PROBS_CACHE_SIZE)
         return found
 
+    def learned_share(self, text: str, word: str) -> float:
+        """How much of `word`'s probability, suggested at the end of `text`, came from
+        the memory rather than the model: 0 with nothing learned, 1 for a word only the
+        memory knows (the REPL's toolbar says when a suggestion is mostly your own text)."""
+        if not self.memory.messages:
+            return 0.0
+        partial = partial_word(text)
+        tokens = tokenize(text[: len(text) - len(partial)])
+        key = self._context(tokens)
+        adapted, lexicon = self._served(key, tokens)
+        token = normalize(word)
+        i = self.tokenizer.index.get(token)
+        if i is None and lexicon is not None and token in lexicon.words:
+            i = lexicon.base_size + lexicon.words.index(token)
+        return 0.0 if i is None or i >= len(adapted) else self.memory.share(self._distribution(key), tokens, i, adapted)
+
     def _token(self, i: int, lexicon: Lexicon | None) -> str:
         return self.tokenizer.vocab[i] if lexicon is None or i < lexicon.base_size else lexicon.token(i)
 
