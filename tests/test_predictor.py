@@ -456,3 +456,12 @@ def test_learning_a_20_word_message_takes_under_a_millisecond(tiny_predictor):
         tiny_predictor.learn(f"{message} {i}")
         times.append(time.perf_counter() - start)
     assert sorted(times)[len(times) // 2] < 1e-3
+
+
+def test_relearning_after_forget_all_is_never_answered_from_an_old_cache(tiny_predictor):
+    tiny_predictor.learn(LEARNED)
+    first = tiny_predictor.next_words("we deploy the", k=3)
+    tiny_predictor.forget_all()
+    tiny_predictor.learn("we deploy the Quuxly cluster")
+    assert tiny_predictor.next_words("we deploy the", k=1)[0].word == "Quuxly"
+    assert first[0].word == "Zorblax"

@@ -182,7 +182,8 @@ class Memory:
             self._epoch = 0  # bumped when word ids move
             self._lexicon = Lexicon(self._base_size, ())
             self._lexicon_epoch = 0
-            self._version = 0
+            self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
+            self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
 
     def add(self, key: Hashable, text: str) -> None:
         """Learn one message; `key` (a message id) names it for `remove`. A key already
@@ -328,10 +329,13 @@ class Memory:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
         with self._lock:
-            seen = self._forms.get(token)
-            if not seen:
-                return None
-            return min(seen.items(), key=lambda item: (-item[1], item[0]))[0]
+            if self._written[0] != self._version:
+                self._written = (self._version, {})
+            cache = self._written[1]
+            if token not in cache:
+                seen = self._forms.get(token)
+                cache[token] = min(seen.items(), key=lambda item: (-item[1], item[0]))[0] if seen else None
+            return cache[token]
 
     # -- serving ------------------------------------------------------------------
 

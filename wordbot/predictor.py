@@ -9,13 +9,11 @@ one more letter costs a lookup and one more word costs one recurrent step.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import logging
 import os
 import threading
 from bisect import bisect_left
-from collections import ChainMap, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -24,6 +22,7 @@ import numpy as np
 from wordbot.artifacts import BACKENDS, load_model, model_directory, served_backend
 from wordbot.describe import describe_model, mix_weights_text  # noqa: F401  (training.py imports them from here)
 from wordbot.errors import CorpusError, ModelError
+from wordbot.learning import Learning
 from wordbot.limits import DEFAULT_K
 from wordbot.memory import Lexicon, Memory
 from wordbot.text import (
@@ -103,7 +102,7 @@ def sample(
     return int(candidates[rng.choice(len(p), p=p)])
 
 
-class Predictor:
+class Predictor(Learning):
     """Next words, completions and continuations from a language model."""
 
     def __init__(self, lm: LanguageModel, *, name: str = "model", manifest: dict | None = None, backend: str = "rnn"):
@@ -128,80 +127,6 @@ class Predictor:
         # Tokens a continuation may never produce.
         self._banned = np.array([PAD_ID, UNK_ID, BOS_ID, *debris], dtype=np.int64)
         self._attach(Memory(vocab))
-
-    # -- the memory (what was learned: wordbot/memory.py) ----------------------------
-
-    def _attach(self, memory: Memory) -> None:
-        if memory.base_size != len(self.tokenizer.vocab):
-            raise ValueError("the memory was made for another vocabulary")
-        self.memory = memory
-        self._keys = itertools.count()
-        # Adapted distributions, keyed by (memory version, context): this view's own.
-        self._adapted: OrderedDict[tuple, tuple[np.ndarray, Lexicon]] = OrderedDict()
-
-    def view(self, memory: Memory | None = None) -> Predictor:
-        """A predictor with its own memory (`memory`, else a new empty one) that shares
-        this one's model and its memory-free caches: one per community, cheap to make."""
-        other = copy.copy(self)
-        other._attach(Memory(self.tokenizer.vocab) if memory is None else memory)
-        return other
-
-    def learn(self, text: str, key: object = None) -> None:
-        """Learn one message (a committed line, a channel message): the next answers
-        reflect it. `key` names it for `forget` (default: a new one)."""
-        self.memory.add(("learned", next(self._keys)) if key is None else key, text)
-
-    def forget(self, key: object) -> bool:
-        """Forget the message learned under `key` exactly; False if there is none."""
-        return self.memory.remove(key)
-
-    def forget_all(self) -> None:
-        self.memory.clear()
-
-    def _served(self, key: tuple[int, ...], tokens: Sequence[str]) -> tuple[np.ndarray, Lexicon | None]:
-        """The distribution after context `key` (the ids of `tokens`), adapted to the
-        memory when it holds anything, and the learned words its ids past the base mean."""
-        base = self._distribution(key)
-        memory = self.memory
-        if not memory.messages:
-            return base, None
-        cache_key = (key, memory.version, tuple(tokens[-(memory.order - 1) :]) if memory.order > 1 else ())
-        with self._lock:
-            found = self._adapted.get(cache_key)
-        if found is None:
-            found = memory.serve(base, tokens)
-            with self._lock:
-                self._remember(self._adapted, cache_key, found, PROBS_CACHE_SIZE)
-        return found
-
-    def learned_share(self, text: str, word: str) -> float:
-        """How much of `word`'s probability, suggested at the end of `text`, came from
-        the memory rather than the model: 0 with nothing learned, 1 for a word only the
-        memory knows (the REPL's toolbar says when a suggestion is mostly your own text)."""
-        if not self.memory.messages:
-            return 0.0
-        partial = partial_word(text)
-        tokens = tokenize(text[: len(text) - len(partial)])
-        key = self._context(tokens)
-        adapted, lexicon = self._served(key, tokens)
-        token = normalize(word)
-        i = self.tokenizer.index.get(token)
-        if i is None and lexicon is not None and token in lexicon.words:
-            i = lexicon.base_size + lexicon.words.index(token)
-        return 0.0 if i is None or i >= len(adapted) else self.memory.share(self._distribution(key), tokens, i, adapted)
-
-    def _token(self, i: int, lexicon: Lexicon | None) -> str:
-        return self.tokenizer.vocab[i] if lexicon is None or i < lexicon.base_size else lexicon.token(i)
-
-    def _cased(self, tokens) -> dict[str, str] | ChainMap:
-        """How to write `tokens`: the community's capitals (`memory.written`) over the model's."""
-        learned = {}
-        if self.memory.messages:
-            for token in tokens:
-                form = self.memory.written(token)
-                if form and form != token:  # only capitals: lowercase "i" stays "I"
-                    learned[token] = form
-        return ChainMap(learned, self.tokenizer.cased) if learned else self.tokenizer.cased
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:
@@ -360,23 +285,6 @@ class Predictor:
         # two letters): the typed token counts as finished, as the REPL always had it.
         return self.suggest_after([*tokens, *tokenize(partial)], "", k)
 
-    @staticmethod
-    def _with_learned(ids: np.ndarray, lexicon: Lexicon, prefix: str | None = None) -> np.ndarray:
-        """`ids` and the learned words (that start with `prefix`) that a user may be offered."""
-        learned = lexicon.offered if prefix is None else lexicon.starting_with(prefix)
-        return np.concatenate([ids, learned]) if len(learned) else ids
-
-    def _unlikely_learned(self, probs, ids, k: int, sentence_start: bool, lexicon: Lexicon) -> list[Prediction]:
-        """Learned words that start with the typed prefix but have no probability in this
-        context (the memory's mix has no context-free level): after the others, the most
-        often written first, with probability 0, so a learned word is always completable."""
-        memory = self.memory
-        zero = [self._token(int(i), lexicon) for i in ids[probs[ids] <= 0]]
-        counted = sorted(((memory.count(t), t) for t in zero), key=lambda c: (-c[0], c[1]))
-        chosen = [t for c, t in counted if c > 0][:k]
-        cased = self._cased(chosen)
-        return [Prediction(display_form(t, sentence_start, cased), 0.0) for t in chosen]
-
     def continue_text(
         self,
         text: str,
@@ -420,21 +328,3 @@ class Predictor:
             if len(key) > MAX_CONTEXT:
                 key = self._context([*context_tokens, *out])
         return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self._cased(out))
-
-    def _draw(self, probs: np.ndarray, rng, shape: tuple, recent: list[str], lexicon: Lexicon | None) -> int | None:
-        """One token sampled from `probs` (changed in place), never one that would copy
-        too many words of one learned message in a row (memory hook); None: nothing left."""
-        for _ in range(8):
-            total = probs.sum()
-            if total <= 0:
-                return None
-            token_id = sample(probs / total, rng, *shape)
-            if lexicon is None or not self.memory.copies_too_much(recent, self._token(token_id, lexicon)):
-                return token_id
-            probs[token_id] = 0.0
-        # Eight copies in a row: leave every word of a copied run out at once.
-        for i in np.flatnonzero(probs > 0):
-            if self.memory.copies_too_much(recent, self._token(int(i), lexicon)):
-                probs[i] = 0.0
-        total = probs.sum()
-        return None if total <= 0 else sample(probs / total, rng, *shape)

@@ -246,7 +246,7 @@ class Repl:
     def start_learning(self) -> None:
         """Say once that the REPL learns, and learn the history file in the background."""
         if self.learner is not None:
-            say_once(self.learner.history.parent, self.say)
+            say_once(self.learner.history.parent, lambda text, style: self.say(fill(text, self.width()), style))
             self.learner.start()
 
     def command(self, line: str) -> bool:
