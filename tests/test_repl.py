@@ -1370,3 +1370,13 @@ def test_a_real_terminal_learns_its_history_unless_no_learn(tiny_model_dir, tmp_
     screen, *rows = _learned_menu_in_a_real_terminal(tiny_model_dir, tmp_path / "off", "--no-learn")
     assert "learns from what you type" not in screen
     assert "Zorblax" not in " ".join(rows)
+
+
+def test_a_model_loaded_with_model_is_taught_what_was_learned(learning_repl, tiny_model_dir):
+    for line in [TAUGHT, ":k 3", TAUGHT, ""]:
+        learning_repl.commit(line)
+    assert learning_repl.predictor.memory.messages == 2
+    learning_repl.command(f":model {tiny_model_dir}")
+    learning_repl.learner.thread.join(30)
+    assert learning_repl.predictor.memory.messages == 2
+    assert [p.word for p in learning_repl.predictor.complete("we deploy the zorb")] == ["Zorblax"]
