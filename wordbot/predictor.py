@@ -263,7 +263,7 @@ class Predictor(Learning):
         probs, lexicon = self._served(self._context(tokens), tokens)
         if not partial:
             ids = self._word_ids if lexicon is None else self._with_learned(self._word_ids, lexicon)
-            return Suggestions("", self._ranked(probs, ids, k, sentence_start, lexicon=lexicon))
+            return Suggestions("", self._ranked(probs, ids, k, sentence_start, 1.0, lexicon))
         prefix = normalize(partial)
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
