@@ -108,6 +108,10 @@ class Learning:
                     learned[token] = form
         return ChainMap(learned, self.tokenizer.cased) if learned else self.tokenizer.cased
 
+    def _learned_start(self, prefix: str) -> bool:
+        """Whether a learned word a user may be offered starts with `prefix`."""
+        return bool(self.memory.messages) and len(self.memory.lexicon().starting_with(prefix)) > 0
+
     @staticmethod
     def _with_learned(ids: np.ndarray, lexicon: Lexicon, prefix: str | None = None) -> np.ndarray:
         """`ids` and the learned words (that start with `prefix`) that a user may be offered."""

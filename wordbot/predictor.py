@@ -260,14 +260,17 @@ class Predictor(Learning):
         if k < 1:
             raise ValueError("k must be at least 1")
         sentence_start = at_sentence_start(tokens)
-        probs, lexicon = self._served(self._context(tokens), tokens)
         if not partial:
+            probs, lexicon = self._served(self._context(tokens), tokens)  # memory hook
             ids = self._word_ids if lexicon is None else self._with_learned(self._word_ids, lexicon)
             return Suggestions("", self._ranked(probs, ids, k, sentence_start, 1.0, lexicon))
         prefix = normalize(partial)
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
         ids = self._sorted_ids[lo:hi]
+        if lo == hi and not self._learned_start(prefix):
+            return Suggestions(partial, [])
+        probs, lexicon = self._served(self._context(tokens), tokens)  # memory hook
         if lexicon is not None:  # memory hook: learned words that start with the prefix
             ids = self._with_learned(ids, lexicon, prefix)
         if not len(ids):
