@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wordbot.artifacts import model_directory
 from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, Suggestions, sample
 from wordbot.text import SPECIALS, is_word, tokenize
 
@@ -323,3 +324,33 @@ def test_chat_log_debris_is_never_offered_completed_or_written():
     for seed in range(20):
         text = predictor.continue_text("larry wall", 10, seed=seed)
         assert "<" not in text and ">" not in text and "1997" not in text
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return Predictor.load()
+
+
+def test_every_word_of_the_training_text_can_be_completed_from_its_first_letters(bundled):
+    """On a sample of the bundled model's training words, most of them outside the
+    network's 10,000: each is among the top 3 completions of some start of it, unless
+    typed in full it still has three likelier words that start with it ("us": "use",
+    "usually", "used"). Chat-log debris, exactly, is left out."""
+    from wordbot.corpus import training_messages
+    from wordbot.text import is_debris
+
+    served = bundled.tokenizer
+    network_size = len(bundled.lm.models[0].tokenizer)
+    seen = {t for m in training_messages(bundled.manifest, model_directory(None)) for t in tokenize(m)}
+    assert seen <= set(served.index) and len(served) > 3 * network_size  # every token of the text is served
+    words = sorted(t for t in seen if is_word(t) and not is_debris(t))
+    sample = np.random.default_rng(0).choice(words, 600, replace=False)
+    assert sum(served.index[w] >= network_size for w in sample) > 300
+    for word in sample:
+        offered = [[p.word.lower() for p in bundled.complete(word[:j], k=3)] for j in range(1, len(word) + 1)]
+        if any(word in found for found in offered):
+            continue
+        longer = offered[-1]
+        assert len(longer) == 3 and all(w.startswith(word) for w in longer), word
+    debris = sorted(t for t in seen if is_debris(t))
+    assert debris and not any(t in [p.word.lower() for p in bundled.complete(t, k=50)] for t in debris)
