@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_ORDER
+from wordbot.bounded import shown
 from wordbot.engine import Combined
 from wordbot.errors import ModelError
-from wordbot.ngram import KneserNey, cached_path, counted_for_model, write_cached
+from wordbot.ngram import NGRAM_REMEDY, KneserNey, cached_path, counted_for_model, write_cached
 from wordbot.text import BOS_ID, SPECIALS, UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,11 @@ def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
     shipped = Path(directory) / "ngram.npz"
     if shipped.exists():
         ngram = KneserNey.load(shipped)  # over the network's vocabulary, or one that extends it
-        if ngram.tokenizer.vocab == lm.tokenizer.vocab:
+        vocab, network = ngram.tokenizer.vocab, lm.tokenizer.vocab
+        if vocab == network:
             ngram.tokenizer = lm.tokenizer  # keep the cased forms
+        elif vocab[: len(network)] != network:
+            raise ModelError(f"{shown(shipped)}: vocabulary differs from the tokenizer's; {NGRAM_REMEDY}")
     else:
         ngram = counted_for_model(manifest, directory, served_tokenizer(manifest, directory, lm.tokenizer), order)
     if backend == "ngram":

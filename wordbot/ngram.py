@@ -263,7 +263,7 @@ class KneserNey:
 
 _INT = ("i", "u")
 _TABLE = ("words", "values", "starts", "gamma", "row_of_context")
-_REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
+NGRAM_REMEDY = _REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
 
 
 def _tables_problem(data: dict[str, np.ndarray], order: int, vocab_size: int) -> str | None:
