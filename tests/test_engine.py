@@ -14,7 +14,7 @@ import pytest
 from wordbot.artifacts import expected_shapes
 from wordbot.engine import Ensemble, RNNLanguageModel, network
 from wordbot.predictor import Predictor
-from wordbot.text import BOS_ID, SPECIALS, Tokenizer
+from wordbot.text import BOS_ID, SPECIALS, UNK_ID, Tokenizer
 
 from .conftest import make_model_dir
 
@@ -121,8 +121,19 @@ def test_a_fresh_context_through_the_served_mix_matches_the_reference(tmp_path):
     for token_id in ids:
         ngram_state = KneserNey.advance(ngram, ngram_state, token_id)
     p_ngram, order = ngram.probs_and_order(ngram_state)
-    p_network = np.mean([reference_probs(n, ids) for n in ensemble.networks], axis=0)
-    expected = (1 - weights[order]) * p_network + weights[order] * p_ngram
+    # The network reads <unk> for the words only the n-gram knows (the open vocabulary)...
+    inside = len(ensemble.tokenizer)
+    read = [i if i < inside else UNK_ID for i in ids]
+    p_network = np.mean([reference_probs(n, read) for n in ensemble.networks], axis=0)
+    # ...and its <unk> probability is shared out over them in proportion to the n-gram's.
+    w = weights[order]
+    p_ngram = p_ngram / (1.0 - p_ngram[UNK_ID])
+    expected = w * p_ngram
+    expected[:inside] += (1 - w) * p_network
+    outside = p_ngram[inside:]
+    expected[inside:] += (1 - w) * p_network[UNK_ID] * outside / outside.sum()
+    expected[UNK_ID] = 0.0
+    assert len(expected) > inside  # the case this test is about
     assert np.abs(predictor.probs_after(text.split()) - expected).max() < 1e-6
 
 

@@ -237,6 +237,24 @@ def test_a_text_without_words_reports_no_word_figures_rather_than_zero(tiny_mode
     assert served["against"]["KN4"]["perplexity"]["low"] is None  # a bootstrap of one message is no interval
 
 
+def test_the_baseline_knows_every_training_word_and_perplexity_is_compared_where_both_score(tiny_model_dir, tmp_path):
+    """The tiny network knows 800 words; KN3 and the unigram know every word of the
+    training text, as an n-gram a user built would. Perplexity is over the tokens both
+    the served model and KN3 can score, and the report says how many are left out."""
+    from tests.conftest import TRAIN_FILE
+    from wordbot.corpus import read_messages
+
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(read_messages(TRAIN_FILE)[2000:2040]) + "\n", encoding="utf-8")
+    report = json.loads(evaluate.run(tiny_model_dir, [test_file], as_json=True, baseline="kn3"))[str(test_file)]
+    served, kn3 = report["tiny/rnn"], report["KN3"]
+    assert kn3["oov_rate"] < served["oov_rate"] / 3  # it knows most words the network does not
+    assert served["left_out"] == kn3["left_out"] == round(served["oov_rate"] * served["positions"]) > 0
+    table = evaluate.run(tiny_model_dir, [test_file], baseline="kn3")
+    scored = served["positions"] - served["left_out"]
+    assert f"perplexity over the tokens tiny/rnn and KN3 can both score: {scored:,} of" in table
+
+
 def test_the_figures_come_from_the_shipped_ranking(tiny_model_dir, tmp_path, monkeypatch):
     """`wordbot eval` scores the Predictor the faces call, for every row: a ranking that
     leaves out its best word changes the keystroke savings and top-k of all of them."""

@@ -320,6 +320,7 @@ def test_the_cache_keeps_only_the_most_recently_used_ngrams(tmp_path, monkeypatc
 
     directory, _ = _model_with_pinned_corpus(tmp_path)
     Predictor.load(directory, backend="mix")
-    kept = sorted(p.name for p in cache.iterdir())
+    kept = sorted(p.name for p in cache.glob("ngram-*"))
     assert len(kept) == CACHE_KEEP and not leftover.exists()
+    assert len(list(cache.glob("vocab-*.json"))) == 1  # the served vocabulary, kept beside it
     assert [p.name for p in others[-(CACHE_KEEP - 1) :]] == [k for k in kept if k in {p.name for p in others}]

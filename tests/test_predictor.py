@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wordbot.artifacts import model_directory
 from wordbot.predictor import MAX_CONTEXT, Prediction, Predictor, Suggestions, sample
 from wordbot.text import SPECIALS, is_word, tokenize
 
@@ -392,7 +393,11 @@ def test_one_communitys_words_never_reach_another_view(tiny_predictor):
             assert "Zorblax" not in _words(other.next_words(text, k=2000))
         assert other.complete("we deploy the zorb") == []
         assert "zorblax" not in other.continue_text("we deploy the", 20, temperature=1.5, seed=1).lower()
-    assert red.complete("the qu", k=50) == tiny_predictor.complete("the qu", k=50)
+    # Where red's memory adds nothing that starts with "qu", its completions are the model's
+    # (renormalised over the same words: equal up to the last bit of rounding).
+    red_qu, model_qu = red.complete("the qu", k=50), tiny_predictor.complete("the qu", k=50)
+    assert _words(red_qu) == _words(model_qu)
+    assert [p.prob for p in red_qu] == pytest.approx([p.prob for p in model_qu], abs=1e-12)
     assert "Quuxly" not in _words(red.complete("the quu", k=50))
 
 
@@ -468,3 +473,33 @@ def test_relearning_after_forget_all_is_never_answered_from_an_old_cache(tiny_pr
     tiny_predictor.learn("we deploy the Quuxly cluster")
     assert tiny_predictor.next_words("we deploy the", k=1)[0].word == "Quuxly"
     assert first[0].word == "Zorblax"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return Predictor.load()
+
+
+def test_every_word_of_the_training_text_can_be_completed_from_its_first_letters(bundled):
+    """On a sample of the bundled model's training words, most of them outside the
+    network's 10,000: each is among the top 3 completions of some start of it, unless
+    typed in full it still has three likelier words that start with it ("us": "use",
+    "usually", "used"). Chat-log debris, exactly, is left out."""
+    from wordbot.corpus import training_messages
+    from wordbot.text import is_debris
+
+    served = bundled.tokenizer
+    network_size = len(bundled.lm.models[0].tokenizer)
+    seen = {t for m in training_messages(bundled.manifest, model_directory(None)) for t in tokenize(m)}
+    assert seen <= set(served.index) and len(served) > 3 * network_size  # every token of the text is served
+    words = sorted(t for t in seen if is_word(t) and not is_debris(t))
+    sample = np.random.default_rng(0).choice(words, 600, replace=False)
+    assert sum(served.index[w] >= network_size for w in sample) > 300
+    for word in sample:
+        offered = [[p.word.lower() for p in bundled.complete(word[:j], k=3)] for j in range(1, len(word) + 1)]
+        if any(word in found for found in offered):
+            continue
+        longer = offered[-1]
+        assert len(longer) == 3 and all(w.startswith(word) for w in longer), word
+    debris = sorted(t for t in seen if is_debris(t))
+    assert debris and not any(t in [p.word.lower() for p in bundled.complete(t, k=50)] for t in debris)

@@ -79,6 +79,7 @@ _ROWS = [
     ("mrr3", "MRR@3", "{:.3f}"),
     ("ksr", "keystroke savings", "{:.1%}"),
     ("oov_rate", "OOV tokens (not in perplexity)", "{:.1%}"),
+    ("left_out", "tokens left out of perplexity", "{:,}"),
     ("latency_word_ms_median", "ms per word, median", "{:.3f}"),
     ("latency_word_ms_p99", "ms per word, p99", "{:.3f}"),
     ("latency_key_ms_median", "ms per keystroke, median", "{:.3f}"),

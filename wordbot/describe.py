@@ -31,7 +31,11 @@ def describe_model(name: str, manifest: dict, backend: str, vocab_size: int, kin
         model += f" mixed with a Kneser-Ney {mix.get('order', DEFAULT_ORDER)}-gram"
     elif backend == "ngram":
         model = f"Kneser-Ney {mix.get('order', DEFAULT_ORDER)}-gram on the text of {model}"
-    parts = [model, f"vocabulary {vocab_size:,}"]
+    vocabulary = f"vocabulary {vocab_size:,}"
+    network_size = manifest.get("vocab_size")
+    if isinstance(network_size, int) and vocab_size > network_size:  # the open vocabulary of the mix
+        vocabulary += f" (every word of its training text; the network knows {network_size:,})"
+    parts = [model, vocabulary]
     files = (manifest.get("corpus") or {}).get("files") or []
     if files:
         parts.append("trained on " + ", ".join(Path(f["path"]).name for f in files))

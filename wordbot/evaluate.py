@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +117,7 @@ class _Tally:
     oov: int = 0
     log_likelihood: float = 0.0
     scored: int = 0
+    left_out: int = 0  # known to this model, but outside `scorable`: not in perplexity
     words: int = 0
     hits1: int = 0
     hits3: int = 0
@@ -138,6 +139,7 @@ def evaluate_messages(
     label: str = "evaluating",
     progress: bool | None = None,
     per_message: bool = False,
+    scorable: Container[str] | None = None,
 ) -> dict:
     """Score `model` (a Predictor, or a LanguageModel served through one) on messages,
     one per string. Every suggestion comes from `Predictor.suggest_after`, the policy
@@ -146,7 +148,9 @@ def evaluate_messages(
     - perplexity: per token, over every token of the message and its `</s>`,
       punctuation included. Targets that are `<unk>` are left out, as is usual when
       models share one vocabulary (counting them would reward predicting `<unk>`);
-      `oov_rate` says how many tokens that is.
+      `oov_rate` says how many tokens that is. With `scorable` (the tokens every
+      compared model knows), a target outside it is left out too (`left_out`), so
+      that models with different vocabularies are compared on the same positions.
     - top1, top3, mrr3: on word targets only (not punctuation, not `</s>`); the
       candidates are the predictor's top 3 next words (no specials, no punctuation),
       compared case-insensitively. An out-of-vocabulary word is a miss.
@@ -168,7 +172,7 @@ def evaluate_messages(
     started = time.perf_counter()
     counts = []  # per message: the running totals after it
     for message, complete in sample:
-        _score_message(predictor, message, complete, tally)
+        _score_message(predictor, message, complete, tally, scorable)
         bar.update(len(message) + complete)
         if per_message:
             counts.append(tally.per_message())
@@ -176,7 +180,7 @@ def evaluate_messages(
     return _figures(tally, counts if per_message else None, time.perf_counter() - started)
 
 
-def _score_message(predictor: Predictor, message: list[str], complete: bool, tally: _Tally) -> None:
+def _score_message(predictor: Predictor, message: list[str], complete: bool, tally: _Tally, scorable=None) -> None:
     """Every position of one message: its probability, and for a word its suggestions."""
     tokens = [*message, EOS] if complete else message
     targets = predictor.tokenizer.encode_tokens(tokens)  # EOS maps to EOS_ID
@@ -190,6 +194,8 @@ def _score_message(predictor: Predictor, message: list[str], complete: bool, tal
         tally.positions += 1
         if target == UNK_ID:
             tally.oov += 1
+        elif scorable is not None and token not in scorable:
+            tally.left_out += 1
         else:
             tally.log_likelihood += math.log(max(float(p[target]), 1e-300))
             tally.scored += 1
@@ -242,6 +248,7 @@ def _figures(tally: _Tally, counts: list[tuple] | None, seconds: float) -> dict:
         # "-" in the table, null in JSON, rather than a 0% that reads as a measurement.
         "perplexity": math.exp(-tally.log_likelihood / scored) if scored else None,
         "oov_rate": tally.oov / positions if positions else None,
+        "left_out": tally.oov + tally.left_out,
         "words": words,
         "top1": tally.hits1 / words if words else None,
         "top3": tally.hits3 / words if words else None,
@@ -302,11 +309,13 @@ def run(
 def _models(model_dir: str | os.PathLike | None, backend: str | None, order: int | None) -> dict[str, Predictor]:
     """The rows of `wordbot eval`, each a Predictor, the served model first."""
     from wordbot.corpus import training_messages
+    from wordbot.mix import open_tokenizer
     from wordbot.ngram import KneserNey
 
     predictor = Predictor.load(model_dir, backend=backend)
-    tokenizer = predictor.tokenizer
     train = training_messages(predictor.manifest, model_directory(model_dir))
+    # The baselines know every word of the training text, as any n-gram a user built would.
+    tokenizer = open_tokenizer(predictor.tokenizer, train)
     models = {f"{predictor.name}/{predictor.backend}": predictor}
     if predictor.backend == "mix":
         # Show what the recurrent network does alone beside the interpolation.
@@ -324,14 +333,24 @@ def _file_report(models: dict[str, Predictor], path, baseline_name: str | None, 
     from wordbot.corpus import read_messages
 
     messages = read_messages(path)  # once for all the models
+    served = next(iter(models))
+    # Perplexity only over the tokens both the served model and the baseline can score.
+    scorable = set(models[served].tokenizer.vocab)
+    if baseline_name:
+        scorable &= set(models[baseline_name].tokenizer.vocab)
     results = {
         name: evaluate_messages(
-            model, messages, max_positions=max_positions, label=f"{name} on {Path(path).name}", per_message=True
+            model,
+            messages,
+            max_positions=max_positions,
+            label=f"{name} on {Path(path).name}",
+            per_message=True,
+            scorable=scorable,
         )
         for name, model in models.items()
     }
     block = f"{path}\n\n{format_table(results)}"
-    served = next(iter(models))
+    block += "\n\n" + _left_out_line(results, served, baseline_name)
     if baseline_name:
         # The served model against the baseline, with how much the figures could
         # move on other text like this (what "beats by 2 points" can mean).
@@ -344,6 +363,20 @@ def _file_report(models: dict[str, Predictor], path, baseline_name: str | None, 
     for metrics in results.values():
         del metrics["per_message"]
     return results, block
+
+
+def _left_out_line(results: dict[str, dict], served: str, baseline_name: str | None) -> str:
+    """How many tokens perplexity leaves out, and why."""
+    figures = results[served]
+    both = f"{served} and {baseline_name} can both" if baseline_name else f"{served} can"
+    line = (
+        f"perplexity over the tokens {both} score: {figures['positions'] - figures['left_out']:,} of "
+        f"{figures['positions']:,}, {figures['left_out']:,} left out (words outside their vocabularies)"
+    )
+    more = {name: m["left_out"] for name, m in results.items() if m["left_out"] > figures["left_out"]}
+    if more:
+        line += "; " + ", ".join(f"{name} leaves out {n:,}" for name, n in more.items())
+    return line
 
 
 def ngram_orders_report(

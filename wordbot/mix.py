@@ -7,17 +7,23 @@ on validation text when a model is made (`best_order_weights`).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_ORDER
-from wordbot.engine import Combined
+from wordbot.bounded import shown
+from wordbot.engine import Combined, advance_all
 from wordbot.errors import ModelError
-from wordbot.ngram import KneserNey, counted_for_model
-from wordbot.text import BOS_ID, UNK_ID
+from wordbot.ngram import NGRAM_REMEDY, KneserNey, cached_path, counted_for_model, write_cached
+from wordbot.text import BOS_ID, SPECIALS, UNK_ID, Tokenizer
+
+log = logging.getLogger(__name__)
 
 # Weight of the n-gram in the "mix" backend when the manifest names none.
 DEFAULT_MIX_WEIGHT = 0.3
@@ -45,48 +51,132 @@ class OrderWeighted(Combined):
     """The network and the n-gram mixed with a weight that depends on how much the
     n-gram knows here: the longest context it has seen (its `context_order`). Where
     it has seen the last four words, its counts are worth more than where it has
-    seen only the last one. `weights[k]` is the n-gram's weight at order k."""
+    seen only the last one. `weights[k]` is the n-gram's weight at order k.
+
+    The n-gram may know more words than the network (the open vocabulary: its
+    vocabulary is the network's, ids unchanged, then every other word of the training
+    text). The network's `<unk>` probability is then shared out over those words in
+    proportion to the n-gram's probabilities of them, and `<unk>` itself gets none:
+
+        p(w) = (1 - λ) p_net(w) + λ p_ng(w)                                   w in the network
+        p(w) = (1 - λ) p_net(<unk>) p_ng(w) / Σ_{v outside} p_ng(v) + λ p_ng(w)   w outside
+
+    with p_ng renormalised without `<unk>`, so the result still sums to 1. The
+    network reads `<unk>` for a word outside its vocabulary."""
 
     def __init__(self, network, ngram: KneserNey, weights: dict[int, float]):
         missing = [k for k in range(1, ngram.order + 1) if k not in weights]
         if missing or any(not 0 <= w <= 1 for w in weights.values()):
             raise ValueError(f"need a weight in [0, 1] for every order 1..{ngram.order}, got {weights}")
-        super().__init__([network, ngram])
+        inner, outer = network.tokenizer.vocab, ngram.tokenizer.vocab
+        if len(outer) < len(inner) or outer[: len(inner)] != inner:
+            raise ValueError("the n-gram's vocabulary must be the network's, or extend it")
+        self.models = [network, ngram]
+        self.tokenizer = ngram.tokenizer
+        self.network_size = len(inner)  # ids at and above it are words only the n-gram knows
         self.weights = {int(k): float(w) for k, w in weights.items()}
+
+    def advance(self, state: tuple, token_id: int) -> tuple:
+        network, ngram = self.models
+        seen_by_network = token_id if token_id < self.network_size else UNK_ID
+        return network.advance(state[0], seen_by_network), ngram.advance(state[1], token_id)
+
+    def advance_many(self, state: tuple, ids) -> list[tuple]:
+        """`advance` over a whole context: the network in one pass over what it can read."""
+        network, ngram = self.models
+        seen_by_network = [i if i < self.network_size else UNK_ID for i in ids]
+        networks = advance_all(network, state[0], seen_by_network)
+        return list(zip(networks, advance_all(ngram, state[1], ids), strict=True))
 
     def probs(self, state: tuple) -> np.ndarray:
         network, ngram = self.models
-        p_ngram, order = ngram.probs_and_order(state[1])
+        p, order = ngram.probs_and_order(state[1])  # a fresh array: built on in place
         w = self.weights[order]
-        return (1.0 - w) * network.probs(state[0]) + w * p_ngram
+        p_network = network.probs(state[0])
+        n = self.network_size
+        if n == len(p):
+            p *= w
+            p += (1.0 - w) * p_network
+            return p
+        # One pass per part: scale the n-gram, then add the network where it knows the word.
+        outside_total = float(p[n:].sum())
+        ngram_scale = w / (1.0 - float(p[UNK_ID]))
+        share = (1.0 - w) * float(p_network[UNK_ID]) / outside_total if outside_total > 0 else 0.0
+        p[n:] *= ngram_scale + share
+        p[:n] *= ngram_scale
+        p[:n] += (1.0 - w) * p_network
+        p[UNK_ID] = 0.0
+        return p
 
 
 def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):
-    """The language model behind `Predictor.load(..., backend=...)`: "ngram" is a
-    Kneser-Ney model on the RNN's training text ("ngram.npz" in the model directory
-    if present, else counted once and then read from the cache directory); "mix" interpolates it with
-    the RNN using the manifest's `mix.ngram_weight_by_order` (a weight per longest
-    context the n-gram has seen) or else its single `mix.ngram_weight`."""
+    """The language model behind `Predictor.load(..., backend=...)`, over the served
+    vocabulary (`served_tokenizer`: the network's words, then every other word of its
+    training text): "ngram" is a Kneser-Ney model on the RNN's training text
+    ("ngram.npz" in the model directory if present, else counted once and then read
+    from the cache directory); "mix" combines it with the RNN using the manifest's
+    `mix.ngram_weight_by_order` (a weight per longest context the n-gram has seen) or
+    else its single `mix.ngram_weight` (`OrderWeighted`)."""
     settings = manifest.get("mix") or {}
     order = int(settings.get("order", DEFAULT_ORDER))
     shipped = Path(directory) / "ngram.npz"
     if shipped.exists():
-        ngram = KneserNey.load(shipped, lm.tokenizer)
+        ngram = KneserNey.load(shipped)  # over the network's vocabulary, or one that extends it
+        vocab, network = ngram.tokenizer.vocab, lm.tokenizer.vocab
+        if vocab == network:
+            ngram.tokenizer = lm.tokenizer  # keep the cased forms
+        elif vocab[: len(network)] != network:
+            raise ModelError(f"{shown(shipped)}: vocabulary differs from the tokenizer's; {NGRAM_REMEDY}")
     else:
-        ngram = counted_for_model(manifest, directory, lm.tokenizer, order)
+        ngram = counted_for_model(manifest, directory, served_tokenizer(manifest, directory, lm.tokenizer), order)
     if backend == "ngram":
         return ngram
     if backend == "mix":
         by_order = settings.get("ngram_weight_by_order")
-        if by_order:
-            try:
-                return OrderWeighted(lm, ngram, {int(k): float(w) for k, w in by_order.items()})
-            except (TypeError, ValueError, AttributeError) as e:
-                where = Path(directory) / "manifest.json"
-                raise ModelError(f"{where}: mix.ngram_weight_by_order is unusable ({e})") from None
-        weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
-        return Interpolated([lm, ngram], [1.0 - weight, weight])
+        if not by_order:
+            weight = float(settings.get("ngram_weight", DEFAULT_MIX_WEIGHT))
+            by_order = {k: weight for k in range(1, ngram.order + 1)}
+        try:
+            return OrderWeighted(lm, ngram, {int(k): float(w) for k, w in by_order.items()})
+        except (TypeError, ValueError, AttributeError) as e:
+            where = Path(directory) / "manifest.json"
+            raise ModelError(f"{where}: mix is unusable ({e})") from None
     raise ValueError(f"unknown backend {backend!r}")
+
+
+# -- the open vocabulary -----------------------------------------------------------
+
+
+def open_tokenizer(network: Tokenizer, messages: Sequence[str]) -> Tokenizer:
+    """The served vocabulary: the network's tokens (ids unchanged), then every other
+    token of `messages` by count, ties by spelling; the written forms (`cased`) are the
+    network's, extended to the new words as training computes them."""
+    everything = Tokenizer.build(messages, max_size=sys.maxsize, min_count=1)
+    known = network.index
+    extra = [t for t in everything.vocab[len(SPECIALS) :] if t not in known]
+    cased = dict(network.cased)
+    cased |= {t: everything.cased[t] for t in extra if t in everything.cased}
+    return Tokenizer([*network.vocab, *extra], cased)
+
+
+def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Tokenizer) -> Tokenizer:
+    """`open_tokenizer` over a model's training text, kept in the cache directory
+    beside its n-gram (building it reads every message: 1.4 s for the bundled model,
+    reading it back a few ms). Raises CorpusError when the training text is gone."""
+    from wordbot.corpus import training_messages
+
+    path = cached_path(manifest, network, "vocab", ".json")
+    if path is not None and os.path.isfile(path):
+        try:
+            cached = Tokenizer.load(path)
+            if cached.vocab[: len(network)] == network.vocab:
+                return cached
+        except (OSError, ValueError, UnicodeDecodeError) as e:  # damaged: built again and replaced
+            log.debug("wordbot: ignoring the unreadable vocabulary cache %s (%s)", path, e)
+    tokenizer = open_tokenizer(network, training_messages(manifest, directory))
+    if path is not None:
+        write_cached(path, lambda f: f.write(json.dumps(tokenizer.to_json(), ensure_ascii=False).encode("utf-8")))
+    return tokenizer
 
 
 # -- choosing the weights on validation text --------------------------------------

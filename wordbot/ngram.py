@@ -263,7 +263,7 @@ class KneserNey:
 
 _INT = ("i", "u")
 _TABLE = ("words", "values", "starts", "gamma", "row_of_context")
-_REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
+NGRAM_REMEDY = _REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
 
 
 def _tables_problem(data: dict[str, np.ndarray], order: int, vocab_size: int) -> str | None:
@@ -373,8 +373,14 @@ def _cache_key(manifest: dict, tokenizer: Tokenizer, order: int) -> str | None:
 
 
 def _cache_path(manifest: dict, tokenizer: Tokenizer, order: int) -> Path | None:
+    return cached_path(manifest, tokenizer, "ngram", ".npz", order)
+
+
+def cached_path(manifest: dict, tokenizer: Tokenizer, kind: str, suffix: str, order: int = 0) -> Path | None:
+    """Where something made from a model's training text and `tokenizer` is cached
+    (`kind`-KEY`suffix` in the cache directory); None when the text is not pinned down."""
     key = _cache_key(manifest, tokenizer, order)
-    return cache_dir() / f"ngram-{key}.npz" if key else None
+    return cache_dir() / f"{kind}-{key}{suffix}" if key else None
 
 
 def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer, order: int) -> KneserNey:
@@ -401,28 +407,33 @@ def remember(ngram: KneserNey, manifest: dict) -> None:
     the cache (`wordbot train` does, so a model keeps its n-gram on this machine even
     if its corpus moves). A cache that cannot be written is skipped."""
     path = _cache_path(manifest, ngram.tokenizer, ngram.order)
-    if path is None:
-        return
+    if path is not None:
+        write_cached(path, ngram.save)
+
+
+def write_cached(path: Path, write) -> None:
+    """Write a cache file atomically through `write(binary file)`; a cache that cannot
+    be written is skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                ngram.save(f)
+                write(f)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _prune_cache(path.parent)
     except OSError as e:
-        log.debug("wordbot: cannot cache the n-gram in %s (%s)", path.parent, e)
+        log.debug("wordbot: cannot cache %s in %s (%s)", path.name, path.parent, e)
 
 
 CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (45 MB each for fortunes)
 
 
 def _prune_cache(directory: Path) -> None:
-    """Keep the CACHE_KEEP most recently used n-grams, and drop temporary files that a
+    """Keep the CACHE_KEEP most recently used n-grams (and served vocabularies), and drop temporary files that a
     killed process left behind more than an hour ago."""
 
     def age(p: Path) -> float:
@@ -431,7 +442,9 @@ def _prune_cache(directory: Path) -> None:
         except OSError:
             return 0.0
 
-    cached = sorted(directory.glob("ngram-*.npz"), key=age, reverse=True)
+    old = []
+    for pattern in ("ngram-*.npz", "vocab-*.json"):  # the n-grams and the served vocabularies
+        old += sorted(directory.glob(pattern), key=age, reverse=True)[CACHE_KEEP:]
     stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
-    for p in cached[CACHE_KEEP:] + stale:
+    for p in old + stale:
         p.unlink(missing_ok=True)

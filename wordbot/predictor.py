@@ -121,6 +121,11 @@ class Predictor(Learning):
         hidden = {UNK_ID, *debris}
         word_ids = np.array([i for i in self.tokenizer.word_ids if i not in hidden], dtype=np.int64)
         self._word_ids = word_ids
+        # With an open vocabulary the words after the network's (`network_size`) are
+        # rare: the next words are ranked among the network's words, and the others
+        # only join when the likeliest of them could enter the top k.
+        self._inner_size = int(getattr(lm, "network_size", len(vocab)))
+        self._inner_word_ids = word_ids[word_ids < self._inner_size]
         # Words sorted by spelling, so the words starting with a prefix are one slice.
         order = sorted(word_ids.tolist(), key=lambda i: vocab[i])
         self._sorted_words = [vocab[i] for i in order]
@@ -234,6 +239,17 @@ class Predictor(Learning):
             for t, j in zip(tokens, top, strict=True)
         ]
 
+    def _next_words(self, probs: np.ndarray, k: int, sentence_start: bool) -> list[Prediction]:
+        """`_ranked` over every word, ranking the words outside the network's
+        vocabulary only when the likeliest token among them beats the k-th best
+        inside (so a suggestion costs about what it did with a closed vocabulary)."""
+        inner = self._inner_word_ids
+        if self._inner_size < len(probs) and len(inner) >= k:
+            best = self._ranked(probs, inner, k, sentence_start)
+            if best[-1].prob >= probs[self._inner_size :].max():  # a tie goes to the lower id
+                return best
+        return self._ranked(probs, self._word_ids, k, sentence_start)
+
     def next_words(self, text: str, k: int = DEFAULT_K) -> list[Prediction]:
         """The likeliest words to follow `text`; an empty text means the start of a message."""
         return self.suggest_after(tokenize(text), "", k).predictions
@@ -264,7 +280,9 @@ class Predictor(Learning):
         sentence_start = at_sentence_start(tokens)
         if not partial:
             probs, lexicon = self._served(self._context(tokens), tokens)  # memory hook
-            ids = self._word_ids if lexicon is None else self._with_learned(self._word_ids, lexicon)
+            if lexicon is None:
+                return Suggestions("", self._next_words(probs, k, sentence_start))
+            ids = self._with_learned(self._word_ids, lexicon)
             return Suggestions("", self._ranked(probs, ids, k, sentence_start, 1.0, lexicon))
         prefix = normalize(partial)
         lo = bisect_left(self._sorted_words, prefix)
