@@ -445,3 +445,21 @@ def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path):
 
 def test_info_also_refuses_a_path_too_long():
     assert_one_line_error(wordbot("info", "/tmp/" + "d" * 5000))
+
+
+FACES = {
+    "discord": (("discord", "--model"), {"DISCORD_TOKEN": "x" * 24 + "." + "y" * 6 + "." + "z" * 27}, None),
+    "repl": (("repl", "--model"), {}, "hello\n"),
+}
+
+
+@pytest.mark.parametrize("face", list(FACES))
+@pytest.mark.parametrize("case", ["members 100000000", "deep tokenizer.json", "training text ../x"])
+def test_the_faces_start_with_one_line_on_a_tampered_model(model, case, face):
+    """`wordbot discord` and the REPL load the model before anything else (the bot before
+    it connects): the same tampered directories stop them with the same one line."""
+    tamper, _, _, words = CASES[case]
+    tamper(model)
+    before, env, stdin = FACES[face]
+    result = wordbot(*before, str(model), env=env, input=stdin)
+    assert_one_line_error(result, *words)
