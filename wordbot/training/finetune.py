@@ -16,9 +16,9 @@ from wordbot.errors import ConfigError
 from wordbot.text import Tokenizer
 from wordbot.training.config import TrainConfig
 
-# What a fine-tuning run changes from the model's own training settings, chosen on the
-# validation split of the Jargon File corpus (benchmarks/README.md): a quarter of the
-# bundled model's rate, halved whenever validation stalls, stopping after one stalled epoch.
+# What a fine-tuning run changes from the model's own training settings: a quarter of the
+# bundled model's rate, halved whenever validation stalls, stopping after one stalled epoch
+# (the usual shape of fine-tuning; how it did on validation: benchmarks/README.md).
 FINETUNE_DEFAULTS = {
     "learning_rate": 5e-4,
     "lr_schedule": "plateau",
