@@ -99,9 +99,12 @@ def epoch_watch(keras, config: TrainConfig, log_path: Path, network: int, tokens
                 "seconds": f"{seconds:.2f}",
             }
             append_row(log_path, row)
-            if sample is not None:
+            if sample is not None and math.isfinite(logs.get("loss", math.nan)):  # NaN weights sample nothing
                 tokenizer, prompt = sample
-                text = sample_text(export_weights(self.model, config), config, tokenizer, prompt)
+                try:
+                    text = sample_text(export_weights(self.model, config), config, tokenizer, prompt)
+                except ValueError:  # weights that give no distribution: a sample never ends a run
+                    return
                 log(f"  sample: {prompt}{text}")
 
     return EpochWatch()
