@@ -239,50 +239,24 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     return 0
 
 
+# The `wordbot train` options that are TrainConfig fields of the same name.
+_TRAIN_OPTIONS = (
+    "out", "format", "cell", "layers", "units", "embedding_dim", "tie_embeddings", "vocab_size", "min_count",
+    "seq_len", "batch_size", "epochs", "dropout", "clipnorm", "learning_rate", "lr_schedule", "patience",
+    "validation_fraction", "max_minutes", "mix_order", "ensemble", "weights_dtype", "output_precision", "seed",
+)  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from wordbot.training import TrainConfig, train
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "out",
-            "format",
-            "cell",
-            "layers",
-            "units",
-            "embedding_dim",
-            "tie_embeddings",
-            "vocab_size",
-            "min_count",
-            "seq_len",
-            "batch_size",
-            "epochs",
-            "dropout",
-            "clipnorm",
-            "learning_rate",
-            "lr_schedule",
-            "patience",
-            "validation_fraction",
-            "max_minutes",
-            "mix_order",
-            "ensemble",
-            "weights_dtype",
-            "output_precision",
-            "seed",
-        )
-    }
+    overrides = {key: getattr(args, key) for key in _TRAIN_OPTIONS}
     if args.corpus:
         overrides["corpus"] = tuple(args.corpus)
     if args.base:
-        from wordbot.artifacts import load_model
-        from wordbot.training.finetune import finetune_config
+        from wordbot.training.finetune import from_options
 
-        if args.config:
-            raise WordbotError("--from takes its settings from the model it starts from; leave --config out")
-        if not args.corpus:
-            raise WordbotError("give the text to fine-tune on: wordbot train FILE... --from MODEL")
-        manifest, _, _ = load_model(None if args.base == "default" else args.base)
-        config = finetune_config(args.base, manifest, overrides)
+        config = from_options(args.base, overrides, args.config)
     elif args.config:
         config = TrainConfig.from_toml(args.config, **overrides)
     else:

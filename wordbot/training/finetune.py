@@ -96,3 +96,13 @@ def finetune_config(base: str, manifest: dict, given: dict) -> TrainConfig:
                 f"{settings[name]}); leave it out when fine-tuning with --from"
             )
     return TrainConfig(**(settings | FINETUNE_DEFAULTS | given | {"base": base}))
+
+
+def from_options(base: str, given: dict, config_file: str | None = None) -> TrainConfig:
+    """`wordbot train CORPUS... --from BASE`: the fine-tuning configuration of its options."""
+    if config_file:
+        raise ConfigError("--from takes its settings from the model it starts from; leave --config out")
+    if not given.get("corpus"):
+        raise ConfigError("give the text to fine-tune on: wordbot train FILE... --from MODEL")
+    manifest, _, _ = load_model(None if base == "default" else base)
+    return finetune_config(base, manifest, given)
