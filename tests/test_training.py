@@ -543,3 +543,150 @@ def test_importing_the_training_package_loads_no_tensorflow():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+# --- fine-tuning (`wordbot train --from`), the training log and its curves -----------------
+
+
+@pytest.fixture(scope="module")
+def new_text(tmp_path_factory):
+    """Text the tiny model was not trained on, with words it has never seen."""
+    lines = TRAIN_FILE.read_text(encoding="utf-8").splitlines()[600:900]
+    path = tmp_path_factory.mktemp("new") / "new.txt"
+    path.write_text("\n".join([*lines, "the zorblax frobnicator hums at the quuxish moon"]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(trained, new_text, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned") / "tuned"
+    args = ["train", str(new_text), "--from", str(trained["simple_rnn"]), "--out", str(out), "--epochs", "2"]
+    assert main([*args, "--patience", "5", "--quiet"]) == 0
+    return out
+
+
+def _log_rows(directory) -> list[dict]:
+    import csv
+
+    with open(directory / "training-log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _numpy_validation_loss(model_dir, config) -> float:
+    """The masked cross-entropy of `model_dir`'s network on `config`'s validation windows,
+    computed by the NumPy engine and averaged over batches as Keras does (by batch size)."""
+    from wordbot.artifacts import load_model
+    from wordbot.engine import RNNLanguageModel
+    from wordbot.text import BOS_ID
+    from wordbot.training.data import prepare
+
+    manifest, tokenizer, weights = load_model(model_dir)
+    x, y = prepare(config, tokenizer).val
+    lm = RNNLanguageModel(manifest, tokenizer, weights)
+    batch_losses, sizes = [], []
+    for start in range(0, len(x), config.batch_size):
+        losses = []
+        batch = slice(start, start + config.batch_size)
+        for window, targets in zip(x[batch], y[batch], strict=True):
+            probs = lm.sequence_probs(window.tolist())
+            losses += [-np.log(probs[t, target]) for t, target in enumerate(targets) if target != BOS_ID]
+        batch_losses.append(np.mean(losses))
+        sizes.append(len(x[batch]))
+    return float(np.average(batch_losses, weights=sizes))
+
+
+def test_fine_tuning_keeps_the_vocabulary_and_starts_from_the_model(trained, new_text, fine_tuned):
+    from wordbot.corpus import sha256_of
+    from wordbot.training import TrainConfig
+
+    base = trained["simple_rnn"]
+    assert (fine_tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    manifest = json.loads((fine_tuned / "manifest.json").read_text())
+    assert manifest["from"]["sha256"] == sha256_of(base / "weights.npz")
+    assert manifest["config"]["base"] == str(base) and manifest["config"]["learning_rate"] == 5e-4
+    assert manifest["architecture"] == json.loads((base / "manifest.json").read_text())["architecture"]
+    # Before the first update, the fine-tuning network's validation loss on the new text
+    # (row 0 of its log, measured by Keras) is the base model's, measured here by NumPy.
+    config = TrainConfig(corpus=(str(new_text),), seq_len=12, batch_size=32)
+    expected = np.exp(_numpy_validation_loss(base, config))
+    start = _log_rows(fine_tuned)[0]
+    assert start["epoch"] == "0" and abs(float(start["validation_perplexity"]) - expected) < 1e-3 * expected
+    # ...and the new words reach the user through the open vocabulary, not the network's.
+    assert "zorblax" not in Predictor.load(fine_tuned).tokenizer.index
+    info = subprocess.run(
+        [sys.executable, "-m", "wordbot", "info", str(fine_tuned)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"from:      {base} (sha256 {manifest['from']['sha256'][:12]}" in info
+
+
+def test_each_epoch_has_a_row_in_the_training_log(fine_tuned):
+    rows = _log_rows(fine_tuned)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    for row in rows[1:]:
+        assert float(row["loss"]) > 0 and float(row["validation_perplexity"]) > 1
+        assert float(row["learning_rate"]) == 5e-4 and int(row["tokens_per_second"]) > 0 and float(row["seconds"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--units", "30"], "--units 30 contradicts the model it starts from"),
+        (["--cell", "gru"], "--cell gru contradicts the model it starts from"),
+        (["--untied"], "--untied contradicts the model it starts from"),
+    ],
+)
+def test_fine_tuning_refuses_options_that_contradict_the_model(trained, new_text, tmp_path, option, message):
+    cmd = [sys.executable, "-m", "wordbot", "train", str(new_text), "--from", str(trained["simple_rnn"])]
+    result = subprocess.run([*cmd, "--out", str(tmp_path / "m"), *option], capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_the_training_log_continues_across_a_resume(corpus, tmp_path):
+    from wordbot.training import TrainConfig, train
+
+    config = TrainConfig(
+        corpus=(str(corpus),), out=str(tmp_path / "m"), units=16, embedding_dim=16, vocab_size=300,
+        seq_len=12, batch_size=32, epochs=4, patience=10, mix_order=0,
+    )  # fmt: skip
+    lines = []
+
+    def interrupt_after_the_second_epoch(line):
+        lines.append(line)
+        if line.startswith("  sample:") and len([x for x in lines if x.startswith("  sample:")]) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=interrupt_after_the_second_epoch, progress=False)
+    assert [r["epoch"] for r in _log_rows(tmp_path / "m.partial")] == ["1", "2"]
+    lines.clear()
+    out = train(config, log=lines.append, progress=False)
+    assert "resuming the interrupted run" in lines[0]
+    assert [r["epoch"] for r in _log_rows(out)] == ["1", "2", "3", "4"]
+    # A sample of the same prompt follows each epoch's report.
+    samples = [line for line in lines if line.startswith("  sample: ")]
+    assert len(samples) == 2 and len({s.split(" ")[3] for s in samples}) == 1
+
+
+def test_info_plot_draws_the_curves_to_a_png(fine_tuned, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    assert main(["info", str(fine_tuned), "--plot", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 400 and height >= 200
+
+
+def test_info_plot_without_matplotlib_says_how_to_install_it(fine_tuned, tmp_path):
+    png = tmp_path / "curves.png"
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from wordbot.cli import main\n"
+        f"sys.exit(main(['info', {str(fine_tuned)!r}, '--plot', {str(png)!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0 and not png.exists()
+    assert result.stderr.strip().splitlines() == [
+        "wordbot: error: drawing curves needs matplotlib, which is not installed: pip install 'wordbot[plot]'"
+    ]

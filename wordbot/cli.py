@@ -89,6 +89,12 @@ def _add_train(sub) -> None:
     p.add_argument("corpus", nargs="*", help="training text files (UTF-8)")
     p.add_argument("--config", metavar="FILE", help="TOML file with training settings (options override it)")
     p.add_argument("--out", help="model directory to write (default: ./model)")
+    p.add_argument(
+        "--from",
+        dest="base",
+        metavar="MODEL",
+        help="fine-tune MODEL (a model directory, or 'default' for the bundled one): its networks and vocabulary",
+    )
     p.add_argument("--format", choices=("lines", "paragraphs"), help="lines: a message per line (default)")
     _add_network_options(p)
     _add_fit_options(p)
@@ -153,6 +159,11 @@ def _add_info(sub) -> None:
     p.add_argument("directory", nargs="?", default=None, help="model directory (default: the bundled model)")
     p.add_argument("--model", metavar="DIR", default=None, help="the same, as the other commands take it")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="draw loss and validation perplexity per epoch (needs: pip install 'wordbot[plot]')",
+    )
 
 
 def _add_repl(sub) -> None:
@@ -234,41 +245,25 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     return 0
 
 
+# The `wordbot train` options that are TrainConfig fields of the same name.
+_TRAIN_OPTIONS = (
+    "out", "format", "cell", "layers", "units", "embedding_dim", "tie_embeddings", "vocab_size", "min_count",
+    "seq_len", "batch_size", "epochs", "dropout", "clipnorm", "learning_rate", "lr_schedule", "patience",
+    "validation_fraction", "max_minutes", "mix_order", "ensemble", "weights_dtype", "output_precision", "seed",
+)  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from wordbot.training import TrainConfig, train
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "out",
-            "format",
-            "cell",
-            "layers",
-            "units",
-            "embedding_dim",
-            "tie_embeddings",
-            "vocab_size",
-            "min_count",
-            "seq_len",
-            "batch_size",
-            "epochs",
-            "dropout",
-            "clipnorm",
-            "learning_rate",
-            "lr_schedule",
-            "patience",
-            "validation_fraction",
-            "max_minutes",
-            "mix_order",
-            "ensemble",
-            "weights_dtype",
-            "output_precision",
-            "seed",
-        )
-    }
+    overrides = {key: getattr(args, key) for key in _TRAIN_OPTIONS}
     if args.corpus:
         overrides["corpus"] = tuple(args.corpus)
-    if args.config:
+    if args.base:
+        from wordbot.training.finetune import from_options
+
+        config = from_options(args.base, overrides, args.config)
+    elif args.config:
         config = TrainConfig.from_toml(args.config, **overrides)
     else:
         if not args.corpus:
@@ -328,6 +323,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.model and args.directory and Path(args.model) != Path(args.directory):
         raise WordbotError("give the model directory once: as DIR or as --model DIR")
     model = args.model or args.directory
+    if args.plot:
+        from wordbot.artifacts import model_directory
+        from wordbot.training.curves import plot_curves
+
+        print(f"curves written to {plot_curves(model_directory(model), args.plot)}")
+        return 0
     if args.json:
         manifest, _, _ = load_model(model)  # checks the whole directory
         print(json.dumps(manifest, indent=2))

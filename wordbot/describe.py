@@ -68,6 +68,34 @@ def mix_weights_text(mix: dict) -> str:
     return text
 
 
+def _made_lines(manifest: dict, directory: Path) -> list[str]:
+    """How the model was made and from what: the model it was fine-tuned from, the
+    fitting settings, and its training log."""
+    lines = []
+    base = manifest.get("from")
+    config = manifest.get("config") or {}
+    if isinstance(base, dict):
+        sha = str(base.get("sha256", "?"))[:12]
+        made_from = ", ".join(base.get("corpus") or []) or "?"
+        lines.append(
+            f"from:      {base.get('model', '?')} (sha256 {sha}…, trained on {made_from}); its vocabulary kept"
+        )
+    if config:
+        lines.append(
+            f"fitting:   learning rate {config.get('learning_rate', '?')} ({config.get('lr_schedule', '?')}), "
+            f"at most {config.get('epochs', '?')} epochs, stopping after {config.get('patience', '?')} without "
+            f"validation gain, dropout {config.get('dropout', '?')}"
+        )
+    mix = manifest.get("mix") or {}
+    if mix.get("ngram_text"):
+        tried = ", ".join(f"{k} {v}" for k, v in (mix.get("ngram_text_perplexity") or {}).items())
+        lines.append(f"n-gram:    counted on the {mix['ngram_text']} (validation perplexity of the mix: {tried})")
+    log = directory / "training-log.csv"
+    if log.is_file():
+        lines.append(f"training log: {log} (draw it: wordbot info {directory} --plot curves.png)")
+    return lines
+
+
 def info_lines(path: str | os.PathLike | None) -> list[str]:
     """What `wordbot info` prints about a model directory (None: the bundled model),
     after checking the whole directory as loading it would."""
@@ -78,6 +106,7 @@ def info_lines(path: str | os.PathLike | None) -> list[str]:
         describe_model(directory.resolve().name, manifest, backend, len(tokenizer)),
         f"directory: {directory}",
         f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}",
+        *_made_lines(manifest, directory),
     ]
     for key, value in (manifest.get("metrics") or {}).items():
         if key == "networks":

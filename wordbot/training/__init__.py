@@ -9,6 +9,9 @@ functions that fit or export, so the bot and the REPL never pay for it.
 - callbacks.py  what makes a recurrent network train and survive interruption
 - fit.py        fitting each network (one, or an ensemble)
 - export.py     the manifest, the tuned n-gram mix, the model directory
+- finetune.py   starting from a trained model (--from): its settings, defaults, refusals
+- watch.py      training-log.csv and the sample continuation after each epoch
+- curves.py     drawing the log with matplotlib (wordbot info --plot)
 - run.py        train() and its work directory DIR.partial/
 """
 

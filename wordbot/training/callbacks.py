@@ -323,9 +323,11 @@ def make_callbacks(
     progress: bool = False,
     earlier: dict | None = None,
     held: HeldInterrupt | None = None,
+    after_report: tuple = (),
 ) -> list:
     """`earlier`: `finished_epochs(work_dir)`, read here when not given. `held`: Ctrl-C is
-    held back from the start of each epoch's end (and each backup) until its state is saved."""
+    held back from the start of each epoch's end (and each backup) until its state is saved.
+    `after_report`: callbacks whose lines follow the epoch's report (the log, the sample)."""
     run = Run(
         keras,
         config,
@@ -349,5 +351,6 @@ def make_callbacks(
         _keep_best(run),
         *_resumable_schedules(run),
         _epoch_report(run),
+        *after_report,
         _epoch_end(run, last=True),
     ]

@@ -63,6 +63,7 @@ class TrainConfig:
     weights_dtype: str = "float32"  # how weights.npz stores them: float32, or float16 (half the size)
     output_precision: str = "float32"  # "bfloat16": output layer computed in bfloat16 (fast with AMX/AVX512-BF16)
     mix_order: int = 4  # interpolate with a Kneser-Ney n-gram of this order when validation says it helps (0: never)
+    base: str = ""  # fine-tune this model's networks and tokenizer ("default": the bundled one; "": from scratch)
     notes: str = field(default="", compare=False)  # free text kept in the manifest
 
     @property

@@ -26,12 +26,14 @@ class TrainingData:
     val: tuple[np.ndarray, np.ndarray] | None  # validation windows, if any
 
 
-def prepare(config: TrainConfig) -> TrainingData:
-    """Everything the fit step needs, from the configured corpus."""
+def prepare(config: TrainConfig, tokenizer: Tokenizer | None = None) -> TrainingData:
+    """Everything the fit step needs, from the configured corpus. `tokenizer`: the
+    vocabulary of the model being fine-tuned, kept as it is (else one is built)."""
     paths = [Path(p) for p in config.corpus]
     messages = read_corpus(paths, config.format)
     train_messages, val_messages = split_messages(messages, config.validation_fraction, config.split)
-    tokenizer = Tokenizer.build(train_messages, config.vocab_size, config.min_count)
+    if tokenizer is None:
+        tokenizer = Tokenizer.build(train_messages, config.vocab_size, config.min_count)
     train_stream = token_stream(train_messages, tokenizer)
     if len(train_stream) <= config.seq_len:
         raise CorpusError(

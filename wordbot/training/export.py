@@ -14,10 +14,14 @@ from wordbot.predictor import mix_weights_text
 from wordbot.saving import save_model
 from wordbot.training.config import TrainConfig
 from wordbot.training.data import TrainingData
+from wordbot.training.watch import LOG_NAME
 
 
-def export(config: TrainConfig, data: TrainingData, weights: dict, metrics: dict, log) -> Path:
-    """Write the model directory `config.out`; returns it."""
+def export(
+    config: TrainConfig, data: TrainingData, weights: dict, metrics: dict, log, base=None, training_log=None
+) -> Path:
+    """Write the model directory `config.out`; returns it. `base`: the model fine-tuned
+    (a finetune.Base); `training_log`: the run's training-log.csv, copied in."""
     out = Path(config.out)
     manifest = {
         "architecture": config.architecture(),
@@ -35,13 +39,13 @@ def export(config: TrainConfig, data: TrainingData, weights: dict, metrics: dict
         "config": dataclasses.asdict(config),
         "metrics": metrics,
     }
-    ngram = None
+    if base is not None:
+        manifest["from"] = base.provenance()
+    ngram, ngram_messages = None, data.train_messages
     if config.mix_order and data.val_messages:
-        from wordbot.ngram import KneserNey
-
         log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
-        ngram = KneserNey.from_texts(data.train_messages, data.tokenizer, config.mix_order)
-        manifest.update(tune_mix(manifest, data.tokenizer, weights, ngram, data.val_messages, data.train_messages))
+        ngram, ngram_messages, tuned = _ngram_and_mix(config, data, weights, manifest, base, log)
+        manifest.update(tuned)
         log(
             f"validation perplexity (<unk> not counted): rnn {manifest['mix']['rnn_perplexity']:.1f}, "
             f"mix {manifest['mix']['mix_perplexity']:.1f} with n-gram weights {mix_weights_text(manifest['mix'])}; "
@@ -49,18 +53,56 @@ def export(config: TrainConfig, data: TrainingData, weights: dict, metrics: dict
         )
     # The text the n-gram is counted from travels with the model (a few hundred kB for
     # the bundled corpus), so the mix works wherever the directory is copied.
-    text = pack_messages(data.train_messages)
+    text = pack_messages(ngram_messages)
     manifest["corpus"]["training_text"] = {
         "path": TRAINING_TEXT,
         "sha256": hashlib.sha256(text).hexdigest(),
-        "messages": len(data.train_messages),
+        "messages": len(ngram_messages),
     }
-    save_model(out, manifest, data.tokenizer, weights, dtype=config.weights_dtype, files={TRAINING_TEXT: text})
+    files = {TRAINING_TEXT: text}
+    if training_log is not None and Path(training_log).exists():
+        files[LOG_NAME] = Path(training_log).read_bytes()
+    save_model(out, manifest, data.tokenizer, weights, dtype=config.weights_dtype, files=files)
     if ngram is not None and manifest["serving"]["backend"] == "mix":
         from wordbot.ngram import remember
 
         remember(ngram, manifest)  # the first start counts nothing
     return out
+
+
+def _ngram_and_mix(config: TrainConfig, data: TrainingData, weights, manifest, base, log):
+    """The n-gram counted on the new training text and, when fine-tuning, also on the base
+    model's training text (each message counted once) if that mixes to a lower validation
+    perplexity; returns (n-gram, the messages it counts, the manifest's mix sections)."""
+    from wordbot.ngram import KneserNey
+
+    candidates = {"new text": data.train_messages}
+    if base is not None:
+        from wordbot.corpus import training_messages
+        from wordbot.errors import CorpusError
+
+        try:
+            candidates["new text + base text"] = data.train_messages + training_messages(base.manifest, base.directory)
+        except CorpusError as e:
+            log(f"the n-gram counts the new text alone: {e}")
+    tried = {}
+    for name, messages in candidates.items():
+        ngram = KneserNey.from_texts(messages, data.tokenizer, config.mix_order)
+        tuned = tune_mix(manifest, data.tokenizer, weights, ngram, data.val_messages, messages)
+        tried[name] = (ngram, messages, tuned)
+    chosen = min(tried, key=lambda name: tried[name][2]["mix"]["mix_perplexity"])
+    ngram, messages, tuned = tried[chosen]
+    if len(tried) > 1:
+        tuned["mix"]["ngram_text"] = chosen
+        tuned["mix"]["ngram_text_perplexity"] = {name: t[2]["mix"]["mix_perplexity"] for name, t in tried.items()}
+        log(
+            "n-gram counted on the "
+            + " or the ".join(
+                f"{name} (validation perplexity {t[2]['mix']['mix_perplexity']:.1f})" for name, t in tried.items()
+            )
+            + f": {chosen} chosen"
+        )
+    return ngram, messages, tuned
 
 
 def tune_mix(manifest, tokenizer, weights, ngram, val_messages, train_messages, max_messages: int = 1000) -> dict:

@@ -10,6 +10,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,19 @@ from wordbot.errors import WordbotError
 from wordbot.training.callbacks import HeldInterrupt, finished_epochs, make_callbacks, write_json
 from wordbot.training.config import TrainConfig
 from wordbot.training.data import TrainingData
-from wordbot.training.model import _tf, build_model, export_weights, masked_loss
+from wordbot.training.finetune import Base
+from wordbot.training.model import _tf, build_model, export_weights, import_weights, masked_loss
+from wordbot.training.watch import LOG_NAME, append_row, epoch_watch, keep_rows, perplexity, sample_prompt
 
 
 class TrainingDiverged(WordbotError):
     """The network's weights became NaN: nothing worth keeping or resuming."""
 
 
-def fit_all(config: TrainConfig, data: TrainingData, work_dir: Path, log, progress: bool) -> tuple[dict, dict]:
-    """Train every network; returns (weights by name, metrics)."""
+def fit_all(
+    config: TrainConfig, data: TrainingData, work_dir: Path, log, progress: bool, base: Base | None = None
+) -> tuple[dict, dict]:
+    """Train every network (from `base`'s networks when fine-tuning); returns (weights by name, metrics)."""
     # Keras warns that fit(shuffle=True) is ignored for a tf.data input: ours shuffles itself.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     started = time.monotonic()
@@ -46,7 +51,8 @@ def fit_all(config: TrainConfig, data: TrainingData, work_dir: Path, log, progre
         member_log = log
         if config.ensemble > 1:
             member_log = lambda line, m=member: log(f"network {m + 1}/{config.ensemble} · {line}")  # noqa: E731
-        net_weights, metrics = fit_network(member_config, data, member_dir, member_log, progress)
+        watch = Watch(work_dir / LOG_NAME, member, base.member(member) if base else None)
+        net_weights, metrics = fit_network(member_config, data, member_dir, member_log, progress, watch)
         weights.update({member_prefix(member) + k: v for k, v in net_weights.items()})
         member_metrics.append(metrics)
     if config.ensemble == 1:
@@ -71,10 +77,22 @@ def learning_rate(keras, config: TrainConfig, steps_per_epoch: int):
     return config.learning_rate
 
 
-def fit_network(config: TrainConfig, data: TrainingData, work_dir: Path, log, progress: bool) -> tuple[dict, dict]:
+@dataclass(frozen=True)
+class Watch:
+    """Where one network's epochs are logged, and the weights it starts from (None: random)."""
+
+    log_path: Path
+    network: int = 0
+    start: dict | None = None
+
+
+def fit_network(
+    config: TrainConfig, data: TrainingData, work_dir: Path, log, progress: bool, watch: Watch | None = None
+) -> tuple[dict, dict]:
     """Train one network (seed `config.seed`) in `work_dir`; returns (weights, metrics).
 
     A finished network leaves `final.npz` there, so a resumed ensemble skips it."""
+    watch = watch or Watch(work_dir / LOG_NAME)
     final, final_info = work_dir / "final.npz", work_dir / "final.json"
     if final.exists() and final_info.exists():
         with np.load(final, allow_pickle=False) as npz:
@@ -84,6 +102,8 @@ def fit_network(config: TrainConfig, data: TrainingData, work_dir: Path, log, pr
     tf, keras = _tf()
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, len(data.tokenizer))
+    if watch.start is not None:
+        import_weights(model, config, watch.start)
     steps_per_epoch = math.ceil(len(data.xy[0]) / config.batch_size)
     optimizer = keras.optimizers.Adam(
         learning_rate=learning_rate(keras, config, steps_per_epoch), global_clipnorm=config.clipnorm
@@ -92,8 +112,14 @@ def fit_network(config: TrainConfig, data: TrainingData, work_dir: Path, log, pr
     train_ds = _dataset(tf, *data.xy, config.batch_size, config.seed)
     val_ds = _dataset(tf, *data.val, config.batch_size, None) if data.val is not None else None
     started, earlier, held = time.monotonic(), finished_epochs(work_dir), HeldInterrupt()
+    keep_rows(watch.log_path, watch.network, int(earlier.get("epochs_done", 0)))
+    if watch.start is not None and val_ds is not None and not (work_dir / "backup").exists():
+        _log_start(model, val_ds, watch, log)
+    sample = (data.tokenizer, sample_prompt(data.val_messages))
+    tokens = int(data.xy[0].size)
+    after = (epoch_watch(keras, config, watch.log_path, watch.network, tokens, sample, log),)
     callbacks = make_callbacks(
-        keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress, earlier, held
+        keras, config, work_dir, val_ds is not None, log, steps_per_epoch, progress, earlier, held, after
     )
     try:
         history = model.fit(
@@ -111,6 +137,13 @@ def fit_network(config: TrainConfig, data: TrainingData, work_dir: Path, log, pr
     os.replace(work_dir / "final.tmp.npz", final)
     write_json(final_info, metrics)
     return weights, metrics
+
+
+def _log_start(model, val_ds, watch: Watch, log) -> None:
+    """Row 0 of the log: the validation perplexity of the weights fine-tuning starts from."""
+    loss = float(model.evaluate(val_ds, verbose=0))
+    append_row(watch.log_path, {"network": watch.network, "epoch": 0, "validation_perplexity": perplexity(loss)})
+    log(f"before fine-tuning: validation perplexity {math.exp(min(loss, 50)):.1f}")
 
 
 def _best_weights(model, config: TrainConfig, work_dir: Path, monitor_val: bool) -> tuple[dict, dict]:

@@ -21,8 +21,10 @@ from wordbot.saving import check_output_dir, check_writable, is_model_dir
 from wordbot.training.config import TrainConfig
 from wordbot.training.data import describe, prepare
 from wordbot.training.export import export
+from wordbot.training.finetune import Base
 from wordbot.training.fit import TrainingDiverged, fit_all
 from wordbot.training.model import _tf
+from wordbot.training.watch import LOG_NAME
 
 
 def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Path:
@@ -33,25 +35,28 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
     config.validate()
     check_output_dir(config.out)  # before hours of training, not after
     check_writable(config.out)
-    data = prepare(config)
+    base = Base.load(config.base) if config.base else None
+    data = prepare(config, base.tokenizer if base else None)
     _tf()  # before anything is written: without TensorFlow, nothing is left behind
     out = Path(config.out)
     work_dir = out.parent / f"{out.name}.partial"
     with work_directory(work_dir):
         resumed = _stamp(work_dir, config, data.paths)
+        if base:
+            log(f"fine-tuning {base.name} ({base.directory}): its networks and vocabulary of {len(base.tokenizer):,}")
         for line in describe(data, config, resumed):
             log(line)
         if is_model_dir(out):
             log(f"{out} holds a model; it is replaced when training finishes (an interrupted run leaves it as it is)")
         try:
             weights, metrics = fit_all(
-                config, data, work_dir, log, sys.stdout.isatty() if progress is None else progress
+                config, data, work_dir, log, sys.stdout.isatty() if progress is None else progress, base
             )
         except TrainingDiverged as e:
             # Its backup holds NaN weights: resuming from it could only diverge again.
             shutil.rmtree(work_dir, ignore_errors=True)
             raise TrainingDiverged(f"{e} ({work_dir} was removed)") from None
-        export(config, data, weights, metrics, log)
+        export(config, data, weights, metrics, log, base=base, training_log=work_dir / LOG_NAME)
         shutil.rmtree(work_dir, ignore_errors=True)
     return out
 
