@@ -226,3 +226,28 @@ def test_adding_while_another_thread_adapts_is_safe():
 def test_adapt_refuses_a_distribution_of_the_wrong_size():
     with pytest.raises(ValueError, match="base vocabulary"):
         Memory(BASE_VOCAB).adapt(BASE[:-1], [])
+
+
+def test_the_lexicon_names_learned_ids_and_offers_only_words():
+    memory = Memory(BASE_VOCAB)
+    memory.add(1, "zorblax zebra ;-) frobnicate zorblax")
+    lexicon = memory.lexicon()
+    assert lexicon is memory.lexicon()  # one snapshot while nothing moves
+    assert [lexicon.token(i) for i in range(B, B + len(lexicon.words))] == memory.words
+    assert sorted(lexicon.token(int(i)) for i in lexicon.starting_with("z")) == ["zebra", "zorblax"]
+    assert all(lexicon.token(int(i)).isalpha() for i in lexicon.offered)
+    p, served = memory.serve(BASE, tokenize("zorblax"))
+    assert len(p) == B + len(served.words)
+    memory.remove(1)
+    assert memory.lexicon().words == () and lexicon.words  # an old snapshot stays as it was
+
+
+def test_the_version_never_repeats_after_clear():
+    memory = Memory(BASE_VOCAB)
+    memory.add(1, "the cat")
+    seen = {memory.version}
+    memory.clear()
+    assert memory.version not in seen
+    seen.add(memory.version)
+    memory.add(1, "the dog")
+    assert memory.version not in seen

@@ -3,6 +3,8 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +325,143 @@ def test_chat_log_debris_is_never_offered_completed_or_written():
     for seed in range(20):
         text = predictor.continue_text("larry wall", 10, seed=seed)
         assert "<" not in text and ">" not in text and "1997" not in text
+
+
+# -- the memory: learn, forget, views (issue 14) ---------------------------------------
+
+LEARNED = "we deploy the Zorblax cluster every friday with Knghtbrd"
+
+
+def _words(predictions) -> list[str]:
+    return [p.word for p in predictions]
+
+
+def test_a_learned_word_is_offered_and_completed_with_its_written_case(tiny_predictor):
+    assert "zorblax" not in tiny_predictor.tokenizer.index
+    assert "Zorblax" not in _words(tiny_predictor.next_words("we deploy the", k=50))
+    assert tiny_predictor.complete("we deploy the zorb") == []
+    for _ in range(3):
+        tiny_predictor.learn(LEARNED)
+    after = tiny_predictor.next_words("we deploy the", k=5)
+    assert after[0].word == "Zorblax" and after[0].prob > 0.1
+    assert sum(p.prob for p in tiny_predictor.next_words("we deploy the", k=1000)) <= 1 + 1e-9
+    assert _words(tiny_predictor.complete("we deploy the zorb")) == ["Zorblax"]
+    assert tiny_predictor.complete("we deploy the zorb")[0].prob == pytest.approx(1.0)
+    # Where the memory never saw it, it has no probability, yet it is still completable, last.
+    elsewhere = tiny_predictor.complete("I like zor")
+    assert _words(elsewhere)[-1] == "Zorblax" and elsewhere[-1].prob == 0.0
+    assert "Zorblax" in tiny_predictor.continue_text("we deploy the", 3, temperature=0)
+    assert tiny_predictor.suggest("we deploy the zorb").partial == "zorb"
+
+
+def test_forgetting_restores_the_answers_exactly(tiny_predictor, tiny_model_dir):
+    fresh = Predictor.load(tiny_model_dir)
+    texts = ["we deploy the", "the cat ", "we deploy the zo", "hello wor", ""]
+    tiny_predictor.learn(LEARNED, key="m1")
+    tiny_predictor.learn("the cat sat on the Zorblax mat")
+    assert tiny_predictor.next_words("we deploy the") != fresh.next_words("we deploy the")
+    assert tiny_predictor.forget("m1") is True and tiny_predictor.forget("m1") is False
+    tiny_predictor.forget_all()
+    for text in texts:
+        assert tiny_predictor.complete(text, k=20) == fresh.complete(text, k=20)
+        assert tiny_predictor.continue_text(text, 10, seed=3) == fresh.continue_text(text, 10, seed=3)
+
+
+def test_a_loaded_predictor_has_an_empty_memory_that_changes_nothing(tiny_predictor):
+    assert tiny_predictor.memory.messages == 0
+    for text in ["", "the cat", "we deploy the zorblax"]:
+        tokens = tokenize(text)
+        frozen = tiny_predictor.lm.probs(tiny_predictor._state(tiny_predictor._context(tokens)))
+        served = tiny_predictor.probs_after(tokens)
+        assert served.shape == frozen.shape
+        assert np.max(np.abs(served - frozen)) <= 1e-9
+
+
+def test_one_communitys_words_never_reach_another_view(tiny_predictor):
+    red, blue = tiny_predictor.view(), tiny_predictor.view()
+    assert red.memory is not blue.memory and red._states is tiny_predictor._states  # the model's caches are shared
+    for _ in range(3):
+        red.learn(LEARNED)
+    blue.learn("the blue team writes Quuxly every day")
+    assert red.next_words("we deploy the", k=1)[0].word == "Zorblax"
+    for other in (blue, tiny_predictor):
+        for text in ["we deploy the", "we deploy the ", "the", ""]:  # same contexts: the caches are keyed apart
+            assert "Zorblax" not in _words(other.next_words(text, k=2000))
+        assert other.complete("we deploy the zorb") == []
+        assert "zorblax" not in other.continue_text("we deploy the", 20, temperature=1.5, seed=1).lower()
+    assert red.complete("the qu", k=50) == tiny_predictor.complete("the qu", k=50)
+    assert "Quuxly" not in _words(red.complete("the quu", k=50))
+
+
+def test_a_view_can_serve_a_memory_kept_by_a_face(tiny_predictor):
+    from wordbot.memory import Memory
+
+    kept = Memory(tiny_predictor.tokenizer.vocab)
+    kept.add("discord:1", LEARNED)
+    view = tiny_predictor.view(kept)
+    assert view.memory is kept
+    assert "Zorblax" in _words(view.next_words("we deploy the", k=5))
+    with pytest.raises(ValueError, match="another vocabulary"):
+        tiny_predictor.view(Memory(["<pad>", "<unk>", "<s>", "</s>", "x"]))
+
+
+def test_learning_while_another_thread_predicts(tiny_predictor):
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def learn() -> None:
+        try:
+            for i in range(300):
+                tiny_predictor.learn(f"message {i} about the word{i % 37} and Zorblax{i % 11}", key=i)
+                if i % 3 == 0:
+                    tiny_predictor.forget(i - 1)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=learn)
+    thread.start()
+    seen = 0
+    while not done.is_set() or seen < 20:
+        for text in ("about the ", "about the zor", "message "):
+            predictions = tiny_predictor.complete(text, k=10)
+            probs = [p.prob for p in predictions]
+            assert all(isinstance(p.word, str) and p.word for p in predictions)
+            assert all(0 <= q <= 1 for q in probs)
+        tiny_predictor.continue_text("about the", 5, seed=seen)
+        seen += 1
+    thread.join()
+    assert not errors
+    assert tiny_predictor.memory.messages == 300 - len(range(3, 300, 3))
+
+
+def test_hostile_messages_are_bounded_and_harmless(tiny_predictor):
+    tiny_predictor.learn("word " * 25_000)  # 125 kB
+    tiny_predictor.learn("\x00\x1b[31m\u202e\r\n\t")
+    tiny_predictor.learn("!!! ... ??? ,,, ---")
+    tiny_predictor.learn("")
+    assert tiny_predictor.memory.tokens <= 4 * 1000 + 4
+    for text in ["", "word word ", "!!!", "wo"]:
+        for p in tiny_predictor.complete(text, k=20):
+            assert p.word.lower() not in SPECIALS and p.word[0].isalnum()
+
+
+def test_learning_a_20_word_message_takes_under_a_millisecond(tiny_predictor):
+    message = "so we met at the old station and talked about the Zorblax plans for an hour or two more"
+    assert len(message.split()) == 19  # and a number: 20
+    times = []
+    for i in range(300):
+        start = time.perf_counter()
+        tiny_predictor.learn(f"{message} {i}")
+        times.append(time.perf_counter() - start)
+    assert sorted(times)[len(times) // 2] < 1e-3
+
+
+def test_relearning_after_forget_all_is_never_answered_from_an_old_cache(tiny_predictor):
+    tiny_predictor.learn(LEARNED)
+    first = tiny_predictor.next_words("we deploy the", k=3)
+    tiny_predictor.forget_all()
+    tiny_predictor.learn("we deploy the Quuxly cluster")
+    assert tiny_predictor.next_words("we deploy the", k=1)[0].word == "Quuxly"
+    assert first[0].word == "Zorblax"

@@ -158,7 +158,15 @@ def test_capitals_the_user_typed_are_kept(tiny_predictor):
 
 def test_command_lines_complete_to_command_names(tiny_predictor):
     assert [c.text for c in completions(tiny_predictor, ":mo")] == [":model"]
-    assert {c.text for c in completions(tiny_predictor, ":")} == {":help", ":k", ":temp", ":model", ":quit"}
+    assert {c.text for c in completions(tiny_predictor, ":")} == {
+        ":help",
+        ":k",
+        ":temp",
+        ":model",
+        ":learned",
+        ":forget",
+        ":quit",
+    }
     assert completions(tiny_predictor, ":k 3") == []
 
 
@@ -1129,8 +1137,10 @@ def test_line_mode_wraps_its_intro_between_words_to_the_terminal_width(tiny_mode
     term.wait_for(lambda s: _prompt_line(s), "the first prompt")
     lines = term.screen.display
     start = next(i for i, line in enumerate(lines) if line.startswith("wordbot: "))
-    end = next(i for i, line in enumerate(lines) if line.startswith("> "))
+    end = next(i for i, line in enumerate(lines) if line.startswith(("> ", "wordbot learns")))
     rows = [line.rstrip() for line in lines[start:end]]
+    notice = [line.rstrip() for line in lines[end:] if line.strip() and not line.startswith("> ")]
+    assert notice and all(len(row) < columns for row in notice), notice  # the first start's line about learning
     intro = (
         "wordbot: this terminal (TERM=dumb) shows no live suggestions; each line you\n"
         "enter gets its next words and a continuation. :help for commands; Ctrl-D exits."
@@ -1235,3 +1245,155 @@ def test_a_paste_becomes_one_line_as_before_but_in_one_pass(text):
 
 def test_a_paste_of_a_hundred_thousand_spaces_is_one_line():
     assert one_line(" " * 100_000 + "x\n" + " " * 100_000 + "y") == " " * 100_000 + "x y"
+
+
+# ---- the REPL learns from you (issue 14) ----
+
+TAUGHT = "we deploy the Zorblax cluster"
+
+
+@pytest.fixture
+def learning_repl(tiny_predictor, tmp_path):
+    said: list[tuple[str, str]] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append((style, text)), learn=True)
+    repl.said = said
+    return repl
+
+
+def _menu_words(d: Driver) -> list[str]:
+    return [c.text.strip() for c in d.buffer.complete_state.completions]
+
+
+def _watch_questions(repl: Repl) -> list[str]:
+    """The questions the REPL asks (its answers are typed as a user would, once it asks)."""
+    asked: list[str] = []
+    ask = repl.ask
+
+    def recording(question: str):
+        asked.append(question)
+        return repl_ask(question)
+
+    repl_ask = ask
+    repl.ask = recording
+    return asked
+
+
+def test_committed_lines_are_learned_and_a_later_suggestion_reflects_them(learning_repl, tiny_predictor, tmp_path):
+    with Driver(learning_repl) as d:
+        d.type("we deploy the ")
+        assert "Zorblax" not in [c.text.strip() for c in d.menu()]
+        d.type("\x15")  # Ctrl-U: an empty line again
+        _commit_history(d, learning_repl, [TAUGHT, TAUGHT])
+        d.type(":k 5" + ENTER)
+        d.wait(lambda: "showing 5" in learning_repl.said[-1][1], ":k 5")
+        d.type(TAUGHT + ENTER)
+        d.wait(lambda: len(learning_repl.transcript) == 3, "the third commit")
+        d.type("we deploy the ")
+        d.wait(lambda: _menu_words(d)[0] == "Zorblax", "the learned word first in the menu")
+        assert "from your text" in "".join(text for _, text in learning_repl.toolbar())
+        d.type("\x15we deploy the zorb")
+        d.wait(lambda: _menu_words(d) == ["Zorblax"], "the learned word completed with its case")
+        d.type("\x15:learned" + ENTER)
+        d.wait(lambda: "learned 3 lines" in learning_repl.said[-1][1], ":learned")  # not the :k command
+    assert tiny_predictor.memory.messages == 0  # the REPL taught its own view, not the model it was given
+    notices = [text for _, text in learning_repl.said if "--no-learn" in text]
+    assert len(notices) == 1 and "learns from what you type" in notices[0]
+    again = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: learning_repl.said.append((style, text)))
+    again.learner, before = learning_repl.learner, len(learning_repl.said)
+    again.start_learning()
+    assert not any("--no-learn" in text for _, text in learning_repl.said[before:])  # said at the first start only
+
+
+def test_with_learning_off_committed_lines_are_not_learned(quiet_repl):
+    with Driver(quiet_repl) as d:
+        _commit_history(d, quiet_repl, [TAUGHT, TAUGHT, TAUGHT])
+        d.type("we deploy the ")
+        assert "Zorblax" not in [c.text.strip() for c in d.menu()]
+        d.type("\x15:learned" + ENTER)
+        d.wait(lambda: "learning is off" in quiet_repl.said[-1][1], ":learned")
+    assert quiet_repl.predictor.memory.messages == 0
+
+
+def test_no_learn_on_the_command_line_turns_learning_off():
+    from wordbot.cli import build_parser
+
+    assert build_parser().parse_args(["repl", "--no-learn"]).no_learn is True
+    assert build_parser().parse_args(["repl"]).no_learn is False
+
+
+@pytest.mark.parametrize("answer", ["y", "no"])
+def test_forget_asks_then_empties_the_memory_and_the_history_file(learning_repl, tmp_path, answer):
+    with Driver(learning_repl) as d:
+        asked = _watch_questions(learning_repl)
+        _commit_history(d, learning_repl, [TAUGHT, TAUGHT])
+        d.type(":forget" + ENTER)
+        d.wait(lambda: asked, "the question")
+        time.sleep(0.2)  # the question's own prompt starts reading keys
+        d.type(answer + ENTER)
+        d.wait(lambda: learning_repl.said[-1][1].startswith(("forgotten", "nothing forgotten")), "the answer")
+        history = (tmp_path / "history").read_text(encoding="utf-8")
+        memory = learning_repl.predictor.memory
+        if answer == "y":
+            assert memory.messages == 0 and history == ""
+            d.type("we deploy the ")
+            assert "Zorblax" not in [c.text.strip() for c in d.menu()]
+        else:
+            assert memory.messages == 2 and TAUGHT in history
+    assert "[y/N]" in asked[0]
+
+
+def _write_history(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"\n# 2026-12-01 10:00:00.000000\n+{line}\n" for line in lines), encoding="utf-8")
+
+
+def test_the_history_file_is_learned_at_start_without_delaying_the_prompt(learning_repl, tmp_path):
+    from wordbot.repl.learning import HISTORY_LINES, history_lines
+
+    lines = [f"line {i} about the weather" for i in range(HISTORY_LINES + 500)] + [":k 3", TAUGHT, TAUGHT]
+    _write_history(tmp_path / "history", lines)
+    assert history_lines(tmp_path / "history")[-2:] == [TAUGHT, TAUGHT]
+    assert len(history_lines(tmp_path / "history")) == HISTORY_LINES - 1  # the last 10,000, the command left out
+    start = time.perf_counter()
+    learning_repl.start_learning()
+    # The prompt comes at once; the learning goes on in a thread (10,000 lines take a second or more).
+    assert learning_repl.learner.thread.is_alive() and time.perf_counter() - start < 0.5
+    learning_repl.learner.thread.join(60)
+    memory = learning_repl.predictor.memory
+    assert memory.messages == HISTORY_LINES - 1
+    assert [p.word for p in learning_repl.predictor.complete("we deploy the zorb")] == ["Zorblax"]
+    # The last 10,000 entries: ":k 3", the two taught lines, and "line 503" on; older lines are not learned.
+    assert memory.count("503") == 1 and memory.count("502") == 0
+
+
+def _learned_menu_in_a_real_terminal(tiny_model_dir, tmp_path, *flags: str) -> list[str]:
+    state = tmp_path / "state"
+    _write_history(state / "history", [TAUGHT] * 5)
+    term = Terminal([*repl_command("--model", str(tiny_model_dir)), *flags], _env(tmp_path, TERM="xterm"))
+    term.wait_for(lambda s: _prompt_line(s), "the first prompt")
+    screen = term.text()
+    time.sleep(1.0)  # the history is learned in the background meanwhile
+    term.child.send("we deploy the ")
+    rows = term.wait_for(_menu_rows, "the completion menu")
+    term.child.send(CTRL_D)
+    assert term.finish() == 0
+    return [screen, *rows]
+
+
+def test_a_real_terminal_learns_its_history_unless_no_learn(tiny_model_dir, tmp_path):
+    screen, *rows = _learned_menu_in_a_real_terminal(tiny_model_dir, tmp_path / "on")
+    assert "learns from what you type" in screen and "--no-learn" in screen
+    assert rows[0].split()[0] == "Zorblax"
+    screen, *rows = _learned_menu_in_a_real_terminal(tiny_model_dir, tmp_path / "off", "--no-learn")
+    assert "learns from what you type" not in screen
+    assert "Zorblax" not in " ".join(rows)
+
+
+def test_a_model_loaded_with_model_is_taught_what_was_learned(learning_repl, tiny_model_dir):
+    for line in [TAUGHT, ":k 3", TAUGHT, ""]:
+        learning_repl.commit(line)
+    assert learning_repl.predictor.memory.messages == 2
+    learning_repl.command(f":model {tiny_model_dir}")
+    learning_repl.learner.thread.join(30)
+    assert learning_repl.predictor.memory.messages == 2
+    assert [p.word for p in learning_repl.predictor.complete("we deploy the zorb")] == ["Zorblax"]

@@ -156,6 +156,7 @@ def _add_info(sub) -> None:
 
 def _add_repl(sub) -> None:
     p = sub.add_parser("repl", help="interactive prompt with live suggestions (the default command)")
+    p.add_argument("--no-learn", action="store_true", help="do not learn from what you type (nor your history)")
     _add_model(p)
 
 
@@ -333,7 +334,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_repl(args: argparse.Namespace) -> int:
     from wordbot import repl
 
-    return repl.run(args.model, backend=args.backend)
+    return repl.run(args.model, backend=args.backend, learn=not args.no_learn)
 
 
 def _cmd_discord(args: argparse.Namespace) -> int:

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from functools import cached_property
 
 import numpy as np
 
-from wordbot.text import BOS, EOS, is_word, normalize, tokenize
+from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
 MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut here
@@ -69,6 +71,36 @@ class _Context:
         self.total = 0
         self.follow: dict[str, int] = {}
         self.cached: tuple[int, np.ndarray, np.ndarray] | None = None  # (ids epoch, ids, counts)
+
+
+class Lexicon:
+    """The learned words at one moment (ids `base_size + j` for `words[j]`), as a
+    predictor ranks and completes them: taken with the adapted distribution under one
+    lock, so ids and words always agree even while another thread learns or forgets."""
+
+    def __init__(self, base_size: int, words: tuple[str, ...]):
+        self.base_size = base_size
+        self.words = words
+
+    @cached_property
+    def _sorted(self) -> tuple[list[str], np.ndarray]:
+        offered = [j for j, w in enumerate(self.words) if is_word(w) and not is_debris(w)]
+        order = sorted(offered, key=self.words.__getitem__)
+        return [self.words[j] for j in order], np.array(order, dtype=np.int64) + self.base_size
+
+    @cached_property
+    def offered(self) -> np.ndarray:
+        """The ids of the learned words a user may be offered (words, not punctuation)."""
+        return np.sort(self._sorted[1])
+
+    def starting_with(self, prefix: str) -> np.ndarray:
+        """The ids of the learned words a user may be offered that start with `prefix`."""
+        words, ids = self._sorted
+        lo = bisect_left(words, prefix)
+        return ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
+
+    def token(self, i: int) -> str:
+        return self.words[i - self.base_size]
 
 
 class _Message:
@@ -148,7 +180,10 @@ class Memory:
             self._forms: dict[str, Counter[str]] = {}
             self._runs: dict[int, int] = {}  # hash of a 9-word run -> messages holding it
             self._epoch = 0  # bumped when word ids move
-            self._version = 0
+            self._lexicon = Lexicon(self._base_size, ())
+            self._lexicon_epoch = 0
+            self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
+            self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
 
     def add(self, key: Hashable, text: str) -> None:
         """Learn one message; `key` (a message id) names it for `remove`. A key already
@@ -256,6 +291,11 @@ class Memory:
             return list(self._words)
 
     @property
+    def base_size(self) -> int:
+        """The size of the vocabulary the memory was made for."""
+        return self._base_size
+
+    @property
     def messages(self) -> int:
         with self._lock:
             return len(self._messages)
@@ -289,12 +329,28 @@ class Memory:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
         with self._lock:
-            seen = self._forms.get(token)
-            if not seen:
-                return None
-            return min(seen.items(), key=lambda item: (-item[1], item[0]))[0]
+            if self._written[0] != self._version:
+                self._written = (self._version, {})
+            cache = self._written[1]
+            if token not in cache:
+                seen = self._forms.get(token)
+                cache[token] = min(seen.items(), key=lambda item: (-item[1], item[0]))[0] if seen else None
+            return cache[token]
 
     # -- serving ------------------------------------------------------------------
+
+    def lexicon(self) -> Lexicon:
+        """The learned words now, as one consistent snapshot (rebuilt when ids move)."""
+        with self._lock:
+            if len(self._lexicon.words) != len(self._words) or self._lexicon_epoch != self._epoch:
+                self._lexicon = Lexicon(self._base_size, tuple(self._words))
+                self._lexicon_epoch = self._epoch
+            return self._lexicon
+
+    def serve(self, base_probs: np.ndarray, context: Sequence[str]) -> tuple[np.ndarray, Lexicon]:
+        """`adapt` and the `lexicon` its ids refer to, taken together."""
+        with self._lock:
+            return self.adapt(base_probs, context), self.lexicon()
 
     def adapt(self, base_probs: np.ndarray, context: Sequence[str]) -> np.ndarray:
         """The distribution over base + learned words after `context` (the tokens of

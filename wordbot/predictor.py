@@ -22,7 +22,9 @@ import numpy as np
 from wordbot.artifacts import BACKENDS, load_model, model_directory, served_backend
 from wordbot.describe import describe_model, mix_weights_text  # noqa: F401  (training.py imports them from here)
 from wordbot.errors import CorpusError, ModelError
+from wordbot.learning import Learning
 from wordbot.limits import DEFAULT_K
+from wordbot.memory import Lexicon, Memory
 from wordbot.text import (
     BOS_ID,
     EOS_ID,
@@ -100,7 +102,7 @@ def sample(
     return int(candidates[rng.choice(len(p), p=p)])
 
 
-class Predictor:
+class Predictor(Learning):
     """Next words, completions and continuations from a language model."""
 
     def __init__(self, lm: LanguageModel, *, name: str = "model", manifest: dict | None = None, backend: str = "rnn"):
@@ -124,6 +126,7 @@ class Predictor:
         self._sorted_ids = np.array(order, dtype=np.int64)
         # Tokens a continuation may never produce.
         self._banned = np.array([PAD_ID, UNK_ID, BOS_ID, *debris], dtype=np.int64)
+        self._attach(Memory(vocab))
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:
@@ -212,18 +215,22 @@ class Predictor:
 
     def probs_after(self, tokens: Sequence[str]) -> np.ndarray:
         """The next-token distribution the suggestions after `tokens` are ranked from
-        (the cached array itself: read it, do not change it)."""
-        return self._distribution(self._context(tokens))
+        (the cached array itself: read it, do not change it). With a memory that holds
+        anything it is adapted to it, and ids past the vocabulary are learned words."""
+        return self._served(self._context(tokens), tokens)[0]  # memory hook
 
     # -- what users see -------------------------------------------------------------
 
-    def _ranked(self, probs: np.ndarray, ids: np.ndarray, k: int, sentence_start: bool, total: float = 1.0):
+    def _ranked(self, probs, ids, k: int, sentence_start: bool, total: float = 1.0, lexicon: Lexicon | None = None):
         p = probs[ids]
         top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
-        vocab = self.tokenizer.vocab
-        cased = self.tokenizer.cased
-        return [Prediction(display_form(vocab[ids[j]], sentence_start, cased), float(p[j] / total)) for j in top]
+        tokens = [self._token(int(ids[j]), lexicon) for j in top]  # memory hook: learned ids
+        cased = self._cased(tokens)
+        return [
+            Prediction(display_form(t, sentence_start, cased), float(p[j] / total))
+            for t, j in zip(tokens, top, strict=True)
+        ]
 
     def next_words(self, text: str, k: int = DEFAULT_K) -> list[Prediction]:
         """The likeliest words to follow `text`; an empty text means the start of a message."""
@@ -253,20 +260,25 @@ class Predictor:
         if k < 1:
             raise ValueError("k must be at least 1")
         sentence_start = at_sentence_start(tokens)
+        probs, lexicon = self._served(self._context(tokens), tokens)
         if not partial:
-            probs = self.probs_after(tokens)
-            return Suggestions("", self._ranked(probs, self._word_ids, k, sentence_start))
+            ids = self._word_ids if lexicon is None else self._with_learned(self._word_ids, lexicon)
+            return Suggestions("", self._ranked(probs, ids, k, sentence_start, lexicon=lexicon))
         prefix = normalize(partial)
         lo = bisect_left(self._sorted_words, prefix)
         hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
-        if lo == hi:
-            return Suggestions(partial, [])
         ids = self._sorted_ids[lo:hi]
-        probs = self.probs_after(tokens)
-        total = float(probs[ids].sum())
-        if total <= 0:
+        if lexicon is not None:  # memory hook: learned words that start with the prefix
+            ids = self._with_learned(ids, lexicon, prefix)
+        if not len(ids):
             return Suggestions(partial, [])
-        completions = self._ranked(probs, ids, k, sentence_start, total)
+        total = float(probs[ids].sum())
+        likely = ids if lexicon is None else ids[probs[ids] > 0]
+        completions = self._ranked(probs, likely, k, sentence_start, total, lexicon) if total > 0 else []
+        if len(completions) < k and lexicon is not None:
+            completions += self._unlikely_learned(probs, ids, k - len(completions), sentence_start, lexicon)
+        if not completions:
+            return Suggestions(partial, [])
         if all(normalize(p.word).startswith(prefix) for p in completions):
             return Suggestions(partial, completions)
         # A display form that no longer reads as the typed start (a capital that is
@@ -293,11 +305,11 @@ class Predictor:
         key = self._context(context_tokens)
         out: list[str] = []
         words = 0
-        vocab = self.tokenizer.vocab
         # Punctuation does not count as a word, so cap tokens too: greedy decoding can loop on ".".
         max_tokens = 3 * n_words + 5
         while words < n_words and len(out) < max_tokens:
-            probs = self._distribution(key).copy()
+            probs, lexicon = self._served(key, [*context_tokens, *out])  # memory hook
+            probs = probs.copy()
             probs[self._banned] = 0.0
             if not out:
                 probs[EOS_ID] = 0.0  # say at least something
@@ -306,15 +318,13 @@ class Predictor:
             previous = out[-1] if out else (context_tokens[-1] if context_tokens else None)
             if previous is not None and not is_word(previous) and previous in self.tokenizer.index:
                 probs[self.tokenizer.index[previous]] = 0.0
-            total = probs.sum()
-            if total <= 0:
+            token_id = self._draw(probs, rng, (temperature, top_k, top_p), [*context_tokens, *out], lexicon)
+            if token_id is None or token_id == EOS_ID:
                 break
-            token_id = sample(probs / total, rng, temperature, top_k, top_p)
-            if token_id == EOS_ID:
-                break
-            out.append(vocab[token_id])
-            words += is_word(vocab[token_id])
-            key = (*key, token_id)
+            token = self._token(token_id, lexicon)
+            out.append(token)
+            words += is_word(token)
+            key = (*key, token_id if token_id < len(self.tokenizer.vocab) else UNK_ID)
             if len(key) > MAX_CONTEXT:
                 key = self._context([*context_tokens, *out])
-        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self.tokenizer.cased)
+        return detokenize(out, capitalize=True, after=context_tokens or ["<s>"], cased=self._cased(out))

@@ -38,6 +38,7 @@ from wordbot.repl.display import (
 )
 from wordbot.repl.history import history_path, open_history
 from wordbot.repl.keys import Recall, key_bindings, menu_after_a_dropped_request
+from wordbot.repl.learning import OWN_TEXT_SHARE, Learner, say_once
 from wordbot.repl.suggest import GHOST_WORDS, GhostText, Settings, SuggestionCompleter
 from wordbot.text import join_text
 
@@ -60,15 +61,20 @@ class Repl:
         k: int = DEFAULT_K,
         temperature: float = 0.0,
         backend: str | None = None,
+        learn: bool = False,
     ):
         self.backend = backend  # what --backend asked for; `:model` loads with it too
         self.settings = Settings(k=k, temperature=temperature)
-        self.predictor = predictor
         self.state_dir = state_dir
+        # Learning from the user (wordbot/repl/learning.py): the predictor becomes a view with its own memory.
+        self.learner = Learner(history_path(state_dir)) if learn else None
+        self.predictor = predictor
         self.transcript: list[str] = []  # committed lines, in order
         self.errors = 0
         self._write = write or (lambda text, style: print(visible(text)))
         self.width: Callable[[], int | None] = lambda: None  # columns to wrap text to; None: unknown
+        self.ask: Callable[[str], str | None] = lambda question: None  # a yes/no answer; None: no answer
+        self.kept_history: History | None = None
 
     @property
     def predictor(self) -> Predictor:
@@ -78,6 +84,8 @@ class Repl:
     def predictor(self, predictor: Predictor) -> None:
         """A new model brings its own menu and ghost text; the prompt's Dynamic* wrappers
         pick them up at the next keystroke."""
+        if self.learner is not None:
+            predictor = self.learner.attach(predictor)
         self._predictor = predictor
         self.completer = SuggestionCompleter(predictor, self.settings)
         self.ghost = GhostText(predictor, self.settings)
@@ -92,15 +100,17 @@ class Repl:
     # ---- building the prompt ----
 
     def history(self) -> History:
-        return open_history(history_path(self.state_dir), self.error)
+        self.kept_history = open_history(history_path(self.state_dir), self.error)
+        return self.kept_history
 
     def toolbar(self) -> FormattedText:
         last = self.settings.last_ms
         timing = "-" if last is None else f"{last:.1f} ms"
         name = str(getattr(self.predictor, "name", "model"))[:16]
+        own = "from your text | " if (self.settings.own_share or 0) >= OWN_TEXT_SHARE else ""
         return FormattedText(
             [
-                ("class:bottom-toolbar.text", f" {name} | {timing} | "),
+                ("class:bottom-toolbar.text", f" {name} | {timing} | {own}"),
                 ("class:bottom-toolbar.text", "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit"),
             ]
         )
@@ -145,7 +155,9 @@ class Repl:
         handled (a large paste takes a while) it drops that line's report, and anywhere else
         between prompts it is ignored; it never ends the session."""
         self.width = lambda: text_width(session.output)  # read again for :help: the window may change
+        self.ask = lambda question: _ask(session, question)
         self.banner(self.width())
+        self.start_learning()
         interrupts = _Interrupts()
         with interrupts.installed():
             while True:
@@ -163,7 +175,10 @@ class Repl:
                     continue
 
     def pipe(self, lines: Iterable[str], *, echo: bool = True) -> int:
-        """Non-interactive: the suggestions for each line read (commands work too)."""
+        """Non-interactive: the suggestions for each line read (commands work too; the
+        line after `:forget` answers its question)."""
+        lines = iter(lines)
+        self.ask = lambda question: next(lines, None)
         for raw in lines:
             if not self.commit(raw.rstrip("\r\n"), echo=echo):
                 break
@@ -180,6 +195,8 @@ class Repl:
             "enter gets its next words and a continuation. :help for commands; Ctrl-D exits."
         )
         self.say(fill(intro, self.width()))
+        self.ask = lambda question: _ask_line(input, output, question)
+        self.start_learning()
         interrupts = _Interrupts()
         with interrupts.installed():
             while True:
@@ -205,6 +222,8 @@ class Repl:
         self.transcript.append(line)
         if not line.strip():
             return True  # a blank line asks nothing, as in a shell
+        if self.learner is not None:
+            self.learner.learn(line)
         if echo:
             self.say(line)
         self.say(self.report(line), "note")
@@ -224,6 +243,12 @@ class Repl:
             lines.append(f"  continued: {join_text(shorten(text), continuation)}")
         return "\n".join(lines)
 
+    def start_learning(self) -> None:
+        """Say once that the REPL learns, and learn the history file in the background."""
+        if self.learner is not None:
+            say_once(self.learner.history.parent, lambda text, style: self.say(fill(text, self.width()), style))
+            self.learner.start()
+
     def command(self, line: str) -> bool:
         """Do a `:command` line; False means: exit."""
         return commands.run_command(self, line)
@@ -231,6 +256,21 @@ class Repl:
     def help_text(self, width: int | None = None) -> str:
         """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
         return commands.help_text(self, width)
+
+
+def _ask(session: PromptSession, question: str) -> str | None:
+    """A one-line answer typed at a prompt of its own (kept out of the history)."""
+    try:
+        return PromptSession(input=session.input, output=session.output).prompt(question)
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def _ask_line(input: TextIO, output: TextIO, question: str) -> str | None:
+    output.write(question)
+    output.flush()
+    line = input.readline()
+    return line.rstrip("\r\n") if line else None
 
 
 class _Interrupts:
@@ -272,8 +312,12 @@ def run(
     output: TextIO | None = None,
     state_dir: str | os.PathLike | None = None,
     backend: str | None = None,
+    learn: bool = True,
 ) -> int:
     """Open the REPL on `model` (None: the bundled default) and return the exit status.
+
+    An interactive REPL learns from what its user types unless `learn` is False; lines
+    read from a pipe are never learned.
 
     Interactive when standard input and output are terminals and no streams are given;
     otherwise reads lines from `input` (default stdin) and writes suggestions to `output`.
@@ -286,7 +330,7 @@ def run(
         print(f"wordbot: error: {exc}", file=sys.stderr)
         return 2
     interactive = input is None and output is None and sys.stdin.isatty() and sys.stdout.isatty()
-    options = {"state_dir": state_dir, "backend": backend}
+    options = {"state_dir": state_dir, "backend": backend, "learn": learn and interactive}
     if interactive and is_dumb_terminal():
         return Repl(predictor, write=stream_writer(sys.stdout), **options).line_mode(sys.stdin, sys.stdout)
     if not interactive:

@@ -24,6 +24,8 @@ COMMANDS = {  # name: (argument, what it does), as :help shows them
     "k": ("N", f"how many suggestions to show ({REPL_K[0]}-{REPL_K[1]})"),
     "temp": ("T", "ghost-text temperature (0 = greedy: the likeliest words)"),
     "model": ("PATH", "load another model directory (`default`: the bundled one)"),
+    "learned": ("", "how much was learned from what you typed"),
+    "forget": ("", "erase what was learned and the history file (asks first)"),
     "quit": ("", "exit (Ctrl-D does too)"),
 }
 _ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
@@ -53,6 +55,10 @@ def run_command(repl: Repl, line: str) -> bool:
         _set_temperature(repl, argument)
     elif name == "model":
         _load_model(repl, argument)
+    elif name == "learned":
+        _learned(repl)
+    elif name == "forget":
+        _forget(repl)
     else:
         repl.error(f"unknown command :{name}; :help lists the commands")
     return True
@@ -99,6 +105,32 @@ def _set_temperature(repl: Repl, argument: str) -> None:
     repl.settings.temperature = temperature
     how = "greedy: the likeliest words" if temperature == 0 else "sampled"
     repl.say(f"ghost text temperature {temperature:g} ({how})", "note")
+
+
+def _learned(repl: Repl) -> None:
+    if repl.learner is None:
+        repl.say("learning is off (--no-learn): nothing is learned from what you type", "note")
+    else:
+        repl.say(repl.learner.summary(), "note")
+
+
+def _forget(repl: Repl) -> None:
+    """Empty the memory and the history file, once the user says yes."""
+    answer = repl.ask("Forget everything learned and empty the history file? [y/N] ")
+    if (answer or "").strip().lower() not in ("y", "yes"):
+        repl.say("nothing forgotten", "note")
+        return
+    from wordbot.repl.history import history_path
+    from wordbot.repl.learning import Learner
+
+    learner = repl.learner or Learner(history_path(repl.state_dir))
+    problem = learner.forget()
+    if repl.kept_history is not None and hasattr(repl.kept_history, "_loaded_strings"):
+        repl.kept_history._loaded_strings = []  # Up recalls nothing of it either
+    if problem:
+        repl.error(f"forgot what was learned, but {problem}")
+    else:
+        repl.say("forgotten: nothing learned, the history file is empty", "note")
 
 
 def _load_model(repl: Repl, argument: str) -> None:

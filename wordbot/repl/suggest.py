@@ -38,6 +38,7 @@ class Settings:
     k: int = DEFAULT_K
     temperature: float = 0.0
     last_ms: float | None = None  # time the last menu suggestion took
+    own_share: float | None = None  # how much of the last menu's first word came from what was learned
 
 
 @dataclass
@@ -88,6 +89,8 @@ class SuggestionCompleter(Completer):
         start = time.perf_counter()
         found = suggest(self.predictor, text, self.settings.k)
         self.settings.last_ms = (time.perf_counter() - start) * 1000
+        first = found.predictions[0].word if found.predictions else None
+        self.settings.own_share = None if first is None else self.predictor.learned_share(text, first)
         for word, prob in found.predictions:
             if found.completing:
                 insert = completion_text(found.completing, word)

@@ -1,0 +1,148 @@
+"""What a predictor learned, served: `Learning`, the part of `Predictor` that holds its
+memory (`wordbot/memory.py`) and mixes it into the answers.
+
+`Predictor` calls these at a few marked places ("memory hook"): `_served` for the
+distribution after a context (the model's own while the memory is empty, so a loaded
+predictor answers exactly as the model alone), `_token` and `_cased` to name and write
+ids past the vocabulary (learned words), `_with_learned` and `_unlikely_learned` for
+ranking and completing them, `_draw` for continuations that never replay a message.
+A `view` shares the model and its memory-free caches (states, base distributions)
+and has its own memory and its own cache of adapted distributions, keyed by the
+memory's version, so one community's words never reach another's answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import ChainMap, OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from wordbot.memory import Lexicon, Memory
+from wordbot.text import display_form, normalize, partial_word, tokenize
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from wordbot.predictor import Prediction
+
+ADAPTED_CACHE_SIZE = 64
+
+
+class Learning:
+    """Mixed into `Predictor` (which provides `tokenizer`, `_lock`, `_context`,
+    `_distribution` and `_remember`)."""
+
+    def _attach(self, memory: Memory) -> None:
+        if memory.base_size != len(self.tokenizer.vocab):
+            raise ValueError("the memory was made for another vocabulary")
+        self.memory = memory
+        self._keys = itertools.count()
+        # Adapted distributions, keyed by (memory version, context): this view's own.
+        self._adapted: OrderedDict[tuple, tuple[np.ndarray, Lexicon]] = OrderedDict()
+
+    def view(self, memory: Memory | None = None) -> Self:
+        """A predictor with its own memory (`memory`, else a new empty one) that shares
+        this one's model and its memory-free caches: one per community, cheap to make."""
+        other = copy.copy(self)
+        other._attach(Memory(self.tokenizer.vocab) if memory is None else memory)
+        return other
+
+    def learn(self, text: str, key: object = None) -> None:
+        """Learn one message (a committed line, a channel message): the next answers
+        reflect it. `key` names it for `forget` (default: a new one)."""
+        self.memory.add(("learned", next(self._keys)) if key is None else key, text)
+
+    def forget(self, key: object) -> bool:
+        """Forget the message learned under `key` exactly; False if there is none."""
+        return self.memory.remove(key)
+
+    def forget_all(self) -> None:
+        self.memory.clear()
+
+    def _served(self, key: tuple[int, ...], tokens: Sequence[str]) -> tuple[np.ndarray, Lexicon | None]:
+        """The distribution after context `key` (the ids of `tokens`), adapted to the
+        memory when it holds anything, and the learned words its ids past the base mean."""
+        base = self._distribution(key)
+        memory = self.memory
+        if not memory.messages:
+            return base, None
+        cache_key = (key, memory.version, tuple(tokens[-(memory.order - 1) :]) if memory.order > 1 else ())
+        with self._lock:
+            found = self._adapted.get(cache_key)
+        if found is None:
+            found = memory.serve(base, tokens)
+            with self._lock:
+                self._remember(self._adapted, cache_key, found, ADAPTED_CACHE_SIZE)
+        return found
+
+    def learned_share(self, text: str, word: str) -> float:
+        """How much of `word`'s probability, suggested at the end of `text`, came from
+        the memory rather than the model: 0 with nothing learned, 1 for a word only the
+        memory knows (the REPL's toolbar says when a suggestion is mostly your own text)."""
+        if not self.memory.messages:
+            return 0.0
+        partial = partial_word(text)
+        tokens = tokenize(text[: len(text) - len(partial)])
+        key = self._context(tokens)
+        adapted, lexicon = self._served(key, tokens)
+        token = normalize(word)
+        i = self.tokenizer.index.get(token)
+        if i is None and lexicon is not None and token in lexicon.words:
+            i = lexicon.base_size + lexicon.words.index(token)
+        return 0.0 if i is None or i >= len(adapted) else self.memory.share(self._distribution(key), tokens, i, adapted)
+
+    def _token(self, i: int, lexicon: Lexicon | None) -> str:
+        return self.tokenizer.vocab[i] if lexicon is None or i < lexicon.base_size else lexicon.token(i)
+
+    def _cased(self, tokens) -> dict[str, str] | ChainMap:
+        """How to write `tokens`: the community's capitals (`memory.written`) over the model's."""
+        learned = {}
+        if self.memory.messages:
+            for token in tokens:
+                form = self.memory.written(token)
+                if form and form != token:  # only capitals: lowercase "i" stays "I"
+                    learned[token] = form
+        return ChainMap(learned, self.tokenizer.cased) if learned else self.tokenizer.cased
+
+    @staticmethod
+    def _with_learned(ids: np.ndarray, lexicon: Lexicon, prefix: str | None = None) -> np.ndarray:
+        """`ids` and the learned words (that start with `prefix`) that a user may be offered."""
+        learned = lexicon.offered if prefix is None else lexicon.starting_with(prefix)
+        return np.concatenate([ids, learned]) if len(learned) else ids
+
+    def _unlikely_learned(self, probs, ids, k: int, sentence_start: bool, lexicon: Lexicon) -> list[Prediction]:
+        """Learned words that start with the typed prefix but have no probability in this
+        context (the memory's mix has no context-free level): after the others, the most
+        often written first, with probability 0, so a learned word is always completable."""
+        from wordbot.predictor import Prediction
+
+        memory = self.memory
+        zero = [self._token(int(i), lexicon) for i in ids[probs[ids] <= 0]]
+        counted = sorted(((memory.count(t), t) for t in zero), key=lambda c: (-c[0], c[1]))
+        chosen = [t for c, t in counted if c > 0][:k]
+        cased = self._cased(chosen)
+        return [Prediction(display_form(t, sentence_start, cased), 0.0) for t in chosen]
+
+    def _draw(self, probs: np.ndarray, rng, shape: tuple, recent: list[str], lexicon: Lexicon | None) -> int | None:
+        """One token sampled from `probs` (changed in place), never one that would copy
+        too many words of one learned message in a row; None: nothing left."""
+        from wordbot.predictor import sample
+
+        for _ in range(8):
+            total = probs.sum()
+            if total <= 0:
+                return None
+            token_id = sample(probs / total, rng, *shape)
+            if lexicon is None or not self.memory.copies_too_much(recent, self._token(token_id, lexicon)):
+                return token_id
+            probs[token_id] = 0.0
+        # Eight copies in a row: leave every word of a copied run out at once.
+        for i in np.flatnonzero(probs > 0):
+            if self.memory.copies_too_much(recent, self._token(int(i), lexicon)):
+                probs[i] = 0.0
+        total = probs.sum()
+        return None if total <= 0 else sample(probs / total, rng, *shape)
