@@ -22,10 +22,13 @@ from discord.ext import commands
 from discord.ext.commands.view import StringView
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
+from wordbot.bot.learning import LearningCog
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.bot.store import open_store
 from wordbot.errors import WordbotError
 
 if TYPE_CHECKING:
+    from wordbot.bot.store import Store
     from wordbot.predictor import Predictor
 
 log = logging.getLogger("wordbot.bot")
@@ -88,11 +91,13 @@ def build_bot(
     sync_commands: bool = True,
     cooldown_rate: int = COOLDOWN_RATE,
     cooldown_per: float = COOLDOWN_PER,
+    store: Store | None = None,
     **options: Any,
 ) -> commands.Bot:
     """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
     `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N.
-    `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
+    `store`: where it keeps what servers let it learn (see `learning.py`); None: it learns
+    nothing. `options` go to discord.py (e.g. `guild_ready_timeout` in tests)."""
     bot_class: type[commands.Bot] = WordBot
     if shards is not None:
         bot_class = ShardedWordBot
@@ -110,6 +115,8 @@ def build_bot(
 
     async def setup_hook() -> None:
         await bot.add_cog(WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per))
+        if store is not None:
+            await bot.add_cog(LearningCog(bot, predictor, store))
         if sync_commands:
             await sync_if_changed(bot)
 
@@ -217,11 +224,13 @@ def run(
     token_file: str | os.PathLike[str] | None = None,
     shards: int | None = None,
     backend: str | None = None,
+    store: str | None = None,
 ) -> int:
     """`wordbot discord`: load the model, connect, answer until Ctrl-C or SIGTERM. Returns an exit
     status. What a user can fix before connecting (options, the token, the model) is raised as
     WordbotError, which `wordbot.cli` reports as one line with status 2; what Discord refuses is
-    one line on stderr and status 1. Never a traceback, never the token."""
+    one line on stderr and status 1. Never a traceback, never the token. `store`: the store's
+    URL (see `store.open_store`); None: SQLite in the state directory ($WORDBOT_STATE_DIR)."""
     check_options(prefix, shards)
     token = read_token(token_file)
     if token is None:
@@ -234,10 +243,12 @@ def run(
     except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)
         raise WordbotError(str(exc)) from None
 
-    bot = build_bot(predictor, prefix=prefix, shards=shards)
+    opened = open_store(store)  # a StoreError is a WordbotError: one line, status 2
+    bot = build_bot(predictor, prefix=prefix, shards=shards, store=opened)
     discord.utils.setup_logging(level=logging.INFO, root=True)
     try:
-        asyncio.run(_serve(bot, token))
+        with contextlib.closing(opened):
+            asyncio.run(_serve(bot, token))
     except KeyboardInterrupt:
         pass  # Ctrl-C: asyncio.run has cancelled the bot, which closed its connections
     except discord.LoginFailure:

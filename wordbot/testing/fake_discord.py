@@ -125,6 +125,7 @@ class FakeDiscord:
         self.no_history_channels: set[int] = set()
         self.channel_overwrites: list[dict[str, Any]] = []  # the channel's permission overwrites
         self.dispatched_at: dict[int, float] = {}  # message id -> perf_counter when sent to the bot
+        self.guild_present = True  # False once the server removed the bot (remove_guild)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -187,12 +188,15 @@ class FakeDiscord:
         reply_to: dict[str, Any] | None = None,
         mentions: list[dict[str, Any]] | None = None,
         dm_channel: int | None = None,
+        channel: int | None = None,
+        webhook: bool = False,
     ) -> dict[str, Any]:
-        """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild."""
+        """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
+        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook."""
         user = self.users.get(author, self.bot_user)
         message: dict[str, Any] = {
             "id": str(self.new_id()),
-            "channel_id": str(self.channel_id),
+            "channel_id": str(channel or self.channel_id),
             "guild_id": str(self.guild_id),
             "author": user,
             "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
@@ -209,6 +213,8 @@ class FakeDiscord:
             "type": 0,
             "flags": 0,
         }
+        if webhook:
+            message["webhook_id"] = str(self.new_id())
         if dm_channel is not None:
             message["channel_id"] = str(dm_channel)
             del message["guild_id"], message["member"]
@@ -232,11 +238,17 @@ class FakeDiscord:
         return message
 
     async def send_interaction(
-        self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice"
+        self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice", subcommand: str | None = None
     ) -> dict[str, Any]:
-        """A user runs the slash command `/name` with `options`; the gateway gets INTERACTION_CREATE."""
+        """A user runs the slash command `/name` (`/name subcommand`) with `options`; the gateway
+        gets INTERACTION_CREATE."""
         command = next(c for c in self.commands if c["name"] == name)
+        if subcommand is not None:
+            command = next(o for o in command["options"] if o["name"] == subcommand)
         types = {option["name"]: option["type"] for option in command.get("options", [])}
+        given = [{"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()]
+        if subcommand is not None:
+            given = [{"name": subcommand, "type": 1, "options": given}]
         interaction = {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
@@ -256,12 +268,10 @@ class FakeDiscord:
                 "permissions": str(discord.Permissions.text().value),
             },
             "data": {
-                "id": command["id"],
+                "id": next(c for c in self.commands if c["name"] == name)["id"],
                 "name": name,
                 "type": 1,
-                "options": [
-                    {"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()
-                ],
+                "options": given,
             },
             "app_permissions": str(discord.Permissions.text().value),
             "locale": "en-US",
@@ -321,6 +331,33 @@ class FakeDiscord:
         channel = next(c for c in self._guild_payload()["channels"] if c["id"] == str(self.channel_id))
         await self.dispatch("CHANNEL_UPDATE", {**channel, "guild_id": str(self.guild_id)})
 
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """Someone deletes `message`; the gateway gets MESSAGE_DELETE (the id, not the message)."""
+        self.messages.pop(int(message["id"]), None)
+        ids = {"id": message["id"], "channel_id": message["channel_id"], "guild_id": str(self.guild_id)}
+        await self.dispatch("MESSAGE_DELETE", ids)
+
+    async def bulk_delete(self, messages: list[dict[str, Any]]) -> None:
+        """A moderator purges `messages` (one channel); the gateway gets MESSAGE_DELETE_BULK."""
+        for message in messages:
+            self.messages.pop(int(message["id"]), None)
+        ids = [message["id"] for message in messages]
+        payload = {"ids": ids, "channel_id": messages[0]["channel_id"], "guild_id": str(self.guild_id)}
+        await self.dispatch("MESSAGE_DELETE_BULK", payload)
+
+    async def edit_message(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """Its author edits `message`; the gateway gets MESSAGE_UPDATE with the whole message."""
+        edited = {**message, "content": content, "edited_timestamp": EPOCH}
+        self.messages[int(message["id"])] = edited
+        await self.dispatch("MESSAGE_UPDATE", edited)
+        return edited
+
+    async def remove_guild(self) -> None:
+        """The server kicks the bot: GUILD_DELETE without `unavailable`; later IDENTIFYs get no guild."""
+        session = self._session_for_guild()
+        self.guild_present = False
+        await self.dispatch("GUILD_DELETE", {"id": str(self.guild_id)}, session)
+
     async def drop_connections(self) -> None:
         """Cut every gateway connection without a close frame, like a network failure."""
         for session in self.sessions.values():
@@ -360,7 +397,11 @@ class FakeDiscord:
         everyone = {
             "id": str(self.guild_id),
             "name": "@everyone",
-            "permissions": str(discord.Permissions.general().value | discord.Permissions.text().value),
+            # Members may do what members usually may, but not manage the server: the owner may.
+            "permissions": str(
+                (discord.Permissions.general().value | discord.Permissions.text().value)
+                & ~discord.Permissions(manage_guild=True).value
+            ),
             "position": 0,
             "color": 0,
             "hoist": False,
@@ -488,7 +529,7 @@ class FakeDiscord:
 
     def _owns_guild(self, shard: tuple[int, int]) -> bool:
         index, count = shard
-        return (self.guild_id >> 22) % count == index
+        return self.guild_present and (self.guild_id >> 22) % count == index
 
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
         self.resumes.append(data)
@@ -595,6 +636,7 @@ class FakeDiscord:
             return json_response(error, 403)
         message = self.message_payload(payload.get("content") or "", author="wordbot")
         message["channel_id"] = str(channel_id)
+        message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
         self.messages[int(message["id"])] = message

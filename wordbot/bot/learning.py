@@ -1,0 +1,349 @@
+"""What the bot learns from the channels a server opts in. `Communities` keeps one memory per
+server (a `Predictor.view`) in step with the store, rebuilt from it at start in a background
+thread; `LearningCog` learns from listened channels and forgets on delete, edit and leave;
+`Subcommands` holds the bodies of `/wordbot listen|unlisten|channels|forget|ignore|unignore|stats`,
+which `cog.WordbotCog` attaches to its `wordbot` group (their `self` is that cog)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from wordbot.bot.store import Message
+from wordbot.memory import MAX_MESSAGE_CHARS
+from wordbot.text import is_word, tokenize
+
+if TYPE_CHECKING:
+    from wordbot.bot.store import Store
+    from wordbot.predictor import Predictor
+
+log = logging.getLogger("wordbot.bot")
+
+STATS_WORDS = 10  # how many of the server's own words `stats` shows
+_LINK = re.compile(r"<?https?://\S+")
+_MARKUP = re.compile(r"<(?:@[!&]?|#)\d+>|<t:-?\d+(?::\w)?>|<a?:\w+:\d+>")  # mentions, channels, times, emoji
+
+
+def learnable(text: str) -> str:
+    """What of a message's text is learned: its words without links, mentions, channel links,
+    timestamps or custom emoji; "" when no word is left (only links, only attachments)."""
+    text = " ".join(_MARKUP.sub(" ", _LINK.sub(" ", text[:MAX_MESSAGE_CHARS])).split())
+    return text if any(is_word(token) for token in tokenize(text)) else ""
+
+
+class Communities:
+    """The store and one memory per server, kept in step: every change goes to the store
+    first, then to the memory. Its methods block (the store): the bot calls them through
+    `asyncio.to_thread`."""
+
+    def __init__(self, predictor: Predictor, store: Store) -> None:
+        self.predictor, self.store = predictor, store
+        self._views: dict[int, Predictor] = {}
+        self._listened: dict[int, set[int]] = {}  # guild -> channels, read from the store once
+        self._lock = threading.Lock()
+        # While the memories are rebuilt, what changed meanwhile (key -> new text, None: gone),
+        # so the rebuild never brings back a message deleted or edited under it.
+        self._changed: dict[tuple[int, int], str | None] | None = None
+        self.rebuilt = threading.Event()
+
+    def view(self, guild: int) -> Predictor:
+        """The server's predictor: the shared model with this server's memory."""
+        with self._lock:
+            found = self._views.get(guild)
+            if found is None:
+                found = self._views[guild] = self.predictor.view()
+            return found
+
+    def rebuild(self) -> int:
+        """Learn every stored message again (at start, in a background thread); how many."""
+        with self._lock:
+            self._changed = {}
+        learned = 0
+        try:
+            for guild in self.store.guilds():
+                view = self.view(guild)
+                for message in self.store.messages(guild):
+                    key = (guild, message.id)
+                    view.learn(message.text, key=key)
+                    with self._lock:
+                        change = self._changed.get(key, message.text)
+                    if change is None:
+                        view.forget(key)
+                    elif change != message.text:
+                        view.learn(change, key=key)
+                    learned += 1
+        finally:
+            with self._lock:
+                self._changed = None
+            self.rebuilt.set()
+        log.info("learned %d stored messages again", learned)
+        return learned
+
+    def _note(self, key: tuple[int, int], text: str | None) -> None:
+        with self._lock:
+            if self._changed is not None:
+                self._changed[key] = text
+
+    def listened(self, guild: int) -> set[int]:
+        with self._lock:
+            found = self._listened.get(guild)
+        if found is None:
+            found = set(self.store.channels(guild))
+            with self._lock:
+                self._listened[guild] = found
+        return found
+
+    def listen(self, guild: int, channel: int, on: bool) -> bool:
+        changed = self.store.listen(guild, channel) if on else self.store.unlisten(guild, channel)
+        with self._lock:
+            self._listened.pop(guild, None)
+        return changed
+
+    def learn(self, message: Message) -> bool:
+        """Store and learn one message, unless its author chose `ignore me`."""
+        if self.store.is_ignored(message.guild, message.author):
+            return False
+        self.store.add_message(message)
+        self.view(message.guild).learn(message.text, key=(message.guild, message.id))
+        return True
+
+    def _unlearn(self, messages: list[Message]) -> int:
+        for message in messages:
+            key = (message.guild, message.id)
+            self._note(key, None)
+            self.view(message.guild).forget(key)
+        return len(messages)
+
+    def delete(self, ids: list[int]) -> int:
+        return self._unlearn(self.store.delete_messages(ids))
+
+    def edit(self, id: int, text: str) -> None:
+        """A message was edited: its new text replaces the old; with nothing learnable left, it goes."""
+        if not text:
+            self.delete([id])
+            return
+        old = self.store.edit_message(id, text)
+        if old is not None:
+            key = (old.guild, old.id)
+            self._note(key, text)
+            self.view(old.guild).learn(text, key=key)
+
+    def forget_author(self, author: int, guild: int | None) -> int:
+        return self._unlearn(self.store.forget_author(author, guild))
+
+    def forget_guild(self, guild: int) -> int:
+        removed = self.store.forget_guild(guild)
+        with self._lock:
+            view = self._views.pop(guild, None)
+            self._listened.pop(guild, None)
+        if view is not None:
+            view.forget_all()  # answers still holding the view learn nothing more from it
+        return removed
+
+
+class LearningCog(commands.Cog, name="learning"):
+    """Learns from the channels a server listens to; forgets what is deleted, edited or left."""
+
+    def __init__(self, bot: commands.Bot, predictor: Predictor, store: Store) -> None:
+        self.bot = bot
+        self.communities = Communities(predictor, store)
+        self._rebuild: asyncio.Future[int] | None = None
+
+    async def cog_load(self) -> None:
+        # In the background: the bot answers at once, with what is learned so far.
+        self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.rebuild))
+
+    async def cog_unload(self) -> None:
+        await asyncio.to_thread(self.communities.store.flush)
+
+    def view(self, guild: int) -> Predictor:
+        return self.communities.view(guild)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Servers that removed the bot while it was offline: their data goes."""
+        present = {guild.id for guild in self.bot.guilds}
+        stored = await asyncio.to_thread(self.communities.store.guilds)
+        for guild in stored:
+            if guild not in present and self.is_ours(guild):
+                removed = await asyncio.to_thread(self.communities.forget_guild, guild)
+                log.info("server %s removed the bot while it was away: forgot %d messages", guild, removed)
+
+    def is_ours(self, guild: int) -> bool:
+        """Whether this process's shards would hold `guild` (another process serves the rest)."""
+        count = self.bot.shard_count or 1
+        shards = getattr(self.bot, "shard_ids", None) or [self.bot.shard_id or 0]
+        return (guild >> 22) % count in shards
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        removed = await asyncio.to_thread(self.communities.forget_guild, guild.id)
+        log.info("left server %s: forgot %d messages", guild.id, removed)
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None:
+            if not message.author.bot and " ".join(message.content.lower().split()) == "forget me":
+                removed = await asyncio.to_thread(self.communities.forget_author, message.author.id, None)
+                await message.channel.send(forgotten(removed, everywhere=True), allowed_mentions=NO_PINGS)
+            return
+        if message.author.bot or message.webhook_id is not None or message.type not in LEARNED_TYPES:
+            return
+        if message.channel.id not in await asyncio.to_thread(self.communities.listened, message.guild.id):
+            return
+        text = learnable(message.content)
+        me = self.bot.user
+        if not text or (me is not None and me in message.mentions) or (await self.bot.get_context(message)).valid:
+            return  # nothing to learn, or a request to the bot rather than conversation
+        stored = Message(
+            message.id, message.guild.id, message.channel.id, message.author.id, message.created_at.timestamp(), text
+        )
+        await asyncio.to_thread(self.communities.learn, stored)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await asyncio.to_thread(self.communities.delete, [payload.message_id])
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await asyncio.to_thread(self.communities.delete, list(payload.message_ids))
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        content = payload.data.get("content")
+        if content is not None:  # an update of embeds only leaves the text as it was
+            await asyncio.to_thread(self.communities.edit, payload.message_id, learnable(content))
+
+
+LEARNED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def forgotten(removed: int, *, everywhere: bool = False) -> str:
+    where = "every server" if everywhere else "this server"
+    return f"Done: I forgot {removed:,} message{'s' * (removed != 1)} of yours in {where}."
+
+
+class Subcommands:
+    """The bodies of the `/wordbot` subcommands; `self` is the `WordbotCog` they are attached to."""
+
+    @app_commands.describe(channel="the channel to learn from", confirm="say yes for a channel not everyone can read")
+    async def listen(
+        self: Any, ctx: commands.Context, channel: discord.TextChannel, confirm: Literal["confirm"] | None = None
+    ) -> None:
+        """Learn from the messages posted in a channel from now on (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        everyone = channel.permissions_for(channel.guild.default_role)
+        if not everyone.read_messages and confirm is None:
+            usage = "/wordbot listen" if ctx.interaction else f"{ctx.clean_prefix}wordbot listen {channel.mention}"
+            await self.respond(
+                ctx,
+                f"Not every member can read {channel.mention}: what I learn there may appear in my answers"
+                f" anywhere in this server. If that is fine, run `{usage} confirm`.",
+                quiet=True,
+            )
+            return
+        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, True)
+        state = "I'll learn from" if changed else "I already learn from"
+        await self.respond(ctx, f"{state} messages in {channel.mention} (not from bots or commands).")
+
+    @app_commands.describe(channel="the channel to stop learning from")
+    async def unlisten(self: Any, ctx: commands.Context, channel: discord.TextChannel) -> None:
+        """Stop learning from a channel; what was learned stays until forgotten (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, False)
+        state = "I no longer learn from" if changed else "I was not learning from"
+        await self.respond(ctx, f"{state} {channel.mention}.")
+
+    async def channels(self: Any, ctx: commands.Context) -> None:
+        """The channels this server lets me learn from."""
+        learning = await in_server(self, ctx)
+        if learning is None:
+            return
+        listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        if not listened:
+            await self.respond(ctx, "I learn from no channel here. An admin can add one with `wordbot listen`.")
+            return
+        await self.respond(ctx, "I learn from " + ", ".join(f"<#{channel}>" for channel in listened) + ".")
+
+    @app_commands.describe(what="me: what you wrote; server: everything (Manage Server)")
+    async def forget(self: Any, ctx: commands.Context, what: Literal["me", "server"]) -> None:
+        """Forget everything learned from you here (in a DM: everywhere), or from the whole server."""
+        learning = self.bot.get_cog("learning")
+        if learning is None:
+            await self.respond(ctx, LEARNING_OFF, quiet=True)
+        elif what == "me":
+            guild = ctx.guild.id if ctx.guild is not None else None
+            removed = await asyncio.to_thread(learning.communities.forget_author, ctx.author.id, guild)
+            await self.respond(ctx, forgotten(removed, everywhere=guild is None), quiet=True)
+        elif await admin(self, ctx) is not None:
+            removed = await asyncio.to_thread(learning.communities.forget_guild, ctx.guild.id)
+            await self.respond(ctx, f"Done: I forgot all {removed:,} messages learned in this server.")
+
+    async def ignore(self: Any, ctx: commands.Context, who: Literal["me"]) -> None:
+        """Never learn from you in this server (until `unignore me`)."""
+        learning = await in_server(self, ctx)
+        if learning is not None:
+            await asyncio.to_thread(learning.communities.store.ignore, ctx.guild.id, ctx.author.id)
+            await self.respond(
+                ctx, "I won't learn from your messages here. (`forget me` removes the past ones.)", quiet=True
+            )
+
+    async def unignore(self: Any, ctx: commands.Context, who: Literal["me"]) -> None:
+        """Learn from you again in the channels this server chose."""
+        learning = await in_server(self, ctx)
+        if learning is not None:
+            await asyncio.to_thread(learning.communities.store.unignore, ctx.guild.id, ctx.author.id)
+            await self.respond(ctx, "I'll learn from your messages here again.", quiet=True)
+
+    async def stats(self: Any, ctx: commands.Context) -> None:
+        """How much I learned in this server, from where, and its own words."""
+        learning = await in_server(self, ctx)
+        if learning is None:
+            return
+        memory = learning.view(ctx.guild.id).memory
+        listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        own = sorted(memory.words, key=memory.count, reverse=True)[:STATS_WORDS]
+        lines = [
+            f"Learned here: {memory.messages:,} messages, {memory.tokens:,} words.",
+            "Channels: " + (", ".join(f"<#{channel}>" for channel in listened) or "none"),
+            "Words of this server the model did not know: "
+            + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
+        ]
+        await self.respond(ctx, "\n".join(lines))
+
+
+LEARNING_OFF = "Learning is off for this bot (it runs without a store)."
+
+
+async def in_server(cog: Any, ctx: commands.Context) -> LearningCog | None:
+    """The learning cog, when the command runs in a server of a bot that learns; else says why."""
+    learning = cog.bot.get_cog("learning")
+    if learning is None or ctx.guild is None:
+        await cog.respond(ctx, LEARNING_OFF if learning is None else "That works only in a server.", quiet=True)
+        return None
+    return learning
+
+
+async def admin(cog: Any, ctx: commands.Context) -> LearningCog | None:
+    """As `in_server`, and the author must have Manage Server: checked here, at run time, since
+    Discord's default permissions apply to the whole `/wordbot` group and a server may change them."""
+    learning = await in_server(cog, ctx)
+    if learning is None:
+        return None
+    author = ctx.author
+    if not isinstance(author, discord.Member) or not author.guild_permissions.manage_guild:
+        await cog.respond(ctx, "Only members with the Manage Server permission can do that.", quiet=True)
+        return None
+    return learning
