@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from wordbot.bot import build_bot
 from wordbot.bot.learning import Communities, learnable
-from wordbot.bot.store import Message, SQLiteStore
+from wordbot.bot.store import Backfill, Message, SQLiteStore
 from wordbot.testing.fake_discord import FakeDiscord
 
 TAUGHT = "we deploy the Zorblax cluster"
@@ -304,3 +304,64 @@ async def test_stats_show_how_much_was_learned_where_and_the_servers_own_words(s
     answer = await say(server, "!wordbot stats", author="bob")
     assert "2 messages" in answer and f"<#{server.channel_id}>" in answer
     assert "Zorblax" in answer.split("did not know:")[1]
+
+
+# -- reading a channel's history -------------------------------------------------------
+
+
+def history(server: FakeDiscord, count: int) -> list[dict[str, Any]]:
+    """`count` old messages in #general, oldest first: people's, and every tenth a bot's."""
+    return [
+        server.add_history(f"old message {i} about Zorblax", author="otherbot" if i % 10 == 9 else "bob")
+        for i in range(count)
+    ]
+
+
+@pytest.mark.asyncio
+async def test_learn_reads_the_history_in_pages_through_a_rate_limit_and_says_how_far_it_got(server, bot):
+    old = history(server, 250)
+    await listening(server)
+    server.rate_limit_history_at = 2  # Discord says "slow down" in the middle
+    assert "Manage Server" in await say(server, f"!wordbot learn <#{server.channel_id}> 220", author="bob")
+    assert server.history_requests == 0
+    await server.send_message(f"!wordbot learn <#{server.channel_id}> 220")
+    await server.wait_until(lambda: any(e["content"].startswith("Done") for e in server.edited))
+    assert "220 messages" in server.edited[-1]["content"]
+    assert server.history_requests == 4  # 100 + (a 429, then the same page again) + 20
+    # The newest 220: the commands and the bot's answers after the old messages, then old ones.
+    read = sorted(i for i, m in server.messages.items() if m["channel_id"] == str(server.channel_id))[-220:]
+    people = [m for m in old if int(m["id"]) in read and m["author"]["username"] == "bob"]
+    assert len(people) > 150 and all(learned(bot, server, m) for m in people)
+    assert not any(learned(bot, server, m) for m in old if m not in people)
+    assert memory(bot, server).messages == len(people)  # no command, no bot's answer
+    state = bot.get_cog("learning").communities.store.backfill_state(server.guild_id, server.channel_id)
+    assert state.done and state.learned == 220
+
+
+@pytest.mark.asyncio
+async def test_learn_skips_members_who_chose_ignore_me(server, bot):
+    old = history(server, 30)
+    await listening(server)
+    await say(server, "!wordbot ignore me", author="bob")
+    carol = server.add_history("carol wrote this", author="carol")
+    await server.send_message(f"!wordbot learn <#{server.channel_id}>")
+    await server.wait_until(lambda: any(e["content"].startswith("Done") for e in server.edited))
+    assert learned(bot, server, carol) and not any(learned(bot, server, m) for m in old)
+
+
+@pytest.mark.asyncio
+async def test_a_history_read_interrupted_by_a_restart_goes_on_where_it_stopped(server, running, tmp_path):
+    old = history(server, 150)
+    first = await running.start()
+    await listening(server)
+    await running.stop(first)
+    # As the store stands when the bot stopped after one page of a 120-message read.
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3")
+    store.set_backfill_state(Backfill(server.guild_id, server.channel_id, int(old[-100]["id"]), 100, 120))
+    store.close()
+    second = await running.start()
+    states = second.get_cog("learning").communities.store
+    await server.wait_until(lambda: states.backfill_state(server.guild_id, server.channel_id).done)
+    resumed = [m for m in old[-120:-100] if m["author"]["username"] == "bob"]
+    assert resumed and all(learned(second, server, m) for m in resumed)
+    assert not any(learned(second, server, m) for m in old[:-120] + old[-100:])  # before, and already read

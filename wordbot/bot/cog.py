@@ -156,6 +156,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
     ignore = about.command(name="ignore")(Subcommands.ignore)
     unignore = about.command(name="unignore")(Subcommands.unignore)
     stats = about.command(name="stats")(Subcommands.stats)
+    learn = about.command(name="learn")(Subcommands.learn)
 
     def about_text(self, prefix: str) -> str:
         lines = [

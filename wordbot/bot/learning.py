@@ -1,22 +1,24 @@
 """What the bot learns from the channels a server opts in. `Communities` keeps one memory per
 server (a `Predictor.view`) in step with the store, rebuilt from it at start in a background
 thread; `LearningCog` learns from listened channels and forgets on delete, edit and leave;
-`Subcommands` holds the bodies of `/wordbot listen|unlisten|channels|forget|ignore|unignore|stats`,
+`Subcommands` holds the bodies of `/wordbot listen|unlisten|channels|learn|forget|ignore|unignore|stats`,
 which `cog.WordbotCog` attaches to its `wordbot` group (their `self` is that cog)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from wordbot.bot.store import Message
+from wordbot.bot.store import Backfill, Message
 from wordbot.memory import MAX_MESSAGE_CHARS
 from wordbot.text import is_word, tokenize
 
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wordbot.bot")
 
 STATS_WORDS = 10  # how many of the server's own words `stats` shows
+DEFAULT_BACKFILL, MAX_BACKFILL = 10_000, 100_000  # messages of history `learn` reads
+PAGE = 100  # messages per history request: Discord's most
+PROGRESS_EVERY = 2.0  # seconds between edits of the progress message
 _LINK = re.compile(r"<?https?://\S+")
 _MARKUP = re.compile(r"<(?:@[!&]?|#)\d+>|<t:-?\d+(?::\w)?>|<a?:\w+:\d+>")  # mentions, channels, times, emoji
 
@@ -114,6 +119,9 @@ class Communities:
         self.view(message.guild).learn(message.text, key=(message.guild, message.id))
         return True
 
+    def learn_many(self, messages: list[Message]) -> int:
+        return sum(self.learn(message) for message in messages)
+
     def _unlearn(self, messages: list[Message]) -> int:
         for message in messages:
             key = (message.guild, message.id)
@@ -155,12 +163,16 @@ class LearningCog(commands.Cog, name="learning"):
         self.bot = bot
         self.communities = Communities(predictor, store)
         self._rebuild: asyncio.Future[int] | None = None
+        self._backfilling: set[int] = set()  # channels whose history is being read
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def cog_load(self) -> None:
         # In the background: the bot answers at once, with what is learned so far.
         self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.rebuild))
 
     async def cog_unload(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await asyncio.to_thread(self.communities.store.flush)
 
     def view(self, guild: int) -> Predictor:
@@ -175,6 +187,7 @@ class LearningCog(commands.Cog, name="learning"):
             if guild not in present and self.is_ours(guild):
                 removed = await asyncio.to_thread(self.communities.forget_guild, guild)
                 log.info("server %s removed the bot while it was away: forgot %d messages", guild, removed)
+        await self.resume_backfills()
 
     def is_ours(self, guild: int) -> bool:
         """Whether this process's shards would hold `guild` (another process serves the rest)."""
@@ -194,18 +207,67 @@ class LearningCog(commands.Cog, name="learning"):
                 removed = await asyncio.to_thread(self.communities.forget_author, message.author.id, None)
                 await message.channel.send(forgotten(removed, everywhere=True), allowed_mentions=NO_PINGS)
             return
-        if message.author.bot or message.webhook_id is not None or message.type not in LEARNED_TYPES:
-            return
         if message.channel.id not in await asyncio.to_thread(self.communities.listened, message.guild.id):
             return
+        stored = await self.to_learn(message)
+        if stored is not None:
+            await asyncio.to_thread(self.communities.learn, stored)
+
+    async def to_learn(self, message: discord.Message) -> Message | None:
+        """The message as the store keeps it, if it is one to learn: written by a person (not a
+        bot, not a webhook), not a command nor a request to the bot, with words besides links."""
+        if message.author.bot or message.webhook_id is not None or message.type not in LEARNED_TYPES:
+            return None
         text = learnable(message.content)
         me = self.bot.user
         if not text or (me is not None and me in message.mentions) or (await self.bot.get_context(message)).valid:
-            return  # nothing to learn, or a request to the bot rather than conversation
-        stored = Message(
-            message.id, message.guild.id, message.channel.id, message.author.id, message.created_at.timestamp(), text
-        )
-        await asyncio.to_thread(self.communities.learn, stored)
+            return None
+        guild = message.guild.id if message.guild is not None else 0
+        return Message(message.id, guild, message.channel.id, message.author.id, message.created_at.timestamp(), text)
+
+    async def backfill(self, state: Backfill, progress: discord.Message | None = None) -> Backfill:
+        """Read a channel's history, newest first, a page at a time, until `state.limit` messages
+        were read; the state is saved after each page, so a restart resumes where it stopped.
+        discord.py waits out rate limits (429) by itself. `progress` is edited as it goes."""
+        channel = self.bot.get_channel(state.channel)
+        if not isinstance(channel, discord.abc.Messageable):
+            return state
+        shown = time.monotonic()
+        while not state.done:
+            before = discord.Object(state.before) if state.before is not None else None
+            page = [m async for m in channel.history(limit=min(PAGE, state.limit - state.learned), before=before)]
+            batch = [stored for stored in [await self.to_learn(m) for m in page] if stored is not None]
+            await asyncio.to_thread(self.communities.learn_many, batch)
+            learned = state.learned + len(page)
+            done = not page or learned >= state.limit
+            state = state._replace(before=page[-1].id if page else state.before, learned=learned, done=done)
+            await asyncio.to_thread(self.communities.store.set_backfill_state, state)
+            if progress is not None and (done or time.monotonic() - shown > PROGRESS_EVERY):
+                shown = time.monotonic()
+                with contextlib.suppress(discord.HTTPException):
+                    await progress.edit(content=backfill_progress(channel, state), allowed_mentions=NO_PINGS)
+        return state
+
+    async def resume_backfills(self) -> None:
+        """Backfills a restart interrupted go on, for the servers this process serves."""
+        for state in await asyncio.to_thread(self.communities.store.backfills):
+            if self.bot.get_guild(state.guild) is not None and state.channel not in self._backfilling:
+                self.start_backfill(state)
+
+    def start_backfill(self, state: Backfill, progress: discord.Message | None = None) -> None:
+        self._backfilling.add(state.channel)
+
+        async def run() -> None:
+            try:
+                done = await self.backfill(state, progress)
+                log.info("read %d messages of channel %s's history", done.learned, state.channel)
+            except discord.HTTPException as exc:
+                log.warning("reading the history of channel %s stopped: %s", state.channel, exc)
+            finally:
+                self._backfilling.discard(state.channel)
+
+        self._tasks.add(task := asyncio.ensure_future(run()))
+        task.add_done_callback(self._tasks.discard)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -224,6 +286,13 @@ class LearningCog(commands.Cog, name="learning"):
 
 LEARNED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 NO_PINGS = discord.AllowedMentions.none()
+
+
+def backfill_progress(channel: Any, state: Backfill) -> str:
+    where = getattr(channel, "mention", "the channel")
+    if state.done:
+        return f"Done: I read {state.learned:,} messages of {where}'s history."
+    return f"Reading {where}'s history: {state.learned:,} of at most {state.limit:,} messages so far…"
 
 
 def forgotten(removed: int, *, everywhere: bool = False) -> str:
@@ -306,6 +375,35 @@ class Subcommands:
         if learning is not None:
             await asyncio.to_thread(learning.communities.store.unignore, ctx.guild.id, ctx.author.id)
             await self.respond(ctx, "I'll learn from your messages here again.", quiet=True)
+
+    @app_commands.describe(
+        channel="a channel this server listens to", limit=f"how many messages, at most {MAX_BACKFILL:,}"
+    )
+    async def learn(
+        self: Any,
+        ctx: commands.Context,
+        channel: discord.TextChannel,
+        limit: commands.Range[int, 1, MAX_BACKFILL] = DEFAULT_BACKFILL,
+    ) -> None:
+        """Learn from a listened channel's past messages (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        if channel.id not in await asyncio.to_thread(learning.communities.listened, ctx.guild.id):
+            await self.respond(ctx, f"Listen to {channel.mention} first (`wordbot listen`).", quiet=True)
+            return
+        if not channel.permissions_for(ctx.guild.me).read_message_history:
+            await self.respond(ctx, f"I need the Read Message History permission in {channel.mention}.", quiet=True)
+            return
+        if channel.id in learning._backfilling:
+            await self.respond(ctx, f"I am already reading {channel.mention}'s history.", quiet=True)
+            return
+        state = Backfill(ctx.guild.id, channel.id, None, 0, limit)
+        await asyncio.to_thread(learning.communities.store.set_backfill_state, state)
+        progress = await ctx.reply(
+            backfill_progress(channel, state), allowed_mentions=NO_PINGS, mention_author=False, ephemeral=True
+        )
+        learning.start_backfill(state, progress)
 
     async def stats(self: Any, ctx: commands.Context) -> None:
         """How much I learned in this server, from where, and its own words."""

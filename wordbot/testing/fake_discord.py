@@ -126,6 +126,9 @@ class FakeDiscord:
         self.channel_overwrites: list[dict[str, Any]] = []  # the channel's permission overwrites
         self.dispatched_at: dict[int, float] = {}  # message id -> perf_counter when sent to the bot
         self.guild_present = True  # False once the server removed the bot (remove_guild)
+        self.edited: list[dict[str, Any]] = []  # messages the bot edited (PATCH), as they became
+        self.history_requests = 0  # GETs of a channel's message history
+        self.rate_limit_history_at = 0  # that history request gets a 429 (0: none)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -587,6 +590,14 @@ class FakeDiscord:
                 return json_response(self.commands)
             case ("POST", "channels", channel_id, "messages"):
                 return await self._post_message(int(channel_id), await self._payload(request))
+            case ("GET", "channels", channel_id, "messages"):
+                return self._history(int(channel_id), request.query)
+            case ("PATCH", "channels", _, "messages", message_id) if int(message_id) in self.messages:
+                body = await self._payload(request)
+                edited = {**self.messages[int(message_id)], "content": body.get("content"), "edited_timestamp": EPOCH}
+                self.messages[int(message_id)] = edited
+                self.edited.append(edited)
+                return json_response(edited)
             case ("GET", "channels", _, "messages", message_id):
                 message = self.messages.get(int(message_id))
                 if message is None:
@@ -602,6 +613,29 @@ class FakeDiscord:
                 return await self._post_message(self.channel_id, await self._payload(request), token)
         self.unhandled.append((request.method, path))
         return json_response({"message": "404: Not Found", "code": 0}, 404)
+
+    def _history(self, channel_id: int, query: Any) -> web.Response:
+        """A page of a channel's messages, newest first, before `before`; once, when
+        `rate_limit_history_at` says so, Discord's 429 instead (the client waits and asks again)."""
+        self.history_requests += 1
+        if self.history_requests == self.rate_limit_history_at:
+            limited = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False}
+            # Discord's own 429s come through its proxy (Via); discord.py takes one without it for a
+            # Cloudflare ban and gives up.
+            body = json.dumps(limited).encode()
+            return web.Response(
+                body=body, status=429, headers={"Content-Type": "application/json", "Via": "1.1 google"}
+            )
+        before = int(query.get("before", 1 << 63))
+        limit = min(int(query.get("limit", 50)), 100)
+        ids = sorted((i for i, m in self.messages.items() if int(m["channel_id"]) == channel_id and i < before))
+        return json_response([self.messages[i] for i in reversed(ids[-limit:])])
+
+    def add_history(self, content: str, **kwargs: Any) -> dict[str, Any]:
+        """A message written before the bot was there: in the channel's history, never dispatched."""
+        message = self.message_payload(content, **kwargs)
+        self.messages[int(message["id"])] = message
+        return message
 
     async def _payload(self, request: web.Request) -> dict[str, Any]:
         if request.content_type.startswith("multipart/"):
