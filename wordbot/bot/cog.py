@@ -15,7 +15,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from wordbot.bot.learning import Subcommands
 from wordbot.bot.parse import RAW_LIMIT, Request, bound, parse_prompt, squeeze, without_mentions
 from wordbot.bot.render import (
     blank,
@@ -28,6 +27,7 @@ from wordbot.bot.render import (
     tail,
     too_long,
 )
+from wordbot.bot.subcommands import Subcommands
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS, DEFAULT_K
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         """What this bot does, its commands, and the model it runs."""
         await self.respond(ctx, self.about_text("/" if ctx.interaction else ctx.clean_prefix))
 
-    # What the bot learns and forgets: the bodies are in learning.py.
+    # What the bot learns and forgets: the bodies are in subcommands.py.
     listen = about.command(name="listen")(Subcommands.listen)
     unlisten = about.command(name="unlisten")(Subcommands.unlisten)
     channels = about.command(name="channels")(Subcommands.channels)
