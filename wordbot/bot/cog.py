@@ -27,6 +27,7 @@ from wordbot.bot.render import (
     tail,
     too_long,
 )
+from wordbot.bot.subcommands import Subcommands
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS, DEFAULT_K
 
 if TYPE_CHECKING:
@@ -147,10 +148,20 @@ class WordbotCog(commands.Cog, name="wordbot"):
         """Continues your text with words sampled from the model (a number up to 100 at the end sets how many)."""
         await self.answer_command(ctx, text, words, self.continuation, DEFAULT_WORDS, self.max_words)
 
-    @commands.hybrid_command(name="wordbot")
+    @commands.hybrid_group(name="wordbot", fallback="about", invoke_without_command=True, case_insensitive=True)
     async def about(self, ctx: commands.Context) -> None:
         """What this bot does, its commands, and the model it runs."""
         await self.respond(ctx, self.about_text("/" if ctx.interaction else ctx.clean_prefix))
+
+    # What the bot learns and forgets: the bodies are in subcommands.py.
+    listen = about.command(name="listen")(Subcommands.listen)
+    unlisten = about.command(name="unlisten")(Subcommands.unlisten)
+    channels = about.command(name="channels")(Subcommands.channels)
+    forget = about.command(name="forget")(Subcommands.forget)
+    ignore = about.command(name="ignore")(Subcommands.ignore)
+    unignore = about.command(name="unignore")(Subcommands.unignore)
+    stats = about.command(name="stats")(Subcommands.stats)
+    learn = about.command(name="learn")(Subcommands.learn)
 
     def about_text(self, prefix: str) -> str:
         lines = [
@@ -163,6 +174,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
             " mention me with some text (and a number of words, if you like) and I'll continue it.",
             f"Limits: {self.max_input_chars:,} characters of text; {self.cooldown_rate} commands"
             f" per {self.cooldown_per:g} seconds for each user.",
+            f"`{prefix}wordbot listen #channel` — an admin lets me learn from a channel;"
+            f" `{prefix}wordbot forget me`, `ignore me`, `stats`, `channels`.",
             f"Model: {self.predictor.describe()}",
         ]
         return "\n".join(lines)
@@ -225,7 +238,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         ctx: commands.Context,
         request: Request,
         count: int,
-        job: Callable[[str, int], Awaitable[str]],
+        job: Callable[[str, int, Predictor], Awaitable[str]],
         default: int,
         largest: int,
     ) -> None:
@@ -246,7 +259,7 @@ class WordbotCog(commands.Cog, name="wordbot"):
         request: Request,
         count: int,
         largest: int,
-        job: Callable[[str, int], Awaitable[str]],
+        job: Callable[[str, int, Predictor], Awaitable[str]],
         reply: Reply,
         before: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
@@ -262,13 +275,18 @@ class WordbotCog(commands.Cog, name="wordbot"):
             return
         if before is not None:
             await before()
-        await reply(await job(text, count))
+        await reply(await job(text, count, self.predictor_for(message.guild)))
 
-    async def next_words(self, text: str, k: int) -> str:
-        return format_next(text, await asyncio.to_thread(self.predictor.next_words, text, k))
+    def predictor_for(self, guild: discord.Guild | None) -> Predictor:
+        """A server's own predictor (its memory) where the bot learns; in DMs, the model alone."""
+        learning = self.bot.get_cog("learning")
+        return self.predictor if guild is None or learning is None else learning.view(guild.id)
 
-    async def continuation(self, text: str, words: int) -> str:
-        return format_continuation(text, await asyncio.to_thread(self.predictor.continue_text, text, words))
+    async def next_words(self, text: str, k: int, predictor: Predictor) -> str:
+        return format_next(text, await asyncio.to_thread(predictor.next_words, text, k))
+
+    async def continuation(self, text: str, words: int, predictor: Predictor) -> str:
+        return format_continuation(text, await asyncio.to_thread(predictor.continue_text, text, words))
 
     # -- shared pieces -------------------------------------------------------------------
 

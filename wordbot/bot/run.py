@@ -23,12 +23,15 @@ from discord.ext.commands.view import StringView
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
 from wordbot.bot.config import BotConfig, describe, load
+from wordbot.bot.learning import LearningCog
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.bot.store import open_store
 from wordbot.bounded import shown
 from wordbot.errors import WordbotError
 from wordbot.threads import one_blas_thread
 
 if TYPE_CHECKING:
+    from wordbot.bot.store import Store
     from wordbot.predictor import Predictor
 
 log = logging.getLogger("wordbot.bot")
@@ -92,13 +95,15 @@ def build_bot(
     sync_commands: bool = True,
     cooldown_rate: int = COOLDOWN_RATE,
     cooldown_per: float = COOLDOWN_PER,
+    store: Store | None = None,
     **options: Any,
 ) -> commands.Bot:
     """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
     `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N. With
     `shard_ids`, `shards` is the whole bot's count and this process runs only those shards.
-    `options` go to discord.py (e.g. `guild_ready_timeout` in tests) and to the cog (`max_k`,
-    `max_words`, `max_input_chars`)."""
+    `store`: where it keeps what servers let it learn (see `learning.py`); None: it learns
+    nothing. `options` go to discord.py (e.g. `guild_ready_timeout` in tests) and to the cog
+    (`max_k`, `max_words`, `max_input_chars`)."""
     cog_options = {key: options.pop(key) for key in ("max_k", "max_words", "max_input_chars") if key in options}
     bot_class: type[commands.Bot] = WordBot
     if shards is not None:
@@ -121,6 +126,8 @@ def build_bot(
         await bot.add_cog(
             WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per, **cog_options)
         )
+        if store is not None:
+            await bot.add_cog(LearningCog(bot, predictor, store))
         if sync_commands:
             await sync_if_changed(bot)
 
@@ -238,6 +245,7 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
     except OSError as exc:  # not a ModelError: the loader met the file system (a WordbotError passes as it is)
         raise WordbotError(str(exc)) from None
 
+    opened = open_store(config.store)  # a StoreError is a WordbotError: one line, status 2
     bot = build_bot(
         predictor,
         prefix=config.prefix,
@@ -248,13 +256,15 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
         max_k=config.max_k,
         max_words=config.max_words,
         max_input_chars=config.max_input_chars,
+        store=opened,
     )
     discord.utils.setup_logging(level=getattr(logging, config.log_level.upper()), root=True)
     log.info("starting with %s", describe(config))
     if config.server_models is not None:
         log.warning("server_models is set, but per-server models are not served yet: every server gets the model")
     try:
-        asyncio.run(_serve(bot, token))
+        with contextlib.closing(opened):
+            asyncio.run(_serve(bot, token))
     except KeyboardInterrupt:
         pass  # Ctrl-C: asyncio.run has cancelled the bot, which closed its connections
     except discord.LoginFailure:

@@ -125,6 +125,10 @@ class FakeDiscord:
         self.no_history_channels: set[int] = set()
         self.channel_overwrites: list[dict[str, Any]] = []  # the channel's permission overwrites
         self.dispatched_at: dict[int, float] = {}  # message id -> perf_counter when sent to the bot
+        self.guild_present = True  # False once the server removed the bot (remove_guild)
+        self.edited: list[dict[str, Any]] = []  # messages the bot edited (PATCH), as they became
+        self.history_requests = 0  # GETs of a channel's message history
+        self.rate_limit_history_at = 0  # that history request gets a 429 (0: none)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -187,12 +191,15 @@ class FakeDiscord:
         reply_to: dict[str, Any] | None = None,
         mentions: list[dict[str, Any]] | None = None,
         dm_channel: int | None = None,
+        channel: int | None = None,
+        webhook: bool = False,
     ) -> dict[str, Any]:
-        """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild."""
+        """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
+        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook."""
         user = self.users.get(author, self.bot_user)
         message: dict[str, Any] = {
             "id": str(self.new_id()),
-            "channel_id": str(self.channel_id),
+            "channel_id": str(channel or self.channel_id),
             "guild_id": str(self.guild_id),
             "author": user,
             "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
@@ -209,6 +216,8 @@ class FakeDiscord:
             "type": 0,
             "flags": 0,
         }
+        if webhook:
+            message["webhook_id"] = str(self.new_id())
         if dm_channel is not None:
             message["channel_id"] = str(dm_channel)
             del message["guild_id"], message["member"]
@@ -232,11 +241,17 @@ class FakeDiscord:
         return message
 
     async def send_interaction(
-        self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice"
+        self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice", subcommand: str | None = None
     ) -> dict[str, Any]:
-        """A user runs the slash command `/name` with `options`; the gateway gets INTERACTION_CREATE."""
+        """A user runs the slash command `/name` (`/name subcommand`) with `options`; the gateway
+        gets INTERACTION_CREATE."""
         command = next(c for c in self.commands if c["name"] == name)
+        if subcommand is not None:
+            command = next(o for o in command["options"] if o["name"] == subcommand)
         types = {option["name"]: option["type"] for option in command.get("options", [])}
+        given = [{"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()]
+        if subcommand is not None:
+            given = [{"name": subcommand, "type": 1, "options": given}]
         interaction = {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
@@ -256,12 +271,10 @@ class FakeDiscord:
                 "permissions": str(discord.Permissions.text().value),
             },
             "data": {
-                "id": command["id"],
+                "id": next(c for c in self.commands if c["name"] == name)["id"],
                 "name": name,
                 "type": 1,
-                "options": [
-                    {"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()
-                ],
+                "options": given,
             },
             "app_permissions": str(discord.Permissions.text().value),
             "locale": "en-US",
@@ -321,6 +334,33 @@ class FakeDiscord:
         channel = next(c for c in self._guild_payload()["channels"] if c["id"] == str(self.channel_id))
         await self.dispatch("CHANNEL_UPDATE", {**channel, "guild_id": str(self.guild_id)})
 
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """Someone deletes `message`; the gateway gets MESSAGE_DELETE (the id, not the message)."""
+        self.messages.pop(int(message["id"]), None)
+        ids = {"id": message["id"], "channel_id": message["channel_id"], "guild_id": str(self.guild_id)}
+        await self.dispatch("MESSAGE_DELETE", ids)
+
+    async def bulk_delete(self, messages: list[dict[str, Any]]) -> None:
+        """A moderator purges `messages` (one channel); the gateway gets MESSAGE_DELETE_BULK."""
+        for message in messages:
+            self.messages.pop(int(message["id"]), None)
+        ids = [message["id"] for message in messages]
+        payload = {"ids": ids, "channel_id": messages[0]["channel_id"], "guild_id": str(self.guild_id)}
+        await self.dispatch("MESSAGE_DELETE_BULK", payload)
+
+    async def edit_message(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """Its author edits `message`; the gateway gets MESSAGE_UPDATE with the whole message."""
+        edited = {**message, "content": content, "edited_timestamp": EPOCH}
+        self.messages[int(message["id"])] = edited
+        await self.dispatch("MESSAGE_UPDATE", edited)
+        return edited
+
+    async def remove_guild(self) -> None:
+        """The server kicks the bot: GUILD_DELETE without `unavailable`; later IDENTIFYs get no guild."""
+        session = self._session_for_guild()
+        self.guild_present = False
+        await self.dispatch("GUILD_DELETE", {"id": str(self.guild_id)}, session)
+
     async def drop_connections(self) -> None:
         """Cut every gateway connection without a close frame, like a network failure."""
         for session in self.sessions.values():
@@ -360,7 +400,11 @@ class FakeDiscord:
         everyone = {
             "id": str(self.guild_id),
             "name": "@everyone",
-            "permissions": str(discord.Permissions.general().value | discord.Permissions.text().value),
+            # Members may do what members usually may, but not manage the server: the owner may.
+            "permissions": str(
+                (discord.Permissions.general().value | discord.Permissions.text().value)
+                & ~discord.Permissions(manage_guild=True).value
+            ),
             "position": 0,
             "color": 0,
             "hoist": False,
@@ -488,7 +532,7 @@ class FakeDiscord:
 
     def _owns_guild(self, shard: tuple[int, int]) -> bool:
         index, count = shard
-        return (self.guild_id >> 22) % count == index
+        return self.guild_present and (self.guild_id >> 22) % count == index
 
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
         self.resumes.append(data)
@@ -546,6 +590,14 @@ class FakeDiscord:
                 return json_response(self.commands)
             case ("POST", "channels", channel_id, "messages"):
                 return await self._post_message(int(channel_id), await self._payload(request))
+            case ("GET", "channels", channel_id, "messages"):
+                return self._history(int(channel_id), request.query)
+            case ("PATCH", "channels", _, "messages", message_id) if int(message_id) in self.messages:
+                body = await self._payload(request)
+                edited = {**self.messages[int(message_id)], "content": body.get("content"), "edited_timestamp": EPOCH}
+                self.messages[int(message_id)] = edited
+                self.edited.append(edited)
+                return json_response(edited)
             case ("GET", "channels", _, "messages", message_id):
                 message = self.messages.get(int(message_id))
                 if message is None:
@@ -561,6 +613,29 @@ class FakeDiscord:
                 return await self._post_message(self.channel_id, await self._payload(request), token)
         self.unhandled.append((request.method, path))
         return json_response({"message": "404: Not Found", "code": 0}, 404)
+
+    def _history(self, channel_id: int, query: Any) -> web.Response:
+        """A page of a channel's messages, newest first, before `before`; once, when
+        `rate_limit_history_at` says so, Discord's 429 instead (the client waits and asks again)."""
+        self.history_requests += 1
+        if self.history_requests == self.rate_limit_history_at:
+            limited = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False}
+            # Discord's own 429s come through its proxy (Via); discord.py takes one without it for a
+            # Cloudflare ban and gives up.
+            body = json.dumps(limited).encode()
+            return web.Response(
+                body=body, status=429, headers={"Content-Type": "application/json", "Via": "1.1 google"}
+            )
+        before = int(query.get("before", 1 << 63))
+        limit = min(int(query.get("limit", 50)), 100)
+        ids = sorted((i for i, m in self.messages.items() if int(m["channel_id"]) == channel_id and i < before))
+        return json_response([self.messages[i] for i in reversed(ids[-limit:])])
+
+    def add_history(self, content: str, **kwargs: Any) -> dict[str, Any]:
+        """A message written before the bot was there: in the channel's history, never dispatched."""
+        message = self.message_payload(content, **kwargs)
+        self.messages[int(message["id"])] = message
+        return message
 
     async def _payload(self, request: web.Request) -> dict[str, Any]:
         if request.content_type.startswith("multipart/"):
@@ -595,6 +670,7 @@ class FakeDiscord:
             return json_response(error, 403)
         message = self.message_payload(payload.get("content") or "", author="wordbot")
         message["channel_id"] = str(channel_id)
+        message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
         self.messages[int(message["id"])] = message

@@ -1,0 +1,367 @@
+"""The bot learns from the channels a server opts in, and forgets on request: tested through
+discord.py's real client against the fake Discord (wordbot/testing/fake_discord.py), with a
+real SQLite store in a temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from discord.ext import commands
+
+from wordbot.bot import build_bot
+from wordbot.bot.learning import Communities, learnable
+from wordbot.bot.store import Backfill, Message, SQLiteStore
+from wordbot.testing.fake_discord import FakeDiscord
+
+TAUGHT = "we deploy the Zorblax cluster"
+StartBot = Callable[..., Awaitable[commands.Bot]]
+
+
+@pytest_asyncio.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    fake.point_client_here(monkeypatch)
+    yield fake
+    await fake.close()
+    for posted in fake.posted:  # whatever was learned or forgotten, no answer pinged anyone
+        assert posted.payload.get("allowed_mentions", {}).get("parse") == [], posted.payload
+
+
+class Running:
+    """Bots started against the fake server, each with its SQLite store; `stop` closes one."""
+
+    def __init__(self, server: FakeDiscord, predictor: Any, path: Path) -> None:
+        self.server, self.predictor, self.path = server, predictor, path
+        self.bots: dict[commands.Bot, tuple[asyncio.Task[None], SQLiteStore]] = {}
+
+    async def start(self, **options: Any) -> commands.Bot:
+        store = SQLiteStore(self.path)
+        bot = build_bot(self.predictor, store=store, guild_ready_timeout=0.05, cooldown_rate=1000, **options)
+        task = asyncio.create_task(bot.start(self.server.token))
+        self.bots[bot] = (task, store)
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait([ready, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert bot.is_ready()
+        return bot
+
+    async def stop(self, bot: commands.Bot) -> None:
+        task, store = self.bots.pop(bot)
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+        store.close()
+
+
+@pytest_asyncio.fixture
+async def running(server: FakeDiscord, tiny_predictor: Any, tmp_path: Path) -> AsyncIterator[Running]:
+    bots = Running(server, tiny_predictor, tmp_path / "wordbot.sqlite3")
+    yield bots
+    for bot in list(bots.bots):
+        await bots.stop(bot)
+
+
+@pytest_asyncio.fixture
+async def bot(running: Running) -> commands.Bot:
+    return await running.start()
+
+
+def memory(bot: commands.Bot, server: FakeDiscord) -> Any:
+    return bot.get_cog("learning").view(server.guild_id).memory
+
+
+def learned(bot: commands.Bot, server: FakeDiscord, message: dict[str, Any]) -> bool:
+    return (server.guild_id, int(message["id"])) in memory(bot, server)
+
+
+async def say(server: FakeDiscord, content: str, **kwargs: Any) -> str:
+    """A command; the bot's answer."""
+    return (await server.wait_for_reply(await server.send_message(content, **kwargs))).content
+
+
+async def listening(server: FakeDiscord, channel: int | None = None) -> None:
+    answer = await say(server, f"!wordbot listen <#{channel or server.channel_id}>")
+    assert answer.startswith("I'll learn from"), answer
+
+
+async def taught(bot: commands.Bot, server: FakeDiscord, content: str, **kwargs: Any) -> dict[str, Any]:
+    """A message posted in a listened channel, once the bot learned it."""
+    message = await server.send_message(content, **kwargs)
+    await server.wait_until(lambda: learned(bot, server, message))
+    return message
+
+
+# -- listening -------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_only_members_who_manage_the_server_choose_the_channels(server, bot):
+    general = f"<#{server.channel_id}>"
+    refused = await say(server, f"!wordbot listen {general}", author="bob")
+    assert "Manage Server" in refused
+    assert "I learn from no channel" in await say(server, "!wordbot channels", author="bob")
+    await listening(server)  # alice owns the server
+    assert general in await say(server, "!wordbot channels", author="bob")
+    assert "Manage Server" in await say(server, f"!wordbot unlisten {general}", author="bob")
+    assert general in await say(server, "!wordbot channels")
+    assert (await say(server, f"!wordbot unlisten {general}")).startswith("I no longer learn from")
+    assert "I learn from no channel" in await say(server, "!wordbot channels")
+
+
+@pytest.mark.asyncio
+async def test_a_channel_not_everyone_can_read_needs_a_confirmation(server, bot):
+    hidden = [
+        {"id": str(server.guild_id), "type": 0, "allow": "0", "deny": str(1 << 10)},  # @everyone: no View Channel
+        {"id": str(server.bot_role_id), "type": 0, "allow": str((1 << 10) | (1 << 11) | (1 << 16)), "deny": "0"},
+    ]
+    await server.set_channel_overwrites(hidden)
+    await server.wait_until(lambda: bot.get_channel(server.channel_id).overwrites)
+    asked = await say(server, f"!wordbot listen <#{server.channel_id}>")
+    assert "Not every member can read" in asked and "confirm" in asked
+    assert "I learn from no channel" in await say(server, "!wordbot channels")
+    confirmed = await say(server, f"!wordbot listen <#{server.channel_id}> confirm")
+    assert confirmed.startswith("I'll learn from")
+
+
+@pytest.mark.asyncio
+async def test_it_learns_what_people_write_in_listened_channels_and_nothing_else(server, bot, tiny_predictor):
+    await listening(server)
+    kept = await taught(bot, server, TAUGHT)
+    skipped = [
+        await server.send_message("Quuxify the secret plans", channel=server.other_channel_id),
+        await server.send_message("we deploy the Botword cluster", author="otherbot"),
+        await server.send_message("we deploy the Hookword cluster", webhook=True),
+        await server.send_message("!next we deploy the"),
+        await server.send_message("https://example.com/only-a-link"),
+        await server.send_message(f"{server.mention()} we deploy", mentions=[server.bot_user]),
+    ]
+    last = await taught(bot, server, TAUGHT + " again", author="bob")
+    await asyncio.sleep(0.2)
+    assert learned(bot, server, kept) and learned(bot, server, last)
+    assert not any(learned(bot, server, message) for message in skipped)
+    assert memory(bot, server).messages == 2
+    # The server's answers use its words; a DM's do not, nor does the model itself.
+    assert "Zorblax" in await say(server, "!next we deploy the k=10")
+    assert "Zorblax" not in await say(server, "!next we deploy the k=10", dm_channel=server.new_id())
+    assert "zorblax" not in {p.word.lower() for p in tiny_predictor.next_words("we deploy the", 10)}
+
+
+def test_one_servers_words_never_reach_anothers_answers(tiny_predictor, tmp_path):
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3")
+    communities = Communities(tiny_predictor, store)
+    for i in range(3):
+        communities.learn(Message(i, 1, 10, 100, float(i), TAUGHT))
+    ours, theirs = communities.view(1), communities.view(2)
+    assert "Zorblax" in [p.word for p in ours.next_words("we deploy the", 10)]
+    assert theirs.next_words("we deploy the", 10) == tiny_predictor.next_words("we deploy the", 10)
+    assert "Zorblax" in [p.word for p in ours.complete("we deploy the Zor")]
+    assert "Zorblax" not in [p.word for p in theirs.complete("we deploy the Zor")]
+    store.close()
+
+
+def test_what_is_learned_leaves_out_links_mentions_and_markup():
+    assert learnable("see https://example.com <@123> and <#456> <:wave:789>") == "see and"
+    assert learnable("https://example.com") == ""
+    assert learnable("<@123> <t:1700000000:R>") == ""
+    assert learnable("") == ""
+
+
+# -- forgetting ------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_forget_me_removes_everything_from_that_member_and_says_how_much(server, bot):
+    await listening(server)
+    mine = [await taught(bot, server, f"bob says {word}", author="bob") for word in ("Frobnic", "Glorp")]
+    hers = await taught(bot, server, TAUGHT)
+    answer = await say(server, "!wordbot forget me", author="bob")
+    assert "2 messages" in answer and "this server" in answer
+    assert not any(learned(bot, server, message) for message in mine)
+    assert learned(bot, server, hers)
+    assert bot.get_cog("learning").communities.store.count(server.guild_id) == 1
+
+
+@pytest.mark.asyncio
+async def test_forget_me_in_a_dm_forgets_every_server(server, bot):
+    await listening(server)
+    await taught(bot, server, TAUGHT)
+    await taught(bot, server, "bob's own words", author="bob")
+    dm = server.new_id()
+    await server.send_message("forget me", dm_channel=dm)  # plain text: a DM holds only the bot
+    answer = (await server.wait_for(lambda p: p.channel_id == dm)).content
+    assert "1 message of yours in every server" in answer
+    assert memory(bot, server).messages == 1  # bob's stays
+    store = bot.get_cog("learning").communities.store
+    assert [m.author for m in store.messages(server.guild_id)] == [int(server.users["bob"]["id"])]
+
+
+@pytest.mark.asyncio
+async def test_forget_me_as_a_slash_command_is_seen_only_by_its_user(server, bot):
+    await listening(server)
+    await taught(bot, server, TAUGHT)
+    interaction = await server.send_interaction("wordbot", {"what": "me"}, subcommand="forget")
+    answer = await server.wait_for_interaction_answer(interaction)
+    assert "1 message of yours" in answer.content
+    assert memory(bot, server).messages == 0
+    about = await server.wait_for_interaction_answer(await server.send_interaction("wordbot", subcommand="about"))
+    assert "/next" in about.content
+
+
+@pytest.mark.asyncio
+async def test_ignore_me_stops_learning_from_a_member_until_unignore(server, bot):
+    await listening(server)
+    assert "won't learn" in await say(server, "!wordbot ignore me", author="bob")
+    ignored = await server.send_message("bob's Secretword here", author="bob")
+    later = await taught(bot, server, TAUGHT)
+    await asyncio.sleep(0.1)
+    assert not learned(bot, server, ignored) and learned(bot, server, later)
+    assert "again" in await say(server, "!wordbot unignore me", author="bob")
+    await taught(bot, server, "bob is back", author="bob")
+
+
+@pytest.mark.asyncio
+async def test_forget_server_needs_manage_server_and_wipes_the_memory(server, bot):
+    await listening(server)
+    await taught(bot, server, TAUGHT, author="bob")
+    assert "Manage Server" in await say(server, "!wordbot forget server", author="bob")
+    assert memory(bot, server).messages == 1
+    assert "all 1 messages" in await say(server, "!wordbot forget server")
+    assert memory(bot, server).messages == 0
+
+
+@pytest.mark.asyncio
+async def test_deleted_and_edited_messages_are_removed_or_replaced(server, bot):
+    await listening(server)
+    first, second, third, fourth = [await taught(bot, server, f"{TAUGHT} {n}") for n in ("one", "two", "three", "four")]
+    bot._connection._messages.clear()  # uncached: only the raw events can tell
+    await server.delete_message(first)
+    await server.wait_until(lambda: not learned(bot, server, first))
+    await server.bulk_delete([second, third])
+    await server.wait_until(lambda: not learned(bot, server, second) and not learned(bot, server, third))
+    assert memory(bot, server).count("zorblax") == 1
+    await server.edit_message(fourth, "we deploy the Quasar cluster")
+    await server.wait_until(lambda: memory(bot, server).count("zorblax") == 0)
+    assert memory(bot, server).count("quasar") == 1 and learned(bot, server, fourth)
+    store = bot.get_cog("learning").communities.store
+    assert [m.text for m in store.messages(server.guild_id)] == ["we deploy the Quasar cluster"]
+    await server.edit_message(fourth, "https://example.com")  # nothing left to learn: it goes
+    await server.wait_until(lambda: not learned(bot, server, fourth))
+
+
+@pytest.mark.asyncio
+async def test_what_was_learned_survives_a_restart_of_the_bot(server, running):
+    first = await running.start()
+    await listening(server)
+    kept = await taught(first, server, TAUGHT)
+    gone = await taught(first, server, "a message deleted later")
+    await running.stop(first)
+    second = await running.start()
+    await asyncio.wait_for(asyncio.to_thread(second.get_cog("learning").communities.rebuilt.wait), 10)
+    assert learned(second, server, kept) and learned(second, server, gone)
+    await taught(second, server, "still listening")  # the listened channel was kept too
+    await server.delete_message(gone)
+    await server.wait_until(lambda: not learned(second, server, gone))
+    assert "Zorblax" in await say(server, "!next we deploy the k=10")
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_removes_the_bot_is_forgotten(server, bot):
+    await listening(server)
+    await taught(bot, server, TAUGHT)
+    store = bot.get_cog("learning").communities.store
+    await server.remove_guild()
+    await server.wait_until(lambda: store.guilds() == [])
+    assert store.count(server.guild_id) == 0 and memory(bot, server).messages == 0
+
+
+@pytest.mark.asyncio
+async def test_a_server_removed_while_the_bot_was_offline_is_forgotten_at_start(server, running):
+    first = await running.start()
+    await listening(server)
+    await taught(first, server, TAUGHT)
+    await running.stop(first)
+    server.guild_present = False  # kicked while the bot was away
+    second = await running.start()
+    store = second.get_cog("learning").communities.store
+    await server.wait_until(lambda: store.guilds() == [])
+    assert store.count(server.guild_id) == 0
+
+
+# -- stats -----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_stats_show_how_much_was_learned_where_and_the_servers_own_words(server, bot):
+    await listening(server)
+    for _ in range(2):
+        await taught(bot, server, TAUGHT)
+    answer = await say(server, "!wordbot stats", author="bob")
+    assert "2 messages" in answer and f"<#{server.channel_id}>" in answer
+    assert "Zorblax" in answer.split("did not know:")[1]
+
+
+# -- reading a channel's history -------------------------------------------------------
+
+
+def history(server: FakeDiscord, count: int) -> list[dict[str, Any]]:
+    """`count` old messages in #general, oldest first: people's, and every tenth a bot's."""
+    return [
+        server.add_history(f"old message {i} about Zorblax", author="otherbot" if i % 10 == 9 else "bob")
+        for i in range(count)
+    ]
+
+
+@pytest.mark.asyncio
+async def test_learn_reads_the_history_in_pages_through_a_rate_limit_and_says_how_far_it_got(server, bot):
+    old = history(server, 250)
+    await listening(server)
+    server.rate_limit_history_at = 2  # Discord says "slow down" in the middle
+    assert "Manage Server" in await say(server, f"!wordbot learn <#{server.channel_id}> 220", author="bob")
+    assert server.history_requests == 0
+    await server.send_message(f"!wordbot learn <#{server.channel_id}> 220")
+    await server.wait_until(lambda: any(e["content"].startswith("Done") for e in server.edited))
+    assert "220 messages" in server.edited[-1]["content"]
+    assert server.history_requests == 4  # 100 + (a 429, then the same page again) + 20
+    # The newest 220: the commands and the bot's answers after the old messages, then old ones.
+    read = sorted(i for i, m in server.messages.items() if m["channel_id"] == str(server.channel_id))[-220:]
+    people = [m for m in old if int(m["id"]) in read and m["author"]["username"] == "bob"]
+    assert len(people) > 150 and all(learned(bot, server, m) for m in people)
+    assert not any(learned(bot, server, m) for m in old if m not in people)
+    assert memory(bot, server).messages == len(people)  # no command, no bot's answer
+    state = bot.get_cog("learning").communities.store.backfill_state(server.guild_id, server.channel_id)
+    assert state.done and state.learned == 220
+
+
+@pytest.mark.asyncio
+async def test_learn_skips_members_who_chose_ignore_me(server, bot):
+    old = history(server, 30)
+    await listening(server)
+    await say(server, "!wordbot ignore me", author="bob")
+    carol = server.add_history("carol wrote this", author="carol")
+    await server.send_message(f"!wordbot learn <#{server.channel_id}>")
+    await server.wait_until(lambda: any(e["content"].startswith("Done") for e in server.edited))
+    assert learned(bot, server, carol) and not any(learned(bot, server, m) for m in old)
+
+
+@pytest.mark.asyncio
+async def test_a_history_read_interrupted_by_a_restart_goes_on_where_it_stopped(server, running, tmp_path):
+    old = history(server, 150)
+    first = await running.start()
+    await listening(server)
+    await running.stop(first)
+    # As the store stands when the bot stopped after one page of a 120-message read.
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3")
+    store.set_backfill_state(Backfill(server.guild_id, server.channel_id, int(old[-100]["id"]), 100, 120))
+    store.close()
+    second = await running.start()
+    states = second.get_cog("learning").communities.store
+    await server.wait_until(lambda: states.backfill_state(server.guild_id, server.channel_id).done)
+    resumed = [m for m in old[-120:-100] if m["author"]["username"] == "bob"]
+    assert resumed and all(learned(second, server, m) for m in resumed)
+    assert not any(learned(second, server, m) for m in old[:-120] + old[-100:])  # before, and already read

@@ -1,0 +1,304 @@
+"""What the bot learns from the channels a server opts in. `Communities` keeps one memory per
+server (a `Predictor.view`) in step with the store, rebuilt from it at start in a background
+thread; `LearningCog` learns from listened channels and forgets on delete, edit and leave;
+the `/wordbot` subcommands that drive it are in `subcommands.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from wordbot.bot.store import Backfill, Message
+from wordbot.memory import MAX_MESSAGE_CHARS
+from wordbot.text import is_word, tokenize
+
+if TYPE_CHECKING:
+    from wordbot.bot.store import Store
+    from wordbot.predictor import Predictor
+
+log = logging.getLogger("wordbot.bot")
+
+STATS_WORDS = 10  # how many of the server's own words `stats` shows
+DEFAULT_BACKFILL, MAX_BACKFILL = 10_000, 100_000  # messages of history `learn` reads
+PAGE = 100  # messages per history request: Discord's most
+PROGRESS_EVERY = 2.0  # seconds between edits of the progress message
+_LINK = re.compile(r"<?https?://\S+")
+_MARKUP = re.compile(r"<(?:@[!&]?|#)\d+>|<t:-?\d+(?::\w)?>|<a?:\w+:\d+>")  # mentions, channels, times, emoji
+
+
+def learnable(text: str) -> str:
+    """What of a message's text is learned: its words without links, mentions, channel links,
+    timestamps or custom emoji; "" when no word is left (only links, only attachments)."""
+    text = " ".join(_MARKUP.sub(" ", _LINK.sub(" ", text[:MAX_MESSAGE_CHARS])).split())
+    return text if any(is_word(token) for token in tokenize(text)) else ""
+
+
+class Communities:
+    """The store and one memory per server, kept in step: every change goes to the store
+    first, then to the memory. Its methods block (the store): the bot calls them through
+    `asyncio.to_thread`."""
+
+    def __init__(self, predictor: Predictor, store: Store) -> None:
+        self.predictor, self.store = predictor, store
+        self._views: dict[int, Predictor] = {}
+        self._listened: dict[int, set[int]] = {}  # guild -> channels, read from the store once
+        self._lock = threading.Lock()
+        # While the memories are rebuilt, what changed meanwhile (key -> new text, None: gone),
+        # so the rebuild never brings back a message deleted or edited under it.
+        self._changed: dict[tuple[int, int], str | None] | None = None
+        self.rebuilt = threading.Event()
+
+    def view(self, guild: int) -> Predictor:
+        """The server's predictor: the shared model with this server's memory."""
+        with self._lock:
+            found = self._views.get(guild)
+            if found is None:
+                found = self._views[guild] = self.predictor.view()
+            return found
+
+    def rebuild(self) -> int:
+        """Learn every stored message again (at start, in a background thread); how many."""
+        with self._lock:
+            self._changed = {}
+        learned = 0
+        try:
+            for guild in self.store.guilds():
+                view = self.view(guild)
+                for message in self.store.messages(guild):
+                    key = (guild, message.id)
+                    view.learn(message.text, key=key)
+                    with self._lock:
+                        change = self._changed.get(key, message.text)
+                    if change is None:
+                        view.forget(key)
+                    elif change != message.text:
+                        view.learn(change, key=key)
+                    learned += 1
+        finally:
+            with self._lock:
+                self._changed = None
+            self.rebuilt.set()
+        log.info("learned %d stored messages again", learned)
+        return learned
+
+    def _note(self, key: tuple[int, int], text: str | None) -> None:
+        with self._lock:
+            if self._changed is not None:
+                self._changed[key] = text
+
+    def listened(self, guild: int) -> set[int]:
+        with self._lock:
+            found = self._listened.get(guild)
+        if found is None:
+            found = set(self.store.channels(guild))
+            with self._lock:
+                self._listened[guild] = found
+        return found
+
+    def listen(self, guild: int, channel: int, on: bool) -> bool:
+        changed = self.store.listen(guild, channel) if on else self.store.unlisten(guild, channel)
+        with self._lock:
+            self._listened.pop(guild, None)
+        return changed
+
+    def learn(self, message: Message) -> bool:
+        """Store and learn one message, unless its author chose `ignore me`."""
+        if self.store.is_ignored(message.guild, message.author):
+            return False
+        self.store.add_message(message)
+        self.view(message.guild).learn(message.text, key=(message.guild, message.id))
+        return True
+
+    def learn_many(self, messages: list[Message]) -> int:
+        return sum(self.learn(message) for message in messages)
+
+    def _unlearn(self, messages: list[Message]) -> int:
+        for message in messages:
+            key = (message.guild, message.id)
+            self._note(key, None)
+            self.view(message.guild).forget(key)
+        return len(messages)
+
+    def delete(self, ids: list[int]) -> int:
+        return self._unlearn(self.store.delete_messages(ids))
+
+    def edit(self, id: int, text: str) -> None:
+        """A message was edited: its new text replaces the old; with nothing learnable left, it goes."""
+        if not text:
+            self.delete([id])
+            return
+        old = self.store.edit_message(id, text)
+        if old is not None:
+            key = (old.guild, old.id)
+            self._note(key, text)
+            self.view(old.guild).learn(text, key=key)
+
+    def forget_author(self, author: int, guild: int | None) -> int:
+        return self._unlearn(self.store.forget_author(author, guild))
+
+    def forget_guild(self, guild: int) -> int:
+        removed = self.store.forget_guild(guild)
+        with self._lock:
+            view = self._views.pop(guild, None)
+            self._listened.pop(guild, None)
+        if view is not None:
+            view.forget_all()  # answers still holding the view learn nothing more from it
+        return removed
+
+
+class LearningCog(commands.Cog, name="learning"):
+    """Learns from the channels a server listens to; forgets what is deleted, edited or left."""
+
+    def __init__(self, bot: commands.Bot, predictor: Predictor, store: Store) -> None:
+        self.bot = bot
+        self.communities = Communities(predictor, store)
+        self._rebuild: asyncio.Future[int] | None = None
+        self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
+
+    async def cog_load(self) -> None:
+        # In the background: the bot answers at once, with what is learned so far.
+        self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.rebuild))
+
+    async def cog_unload(self) -> None:
+        for _, task in list(self._backfilling.values()):
+            task.cancel()
+        await asyncio.to_thread(self.communities.store.flush)
+
+    def view(self, guild: int) -> Predictor:
+        return self.communities.view(guild)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Servers that removed the bot while it was offline: their data goes."""
+        present = {guild.id for guild in self.bot.guilds}
+        stored = await asyncio.to_thread(self.communities.store.guilds)
+        for guild in stored:
+            if guild not in present and self.is_ours(guild):
+                removed = await self.forget_guild(guild)
+                log.info("server %s removed the bot while it was away: forgot %d messages", guild, removed)
+        await self.resume_backfills()
+
+    def is_ours(self, guild: int) -> bool:
+        """Whether this process's shards would hold `guild` (another process serves the rest)."""
+        count = self.bot.shard_count or 1
+        shards = getattr(self.bot, "shard_ids", None) or [self.bot.shard_id or 0]
+        return (guild >> 22) % count in shards
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        removed = await self.forget_guild(guild.id)
+        log.info("left server %s: forgot %d messages", guild.id, removed)
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None:
+            if not message.author.bot and " ".join(message.content.lower().split()) == "forget me":
+                removed = await asyncio.to_thread(self.communities.forget_author, message.author.id, None)
+                await message.channel.send(forgotten(removed, everywhere=True), allowed_mentions=NO_PINGS)
+            return
+        if message.channel.id not in await asyncio.to_thread(self.communities.listened, message.guild.id):
+            return
+        stored = await self.to_learn(message)
+        if stored is not None:
+            await asyncio.to_thread(self.communities.learn, stored)
+
+    async def to_learn(self, message: discord.Message) -> Message | None:
+        """The message as the store keeps it, if it is one to learn: written by a person (not a
+        bot, not a webhook), not a command nor a request to the bot, with words besides links."""
+        if message.author.bot or message.webhook_id is not None or message.type not in LEARNED_TYPES:
+            return None
+        text = learnable(message.content)
+        me = self.bot.user
+        if not text or (me is not None and me in message.mentions) or (await self.bot.get_context(message)).valid:
+            return None
+        guild = message.guild.id if message.guild is not None else 0
+        return Message(message.id, guild, message.channel.id, message.author.id, message.created_at.timestamp(), text)
+
+    async def backfill(self, state: Backfill, progress: discord.Message | None = None) -> Backfill:
+        """Read a channel's history, newest first, a page at a time, until `state.limit` messages
+        were read; the state is saved after each page, so a restart resumes where it stopped.
+        discord.py waits out rate limits (429) by itself. `progress` is edited as it goes."""
+        channel = self.bot.get_channel(state.channel)
+        if not isinstance(channel, discord.abc.Messageable):
+            return state
+        shown = time.monotonic()
+        while not state.done:
+            before = discord.Object(state.before) if state.before is not None else None
+            page = [m async for m in channel.history(limit=min(PAGE, state.limit - state.learned), before=before)]
+            batch = [stored for stored in [await self.to_learn(m) for m in page] if stored is not None]
+            await asyncio.to_thread(self.communities.learn_many, batch)
+            learned = state.learned + len(page)
+            done = not page or learned >= state.limit
+            state = state._replace(before=page[-1].id if page else state.before, learned=learned, done=done)
+            await asyncio.to_thread(self.communities.store.set_backfill_state, state)
+            if progress is not None and (done or time.monotonic() - shown > PROGRESS_EVERY):
+                shown = time.monotonic()
+                with contextlib.suppress(discord.HTTPException):
+                    await progress.edit(content=backfill_progress(channel, state), allowed_mentions=NO_PINGS)
+        return state
+
+    async def resume_backfills(self) -> None:
+        """Backfills a restart interrupted go on, for the servers this process serves."""
+        for state in await asyncio.to_thread(self.communities.store.backfills):
+            if self.bot.get_guild(state.guild) is not None and state.channel not in self._backfilling:
+                self.start_backfill(state)
+
+    async def forget_guild(self, guild: int) -> int:
+        """Everything about a server goes, and its history reads stop first."""
+        for owner, task in list(self._backfilling.values()):
+            if owner == guild:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return await asyncio.to_thread(self.communities.forget_guild, guild)
+
+    def start_backfill(self, state: Backfill, progress: discord.Message | None = None) -> None:
+
+        async def run() -> None:
+            try:
+                done = await self.backfill(state, progress)
+                log.info("read %d messages of channel %s's history", done.learned, state.channel)
+            except discord.HTTPException as exc:
+                log.warning("reading the history of channel %s stopped: %s", state.channel, exc)
+            finally:
+                self._backfilling.pop(state.channel, None)
+
+        self._backfilling[state.channel] = (state.guild, asyncio.ensure_future(run()))
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await asyncio.to_thread(self.communities.delete, [payload.message_id])
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await asyncio.to_thread(self.communities.delete, list(payload.message_ids))
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        content = payload.data.get("content")
+        if content is not None:  # an update of embeds only leaves the text as it was
+            await asyncio.to_thread(self.communities.edit, payload.message_id, learnable(content))
+
+
+LEARNED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def backfill_progress(channel: Any, state: Backfill) -> str:
+    where = getattr(channel, "mention", "the channel")
+    if state.done:
+        return f"Done: I read {state.learned:,} messages of {where}'s history."
+    return f"Reading {where}'s history: {state.learned:,} of at most {state.limit:,} messages so far…"
+
+
+def forgotten(removed: int, *, everywhere: bool = False) -> str:
+    where = "every server" if everywhere else "this server"
+    return f"Done: I forgot {removed:,} message{'s' * (removed != 1)} of yours in {where}."

@@ -1,0 +1,172 @@
+"""The bodies of the `/wordbot` subcommands that choose what the bot learns and make it forget
+(`listen`, `unlisten`, `channels`, `learn`, `forget`, `ignore`, `unignore`, `stats`).
+`cog.WordbotCog` attaches them to its `wordbot` group, so their `self` is that cog; the work
+is done by `learning.LearningCog`. Admin ones check Manage Server when they run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from wordbot.bot.learning import (
+    DEFAULT_BACKFILL,
+    MAX_BACKFILL,
+    NO_PINGS,
+    STATS_WORDS,
+    LearningCog,
+    backfill_progress,
+    forgotten,
+)
+from wordbot.bot.store import Backfill
+
+
+class Subcommands:
+    """The bodies of the `/wordbot` subcommands; `self` is the `WordbotCog` they are attached to."""
+
+    @app_commands.describe(channel="the channel to learn from", confirm="say yes for a channel not everyone can read")
+    async def listen(
+        self: Any, ctx: commands.Context, channel: discord.TextChannel, confirm: Literal["confirm"] | None = None
+    ) -> None:
+        """Learn from the messages posted in a channel from now on (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        everyone = channel.permissions_for(channel.guild.default_role)
+        if not everyone.read_messages and confirm is None:
+            usage = "/wordbot listen" if ctx.interaction else f"{ctx.clean_prefix}wordbot listen {channel.mention}"
+            await self.respond(
+                ctx,
+                f"Not every member can read {channel.mention}: what I learn there may appear in my answers"
+                f" anywhere in this server. If that is fine, run `{usage} confirm`.",
+                quiet=True,
+            )
+            return
+        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, True)
+        state = "I'll learn from" if changed else "I already learn from"
+        await self.respond(ctx, f"{state} messages in {channel.mention} (not from bots or commands).")
+
+    @app_commands.describe(channel="the channel to stop learning from")
+    async def unlisten(self: Any, ctx: commands.Context, channel: discord.TextChannel) -> None:
+        """Stop learning from a channel; what was learned stays until forgotten (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, False)
+        state = "I no longer learn from" if changed else "I was not learning from"
+        await self.respond(ctx, f"{state} {channel.mention}.")
+
+    async def channels(self: Any, ctx: commands.Context) -> None:
+        """The channels this server lets me learn from."""
+        learning = await in_server(self, ctx)
+        if learning is None:
+            return
+        listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        if not listened:
+            await self.respond(ctx, "I learn from no channel here. An admin can add one with `wordbot listen`.")
+            return
+        await self.respond(ctx, "I learn from " + ", ".join(f"<#{channel}>" for channel in listened) + ".")
+
+    @app_commands.describe(what="me: what you wrote; server: everything (Manage Server)")
+    async def forget(self: Any, ctx: commands.Context, what: Literal["me", "server"]) -> None:
+        """Forget everything learned from you here (in a DM: everywhere), or from the whole server."""
+        learning = self.bot.get_cog("learning")
+        if learning is None:
+            await self.respond(ctx, LEARNING_OFF, quiet=True)
+        elif what == "me":
+            guild = ctx.guild.id if ctx.guild is not None else None
+            removed = await asyncio.to_thread(learning.communities.forget_author, ctx.author.id, guild)
+            await self.respond(ctx, forgotten(removed, everywhere=guild is None) + AGAIN, quiet=True)
+        elif await admin(self, ctx) is not None:
+            removed = await learning.forget_guild(ctx.guild.id)
+            await self.respond(ctx, f"Done: I forgot all {removed:,} messages learned in this server.")
+
+    async def ignore(self: Any, ctx: commands.Context, who: Literal["me"]) -> None:
+        """Never learn from you in this server (until `unignore me`)."""
+        learning = await in_server(self, ctx)
+        if learning is not None:
+            await asyncio.to_thread(learning.communities.store.ignore, ctx.guild.id, ctx.author.id)
+            await self.respond(
+                ctx, "I won't learn from your messages here. (`forget me` removes the past ones.)", quiet=True
+            )
+
+    async def unignore(self: Any, ctx: commands.Context, who: Literal["me"]) -> None:
+        """Learn from you again in the channels this server chose."""
+        learning = await in_server(self, ctx)
+        if learning is not None:
+            await asyncio.to_thread(learning.communities.store.unignore, ctx.guild.id, ctx.author.id)
+            await self.respond(ctx, "I'll learn from your messages here again.", quiet=True)
+
+    @app_commands.describe(
+        channel="a channel this server listens to", limit=f"how many messages, at most {MAX_BACKFILL:,}"
+    )
+    async def learn(
+        self: Any,
+        ctx: commands.Context,
+        channel: discord.TextChannel,
+        limit: commands.Range[int, 1, MAX_BACKFILL] = DEFAULT_BACKFILL,
+    ) -> None:
+        """Learn from a listened channel's past messages (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        if channel.id not in await asyncio.to_thread(learning.communities.listened, ctx.guild.id):
+            await self.respond(ctx, f"Listen to {channel.mention} first (`wordbot listen`).", quiet=True)
+            return
+        if not channel.permissions_for(ctx.guild.me).read_message_history:
+            await self.respond(ctx, f"I need the Read Message History permission in {channel.mention}.", quiet=True)
+            return
+        if channel.id in learning._backfilling:
+            await self.respond(ctx, f"I am already reading {channel.mention}'s history.", quiet=True)
+            return
+        state = Backfill(ctx.guild.id, channel.id, None, 0, limit)
+        await asyncio.to_thread(learning.communities.store.set_backfill_state, state)
+        progress = await ctx.reply(
+            backfill_progress(channel, state), allowed_mentions=NO_PINGS, mention_author=False, ephemeral=True
+        )
+        learning.start_backfill(state, progress)
+
+    async def stats(self: Any, ctx: commands.Context) -> None:
+        """How much I learned in this server, from where, and its own words."""
+        learning = await in_server(self, ctx)
+        if learning is None:
+            return
+        memory = learning.view(ctx.guild.id).memory
+        listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        own = sorted(memory.words, key=memory.count, reverse=True)[:STATS_WORDS]
+        lines = [
+            f"Learned here: {memory.messages:,} messages, {memory.tokens:,} words.",
+            "Channels: " + (", ".join(f"<#{channel}>" for channel in listened) or "none"),
+            "Words of this server the model did not know: "
+            + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
+        ]
+        await self.respond(ctx, "\n".join(lines))
+
+
+AGAIN = " (`wordbot ignore me` keeps me from learning from you again.)"
+LEARNING_OFF = "Learning is off for this bot (it runs without a store)."
+
+
+async def in_server(cog: Any, ctx: commands.Context) -> LearningCog | None:
+    """The learning cog, when the command runs in a server of a bot that learns; else says why."""
+    learning = cog.bot.get_cog("learning")
+    if learning is None or ctx.guild is None:
+        await cog.respond(ctx, LEARNING_OFF if learning is None else "That works only in a server.", quiet=True)
+        return None
+    return learning
+
+
+async def admin(cog: Any, ctx: commands.Context) -> LearningCog | None:
+    """As `in_server`, and the author must have Manage Server: checked here, at run time, since
+    Discord's default permissions apply to the whole `/wordbot` group and a server may change them."""
+    learning = await in_server(cog, ctx)
+    if learning is None:
+        return None
+    author = ctx.author
+    if not isinstance(author, discord.Member) or not author.guild_permissions.manage_guild:
+        await cog.respond(ctx, "Only members with the Manage Server permission can do that.", quiet=True)
+        return None
+    return learning
