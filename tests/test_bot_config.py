@@ -23,6 +23,8 @@ from wordbot.errors import ConfigError
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS
 from wordbot.testing.fake_discord import FakeDiscordThread
 
+from .postgres import postgres_server  # noqa: F401  (a fixture, used through request)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "bot.example.toml"
 UNIT = ROOT / "contrib" / "wordbot-discord.service"
@@ -312,17 +314,19 @@ def test_a_database_password_is_never_shown():
     assert "hunter2secret" not in message
 
 
-def test_the_token_never_reaches_the_log_even_at_debug_level(tiny_model_dir, tmp_path):
+def test_the_token_never_reaches_the_log_even_at_debug_level(tiny_model_dir, tmp_path, request):
     """`wordbot discord --config` for real, in a process of its own with the log at debug level:
-    it connects with the token from its token file, answers, stops on SIGTERM, and neither the
-    token nor the database password is anywhere in what it wrote."""
+    it connects with the token from its token file, opens its store on a real PostgreSQL
+    server, answers, stops on SIGTERM, and neither the token nor the database password is
+    anywhere in what it wrote."""
+    store_url = request.getfixturevalue("postgres_server").new_database()
+    password = store_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     side = FakeDiscordThread(token=TOKEN)
     server = side.server
     (tmp_path / "token").write_text(TOKEN + "\n")
     path = write(
         tmp_path,
-        'token_file = "token"\nlog_level = "debug"\nstore = "postgresql://wordbot:hunter2secret@db/wordbot"\n'
-        "[limits]\nk = 2\ninput_chars = 40\n",
+        f'token_file = "token"\nlog_level = "debug"\nstore = "{store_url}"\n' + "[limits]\nk = 2\ninput_chars = 40\n",
     )
     script = (
         "import sys, discord, yarl\n"
@@ -355,7 +359,7 @@ def test_the_token_never_reaches_the_log_even_at_debug_level(tiny_model_dir, tmp
     assert "under 40 characters" in refusal.content  # limits.input_chars
     assert "DEBUG" in err and "starting with" in err  # the level from the file; a log worth searching
     assert TOKEN not in out + err and TOKEN[:20] not in out + err
-    assert "hunter2secret" not in out + err
+    assert password not in out + err
 
 
 def test_a_bad_config_through_the_command_line_is_one_line_with_status_2(tmp_path, monkeypatch, capsys):
