@@ -4,6 +4,9 @@ row from here instead of keeping a number of its own that could drift."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 DEFAULT_K = 5  # next words offered when nobody says how many
 
 # Suggestions per face: (smallest, largest).
@@ -18,3 +21,15 @@ BOT_WORDS = (20, 100)  # `!continue ... words=30`
 # Characters of input read before any other work (longer input is refused or cut first).
 CLI_MAX_TEXT_CHARS = 100_000
 BOT_MAX_INPUT_CHARS = 1000  # longer input gets a polite refusal
+
+STATE_DIR_ENV = "WORDBOT_STATE_DIR"
+
+
+def state_dir() -> Path:
+    """Where the faces keep what they remember (the REPL's history, the bot's store):
+    $WORDBOT_STATE_DIR, else the user's state directory (~/.local/state/wordbot on Linux)."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("wordbot"))

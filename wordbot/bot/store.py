@@ -11,15 +11,16 @@ import operator
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from wordbot.errors import WordbotError
+from wordbot.limits import state_dir
 
 log = logging.getLogger(__name__)
 
-STATE_DIR_ENV = "WORDBOT_STATE_DIR"
 DEFAULT_FILE = "wordbot.sqlite3"
 DEFAULT_MAX_MESSAGES = 200_000  # per guild; the oldest are dropped beyond it
 FLUSH_INTERVAL = 0.5  # seconds between commits of learned messages: committed within a second
@@ -383,7 +384,14 @@ class SQLiteStore(SqlStore):
             if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING
                 raise sqlite3.Error(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later is needed")
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            for attempt in range(600):  # switching to WAL is refused, not waited for, while others open it
+                try:
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 599:
+                        raise
+                    time.sleep(0.05)
             self._conn.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not only a kill
             with self._transaction() as conn:
                 self._migrate(conn, schema_version)
@@ -421,21 +429,11 @@ class SQLiteStore(SqlStore):
                 self._conn = None
 
 
-def default_path() -> Path:
-    """$WORDBOT_STATE_DIR/wordbot.sqlite3, else the user's state directory's."""
-    state_dir = os.environ.get(STATE_DIR_ENV)
-    if not state_dir:
-        import platformdirs
-
-        state_dir = platformdirs.user_state_dir("wordbot")
-    return Path(state_dir) / DEFAULT_FILE
-
-
 def open_store(url: str | None = None, **options: Any) -> SqlStore:
     """`sqlite:///PATH` (relative; `sqlite:////abs/path` for an absolute one), `sqlite://`
     or None (the default file in the state directory), or `postgresql://USER:PASSWORD@HOST/DB`."""
     if url is None or url in ("sqlite:", "sqlite://"):
-        return SQLiteStore(default_path(), **options)
+        return SQLiteStore(state_dir() / DEFAULT_FILE, **options)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):

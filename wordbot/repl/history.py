@@ -11,19 +11,13 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-STATE_DIR_ENV = "WORDBOT_STATE_DIR"
+from wordbot.limits import state_dir as default_state_dir
 
 
 def history_path(state_dir: str | os.PathLike | None = None) -> Path:
     """Where committed lines are kept: `state_dir`, else $WORDBOT_STATE_DIR, else the
     user's state directory (e.g. ~/.local/state/wordbot/history)."""
-    if state_dir is None:
-        state_dir = os.environ.get(STATE_DIR_ENV) or None
-    if state_dir is None:
-        import platformdirs
-
-        state_dir = platformdirs.user_state_dir("wordbot")
-    return Path(state_dir) / "history"
+    return (Path(state_dir) if state_dir is not None else default_state_dir()) / "history"
 
 
 class _NoBlankLines:
