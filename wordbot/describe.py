@@ -96,6 +96,20 @@ def _made_lines(manifest: dict, directory: Path) -> list[str]:
     return lines
 
 
+def _served_size(manifest: dict, directory, tokenizer) -> int:
+    """How many words the served model offers: with the n-gram, every word of the training
+    text (counted once, then cached); the network's vocabulary where that text is gone."""
+    if served_backend(manifest) == "rnn":
+        return len(tokenizer)
+    from wordbot.errors import WordbotError
+    from wordbot.mix import served_tokenizer
+
+    try:
+        return len(served_tokenizer(manifest, directory, tokenizer))
+    except WordbotError:
+        return len(tokenizer)
+
+
 def info_lines(path: str | os.PathLike | None) -> list[str]:
     """What `wordbot info` prints about a model directory (None: the bundled model),
     after checking the whole directory as loading it would."""
@@ -103,7 +117,7 @@ def info_lines(path: str | os.PathLike | None) -> list[str]:
     directory = model_directory(path)
     backend = served_backend(manifest)
     lines = [
-        describe_model(directory.resolve().name, manifest, backend, len(tokenizer)),
+        describe_model(directory.resolve().name, manifest, backend, _served_size(manifest, directory, tokenizer)),
         f"directory: {directory}",
         f"created:   {manifest.get('created', '?')}, wordbot {manifest.get('wordbot_version', '?')}",
         *_made_lines(manifest, directory),
