@@ -12,14 +12,13 @@ import io
 import json
 import os
 import random
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from wordbot.bounded import MAX_EXPANSION, inside, open_regular, shown
-from wordbot.errors import CorpusError
+from wordbot.errors import CorpusError, ModelError
 from wordbot.text import BOS_ID, EOS_ID, Tokenizer, is_word, tokenize
 
 FORMATS = ("lines", "paragraphs")
@@ -35,15 +34,17 @@ def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
     and sockets are refused before a byte is read (a FIFO is opened without waiting for
     a writer), and a file that grows while read is cut off at the bound, not read on."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        f = open_regular(Path(path))  # refuses devices, FIFOs and sockets without waiting on them
+    except ModelError:
+        raise CorpusError(
+            f"{what} {path} is not a regular file (a device, a pipe or a socket); give a text file"
+        ) from None
     except OSError as e:
         raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorpusError(f"{what} {path} is not a regular file (a device, a pipe or a socket); give a text file")
-        if info.st_size > limit:
-            raise CorpusError(f"{what} {path} is {info.st_size:,} bytes; at most {limit:,} are read")
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise CorpusError(f"{what} {path} is {size:,} bytes; at most {limit:,} are read")
         try:
             raw = f.read(limit + 1)
         except OSError as e:
