@@ -27,10 +27,11 @@ def make_model_dir(
     seed: int = 0,
     members: int = 1,
     dtype: str = "float32",
+    format_version: int | None = None,
 ) -> Path:
     """A random-weight model whose output bias is the log unigram frequency, so its
     suggestions are frequent real words rather than noise (`members` > 1: an ensemble
-    of such networks)."""
+    of such networks; `format_version` 1: weights.npz as older wordbots wrote it)."""
     messages = read_messages(TRAIN_FILE)[:1500]
     tokenizer = Tokenizer.build(messages, max_size=800, min_count=2)
     counts = Counter(t for m in messages for t in tokenize(m))
@@ -63,7 +64,8 @@ def make_model_dir(
         "config": {"cell": cell, "units": units, "embedding_dim": embedding_dim, "seq_len": 16},
         "metrics": {"validation_perplexity": 999.0},
     }
-    return save_model(directory, manifest, tokenizer, weights, dtype=dtype)
+    version = {} if format_version is None else {"format_version": format_version}
+    return save_model(directory, manifest, tokenizer, weights, dtype=dtype, **version)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 
 import numpy as np
 import pytest
 
-from wordbot.artifacts import load_model
+from wordbot.artifacts import FORMAT_VERSION, load_model, weight_file
 from wordbot.errors import ModelError
 from wordbot.predictor import Predictor
 from wordbot.saving import save_model
@@ -17,6 +18,16 @@ from .conftest import make_model_dir
 @pytest.fixture
 def model_dir(tmp_path):
     return make_model_dir(tmp_path / "m")
+
+
+@pytest.fixture
+def v1_dir(tmp_path):
+    """A directory as wordbot wrote them before format version 2: weights.npz."""
+    return make_model_dir(tmp_path / "v1", format_version=1)
+
+
+def _npy(d, name="embedding"):
+    return d / weight_file(name)
 
 
 def _edit_manifest(model_dir, **changes):
@@ -35,15 +46,18 @@ def test_a_saved_model_loads_back(model_dir):
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda d: (d / "weights.npz").unlink(), "weights.npz is missing"),
+        (lambda d: _npy(d).unlink(), "weights.embedding.npy is missing"),
         (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json is missing"),
         (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json: unreadable"),
-        (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: not a weights archive"),
+        (lambda d: _npy(d).write_bytes(b"garbage"), "weights.embedding.npy: not a weights file"),
+        (lambda d: _npy(d).write_bytes(_npy(d).read_bytes()[:1000]), "weights.embedding.npy: .* damaged or truncated"),
+        (lambda d: _npy(d).write_bytes(_npy(d).read_bytes() + b"\0" * 4), "weights.embedding.npy: .* damaged"),
         (
-            lambda d: (d / "weights.npz").write_bytes((d / "weights.npz").read_bytes()[:1000]),
-            "weights.npz: .* damaged or truncated",
+            lambda d: _npy(d, "rnn0/kernel").write_bytes(_npy(d, "rnn0/kernel").read_bytes()[:80]),
+            "damaged or truncated",
         ),
-        (lambda d: _edit_manifest(d, format_version=99), "format version 99"),
+        (lambda d: _edit_manifest(d, format_version=99), "format version 99.*upgrade wordbot"),
+        (lambda d: _edit_manifest(d, format_version="2"), "format version '2'; this wordbot reads versions 1 and 2"),
         (lambda d: _edit_manifest(d, vocab_size=12), "vocabulary size 12"),
         (lambda d: _edit_manifest(d, architecture={"cell": "transformer"}), "unknown cell 'transformer'"),
         (
@@ -56,7 +70,7 @@ def test_a_saved_model_loads_back(model_dir):
             lambda d: _edit_manifest(
                 d, architecture=json.loads((d / "manifest.json").read_text())["architecture"] | {"members": 2}
             ),
-            "'member1/embedding' is missing",
+            "weights.member1.embedding.npy is missing",
         ),
         (
             lambda d: _edit_manifest(
@@ -90,21 +104,77 @@ def test_a_broken_model_directory_gives_a_clear_error(model_dir, breakage, messa
         Predictor.load(model_dir)
 
 
-def test_a_missing_array_is_named(model_dir):
-    with np.load(model_dir / "weights.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "rnn0/recurrent_kernel"}
-    np.savez(model_dir / "weights.npz", **arrays)
-    with pytest.raises(ModelError, match="'rnn0/recurrent_kernel' is missing"):
-        load_model(model_dir)
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: (d / "weights.npz").unlink(), "weights.npz is missing"),
+        (lambda d: (d / "weights.npz").write_bytes(b"garbage"), "weights.npz: not a weights archive"),
+        (
+            lambda d: (d / "weights.npz").write_bytes((d / "weights.npz").read_bytes()[:1000]),
+            "weights.npz: .* damaged or truncated",
+        ),
+    ],
+)
+def test_a_broken_version_1_directory_gives_a_clear_error(v1_dir, breakage, message):
+    breakage(v1_dir)
+    with pytest.raises(ModelError, match=message):
+        Predictor.load(v1_dir)
 
 
-def test_a_mismatched_array_shape_is_named(model_dir):
-    with np.load(model_dir / "weights.npz") as npz:
+def _rewrite_npz(d, change) -> None:
+    with np.load(d / "weights.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["embedding"] = arrays["embedding"][:, :8]
-    np.savez(model_dir / "weights.npz", **arrays)
+    change(arrays)
+    np.savez(d / "weights.npz", **arrays)
+
+
+def test_a_missing_array_is_named(v1_dir):
+    _rewrite_npz(v1_dir, lambda arrays: arrays.pop("rnn0/recurrent_kernel"))
+    with pytest.raises(ModelError, match="'rnn0/recurrent_kernel' is missing"):
+        load_model(v1_dir)
+
+
+def test_a_mismatched_array_shape_is_named(model_dir, v1_dir):
+    _rewrite_npz(v1_dir, lambda arrays: arrays.update(embedding=arrays["embedding"][:, :8]))
     with pytest.raises(ModelError, match="'embedding' has shape"):
+        load_model(v1_dir)
+    np.save(_npy(model_dir), np.load(_npy(model_dir))[:, :8])
+    with pytest.raises(ModelError, match=r"weights.embedding.npy has shape \(\d+, 8\), the manifest implies"):
         load_model(model_dir)
+
+
+def test_a_version_1_directory_loads_and_answers_as_its_version_2_copy(v1_dir, tmp_path):
+    """The same weights saved in both formats give the same served probabilities
+    (network alone and the mix), and the version-2 copy has no weights.npz."""
+    manifest, tokenizer, weights = load_model(v1_dir)
+    assert manifest["format_version"] == 1
+    v2_dir = save_model(tmp_path / "v2", manifest, tokenizer, weights)
+    assert json.loads((v2_dir / "manifest.json").read_text())["format_version"] == FORMAT_VERSION == 2
+    assert not (v2_dir / "weights.npz").exists() and _npy(v2_dir).is_file()
+    for backend in ("rnn", "mix"):
+        old, new = Predictor.load(v1_dir, backend=backend), Predictor.load(v2_dir, backend=backend)
+        for text in ("", "the cat sat on the", "what is the meaning of life ?"):
+            tokens = text.split()
+            assert np.abs(old.probs_after(tokens) - new.probs_after(tokens)).max() <= 1e-9
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether `array`'s memory is a file mapping (somewhere down its chain of bases)."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base is not None
+
+
+def test_version_2_float32_arrays_are_memory_mapped_not_copied(tmp_path):
+    directory = make_model_dir(tmp_path / "m", embedding_dim=32)  # an embedding of 800 x 32 floats: 100 KB
+    _, _, weights = load_model(directory)
+    big = {name: a for name, a in weights.items() if a.nbytes >= 1 << 16}
+    assert "embedding" in big
+    assert all(_mapped(a) and not a.flags.writeable for a in big.values())
+    assert np.array_equal(weights["embedding"], np.load(_npy(directory)))
+    _, _, old = load_model(make_model_dir(tmp_path / "v1", embedding_dim=32, format_version=1))
+    assert np.array_equal(old["embedding"], weights["embedding"])
 
 
 def test_a_missing_directory_is_a_model_error(tmp_path):
@@ -113,16 +183,16 @@ def test_a_missing_directory_is_a_model_error(tmp_path):
 
 
 def test_an_interrupted_save_leaves_the_old_model_intact(model_dir, monkeypatch):
-    before = (model_dir / "weights.npz").read_bytes()
+    before = _npy(model_dir).read_bytes()
     manifest, tokenizer, weights = load_model(model_dir)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # as if Ctrl-C arrived while the new weights were written
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         save_model(model_dir, manifest, tokenizer, weights)
-    assert (model_dir / "weights.npz").read_bytes() == before
+    assert _npy(model_dir).read_bytes() == before
     assert load_model(model_dir)[0]["vocab_size"] == len(tokenizer)
     assert not [p for p in os.listdir(model_dir.parent) if p.startswith(".")]  # no debris left
 
@@ -158,7 +228,7 @@ def test_a_saved_model_directory_is_readable_by_others(tmp_path):
 def test_float16_weights_take_half_the_space_and_predict_the_same(tmp_path):
     full = make_model_dir(tmp_path / "full")
     half = make_model_dir(tmp_path / "half", dtype="float16")
-    assert (half / "weights.npz").stat().st_size < 0.6 * (full / "weights.npz").stat().st_size
+    assert _npy(half).stat().st_size < 0.6 * _npy(full).stat().st_size
     manifest, _, weights = load_model(half)
     assert manifest["weights_dtype"] == "float16"
     assert all(w.dtype == np.float32 for w in weights.values())  # the engine computes in float32
@@ -168,12 +238,33 @@ def test_float16_weights_take_half_the_space_and_predict_the_same(tmp_path):
     assert np.allclose([p.prob for p in a], [p.prob for p in b], rtol=2e-2)
 
 
-def test_weights_of_another_type_are_refused(model_dir):
-    with np.load(model_dir / "weights.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arrays["embedding"] = arrays["embedding"].astype(np.int32)
-    np.savez(model_dir / "weights.npz", **arrays)
+def test_weights_of_another_type_are_refused(model_dir, v1_dir):
+    _rewrite_npz(v1_dir, lambda arrays: arrays.update(embedding=arrays["embedding"].astype(np.int32)))
     with pytest.raises(ModelError, match="'embedding' is int32"):
+        load_model(v1_dir)
+    np.save(_npy(model_dir), np.load(_npy(model_dir)).astype(np.int32))
+    with pytest.raises(ModelError, match=r"weights\.embedding\.npy is int32, expected float32 or float16"):
+        load_model(model_dir)
+
+
+def test_a_pickled_npy_is_refused_without_unpickling(model_dir):
+    np.save(_npy(model_dir), np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ModelError, match=r"weights\.embedding\.npy is object"):
+        load_model(model_dir)
+
+
+def test_a_newer_format_version_is_refused_and_nothing_else_is_read(model_dir):
+    _edit_manifest(model_dir, format_version=3)
+    _npy(model_dir).write_bytes(b"a newer layout")
+    with pytest.raises(ModelError, match="format version 3; this wordbot reads versions 1 and 2; a newer wordbot"):
+        load_model(model_dir)
+
+
+def test_a_weights_file_linked_out_of_the_directory_is_refused(model_dir, tmp_path):
+    outside = tmp_path / "elsewhere.npy"
+    _npy(model_dir).rename(outside)
+    _npy(model_dir).symlink_to(outside)
+    with pytest.raises(ModelError, match=r"weights\.embedding\.npy: a link to"):
         load_model(model_dir)
 
 

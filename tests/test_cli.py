@@ -51,9 +51,9 @@ def test_corrupt_model_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     broken.mkdir()
     for name in ("manifest.json", "tokenizer.json"):
         (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
-    (broken / "weights.npz").write_bytes(b"PK\x03\x04 truncated")
+    (broken / "weights.embedding.npy").write_bytes(b"\x93NUMPY truncated")
     assert main(["next", "x", "--model", str(broken)]) == 2
-    assert "weights.npz: not a weights archive" in capsys.readouterr().err
+    assert "weights.embedding.npy: not a weights file" in capsys.readouterr().err
 
 
 def test_info_describes_the_model(tiny_model_dir, capsys):

@@ -202,13 +202,13 @@ def test_float32_weights_are_memory_mapped_not_copied(tmp_path):
 
 
 def test_a_damaged_byte_in_a_memory_mapped_array_is_still_refused(tmp_path):
-    """Mapping skips the copy, not the archive's checksum."""
+    """Mapping skips the copy, not the archive's checksum (format version 1's weights.npz)."""
     import zipfile
 
     from wordbot.artifacts import load_model
     from wordbot.errors import ModelError
 
-    directory = make_model_dir(tmp_path / "f32", units=64, embedding_dim=64)
+    directory = make_model_dir(tmp_path / "f32", units=64, embedding_dim=64, format_version=1)
     path = directory / "weights.npz"
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo("embedding.npy")

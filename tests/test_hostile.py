@@ -60,20 +60,37 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str, stat
 # -- building tampered directories -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
+def _pristine(directory: Path, **options) -> Path:
     """A tiny model with its own copy of its training text, as `wordbot train` writes."""
-    directory = make_model_dir(tmp_path_factory.mktemp("pristine") / "model")
+    directory = make_model_dir(directory, **options)
     data = pack_messages(["the cat sat on the mat", "what is the time", "a dog and a cat"] * 50)
     (directory / "training-text.json.gz").write_bytes(data)
     _edit(directory, lambda m: m["corpus"].update(training_text=_text_entry("training-text.json.gz", data)))
     return directory
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return _pristine(tmp_path_factory.mktemp("pristine") / "model")
+
+
+@pytest.fixture(scope="module")
+def pristine_v1(tmp_path_factory) -> Path:
+    """The same, in format version 1 (weights.npz), which wordbot still reads."""
+    return _pristine(tmp_path_factory.mktemp("pristine-v1") / "model", format_version=1)
+
+
 @pytest.fixture
 def model(pristine, tmp_path) -> Path:
     directory = tmp_path / "box" / "model"
     shutil.copytree(pristine, directory)
+    return directory
+
+
+@pytest.fixture
+def model_v1(pristine_v1, tmp_path) -> Path:
+    directory = tmp_path / "box-v1" / "model"
+    shutil.copytree(pristine_v1, directory)
     return directory
 
 
@@ -173,6 +190,11 @@ def _huge_header_member(d: Path) -> None:
     data = _npy_header((1 << 40,), "float32") + b"\0" * 1024
     _zip_with(d / "weights.npz", {"embedding.npy": (data, zlib.crc32(data), len(data), zipfile.ZIP_STORED)},
               drop={"embedding.npy"})  # fmt: skip
+
+
+def _npy_claiming(shape: tuple[int, ...], name: str = "weights.embedding.npy"):
+    """`name` replaced by a .npy header that claims `shape` of float32, and 1 KB of data."""
+    return lambda d: (d / name).write_bytes(_npy_header(shape, "float32") + b"\0" * 1024)
 
 
 def _truncate(name: str, keep: float = 0.5):
@@ -289,18 +311,36 @@ CASES = {
     "tokenizer.json a FIFO": (_fifo("tokenizer.json"), NEXT, (), ("tokenizer.json", "not a regular file")),
     "manifest.json /dev/zero": (_link("manifest.json", "/dev/zero"), ("info",), (), ("manifest.json", "regular")),
     "weights.npz a FIFO": (_fifo("weights.npz"), NEXT, (), ("weights.npz",)),
+    # Format version 2: one .npy file per array, memory-mapped once its header and size pass.
+    "sizes beyond the .npy files": (_architecture(units=4000), NEXT, (), ("weights.rnn0.kernel.npy", "shape")),
+    "weights .npy claims 4 TiB": (_npy_claiming((1 << 40,)), NEXT, (), ("weights.embedding.npy", "shape")),
+    "weights .npy right shape, 1 KB of data": (
+        lambda d: _npy_claiming(np.load(d / "weights.embedding.npy").shape)(d),
+        NEXT,
+        (),
+        ("weights.embedding.npy", "truncated"),
+    ),
+    "truncated weights .npy": (_truncate("weights.embedding.npy"), NEXT, (), ("weights.embedding.npy", "truncated")),
+    "weights .npy header cut": (_truncate("weights.embedding.npy", 0.0005), NEXT, (), ("weights.embedding.npy",)),
+    "weights .npy missing": (lambda d: (d / "weights.embedding.npy").unlink(), NEXT, (), ("weights.embedding.npy",)),
+    "weights .npy a FIFO": (_fifo("weights.embedding.npy"), NEXT, (), ("weights.embedding.npy",)),
+    "weights .npy /dev/zero": (_link("weights.embedding.npy", "/dev/zero"), NEXT, (), ("weights.embedding.npy",)),
+    "format version 3": (_set("format_version", 3), NEXT, (), ("manifest.json", "format version 3", "upgrade")),
 }
+V1_CASES = {"sizes beyond weights.npz", "weights member claims 4 TiB", "truncated weights.npz", "weights.npz a FIFO"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_tampered_model_directory_gives_one_line_and_status_2(model, case):
+def test_a_tampered_model_directory_gives_one_line_and_status_2(model, model_v1, case):
     tamper, before, after, words = CASES[case]
-    tamper(model)
-    result = wordbot(*before, str(model), *after)
+    directory = model_v1 if case in V1_CASES else model
+    tamper(directory)
+    result = wordbot(*before, str(directory), *after)
     assert_one_line_error(result, *words)
 
 
-def test_an_unused_zip_bomb_member_in_weights_npz_is_never_read(model):
+def test_an_unused_zip_bomb_member_in_weights_npz_is_never_read(model_v1):
+    model = model_v1
     _extra_bomb_member(model)
     assert (model / "weights.npz").stat().st_size < 8 << 20
     result = wordbot("next", "the", "--model", str(model), "-k", "3")
@@ -308,9 +348,9 @@ def test_an_unused_zip_bomb_member_in_weights_npz_is_never_read(model):
     assert len(result.stdout.splitlines()) == 3 and not result.stderr
 
 
-def test_a_sane_directory_passes_the_same_checks(model):
-    """The checks above refuse nothing a real model holds: the tiny one and the bundled one."""
-    for directory in (model, None):
+def test_a_sane_directory_passes_the_same_checks(model, model_v1):
+    """The checks above refuse nothing a real model holds: the tiny one (both formats) and the bundled one."""
+    for directory in (model, model_v1, None):
         for backend in ("rnn", "mix"):
             args = ("--model", str(directory)) if directory else ()
             result = wordbot("next", "the", "-k", "2", "--backend", backend, *args)
@@ -337,7 +377,9 @@ def _unprivileged_wordbot(*args: str) -> subprocess.CompletedProcess:
     return unprivileged.run_unprivileged([sys.executable, "-m", "wordbot", *args], env=env, timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("target", [".", "manifest.json", "tokenizer.json", "weights.npz", "training-text.json.gz"])
+@pytest.mark.parametrize(
+    "target", [".", "manifest.json", "tokenizer.json", "weights.embedding.npy", "training-text.json.gz"]
+)
 def test_an_unreadable_model_directory_or_file_is_named(model, target):
     path = model / target
     os.chmod(path, 0)

@@ -929,7 +929,7 @@ def _broken_model(tiny_model_dir: Path, tmp_path: Path, how: str) -> Path:
     elif how == "a deeply nested tokenizer":
         (broken / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
     elif how == "weights that are not a zip":
-        (broken / "weights.npz").write_bytes(b"PK\x03\x04 not really")
+        (broken / "weights.embedding.npy").write_bytes(b"PK\x03\x04 not really")
     return broken
 
 

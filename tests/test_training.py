@@ -596,13 +596,13 @@ def _numpy_validation_loss(model_dir, config) -> float:
 
 
 def test_fine_tuning_keeps_the_vocabulary_and_starts_from_the_model(trained, new_text, fine_tuned):
-    from wordbot.corpus import sha256_of
+    from wordbot.artifacts import weights_sha256
     from wordbot.training import TrainConfig
 
     base = trained["simple_rnn"]
     assert (fine_tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
     manifest = json.loads((fine_tuned / "manifest.json").read_text())
-    assert manifest["from"]["sha256"] == sha256_of(base / "weights.npz")
+    assert manifest["from"]["sha256"] == weights_sha256(base)
     assert manifest["config"]["base"] == str(base) and manifest["config"]["learning_rate"] == 5e-4
     assert manifest["architecture"] == json.loads((base / "manifest.json").read_text())["architecture"]
     # Before the first update, the fine-tuning network's validation loss on the new text

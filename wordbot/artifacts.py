@@ -1,4 +1,5 @@
-"""The model directory: manifest.json, tokenizer.json and weights.npz.
+"""The model directory: manifest.json, tokenizer.json and the weights, one
+memory-mapped .npy file per array (format version 2) or weights.npz (version 1).
 
 Loading checks everything a later crash would otherwise trip over, bounded by the
 directory's own file sizes, and says which file is wrong and how. Saving, atomic and
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.bounded import MAX_EXPANSION, inside, read_json, read_npz, shown, unreadable
+from wordbot.bounded import MAX_EXPANSION, inside, read_json, read_npy, read_npz, shown, unreadable
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
 
 FORMAT = "wordbot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what wordbot.saving writes: one .npy file per array
+READ_VERSIONS = (1, 2)  # 1: the arrays in weights.npz
 CELLS = ("simple_rnn", "gru", "lstm")
 BACKENDS = ("rnn", "ngram", "mix")  # what wordbot.predictor serves: the network, the n-gram, their mix
 MAX_NGRAM_ORDER = 6  # the highest order wordbot.ngram counts
@@ -60,6 +62,19 @@ MAX_WIDTH = 1 << 15  # units, embedding_dim, projection
 MAX_VOCAB = 1 << 21
 MAX_PARAMETERS = 1 << 30  # 4 GiB as float32
 MAX_JSON_BYTES = {"manifest.json": 4 << 20, "tokenizer.json": 64 << 20}
+
+
+def weight_file(name: str) -> str:
+    """The file of array `name` in a version-2 directory, flat so the directory has no
+    subdirectories: "member1/rnn0/kernel" -> "weights.member1.rnn0.kernel.npy"."""
+    return "weights." + name.replace("/", ".") + ".npy"
+
+
+def weight_files(manifest: dict) -> list[str]:
+    """The files that hold a model's weights, by the manifest's format version."""
+    if manifest.get("format_version") == 1:
+        return ["weights.npz"]
+    return [weight_file(name) for name in expected_shapes(manifest["architecture"], manifest["vocab_size"])]
 
 
 def member_prefix(i: int) -> str:
@@ -195,9 +210,13 @@ def _checked_manifest(directory: Path) -> dict:
     where = shown(directory / "manifest.json")
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{where}: not a wordbot model manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if version not in READ_VERSIONS:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
         raise ModelError(
-            f"{where}: format version {manifest.get('format_version')!r}, this wordbot reads version {FORMAT_VERSION}"
+            f"{where}: format version {version!r}; this wordbot reads versions "
+            f"{' and '.join(map(str, READ_VERSIONS))}"
+            + ("; a newer wordbot wrote it: upgrade wordbot" if newer else "")
         )
     problem = _mix_problem(manifest) or _sections_problem(manifest)
     if problem:
@@ -216,8 +235,9 @@ def _checked_manifest(directory: Path) -> dict:
 def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
     """Read and check a model directory: (manifest, tokenizer, weights).
 
-    The manifest is checked first, and the sizes it declares against weights.npz's own
-    size, so a directory that claims more than it holds costs nothing to refuse."""
+    The manifest is checked first, and the sizes it declares against the weight files'
+    own sizes before any array is read, so a directory that claims more than it holds
+    costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped."""
     from wordbot.saving import recover_interrupted_save  # saving builds on this module
 
     directory = recover_interrupted_save(model_directory(directory))
@@ -236,12 +256,32 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
         raise ModelError(f"{shown(directory / 'manifest.json')}: architecture incomplete ({e})") from None
     except ModelError as e:
         raise ModelError(f"{shown(directory / 'manifest.json')}: {e}") from None
-    path = directory / "weights.npz"
+    if manifest["format_version"] == 1:
+        _check_declared(directory / "weights.npz", shapes)
+    elif sum(math.prod(shape) for shape in shapes.values()) > MAX_PARAMETERS:
+        raise ModelError(f"{shown(directory / 'manifest.json')}: declares more than {MAX_PARAMETERS:,} weights")
+    tokenizer = _tokenizer(directory, manifest)
+    if manifest["format_version"] == 1:
+        specs = {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}
+        weights = read_npz(directory / "weights.npz", specs, kind="weights archive")
+    else:
+        weights = {name: _weight_array(directory, name, shape) for name, shape in shapes.items()}
+    for name, array in weights.items():
+        if not _all_finite(array):
+            raise ModelError(
+                f"{shown(_weights_path(directory, manifest, name))}: array {name!r} holds NaN or infinite values"
+            )
+        weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
+    return manifest, tokenizer, weights
+
+
+def _check_declared(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a weights.npz too small for what the manifest declares, before reading it."""
     declared = sum(math.prod(shape) for shape in shapes.values())
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
-        raise ModelError(f"{shown(directory)}: weights.npz is missing") from None
+        raise ModelError(f"{shown(path.parent)}: weights.npz is missing") from None
     except OSError as e:
         raise unreadable(path, e) from None
     if declared > MAX_PARAMETERS or 2 * declared > MAX_EXPANSION * size:
@@ -249,6 +289,9 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
             f"{shown(path)}: not a weights archive this manifest can use: manifest.json declares {declared:,} "
             f"weights, more than its {size:,} bytes can hold; the file is damaged or truncated"
         )
+
+
+def _tokenizer(directory: Path, manifest: dict) -> Tokenizer:
     # About 14 bytes a token in the bundled model's; the limit keeps parsing it bounded.
     limit = min(MAX_JSON_BYTES["tokenizer.json"], (64 << 10) + 128 * manifest["vocab_size"])
     tokenizer_json = read_json(directory / "tokenizer.json", limit)
@@ -261,12 +304,38 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
             f"{shown(directory)}: manifest says vocabulary size {manifest['vocab_size']}, "
             f"tokenizer.json has {len(tokenizer)}"
         )
-    weights = read_npz(path, {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}, kind="weights archive")
-    for name, array in weights.items():
-        if not _all_finite(array):
-            raise ModelError(f"{shown(path)}: array {name!r} holds NaN or infinite values")
-        weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
-    return manifest, tokenizer, weights
+    return tokenizer
+
+
+def _weights_path(directory: Path, manifest: dict, name: str) -> Path:
+    return directory / ("weights.npz" if manifest["format_version"] == 1 else weight_file(name))
+
+
+def _weight_array(directory: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Array `name` of a version-2 directory: float32 memory-mapped, float16 converted."""
+    path = inside(directory, weight_file(name), f"the weights of {name!r}")
+    return read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, kind="weights file")
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """One sha256 over the files that hold a model's weights (weights.npz's own sha256
+    for a version-1 directory), so a derived model can name exactly what it started from."""
+    import hashlib
+
+    directory = Path(directory)
+    manifest = _checked_manifest(directory)
+    names = weight_files(manifest)
+    if names == ["weights.npz"]:
+        from wordbot.corpus import sha256_of
+
+        return sha256_of(directory / "weights.npz")
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode("utf-8") + b"\0")
+        with open(directory / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _all_finite(array: np.ndarray, chunk: int = 1 << 18) -> bool:

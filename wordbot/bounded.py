@@ -185,3 +185,66 @@ def _mapped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member, shape, fort
     start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
     mapped = np.memmap(f, dtype=dtype, mode="r", offset=start + header, shape=shape, order="F" if fortran else "C")
     return np.asarray(mapped)  # a plain ndarray over the map, which it keeps open
+
+
+def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...], *, as_float32: bool = False,
+             kind: str = "array file") -> np.ndarray:  # fmt: skip
+    """The array of one uncompressed .npy file, memory-mapped read-only (no copy: pages
+    are read when used and shared with every process that maps the file), after its
+    header is checked against `shape` and `dtypes` and its size against the file's own,
+    so only the header's page is read here. `as_float32`: an array stored otherwise
+    (float16) is converted, a chunk at a time, into a float32 copy (no mapping of it is
+    kept, so the stored pages never count twice). Never unpickles."""
+    try:
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise ModelError(f"{shown(path.parent)}: {path.name} is missing") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
+    with f:
+        try:
+            found, fortran, dtype = _npy_header(f)
+            size = os.fstat(f.fileno()).st_size
+        except (OSError, ValueError, EOFError, SyntaxError) as e:
+            raise ModelError(f"{shown(path)}: not a {kind} (.npy: {e}); the file is damaged or truncated") from None
+        if dtype.hasobject or (dtype.name not in dtypes and dtype.kind not in dtypes):
+            raise ModelError(f"{shown(path)} is {dtype}, expected {' or '.join(dtypes)}")
+        if shape is not None and found != shape:
+            raise ModelError(f"{shown(path)} has shape {found}, the manifest implies {shape}")
+        offset, nbytes = f.tell(), math.prod(found) * dtype.itemsize
+        if offset + nbytes != size:
+            raise ModelError(
+                f"{shown(path)}: holds {size - offset:,} bytes of data, its header says {nbytes:,}; "
+                "the file is damaged or truncated"
+            )
+        order = "F" if fortran else "C"
+        if as_float32 and dtype != np.float32:
+            return _converted(f, path, found, dtype, order)
+        if nbytes < MAP_AT_LEAST:  # a page or so: a copy costs less than a mapping
+            data = f.read(nbytes)
+            if len(data) != nbytes:
+                raise ModelError(f"{shown(path)}: the data ends early; the file is damaged or truncated")
+            return np.frombuffer(data, dtype=dtype).reshape(found, order=order)
+        return np.asarray(np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=found, order=order))
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unknown .npy version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(f, max_header_size=10_000)
+
+
+def _converted(f, path: Path, shape: tuple[int, ...], dtype: np.dtype, order: str) -> np.ndarray:
+    """The array that follows in `f`, read in chunks into a new float32 array."""
+    out = np.empty(shape, dtype=np.float32, order=order)
+    flat = out.reshape(-1, order="A")  # a view: out's own memory order
+    chunk = (1 << 20) // dtype.itemsize
+    buffer = np.empty(chunk, dtype=dtype)
+    for start in range(0, flat.size, chunk):
+        n = min(chunk, flat.size - start)
+        if f.readinto(memoryview(buffer[:n]).cast("B")) != n * dtype.itemsize:
+            raise ModelError(f"{shown(path)}: the data ends early; the file is damaged or truncated")
+        flat[start : start + n] = buffer[:n]
+    return out

@@ -1,4 +1,4 @@
-"""Saving a model directory atomically and recoverably.
+"""Saving a model directory (format version 2, or 1 on request) atomically and recoverably.
 
 A save writes a complete directory beside the target (manifest.json last, every file
 flushed), moves the old model aside, renames the new one into place and removes the
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wordbot import __version__
-from wordbot.artifacts import FORMAT, FORMAT_VERSION, WEIGHT_DTYPES, expected_shapes
+from wordbot.artifacts import FORMAT, FORMAT_VERSION, READ_VERSIONS, WEIGHT_DTYPES, expected_shapes, weight_file
 from wordbot.errors import ModelError
 from wordbot.locks import LockHeld, locked
 from wordbot.text import Tokenizer
@@ -69,6 +69,7 @@ def save_model(
     weights: dict[str, np.ndarray],
     dtype: str = "float32",
     files: dict[str, bytes] | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> Path:
     """Write a model directory atomically and recoverably.
 
@@ -76,19 +77,23 @@ def save_model(
     the new directory renamed to NAME, and the old one removed, under the lock
     .NAME.lock. A save killed between any two steps is finished (the new model was
     whole) or undone by the next save or load (`recover_interrupted_save`).
-    `dtype` "float16" halves weights.npz; the engine computes in float32 either way.
+    `dtype` "float16" halves the weights' files; the engine computes in float32 either way.
     `files` are more files for the directory, by name (the copy of the training text).
+    `format_version` 1 writes the arrays into one weights.npz, as wordbot did before
+    version 2 (one .npy file per array, memory-mapped when loaded).
     """
     directory = Path(directory)
     if dtype not in WEIGHT_DTYPES:
         raise ModelError(f"weights are stored as {' or '.join(WEIGHT_DTYPES)}, not {dtype!r}")
+    if format_version not in READ_VERSIONS:
+        raise ModelError(f"model format version {format_version!r} is not one wordbot writes")
     check_output_dir(directory)
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "wordbot_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **manifest,
+        "format_version": format_version,  # the files written below, whatever a base model's manifest said
         "weights_dtype": dtype,
         "vocab_size": len(tokenizer),
     }
@@ -118,13 +123,20 @@ def _write_files(tmp: Path, shapes, weights, dtype, tokenizer, files: dict[str, 
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
-    with open(tmp / "weights.npz", "wb") as f:
-        np.savez(f, **{k: np.asarray(weights[k], dtype=dtype) for k in shapes})
+    if manifest["format_version"] == 1:
+        written = ["weights.npz"]
+        with open(tmp / "weights.npz", "wb") as f:
+            np.savez(f, **{k: np.asarray(weights[k], dtype=dtype) for k in shapes})
+    else:
+        written = [weight_file(k) for k in shapes]
+        for k, name in zip(shapes, written, strict=True):
+            with open(tmp / name, "wb") as f:  # little-endian C order: mapped as is when loaded
+                np.save(f, np.ascontiguousarray(weights[k], dtype=np.dtype(dtype).newbyteorder("<")))
     _save_step("weights")
     tokenizer.save(tmp / "tokenizer.json")
     for name, data in files.items():
         (tmp / name).write_bytes(data)
-    for name in ("weights.npz", "tokenizer.json", *files):
+    for name in (*written, "tokenizer.json", *files):
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
     _save_step("files")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.artifacts import load_model, member_weights, members, model_directory
-from wordbot.corpus import sha256_of
+from wordbot.artifacts import load_model, member_weights, members, model_directory, weights_sha256
 from wordbot.errors import ConfigError
 from wordbot.text import Tokenizer
 from wordbot.training.config import TrainConfig
@@ -59,7 +58,7 @@ class Base:
         return {
             "model": self.name,
             "directory": str(self.directory.resolve()),
-            "sha256": sha256_of(self.directory / "weights.npz"),
+            "sha256": weights_sha256(self.directory),
             "created": self.manifest.get("created"),
             "corpus": [Path(f["path"]).name for f in corpus.get("files") or []],
             "vocab_size": len(self.tokenizer),
