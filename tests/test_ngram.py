@@ -272,8 +272,8 @@ def test_the_counted_ngram_is_cached_and_read_back(tmp_path, monkeypatch):
     monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
     directory, corpus = _model_with_pinned_corpus(tmp_path)
     first = Predictor.load(directory, backend="mix")
-    cached = list((tmp_path / "cache").glob("ngram-*.npz"))
-    assert len(cached) == 1
+    cached = list((tmp_path / "cache").glob("ngram-*"))
+    assert len(cached) == 1 and (cached[0] / "ngram.json").is_file()  # format 2: a directory of .npy files
 
     # The second start reads the cache instead of counting: it works without the text.
     corpus.unlink()
@@ -288,10 +288,10 @@ def test_a_broken_or_unwritable_cache_only_costs_a_recount(tmp_path, monkeypatch
     monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
     directory, _ = _model_with_pinned_corpus(tmp_path)
     expected = Predictor.load(directory, backend="mix").next_words("what is the", k=5)
-    (cached,) = (tmp_path / "cache").glob("ngram-*.npz")
-    cached.write_bytes(b"not a zip file")
+    (cached,) = (tmp_path / "cache").glob("ngram-*")
+    (cached / "o3_words.npy").write_bytes(b"not an array")
     assert Predictor.load(directory, backend="mix").next_words("what is the", k=5) == expected
-    KneserNey.load(cached)  # rewritten whole
+    KneserNey.load(cached, Predictor.load(directory, backend="mix").tokenizer)  # rewritten whole
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -303,7 +303,7 @@ def test_the_cache_keeps_only_the_most_recently_used_ngrams(tmp_path, monkeypatc
     import os
     import time
 
-    from wordbot.ngram import CACHE_KEEP
+    from wordbot.ngram_cache import CACHE_KEEP
     from wordbot.predictor import Predictor
 
     cache = tmp_path / "cache"

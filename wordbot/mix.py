@@ -20,7 +20,8 @@ from wordbot.artifacts import DEFAULT_ORDER
 from wordbot.bounded import shown
 from wordbot.engine import Combined, advance_all
 from wordbot.errors import ModelError
-from wordbot.ngram import NGRAM_REMEDY, KneserNey, cached_path, counted_for_model, write_cached
+from wordbot.ngram import NGRAM_REMEDY, KneserNey
+from wordbot.ngram_cache import cached_path, counted_for_model, write_cached
 from wordbot.text import BOS_ID, SPECIALS, UNK_ID, Tokenizer
 
 log = logging.getLogger(__name__)

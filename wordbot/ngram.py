@@ -1,7 +1,7 @@
 """Interpolated modified Kneser-Ney n-gram model (Chen & Goodman 1998): the baseline
-the recurrent model has to beat, and a LanguageModel a Predictor can serve; its
-file format, and the cache that keeps a model's counted n-gram between runs. How it
-is mixed with the network is wordbot.mix.
+the recurrent model has to beat, and a LanguageModel a Predictor can serve. Its
+files and the cache that keeps a model's counted n-gram between runs are
+wordbot.ngram_cache; how it is mixed with the network is wordbot.mix.
 
 Counting is vectorised with NumPy (a few seconds for half a million tokens); a full
 next-token distribution is a handful of array operations per order.
@@ -9,28 +9,14 @@ next-token distribution is a handful of array operations per order.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import logging
 import os
-import tempfile
-import time
-import zipfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_ORDER, MAX_NGRAM_ORDER
-from wordbot.bounded import read_npz, shown
-from wordbot.errors import ModelError
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
 
-FORMAT_VERSION = 1
-CACHE_DIR_ENV = "WORDBOT_CACHE_DIR"
-
-log = logging.getLogger(__name__)
 # A discount estimate that falls to zero or below (tiny or odd corpora) would leave no
 # mass for the lower orders, and unseen tokens would get probability 0.
 MIN_DISCOUNT = 0.05
@@ -210,92 +196,26 @@ class KneserNey:
             tables.append(_build_order(uniques[k], counts, d, vocab_size, n_contexts))
         return cls(tokenizer, order, tables, context_keys, np.array(discounts))
 
-    # -- persistence -----------------------------------------------------------------
+    # -- persistence (the formats and the cache: wordbot.ngram_cache) ----------------------
 
     def save(self, path) -> None:
-        """Write the tables and vocabulary to one .npz (no pickles): a path or a binary file."""
-        arrays: dict[str, np.ndarray] = {
-            "format_version": np.array(FORMAT_VERSION),
-            "order": np.array(self.order),
-            "discounts": self.discounts,
-            "vocab": np.array(self.tokenizer.vocab, dtype=str),
-        }
-        for k, table in enumerate(self._orders, start=1):
-            for name in ("words", "values", "starts", "gamma", "row_of_context"):
-                arrays[f"o{k}_{name}"] = getattr(table, name)
-        for m, keys in enumerate(self._context_keys):
-            if keys is not None:
-                arrays[f"context_keys_{m}"] = keys
-        np.savez(path if hasattr(path, "write") else Path(path), **arrays)
+        """Write the tables and vocabulary to one .npz (format 1, what a model directory
+        may ship as ngram.npz; no pickles): a path or a binary file."""
+        from wordbot.ngram_cache import save_npz
+
+        save_npz(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> KneserNey:
-        """An n-gram that `save` wrote. Only its own arrays are read, each bounded by the
-        file's size, and every table is checked against the others and the vocabulary:
+        """An n-gram that `save` (an .npz) or `ngram_cache.save_directory` (a directory
+        of .npy files, memory-mapped) wrote, checked against itself and the vocabulary:
         a damaged file is a ModelError that names it, never an IndexError later."""
-        path = Path(path)
-        head = read_npz(path, {"format_version": ((), _INT), "order": ((), _INT)})
-        if int(head["format_version"]) != FORMAT_VERSION:
-            raise ModelError(f"{shown(path)}: n-gram format_version {int(head['format_version'])}; {_REMEDY}")
-        order = int(head["order"])
-        if not 1 <= order <= MAX_NGRAM_ORDER:
-            raise ModelError(f"{shown(path)}: n-gram order {order}, not 1 to {MAX_NGRAM_ORDER}; {_REMEDY}")
-        names = {"discounts": ((order, 3), ("f",)), "vocab": (None, ("U",))}
-        names |= {f"context_keys_{m}": (None, _INT) for m in range(2, order)}
-        for k in range(1, order + 1):
-            names |= {f"o{k}_{name}": (None, ("f",) if name in ("values", "gamma") else _INT) for name in _TABLE}
-        data = read_npz(path, names)
-        vocab = [str(t) for t in data["vocab"].reshape(-1)]
-        if tokenizer is None:
-            try:
-                tokenizer = Tokenizer(vocab)
-            except ValueError as e:
-                raise ModelError(f"{shown(path)}: {e}; {_REMEDY}") from None
-        elif tokenizer.vocab != vocab:
-            raise ModelError(f"{shown(path)}: vocabulary differs from the tokenizer's; {_REMEDY}")
-        problem = _tables_problem(data, order, len(vocab))
-        if problem:
-            raise ModelError(f"{shown(path)}: {problem}; {_REMEDY}")
-        tables = [_Order(*(data[f"o{k}_{name}"] for name in _TABLE)) for k in range(1, order + 1)]
-        keys = [data[f"context_keys_{m}"].astype(np.int64, copy=False) if m >= 2 else None for m in range(order)]
-        return cls(tokenizer, order, tables, keys, data["discounts"].astype(np.float64))
+        from wordbot.ngram_cache import load
+
+        return load(path, tokenizer)
 
 
-_INT = ("i", "u")
-_TABLE = ("words", "values", "starts", "gamma", "row_of_context")
-NGRAM_REMEDY = _REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
-
-
-def _tables_problem(data: dict[str, np.ndarray], order: int, vocab_size: int) -> str | None:
-    """What makes the arrays of an n-gram file inconsistent (so that `probs` would index
-    outside them), or None."""
-    if data["vocab"].ndim != 1 or not np.isfinite(data["discounts"]).all():
-        return "vocab or discounts malformed"
-    for m in range(2, order):
-        keys = data[f"context_keys_{m}"]
-        if keys.ndim != 1 or (np.diff(keys.astype(np.int64)) <= 0).any():
-            return f"context_keys_{m} is not a sorted list"
-    for k in range(1, order + 1):
-        words, values, starts, gamma, rows_of = (data[f"o{k}_{name}"] for name in _TABLE)
-        contexts = 1 if k == 1 else vocab_size if k == 2 else len(data[f"context_keys_{k - 1}"])
-        rows = len(gamma.reshape(-1))
-        if (
-            words.ndim != 1
-            or values.shape != words.shape
-            or starts.shape != (rows + 1,)
-            or gamma.ndim != 1
-            or rows_of.shape != (contexts,)
-        ):
-            return f"the order-{k} arrays disagree in length"
-        if starts[0] != 0 or starts[-1] != len(words) or (np.diff(starts) < 0).any():
-            return f"o{k}_starts does not index o{k}_words"
-        if len(words) and (words.min() < 0 or words.max() >= vocab_size):
-            return f"o{k}_words holds ids outside the vocabulary"
-        if len(rows_of) and (rows_of.min() < -1 or rows_of.max() >= rows):
-            return f"o{k}_row_of_context points outside the table"
-        if not (np.isfinite(values).all() and np.isfinite(gamma).all()):
-            return f"the order-{k} table holds NaN or infinite values"
-    return None
+NGRAM_REMEDY = "the file is damaged: delete it (the n-gram is then counted again) or use --backend rnn"
 
 
 def _padded_stream(sequences: Iterable[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -332,119 +252,3 @@ def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_siz
     row_of_context = np.full(n_contexts, -1, dtype=np.int64)
     row_of_context[rows_context] = np.arange(len(rows_context))
     return _Order(words, values, np.append(starts, len(contexts)).astype(np.int64), left / total, row_of_context)
-
-
-def train_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer,
-                    order: int = DEFAULT_ORDER) -> KneserNey:  # fmt: skip
-    """A Kneser-Ney model on exactly the text a model directory was trained on
-    (its validation part left out), over that model's vocabulary."""
-    from wordbot.corpus import training_messages
-
-    return KneserNey.from_texts(training_messages(manifest, directory), tokenizer, order)
-
-
-def cache_dir() -> Path:
-    """Where counted n-grams are kept between runs: $WORDBOT_CACHE_DIR, else the
-    platform's user cache directory (~/.cache/wordbot on Linux)."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("wordbot"))
-
-
-def _cache_key(manifest: dict, tokenizer: Tokenizer, order: int) -> str | None:
-    """A name for the n-gram of exactly this training text, split, vocabulary and
-    order; None when the manifest does not pin the text down by its sha256."""
-    corpus = manifest.get("corpus") or {}
-    files = corpus.get("files") or []
-    if not files or not all(isinstance(f, dict) and f.get("sha256") for f in files):
-        return None
-    material = {
-        "ngram_format": FORMAT_VERSION,
-        "order": order,
-        "files": [f["sha256"] for f in files],
-        "format": corpus.get("format", "lines"),
-        "validation_fraction": corpus.get("validation_fraction", 0.0),
-        "split_seed": corpus.get("split_seed", 0),
-        "vocab": hashlib.sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest(),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()[:32]
-
-
-def _cache_path(manifest: dict, tokenizer: Tokenizer, order: int) -> Path | None:
-    return cached_path(manifest, tokenizer, "ngram", ".npz", order)
-
-
-def cached_path(manifest: dict, tokenizer: Tokenizer, kind: str, suffix: str, order: int = 0) -> Path | None:
-    """Where something made from a model's training text and `tokenizer` is cached
-    (`kind`-KEY`suffix` in the cache directory); None when the text is not pinned down."""
-    key = _cache_key(manifest, tokenizer, order)
-    return cache_dir() / f"{kind}-{key}{suffix}" if key else None
-
-
-def counted_for_model(manifest: dict, directory: str | os.PathLike, tokenizer: Tokenizer, order: int) -> KneserNey:
-    """`train_for_model`, remembered in the cache directory: counting the bundled
-    model's 5-gram takes half a second and 200 MB at every start, reading it back
-    0.03 s. The cache is only a cache: unreadable or unwritable, it is counted again."""
-    path = _cache_path(manifest, tokenizer, order)
-    try:  # not path.exists(): in a directory without search permission that raises too
-        cached = KneserNey.load(path, tokenizer) if path is not None and os.path.isfile(path) else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:  # damaged: counted and replaced
-        log.debug("wordbot: ignoring the unreadable n-gram cache %s (%s)", path, e)
-        cached = None
-    if cached is not None:
-        with contextlib.suppress(OSError):  # a read-only cache is still a cache
-            os.utime(path)  # recently used: kept by the pruning below
-        return cached
-    ngram = train_for_model(manifest, directory, tokenizer, order)
-    remember(ngram, manifest)
-    return ngram
-
-
-def remember(ngram: KneserNey, manifest: dict) -> None:
-    """Keep `ngram`, counted on the training text of the model `manifest` describes, in
-    the cache (`wordbot train` does, so a model keeps its n-gram on this machine even
-    if its corpus moves). A cache that cannot be written is skipped."""
-    path = _cache_path(manifest, ngram.tokenizer, ngram.order)
-    if path is not None:
-        write_cached(path, ngram.save)
-
-
-def write_cached(path: Path, write) -> None:
-    """Write a cache file atomically through `write(binary file)`; a cache that cannot
-    be written is skipped."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _prune_cache(path.parent)
-    except OSError as e:
-        log.debug("wordbot: cannot cache %s in %s (%s)", path.name, path.parent, e)
-
-
-CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (45 MB each for fortunes)
-
-
-def _prune_cache(directory: Path) -> None:
-    """Keep the CACHE_KEEP most recently used n-grams (and served vocabularies), and drop temporary files that a
-    killed process left behind more than an hour ago."""
-
-    def age(p: Path) -> float:
-        try:
-            return p.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    old = []
-    for pattern in ("ngram-*.npz", "vocab-*.json"):  # the n-grams and the served vocabularies
-        old += sorted(directory.glob(pattern), key=age, reverse=True)[CACHE_KEEP:]
-    stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
-    for p in old + stale:
-        p.unlink(missing_ok=True)

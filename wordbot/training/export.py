@@ -64,7 +64,7 @@ def export(
         files[LOG_NAME] = Path(training_log).read_bytes()
     save_model(out, manifest, data.tokenizer, weights, dtype=config.weights_dtype, files=files)
     if ngram is not None and manifest["serving"]["backend"] == "mix":
-        from wordbot.ngram import remember
+        from wordbot.ngram_cache import remember
 
         remember(ngram, manifest)  # the first start counts nothing
     return out

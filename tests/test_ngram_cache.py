@@ -1,0 +1,153 @@
+"""The n-gram's format version 2 (the cache): a directory of .npy files, memory-mapped,
+checked at load without reading every page, and refused in one line when a file is not
+as it was written."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+
+import numpy as np
+import pytest
+
+from wordbot.errors import ModelError
+from wordbot.ngram import KneserNey
+from wordbot.ngram_cache import load, load_directory, save_directory
+from wordbot.text import BOS_ID, Tokenizer
+
+from .conftest import TRAIN_FILE
+
+MESSAGES = TRAIN_FILE.read_text(encoding="utf-8").splitlines()[:4000]
+
+
+@pytest.fixture(scope="module")
+def counted():
+    tokenizer = Tokenizer.build(MESSAGES, max_size=3000, min_count=1)
+    return KneserNey.from_texts(MESSAGES, tokenizer, 4)
+
+
+@pytest.fixture
+def saved(counted, tmp_path):
+    save_directory(counted, tmp_path / "ngram")
+    return tmp_path / "ngram"
+
+
+def _contexts(ngram: KneserNey) -> list[tuple[int, ...]]:
+    rng = np.random.default_rng(0)
+    seen = [tuple(ngram.tokenizer.encode(m, bos=True)[-3:]) for m in MESSAGES[:40]]
+    unseen = [tuple(int(i) for i in rng.integers(0, ngram.vocab_size, 3)) for _ in range(20)]
+    return [(BOS_ID,) * 3, *seen, *unseen]
+
+
+def _mapped(array: np.ndarray) -> bool:
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base is not None
+
+
+def test_a_saved_ngram_answers_exactly_as_the_counted_one_from_mapped_tables(counted, saved):
+    loaded = KneserNey.load(saved, counted.tokenizer)
+    for context in _contexts(counted):
+        assert np.array_equal(loaded.probs(context), counted.probs(context))
+        assert loaded.context_order(context) == counted.context_order(context)
+    big = [a for t in loaded._orders for a in (t.words, t.values, t.starts, t.row_of_context) if a.nbytes >= 1 << 16]
+    assert big and all(_mapped(a) and not a.flags.writeable for a in big)
+
+
+def test_the_version_1_file_and_the_version_2_directory_agree(counted, saved, tmp_path):
+    counted.save(tmp_path / "ngram.npz")
+    old, new = KneserNey.load(tmp_path / "ngram.npz"), load(saved, counted.tokenizer)
+    for context in _contexts(counted):
+        assert np.abs(old.probs(context) - new.probs(context)).max() <= 1e-12
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("RssAnon:", "RssFile:")))
+
+
+def test_loading_reads_a_few_pages_not_the_tables(counted, saved):
+    """Validation is O(1) pages a table: the resident memory grows by far less than the
+    files hold (a full check would read them all)."""
+    size = sum(p.stat().st_size for p in saved.glob("*.npy"))
+    assert size > 4 << 20
+    before = _rss_kb()
+    loaded = load_directory(saved, counted.tokenizer)
+    grown = (_rss_kb() - before) * 1024
+    assert grown < size / 8, (grown, size)
+    assert loaded.order == 4
+
+
+def _rewrite(name: str, change):
+    def rewrite(d):
+        path = d / name
+        np.save(path, change(np.load(path)))
+
+    return rewrite
+
+
+def _header(**changes):
+    def edit(d):
+        header = json.loads((d / "ngram.json").read_text())
+        header.update(changes)
+        (d / "ngram.json").write_text(json.dumps(header))
+
+    return edit
+
+
+CHANGES = {
+    "a table cut short": (
+        lambda d: (d / "o4_words.npy").write_bytes((d / "o4_words.npy").read_bytes()[:500]),
+        "truncated",
+    ),
+    "a file missing": (lambda d: (d / "o2_values.npy").unlink(), "o2_values.npy is missing"),
+    "words out of range, same size": (_rewrite("o4_words.npy", lambda a: a + 10**6), "changed since it was written"),
+    "rows out of range, same size": (_rewrite("o3_row_of_context.npy", lambda a: a + 10**6), "changed since"),
+    "a table of another type": (_rewrite("o3_words.npy", lambda a: a.astype(np.int64)), "is int64, expected int32"),
+    "lengths that disagree": (
+        lambda d: _rewrite("o3_values.npy", lambda a: a[:-1])(d) or _header(files=_files_now(d))(d),
+        "disagree in length",
+    ),
+    "starts past the words": (
+        lambda d: _rewrite("o2_starts.npy", lambda a: a + 1)(d) or _header(files=_files_now(d))(d),
+        "o2_starts does not index",
+    ),
+    "a newer format": (_header(format_version=3), "n-gram format_version 3"),
+    "another vocabulary": (_header(vocab_sha256="0" * 64), "vocabulary differs"),
+    "discounts not numbers": (_header(discounts="high"), "discounts or files malformed"),
+    "order 99": (_header(order=99), "order 99"),
+    "header not JSON": (lambda d: (d / "ngram.json").write_text("{"), "ngram.json: unreadable"),
+}
+
+
+def _files_now(d) -> dict:
+    """ngram.json's record of the files as they are now (a consistent-looking forgery)."""
+    return {p.stem: {"bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in d.glob("*.npy")}
+
+
+@pytest.mark.parametrize("case", list(CHANGES))
+def test_a_changed_cache_is_refused_in_one_line(counted, saved, case):
+    change, message = CHANGES[case]
+    change(saved)
+    with pytest.raises(ModelError, match=message) as error:
+        load_directory(saved, counted.tokenizer)
+    assert "\n" not in str(error.value) and "ngram" in str(error.value)
+
+
+def test_writing_refuses_tables_that_would_index_outside(counted, tmp_path):
+    broken = KneserNey(
+        counted.tokenizer, counted.order, list(counted._orders), counted._context_keys, counted.discounts
+    )
+    table = broken._orders[2]
+    broken._orders[2] = type(table)(table.words + 10**6, table.values, table.starts, table.gamma, table.row_of_context)
+    with pytest.raises(ValueError, match="o3_words holds ids outside the vocabulary"):
+        save_directory(broken, tmp_path / "x")
+    assert not (tmp_path / "x" / "ngram.json").exists()
+
+
+def test_a_directory_needs_its_tokenizer(saved):
+    with pytest.raises(ModelError, match="read with its model's tokenizer"):
+        KneserNey.load(saved)
+    assert os.path.isdir(saved)
