@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import stat
 import zipfile
@@ -188,13 +189,15 @@ def _mapped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member, shape, fort
 
 
 def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...], *, as_float32: bool = False,
-             kind: str = "array file") -> np.ndarray:  # fmt: skip
+             random_access: bool = False, kind: str = "array file") -> np.ndarray:  # fmt: skip
     """The array of one uncompressed .npy file, memory-mapped read-only (no copy: pages
     are read when used and shared with every process that maps the file), after its
     header is checked against `shape` and `dtypes` and its size against the file's own,
     so only the header's page is read here. `as_float32`: an array stored otherwise
     (float16) is converted, a chunk at a time, into a float32 copy (no mapping of it is
-    kept, so the stored pages never count twice). Never unpickles."""
+    kept, so the stored pages never count twice). `random_access`: a table read a few
+    entries at a time (binary searches, rows), so the kernel reads no pages ahead of a
+    fault (MADV_RANDOM; see `write_npy` for the other half). Never unpickles."""
     try:
         f = open_regular(path)
     except FileNotFoundError:
@@ -225,7 +228,26 @@ def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...],
             if len(data) != nbytes:
                 raise ModelError(f"{shown(path)}: the data ends early; the file is damaged or truncated")
             return np.frombuffer(data, dtype=dtype).reshape(found, order=order)
-        return np.asarray(np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=found, order=order))
+        mapped = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=found, order=order)
+        if random_access and hasattr(mmap, "MADV_RANDOM"):
+            mapped._mmap.madvise(mmap.MADV_RANDOM)
+        return np.asarray(mapped)
+
+
+def write_npy(path: Path, array: np.ndarray, chunk: int = 1 << 16) -> None:
+    """Write `array` as an .npy file, flushed to disk, in writes of `chunk` bytes.
+
+    Why small writes: Linux (6.x, ext4 and others) caches a file in folios as large as
+    the writes that made it, up to 2 MB, and a fault on a mapping maps the whole folio;
+    one binary search over a table written in one write then makes megabytes resident.
+    Written 64 KB at a time, a fault maps at most 64 KB."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb", buffering=0) as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        data = memoryview(array.reshape(-1)).cast("B")
+        for start in range(0, len(data), chunk):
+            f.write(data[start : start + chunk])
+        os.fsync(f.fileno())
 
 
 def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wordbot.artifacts import DEFAULT_ORDER, MAX_NGRAM_ORDER
-from wordbot.bounded import read_json, read_npy, read_npz, shown
+from wordbot.bounded import read_json, read_npy, read_npz, shown, write_npy
 from wordbot.errors import ModelError
 from wordbot.ngram import NGRAM_REMEDY, KneserNey, _Order
 from wordbot.text import Tokenizer
@@ -130,10 +130,7 @@ def save_directory(ngram: KneserNey, directory: Path) -> None:
     files = {}
     for name, array in arrays.items():
         path = directory / f"{name}.npy"
-        with open(path, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, dtype=np.dtype(_expected(ngram.order)[name]).newbyteorder("<")))
-            f.flush()
-            os.fsync(f.fileno())
+        write_npy(path, np.asarray(array, dtype=np.dtype(_expected(ngram.order)[name]).newbyteorder("<")))
         done = os.stat(path)
         files[name] = {"bytes": done.st_size, "mtime_ns": done.st_mtime_ns}
     header = {
@@ -179,7 +176,7 @@ def load_directory(directory: Path, tokenizer: Tokenizer) -> KneserNey:
     data = {}
     for name, dtype in _expected(order).items():
         path = directory / f"{name}.npy"
-        data[name] = read_npy(path, None, (dtype,), kind="n-gram table")
+        data[name] = read_npy(path, None, (dtype,), random_access=True, kind="n-gram table")
         recorded, now = files.get(name), os.stat(path)
         if not isinstance(recorded, dict) or (recorded.get("bytes"), recorded.get("mtime_ns")) != (
             now.st_size,

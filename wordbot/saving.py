@@ -90,13 +90,14 @@ def save_model(
     check_output_dir(directory)
     manifest = {
         "format": FORMAT,
+        "format_version": format_version,
         "wordbot_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **manifest,
-        "format_version": format_version,  # the files written below, whatever a base model's manifest said
         "weights_dtype": dtype,
         "vocab_size": len(tokenizer),
     }
+    manifest["format_version"] = format_version  # the files written below, whatever a base model's manifest said
     shapes = expected_shapes(manifest["architecture"], len(tokenizer))
     missing = sorted(set(shapes) - set(weights))
     if missing:
