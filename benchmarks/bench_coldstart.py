@@ -8,6 +8,7 @@ in memory + 16 MB.
 Each command is a fresh process, and the rounds alternate (floor, mix, network, ...),
 so background load hits every row alike. Wall time is from spawn to exit; peak RSS is
 the child's ru_maxrss (os.wait4), so nothing of this script's own memory is counted.
+Bytecode is cached (PYTHONDONTWRITEBYTECODE is dropped; the warm-up run writes it).
 `wordbot next` runs with the n-gram already in this run's own cache directory (every
 start but a model's first on a machine); `--first-start` adds a row with an empty cache
 (the n-gram counted and written), `--keras` the TensorFlow rows (`import tensorflow`,
@@ -96,6 +97,9 @@ def main(argv=None) -> None:
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     cache = tempfile.TemporaryDirectory()  # this run's own n-gram cache, filled by the warm-up run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "WORDBOT_CACHE_DIR": cache.name}
+    # Bytecode cached, as every install has it (pip compiles it): with PYTHONDONTWRITEBYTECODE
+    # set, each start would compile wordbot's modules from source (0.05-0.2 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     todo = commands(model_dir, args.first_start, args.keras)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in todo}
     for cmd in todo.values():  # one untimed run each: the page cache and the n-gram cache warm

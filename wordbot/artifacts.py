@@ -232,15 +232,42 @@ def _checked_manifest(directory: Path) -> dict:
     return manifest
 
 
+def save_lock_path(directory: Path) -> Path:
+    """The lock file of saves of `directory` (wordbot.saving)."""
+    return directory.parent / f".{directory.name}.lock"
+
+
+def save_leftovers(directory: Path) -> tuple[list[Path], list[Path]]:
+    """The temporary (.NAME.tmp-*) and set-aside (.NAME.old-*) directories of saves of
+    `directory`, newest first; none where the parent cannot be listed."""
+    tmp, old = f".{directory.name}.tmp-", f".{directory.name}.old-"
+    try:
+        with os.scandir(directory.parent) as entries:
+            found = [Path(e.path) for e in entries if e.name.startswith((tmp, old)) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return [], []
+    found.sort(key=_mtime, reverse=True)
+    return [p for p in found if p.name.startswith(tmp)], [p for p in found if p.name.startswith(old)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, dict[str, np.ndarray]]:
     """Read and check a model directory: (manifest, tokenizer, weights).
 
     The manifest is checked first, and the sizes it declares against the weight files'
     own sizes before any array is read, so a directory that claims more than it holds
     costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped."""
-    from wordbot.saving import recover_interrupted_save  # saving builds on this module
+    directory = model_directory(directory)
+    if any(save_leftovers(directory)) or os.path.lexists(save_lock_path(directory)):
+        from wordbot.saving import recover_interrupted_save  # (builds on this module; imported only when needed)
 
-    directory = recover_interrupted_save(model_directory(directory))
+        directory = recover_interrupted_save(directory)
     try:
         mode = os.stat(directory).st_mode
     except FileNotFoundError:

@@ -12,13 +12,16 @@ import math
 import mmap
 import os
 import stat
-import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wordbot.errors import ModelError
+
+if TYPE_CHECKING:
+    import zipfile  # imported when an .npz is read: it loads bz2 and lzma (1 MB resident)
 
 MAX_EXPANSION = 64  # what a compressed file may expand to, times its size on disk
 MAP_AT_LEAST = 1 << 16  # bytes: an uncompressed array this large is memory-mapped, not copied
@@ -111,6 +114,8 @@ def read_npz(
     directory and its .npy header are checked against its spec (and all of them
     against the file's own size) before a byte of data is read. `optional`: a missing
     member is left out rather than refused. Never unpickles."""
+    import zipfile
+
     try:
         f = open_regular(path)
     except OSError as e:
@@ -135,6 +140,8 @@ def read_npz(
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str,
                  shape: tuple[int, ...] | None, dtypes: tuple[str, ...]) -> np.ndarray:  # fmt: skip
     where = f"{shown(path)}: array {name!r}"
+    import zipfile
+
     try:
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)

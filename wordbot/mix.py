@@ -162,22 +162,49 @@ def open_tokenizer(network: Tokenizer, messages: Sequence[str]) -> Tokenizer:
 
 def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Tokenizer) -> Tokenizer:
     """`open_tokenizer` over a model's training text, kept in the cache directory
-    beside its n-gram (building it reads every message: 1.4 s for the bundled model,
-    reading it back a few ms). Raises CorpusError when the training text is gone."""
-    from wordbot.corpus import training_messages
-
+    beside its n-gram with its word ids (building it reads every message: 1.4 s for the
+    bundled model; reading it back a few ms). Raises CorpusError when the training text
+    is gone."""
     path = cached_path(manifest, network, "vocab", ".json")
     if path is not None and os.path.isfile(path):
         try:
-            cached = Tokenizer.load(path)
-            if cached.vocab[: len(network)] == network.vocab:
+            cached = _cached_tokenizer(path, network)
+            if cached is not None:
                 return cached
-        except (OSError, ValueError, UnicodeDecodeError) as e:  # damaged: built again and replaced
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # damaged: built again and replaced
             log.debug("wordbot: ignoring the unreadable vocabulary cache %s (%s)", path, e)
+    from wordbot.corpus import training_messages  # (imports hashlib, gzip: not needed when cached)
+
     tokenizer = open_tokenizer(network, training_messages(manifest, directory))
     if path is not None:
-        write_cached(path, lambda f: f.write(json.dumps(tokenizer.to_json(), ensure_ascii=False).encode("utf-8")))
+        data = {**tokenizer.to_json(), "word_ids": tokenizer.word_ids}
+        write_cached(path, lambda f: f.write(json.dumps(data, ensure_ascii=False).encode("utf-8")))
     return tokenizer
+
+
+def _cached_tokenizer(path: Path, network: Tokenizer) -> Tokenizer | None:
+    """The served tokenizer a cache file holds, or None if it does not extend `network`.
+    Its word ids are taken as written once they are in range and in order (an id that is
+    not a word would only be offered, never crash), so no token is matched again."""
+    with open(path, "rb") as f:
+        data = json.loads(f.read())
+    vocab, word_ids = data.get("vocab"), data.get("word_ids")
+    if not isinstance(vocab, list) or vocab[: len(network)] != network.vocab:
+        return None
+    if word_ids is None:
+        return Tokenizer.from_json(data)
+    ids = np.asarray(word_ids)
+    extra = vocab[len(network) :]
+    if (
+        ids.ndim != 1
+        or (len(ids) and (ids.dtype.kind != "i" or ids[0] < len(SPECIALS) or ids[-1] >= len(vocab)))
+        or (np.diff(ids) <= 0).any()
+        or not all(isinstance(t, str) for t in extra)
+        or not isinstance(data.get("cased", {}), dict)
+    ):
+        raise ValueError("word ids or vocabulary malformed")
+    # The network's words are the same string objects as in its tokenizer: not kept twice.
+    return Tokenizer([*network.vocab, *extra], data.get("cased"), word_ids=word_ids)
 
 
 # -- choosing the weights on validation text --------------------------------------

@@ -9,12 +9,9 @@ few pages a suggestion uses; the full check is done once, when it is written).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +22,14 @@ from wordbot.bounded import read_json, read_npy, read_npz, shown, write_npy
 from wordbot.errors import ModelError
 from wordbot.ngram import NGRAM_REMEDY, KneserNey, _Order
 from wordbot.text import Tokenizer
+
+try:  # sha256 without `import hashlib`, which loads OpenSSL's libcrypto: 3.4 MB resident at every start
+    from _sha256 import sha256  # CPython 3.11
+except ImportError:  # pragma: no cover - other Pythons
+    try:
+        from _sha2 import sha256  # CPython 3.12+
+    except ImportError:
+        from hashlib import sha256
 
 FORMAT = "wordbot-ngram"
 FORMAT_VERSION = 2  # what the cache holds: a directory of .npy files (1: one .npz)
@@ -66,7 +71,7 @@ def _build(tokenizer: Tokenizer, order: int, data: dict[str, np.ndarray], discou
 
 
 def vocab_sha256(tokenizer: Tokenizer) -> str:
-    return hashlib.sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
+    return sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
 
 
 # -- version 1: one .npz ------------------------------------------------------------------
@@ -281,7 +286,7 @@ def _cache_key(manifest: dict, tokenizer: Tokenizer, order: int) -> str | None:
         "split_seed": corpus.get("split_seed", 0),
         "vocab": vocab_sha256(tokenizer),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+    return sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
 def cached_path(manifest: dict, tokenizer: Tokenizer, kind: str, suffix: str, order: int = 0) -> Path | None:
@@ -315,6 +320,9 @@ def remember(ngram: KneserNey, manifest: dict) -> None:
     """Keep `ngram`, counted on the training text of the model `manifest` describes, in
     the cache (`wordbot train` does, so a model keeps its n-gram on this machine even
     if its corpus moves). A cache that cannot be written is skipped."""
+    import shutil  # (with tempfile: only when the cache is written)
+    import tempfile
+
     path = cached_path(manifest, ngram.tokenizer, "ngram", "", ngram.order)
     if path is None:
         return
@@ -333,6 +341,9 @@ def remember(ngram: KneserNey, manifest: dict) -> None:
 
 def _replace_directory(new: Path, path: Path) -> None:
     """Rename `new` to `path`, a damaged copy there first moved aside and removed."""
+    import shutil
+    import tempfile
+
     if os.path.lexists(path):
         aside = Path(tempfile.mkdtemp(prefix=".ngram-old-", suffix=".tmp", dir=path.parent))
         os.replace(path, aside / "old")
@@ -343,6 +354,8 @@ def _replace_directory(new: Path, path: Path) -> None:
 def write_cached(path: Path, write) -> None:
     """Write a cache file atomically through `write(binary file)`; a cache that cannot
     be written is skipped."""
+    import tempfile
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ngram-", suffix=".tmp", dir=path.parent)
@@ -364,6 +377,7 @@ CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (58 MB each 
 def _prune_cache(directory: Path) -> None:
     """Keep the CACHE_KEEP most recently used n-grams (and served vocabularies), and drop
     temporary files and directories that a killed process left more than an hour ago."""
+    import shutil
 
     def age(p: Path) -> float:
         try:

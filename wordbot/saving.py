@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from wordbot import __version__
-from wordbot.artifacts import FORMAT, FORMAT_VERSION, READ_VERSIONS, WEIGHT_DTYPES, expected_shapes, weight_file
+from wordbot.artifacts import (
+    FORMAT,
+    FORMAT_VERSION,
+    READ_VERSIONS,
+    WEIGHT_DTYPES,
+    expected_shapes,
+    save_leftovers,
+    save_lock_path,
+    weight_file,
+)
 from wordbot.errors import ModelError
 from wordbot.locks import LockHeld, locked
 from wordbot.text import Tokenizer
@@ -103,7 +112,7 @@ def save_model(
     if missing:
         raise ModelError(f"cannot save: weights lack {', '.join(missing)}")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with locked(_lock_path(directory), unlink=True):
+    with locked(save_lock_path(directory), unlink=True):
         _save_step("locked")
         _recover(directory)  # an earlier save killed midway, finished or undone first
         check_output_dir(directory)
@@ -161,30 +170,6 @@ def _swap_in(tmp: Path, directory: Path) -> None:
     _save_step("cleaned")
 
 
-def _lock_path(directory: Path) -> Path:
-    return directory.parent / f".{directory.name}.lock"
-
-
-def _leftovers(directory: Path) -> tuple[list[Path], list[Path]]:
-    """The temporary (.NAME.tmp-*) and set-aside (.NAME.old-*) directories of saves of
-    `directory`, newest first; none where the parent cannot be listed."""
-    tmp, old = f".{directory.name}.tmp-", f".{directory.name}.old-"
-    try:
-        with os.scandir(directory.parent) as entries:
-            found = [Path(e.path) for e in entries if e.name.startswith((tmp, old)) and e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return [], []
-    found.sort(key=lambda p: _mtime(p), reverse=True)
-    return [p for p in found if p.name.startswith(tmp)], [p for p in found if p.name.startswith(old)]
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 def _survivor(directory: Path, tmps: list[Path], olds: list[Path]) -> Path | None:
     """What an interrupted save left to stand for `directory` when it is gone: a whole
     new model (its manifest written last) before the old one."""
@@ -194,7 +179,7 @@ def _survivor(directory: Path, tmps: list[Path], olds: list[Path]) -> Path | Non
 
 def _recover(directory: Path) -> None:
     """Finish or undo saves of `directory` killed midway (the caller holds the lock)."""
-    tmps, olds = _leftovers(directory)
+    tmps, olds = save_leftovers(directory)
     if not directory.exists():
         survivor = _survivor(directory, tmps, olds)
         if survivor is not None:
@@ -212,16 +197,16 @@ def recover_interrupted_save(directory: str | Path) -> Path:
     read-only directory), nothing is touched, and what stands for the model is
     returned: `directory` if it is there, else the whole new copy or the old one."""
     directory = Path(directory)
-    tmps, olds = _leftovers(directory)
-    if not tmps and not olds and not _lock_path(directory).exists():
+    tmps, olds = save_leftovers(directory)
+    if not tmps and not olds and not save_lock_path(directory).exists():
         return directory
     try:
-        with locked(_lock_path(directory), wait=False, unlink=True):
+        with locked(save_lock_path(directory), wait=False, unlink=True):
             _recover(directory)
             return directory
     except (LockHeld, OSError):
         pass
     if directory.exists():
         return directory
-    tmps, olds = _leftovers(directory)
+    tmps, olds = save_leftovers(directory)
     return _survivor(directory, tmps, olds) or directory

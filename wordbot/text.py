@@ -338,7 +338,8 @@ def debris_ids(vocab: Sequence[str]) -> list[int]:
 class Tokenizer:
     """A vocabulary over `tokenize`: ids 0-3 are the special tokens."""
 
-    def __init__(self, vocab: Sequence[str], cased: Mapping[str, str] | None = None):
+    def __init__(self, vocab: Sequence[str], cased: Mapping[str, str] | None = None, *,
+                 word_ids: Sequence[int] | None = None):  # fmt: skip
         if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
         if len(set(vocab)) != len(vocab):
@@ -347,8 +348,11 @@ class Tokenizer:
         # How words that are usually capitalised are written (`wilde` -> `Wilde`, `tv` -> `TV`).
         self.cased: dict[str, str] = dict(cased or {})
         self.index: dict[str, int] = {t: i for i, t in enumerate(self.vocab)}
-        # Ids of the tokens a user may be offered as a next word.
-        self.word_ids = [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
+        # Ids of the tokens a user may be offered as a next word (`word_ids`: as a cache of
+        # them says, which saves matching every token at start; the caller checks them).
+        if word_ids is None:
+            word_ids = [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
+        self.word_ids = list(word_ids)
 
     def __len__(self) -> int:
         return len(self.vocab)
