@@ -151,3 +151,87 @@ def test_a_directory_needs_its_tokenizer(saved):
     with pytest.raises(ModelError, match="read with its model's tokenizer"):
         KneserNey.load(saved)
     assert os.path.isdir(saved)
+
+
+# -- the served vocabulary, cached beside the n-gram ---------------------------------------
+
+
+def _model(tmp_path, monkeypatch):
+    from wordbot.corpus import sha256_of
+
+    from .conftest import make_model_dir
+
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(MESSAGES[:2000]) + "\n", encoding="utf-8")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": sha256_of(corpus)}]  # pinned: a cache key
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    from wordbot.artifacts import load_model
+
+    return directory, *load_model(directory)[:2]
+
+
+def test_the_cached_served_vocabulary_is_the_built_one_sharing_the_networks_words(tmp_path, monkeypatch):
+    from wordbot.mix import served_tokenizer
+
+    directory, manifest, network = _model(tmp_path, monkeypatch)
+    built = served_tokenizer(manifest, directory, network)
+    (path,) = (tmp_path / "cache").glob("vocab-*.json")
+    assert json.loads(path.read_text())["extra"] == built.vocab[len(network) :]  # only what it adds
+    cached = served_tokenizer(manifest, directory, network)
+    assert cached is not built and len(cached) > len(network)
+    assert (cached.vocab, cached.cased, cached.word_ids, cached.index) == (
+        built.vocab,
+        built.cased,
+        built.word_ids,
+        built.index,
+    )
+    assert all(a is b for a, b in zip(cached.vocab, network.vocab, strict=False))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.update(extra_word_ids=[0, 1, 2]),  # ids of the specials: outside the extra words
+        lambda d: d.update(extra_word_ids=[10**9]),
+        lambda d: d.update(extra_word_ids=list(reversed(d["extra_word_ids"]))),
+        lambda d: d.update(extra=[1, 2]),
+        lambda d: d.update(cased={"x": "Y"}),
+        lambda d: d.update(cased=[]),
+    ],
+)
+def test_a_damaged_served_vocabulary_cache_is_built_again(tmp_path, monkeypatch, damage):
+    from wordbot.mix import served_tokenizer
+
+    directory, manifest, network = _model(tmp_path, monkeypatch)
+    built = served_tokenizer(manifest, directory, network)
+    (path,) = (tmp_path / "cache").glob("vocab-*.json")
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    again = served_tokenizer(manifest, directory, network)
+    assert (again.vocab, again.word_ids) == (built.vocab, built.word_ids)
+    assert json.loads(path.read_text())["extra_word_ids"] == [i for i in built.word_ids if i >= len(network)]
+
+
+def test_an_ensembles_float16_weights_are_stacked_once(tmp_path):
+    """load_model converts an ensemble's float16 arrays into one array per name; the
+    engine's stacks are those arrays, not copies, and answer as separate copies did."""
+    from wordbot.artifacts import load_model
+    from wordbot.engine import network
+
+    from .conftest import make_model_dir
+
+    directory = make_model_dir(tmp_path / "m", members=2, dtype="float16")
+    manifest, tokenizer, weights = load_model(directory)
+    ensemble = network(manifest, tokenizer, weights)
+    assert np.shares_memory(ensemble._layers.recurrent[0], weights["member1/rnn0/recurrent_kernel"])
+    assert np.shares_memory(ensemble._output_bias, weights["output/bias"])
+    copies = network(manifest, tokenizer, {k: v.copy() for k, v in weights.items()})
+    assert not np.shares_memory(copies._layers.recurrent[0], weights["rnn0/recurrent_kernel"])
+    state, other = ensemble.initial_state(), copies.initial_state()
+    for token in tokenizer.encode("the cat sat on the", bos=True):
+        state, other = ensemble.advance(state, token), copies.advance(other, token)
+    assert np.array_equal(ensemble.probs(state), copies.probs(other))

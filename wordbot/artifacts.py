@@ -292,7 +292,7 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
         specs = {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}
         weights = read_npz(directory / "weights.npz", specs, kind="weights archive")
     else:
-        weights = {name: _weight_array(directory, name, shape) for name, shape in shapes.items()}
+        weights = _weights_v2(directory, manifest, shapes)
     for name, array in weights.items():
         if not _all_finite(array):
             raise ModelError(
@@ -338,10 +338,24 @@ def _weights_path(directory: Path, manifest: dict, name: str) -> Path:
     return directory / ("weights.npz" if manifest["format_version"] == 1 else weight_file(name))
 
 
-def _weight_array(directory: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Array `name` of a version-2 directory: float32 memory-mapped, float16 converted."""
-    path = inside(directory, weight_file(name), f"the weights of {name!r}")
-    return read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, kind="weights file")
+def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The arrays of a version-2 directory: float32 memory-mapped, float16 converted.
+    An ensemble's float16 arrays are converted into one (members, ...) array per name,
+    each network's array a row of it, so the engine's stacks of them (engine.Ensemble)
+    are no second copy."""
+    count = members(manifest["architecture"])
+    stacked = count > 1 and manifest.get("weights_dtype") == "float16"
+    weights = {}
+    for name, shape in shapes.items():
+        if name.startswith("member"):
+            continue  # read with network 0's array of the same name
+        out = np.empty((count, *shape), dtype=np.float32) if stacked else None
+        for i in range(count):
+            key = member_prefix(i) + name
+            path = inside(directory, weight_file(key), f"the weights of {key!r}")
+            into = None if out is None else out[i]
+            weights[key] = read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, into=into, kind="weights file")
+    return weights
 
 
 def weights_sha256(directory: str | Path) -> str:

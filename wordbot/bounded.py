@@ -196,13 +196,15 @@ def _mapped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member, shape, fort
 
 
 def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...], *, as_float32: bool = False,
-             random_access: bool = False, kind: str = "array file") -> np.ndarray:  # fmt: skip
+             into: np.ndarray | None = None, random_access: bool = False,
+             kind: str = "array file") -> np.ndarray:  # fmt: skip
     """The array of one uncompressed .npy file, memory-mapped read-only (no copy: pages
     are read when used and shared with every process that maps the file), after its
     header is checked against `shape` and `dtypes` and its size against the file's own,
     so only the header's page is read here. `as_float32`: an array stored otherwise
     (float16) is converted, a chunk at a time, into a float32 copy (no mapping of it is
-    kept, so the stored pages never count twice). `random_access`: a table read a few
+    kept, so the stored pages never count twice); `into`: read and converted into this
+    float32 array of the same shape (a row of a larger one), which is returned. `random_access`: a table read a few
     entries at a time (binary searches, rows), so the kernel reads no pages ahead of a
     fault (MADV_RANDOM; see `write_npy` for the other half). Never unpickles."""
     try:
@@ -228,8 +230,8 @@ def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...],
                 "the file is damaged or truncated"
             )
         order = "F" if fortran else "C"
-        if as_float32 and dtype != np.float32:
-            return _converted(f, path, found, dtype, order)
+        if into is not None or (as_float32 and dtype != np.float32):
+            return _converted(f, path, found, dtype, order, into)
         if nbytes < MAP_AT_LEAST:  # a page or so: a copy costs less than a mapping
             data = f.read(nbytes)
             if len(data) != nbytes:
@@ -265,9 +267,12 @@ def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     return read_header(f, max_header_size=10_000)
 
 
-def _converted(f, path: Path, shape: tuple[int, ...], dtype: np.dtype, order: str) -> np.ndarray:
-    """The array that follows in `f`, read in chunks into a new float32 array."""
-    out = np.empty(shape, dtype=np.float32, order=order)
+def _converted(f, path: Path, shape, dtype: np.dtype, order: str, into: np.ndarray | None = None) -> np.ndarray:
+    """The array that follows in `f`, read in chunks into a new float32 array (or `into`)."""
+    if into is not None and not (into.flags.c_contiguous if order == "C" else into.flags.f_contiguous):
+        into[...] = _converted(f, path, shape, dtype, order)
+        return into
+    out = np.empty(shape, dtype=np.float32, order=order) if into is None else into
     flat = out.reshape(-1, order="A")  # a view: out's own memory order
     chunk = (1 << 20) // dtype.itemsize
     buffer = np.empty(chunk, dtype=dtype)

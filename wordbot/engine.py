@@ -32,6 +32,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """np.stack(arrays), or with no copy the array whose rows they already are (as
+    wordbot.artifacts.load_model hands over an ensemble's converted weights)."""
+    base = arrays[0].base
+    if isinstance(base, np.ndarray) and base.shape == (len(arrays), *arrays[0].shape) and base.dtype == arrays[0].dtype:
+        rows = [base[i] for i in range(len(arrays))]
+        if all(
+            a.base is base and a.__array_interface__ == row.__array_interface__
+            for a, row in zip(arrays, rows, strict=True)
+        ):
+            return base
+    return np.stack(arrays)
+
+
 def _times(state: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """state @ matrix for one network (U,) @ (U, N), or for stacked ones (M, U) @ (M, U, N)."""
     if matrix.ndim == 2:
@@ -228,14 +242,14 @@ class Ensemble(Combined):
         first = networks[0]
         self.cell = first.cell
         layers = range(first.layers)
-        kernels = [np.stack([n.kernels[i] for n in networks]) for i in layers]
-        recurrent = [np.stack([n.recurrent[i] for n in networks]) for i in layers]
-        biases = [np.stack([n.biases[i] for n in networks]) for i in layers]
+        kernels = [_stack([n.kernels[i] for n in networks]) for i in layers]
+        recurrent = [_stack([n.recurrent[i] for n in networks]) for i in layers]
+        biases = [_stack([n.biases[i] for n in networks]) for i in layers]
         self._layers = _Layers(first.cell, first.units, kernels, recurrent, biases)
         self._projection = None
         if first.projection is not None:
-            self._projection = tuple(np.stack([n.projection[j] for n in networks]) for j in (0, 1))
-        self._output_bias = np.stack([n.output_bias for n in networks])  # (M, V)
+            self._projection = tuple(_stack([n.projection[j] for n in networks]) for j in (0, 1))
+        self._output_bias = _stack([n.output_bias for n in networks])  # (M, V)
         self._initial = self._layers.initial_state((len(networks),))
 
     def initial_state(self) -> tuple:

@@ -162,9 +162,8 @@ def open_tokenizer(network: Tokenizer, messages: Sequence[str]) -> Tokenizer:
 
 def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Tokenizer) -> Tokenizer:
     """`open_tokenizer` over a model's training text, kept in the cache directory
-    beside its n-gram with its word ids (building it reads every message: 1.4 s for the
-    bundled model; reading it back a few ms). Raises CorpusError when the training text
-    is gone."""
+    beside its n-gram (building it reads every message: 1.4 s for the bundled model;
+    reading it back a few ms). Raises CorpusError when the training text is gone."""
     path = cached_path(manifest, network, "vocab", ".json")
     if path is not None and os.path.isfile(path):
         try:
@@ -177,34 +176,43 @@ def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Toke
 
     tokenizer = open_tokenizer(network, training_messages(manifest, directory))
     if path is not None:
-        data = {**tokenizer.to_json(), "word_ids": tokenizer.word_ids}
+        n = len(network)
+        data = {
+            "format_version": 2,
+            "extra": tokenizer.vocab[n:],
+            "cased": {t: form for t, form in tokenizer.cased.items() if t not in network.index},
+            "extra_word_ids": [i for i in tokenizer.word_ids if i >= n],
+        }
         write_cached(path, lambda f: f.write(json.dumps(data, ensure_ascii=False).encode("utf-8")))
     return tokenizer
 
 
 def _cached_tokenizer(path: Path, network: Tokenizer) -> Tokenizer | None:
-    """The served tokenizer a cache file holds, or None if it does not extend `network`.
-    Its word ids are taken as written once they are in range and in order (an id that is
-    not a word would only be offered, never crash), so no token is matched again."""
+    """The served tokenizer a cache file holds: only what it adds to `network` (the
+    cache is named after the network's vocabulary), so the network's words, their
+    casing and word ids are the same objects as in its tokenizer, and no token is
+    matched again. The ids are taken as written once they are in range and in order
+    (an id that is not a word would only be offered, never crash). None: a file of
+    the older layout that does not extend `network`."""
     with open(path, "rb") as f:
         data = json.loads(f.read())
-    vocab, word_ids = data.get("vocab"), data.get("word_ids")
-    if not isinstance(vocab, list) or vocab[: len(network)] != network.vocab:
-        return None
-    if word_ids is None:
-        return Tokenizer.from_json(data)
-    ids = np.asarray(word_ids)
-    extra = vocab[len(network) :]
+    if "extra" not in data:  # the whole vocabulary, as written before
+        vocab = data.get("vocab")
+        return Tokenizer.from_json(data) if isinstance(vocab, list) and vocab[: len(network)] == network.vocab else None
+    extra, extra_ids, cased = data["extra"], data.get("extra_word_ids"), data.get("cased")
+    n = len(network)
+    ids = np.asarray(extra_ids)
     if (
-        ids.ndim != 1
-        or (len(ids) and (ids.dtype.kind != "i" or ids[0] < len(SPECIALS) or ids[-1] >= len(vocab)))
-        or (np.diff(ids) <= 0).any()
+        not isinstance(extra, list)
         or not all(isinstance(t, str) for t in extra)
-        or not isinstance(data.get("cased", {}), dict)
+        or ids.ndim != 1
+        or (len(ids) and (ids.dtype.kind != "i" or ids[0] < n or ids[-1] >= n + len(extra)))
+        or (np.diff(ids) <= 0).any()
+        or not isinstance(cased, dict)
+        or not all(isinstance(t, str) and isinstance(form, str) and form.lower() == t for t, form in cased.items())
     ):
-        raise ValueError("word ids or vocabulary malformed")
-    # The network's words are the same string objects as in its tokenizer: not kept twice.
-    return Tokenizer([*network.vocab, *extra], data.get("cased"), word_ids=word_ids)
+        raise ValueError("extra words, their ids or their casing malformed")
+    return Tokenizer([*network.vocab, *extra], {**network.cased, **cased}, word_ids=[*network.word_ids, *extra_ids])
 
 
 # -- choosing the weights on validation text --------------------------------------
