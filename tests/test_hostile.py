@@ -197,6 +197,17 @@ def _npy_claiming(shape: tuple[int, ...], name: str = "weights.embedding.npy"):
     return lambda d: (d / name).write_bytes(_npy_header(shape, "float32") + b"\0" * 1024)
 
 
+def _float16_ensemble_claiming_gigabytes(d: Path) -> None:
+    """Two float16 networks whose embeddings (6,000 x 32,768) would take 1.5 GB as
+    float32: within the bounds on what a manifest may declare, but not what the files
+    hold, which must be found before anything is allocated for them."""
+    tokenizer = json.loads((d / "tokenizer.json").read_text())
+    tokenizer["vocab"] += [f"w{i}" for i in range(6000 - len(tokenizer["vocab"]))]
+    (d / "tokenizer.json").write_text(json.dumps(tokenizer))
+    _edit(d, lambda m: m.update(vocab_size=6000, weights_dtype="float16"))
+    _architecture(members=2, embedding_dim=32768, projection=32768)(d)
+
+
 def _truncate(name: str, keep: float = 0.5):
     def cut(d: Path) -> None:
         data = (d / name).read_bytes()
@@ -326,6 +337,12 @@ CASES = {
     "weights .npy a FIFO": (_fifo("weights.embedding.npy"), NEXT, (), ("weights.embedding.npy",)),
     "weights .npy /dev/zero": (_link("weights.embedding.npy", "/dev/zero"), NEXT, (), ("weights.embedding.npy",)),
     "format version 3": (_set("format_version", 3), NEXT, (), ("manifest.json", "format version 3", "upgrade")),
+    "float16 ensemble claiming 1.5 GB": (
+        _float16_ensemble_claiming_gigabytes,
+        NEXT,
+        (),
+        ("weights.embedding.npy", "has shape (800, 16)"),
+    ),
 }
 V1_CASES = {"sizes beyond weights.npz", "weights member claims 4 TiB", "truncated weights.npz", "weights.npz a FIFO"}
 

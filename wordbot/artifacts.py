@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.bounded import MAX_EXPANSION, inside, read_json, read_npy, read_npz, shown, unreadable
+from wordbot.bounded import MAX_EXPANSION, check_npy, inside, read_json, read_npy, read_npz, shown, unreadable
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
 
@@ -349,10 +349,14 @@ def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ..
     for name, shape in shapes.items():
         if name.startswith("member"):
             continue  # read with network 0's array of the same name
-        out = np.empty((count, *shape), dtype=np.float32) if stacked else None
-        for i in range(count):
-            key = member_prefix(i) + name
-            path = inside(directory, weight_file(key), f"the weights of {key!r}")
+        keys = [member_prefix(i) + name for i in range(count)]
+        paths = [inside(directory, weight_file(key), f"the weights of {key!r}") for key in keys]
+        out = None
+        if stacked:  # allocated once every file is known to hold its part
+            for path in paths:
+                check_npy(path, shape, WEIGHT_DTYPES, kind="weights file")
+            out = np.empty((count, *shape), dtype=np.float32)
+        for i, (key, path) in enumerate(zip(keys, paths, strict=True)):
             into = None if out is None else out[i]
             weights[key] = read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, into=into, kind="weights file")
     return weights

@@ -200,20 +200,46 @@ def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...],
              kind: str = "array file") -> np.ndarray:  # fmt: skip
     """The array of one uncompressed .npy file, memory-mapped read-only (no copy: pages
     are read when used and shared with every process that maps the file), after its
-    header is checked against `shape` and `dtypes` and its size against the file's own,
-    so only the header's page is read here. `as_float32`: an array stored otherwise
-    (float16) is converted, a chunk at a time, into a float32 copy (no mapping of it is
-    kept, so the stored pages never count twice); `into`: read and converted into this
-    float32 array of the same shape (a row of a larger one), which is returned. `random_access`: a table read a few
-    entries at a time (binary searches, rows), so the kernel reads no pages ahead of a
-    fault (MADV_RANDOM; see `write_npy` for the other half). Never unpickles."""
+    header is checked against `shape` and `dtypes` and its size against the file's own
+    (`check_npy`), so only the header's page is read here. `as_float32`: an array stored
+    otherwise (float16) is converted, a chunk at a time, into a float32 copy (no mapping
+    of it is kept, so the stored pages never count twice); `into`: read and converted
+    into this float32 array of the same shape (a row of a larger one), which is
+    returned. `random_access`: a table read a few entries at a time (binary searches,
+    rows), so the kernel reads no pages ahead of a fault (MADV_RANDOM; see `write_npy`
+    for the other half). Never unpickles."""
+    f, found, order, dtype = _opened_npy(path, shape, dtypes, kind)
+    with f:
+        nbytes = math.prod(found) * dtype.itemsize
+        if into is not None or (as_float32 and dtype != np.float32):
+            return _converted(f, path, found, dtype, order, into)
+        if nbytes < MAP_AT_LEAST:  # a page or so: a copy costs less than a mapping
+            data = f.read(nbytes)
+            if len(data) != nbytes:
+                raise ModelError(f"{shown(path)}: the data ends early; the file is damaged or truncated")
+            return np.frombuffer(data, dtype=dtype).reshape(found, order=order)
+        mapped = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=found, order=order)
+        if random_access and hasattr(mmap, "MADV_RANDOM"):
+            mapped._mmap.madvise(mmap.MADV_RANDOM)
+        return np.asarray(mapped)
+
+
+def check_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...], kind: str = "array file") -> None:
+    """What `read_npy` checks before it reads anything: a regular file, an .npy header
+    of the expected type and shape, and a size that holds exactly that (a caller can
+    then allocate for the data knowing the files hold it)."""
+    _opened_npy(path, shape, dtypes, kind)[0].close()
+
+
+def _opened_npy(path: Path, shape, dtypes: tuple[str, ...], kind: str):
+    """(open file just past the header, shape, "C" or "F", dtype), the header checked."""
     try:
         f = open_regular(path)
     except FileNotFoundError:
         raise ModelError(f"{shown(path.parent)}: {path.name} is missing") from None
     except OSError as e:
         raise unreadable(path, e) from None
-    with f:
+    try:
         try:
             found, fortran, dtype = _npy_header(f)
             size = os.fstat(f.fileno()).st_size
@@ -223,24 +249,16 @@ def read_npy(path: Path, shape: tuple[int, ...] | None, dtypes: tuple[str, ...],
             raise ModelError(f"{shown(path)} is {dtype}, expected {' or '.join(dtypes)}")
         if shape is not None and found != shape:
             raise ModelError(f"{shown(path)} has shape {found}, the manifest implies {shape}")
-        offset, nbytes = f.tell(), math.prod(found) * dtype.itemsize
-        if offset + nbytes != size:
+        nbytes = math.prod(found) * dtype.itemsize
+        if f.tell() + nbytes != size:
             raise ModelError(
-                f"{shown(path)}: holds {size - offset:,} bytes of data, its header says {nbytes:,}; "
+                f"{shown(path)}: holds {size - f.tell():,} bytes of data, its header says {nbytes:,}; "
                 "the file is damaged or truncated"
             )
-        order = "F" if fortran else "C"
-        if into is not None or (as_float32 and dtype != np.float32):
-            return _converted(f, path, found, dtype, order, into)
-        if nbytes < MAP_AT_LEAST:  # a page or so: a copy costs less than a mapping
-            data = f.read(nbytes)
-            if len(data) != nbytes:
-                raise ModelError(f"{shown(path)}: the data ends early; the file is damaged or truncated")
-            return np.frombuffer(data, dtype=dtype).reshape(found, order=order)
-        mapped = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=found, order=order)
-        if random_access and hasattr(mmap, "MADV_RANDOM"):
-            mapped._mmap.madvise(mmap.MADV_RANDOM)
-        return np.asarray(mapped)
+    except BaseException:
+        f.close()
+        raise
+    return f, found, "F" if fortran else "C", dtype
 
 
 def write_npy(path: Path, array: np.ndarray, chunk: int = 1 << 16) -> None:
