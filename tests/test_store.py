@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from wordbot.bot.health import UNREACHABLE
 from wordbot.bot.store import (
     DEFAULT_MAX_MESSAGES,
     FLUSH_BATCH,
@@ -26,6 +27,7 @@ from wordbot.bot.store import (
     Message,
     SQLiteStore,
     StoreError,
+    StoreUnavailable,
     open_store,
 )
 
@@ -49,6 +51,11 @@ def store(store_url):
     opened = open_store(store_url)
     yield opened
     opened.close()
+
+
+def said(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    """How many log lines hold `text`."""
+    return sum(text in record.getMessage() for record in caplog.records)
 
 
 def message(id: int, guild: int = GUILD, author: int = ALICE, time: float | None = None, text: str = "") -> Message:
@@ -458,15 +465,17 @@ def test_learning_survives_the_database_going_down_and_coming_back(caplog):
         server.stop_server()
         for i in range(2, 50):  # a burst while the database is down: kept pending
             store.add_message(message(i))
-        with pytest.raises(StoreError, match="error talking to PostgreSQL"):
+        with pytest.raises(StoreUnavailable, match=r"error talking to PostgreSQL|unreachable"):
             store.count(GUILD)
         time.sleep(2.0)  # several failed commits
-        assert sum("will retry" in r.getMessage() for r in caplog.records) == 1  # reported once
+        assert said(caplog, UNREACHABLE) == 1  # reported once, not once per failed commit
+        assert not store.available
         server.start_server()
         deadline = time.monotonic() + 30
-        while store._pending and time.monotonic() < deadline:
+        while (store._pending or not store.available) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [m.id for m in store.messages(GUILD)] == list(range(1, 50))
+        assert said(caplog, "database back") == 1 and said(caplog, UNREACHABLE) == 1
         assert server.password not in caplog.text
         store.close()
     finally:
