@@ -664,3 +664,52 @@ def test_a_torn_last_line_is_cut_and_the_lines_before_it_kept(tmp_path):
         and journal.after(message(1)) is None
         and journal.after(message(4)).startswith("message")
     )
+
+
+def test_a_rebuild_before_the_replay_never_brings_a_forgotten_message_back(tmp_path, tiny_predictor):
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.learning import Communities
+
+    store = SQLiteStore(tmp_path / "s.sqlite3", flush_interval=None)
+    for m in OUTAGE_MESSAGES:
+        store.add_message(m)
+    store.flush()
+    journal = Journal(tmp_path / "journal.jsonl")  # what a process killed during an outage left
+    journal.append("forget_author", author=ALICE, guild=GUILD)
+    journal.append("delete", ids=[6, 7])
+    journal.append("edit", id=5, text="bob edited it: quuxwise")
+    communities = Communities(tiny_predictor, store, journal)
+    communities.rebuild()  # e.g. started before the journal was applied
+    memory = communities.view(GUILD).memory
+    assert [(GUILD, i) in memory for i in (1, 2, 4, 5, 6, 7)] == [False, False, True, True, False, False]
+    assert memory.count("quuxwise") == 1 and memory.count("zorblax") == 0
+    assert not communities.learn(message(8))  # nothing new before the journal reached the store
+    communities.catch_up()
+    assert {g: [(m.id, m.text) for m in store.messages(g)] for g in store.guilds()} == AFTER_OUTAGE
+    assert not journal.path.exists() and communities.learn(message(8))
+    store.close()
+
+
+def test_a_sqlite_file_locked_too_long_pauses_the_store_until_the_lock_goes(tmp_path, caplog):
+    import sqlite3
+
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStore(path, flush_interval=0.05, retry=(0.05, 0.2))
+    store._conn.execute("PRAGMA busy_timeout = 200")  # 30 s in service; the test does not wait that long
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    try:
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.listen(GUILD, 5)
+        assert not store.available
+        with pytest.raises(StoreUnavailable):  # at once: no second wait for the lock
+            store.channels(GUILD)
+        time.sleep(0.5)  # several tries, still locked
+        assert not store.available
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    wait_for(lambda: store.available, timeout=10)
+    assert store.listen(GUILD, 5) and store.channels(GUILD) == [5]
+    assert said(caplog, UNREACHABLE) == 1 and said(caplog, "database back") == 1
+    store.close()
