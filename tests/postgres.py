@@ -120,6 +120,12 @@ class PostgresServer:
         """Kill the server the hard way, as a crash would, keeping its data directory."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
+    def running(self) -> bool:
+        done = subprocess.run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], capture_output=True, timeout=60, **self._as
+        )
+        return done.returncode == 0
+
     def stop(self) -> None:
         if self.data.exists():
             with contextlib.suppress(RuntimeError):  # already stopped
@@ -145,6 +151,35 @@ class PostgresServer:
 
 
 _server: PostgresServer | None = None
+
+
+def _required() -> None:
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test the PostgreSQL store: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def stoppable_postgres():
+    """A server of the module's own, which its tests kill and restart (stopping the session's
+    would disturb other tests); running again after each test."""
+    _required()
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def restartable(stoppable_postgres):
+    """`stoppable_postgres`, started again after the test if it left it stopped."""
+    yield stoppable_postgres
+    if not stoppable_postgres.running():
+        stoppable_postgres.start_server()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from wordbot.bot.health import UNREACHABLE
 from wordbot.bot.store import (
     DEFAULT_MAX_MESSAGES,
     FLUSH_BATCH,
@@ -26,10 +27,17 @@ from wordbot.bot.store import (
     Message,
     SQLiteStore,
     StoreError,
+    StoreUnavailable,
     open_store,
 )
 
-from .postgres import PostgresServer, postgres_server, unavailable  # noqa: F401  (a fixture, used through request)
+from .postgres import (  # noqa: F401  (fixtures)
+    PostgresServer,
+    postgres_server,
+    restartable,
+    stoppable_postgres,
+    unavailable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GUILD, OTHER = 111, 222
@@ -49,6 +57,11 @@ def store(store_url):
     opened = open_store(store_url)
     yield opened
     opened.close()
+
+
+def said(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    """How many log lines hold `text`."""
+    return sum(text in record.getMessage() for record in caplog.records)
 
 
 def message(id: int, guild: int = GUILD, author: int = ALICE, time: float | None = None, text: str = "") -> Message:
@@ -458,16 +471,245 @@ def test_learning_survives_the_database_going_down_and_coming_back(caplog):
         server.stop_server()
         for i in range(2, 50):  # a burst while the database is down: kept pending
             store.add_message(message(i))
-        with pytest.raises(StoreError, match="error talking to PostgreSQL"):
+        with pytest.raises(StoreUnavailable, match=r"error talking to PostgreSQL|unreachable"):
             store.count(GUILD)
         time.sleep(2.0)  # several failed commits
-        assert sum("will retry" in r.getMessage() for r in caplog.records) == 1  # reported once
+        assert said(caplog, UNREACHABLE) == 1  # reported once, not once per failed commit
+        assert not store.available
         server.start_server()
         deadline = time.monotonic() + 30
-        while store._pending and time.monotonic() < deadline:
+        while (store._pending or not store.available) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [m.id for m in store.messages(GUILD)] == list(range(1, 50))
+        assert said(caplog, "database back") == 1 and said(caplog, UNREACHABLE) == 1
         assert server.password not in caplog.text
         store.close()
     finally:
         server.stop()
+
+
+# While the database is down: the journal -----------------------------------------------------
+
+# Alice's two messages in GUILD and one in OTHER, Bob's three in GUILD (one to edit, two to delete).
+OUTAGE_MESSAGES = [
+    message(1, text="alice writes about zorblax"),
+    message(2, text="alice again on zorblax"),
+    message(3, guild=OTHER, text="alice elsewhere"),
+    message(4, author=BOB, text="bob keeps this one"),
+    message(5, author=BOB, text="bob will edit this"),
+    message(6, author=BOB, text="bob deletes this"),
+    message(7, author=BOB, text="bob deletes that"),
+]
+# What the database must hold after `forget me` (Alice, GUILD), a bulk delete of 6 and 7 and
+# the edit of 5, made while it was down.
+AFTER_OUTAGE = {
+    GUILD: [(4, "bob keeps this one"), (5, "bob edited it: quuxwise")],
+    OTHER: [(3, "alice elsewhere")],
+}
+
+
+def rows(url: str) -> dict[int, list[tuple[int, str]]]:
+    """What the database holds, read by a store of its own."""
+    store = open_store(url, flush_interval=None)
+    try:
+        return {g: [(m.id, m.text) for m in store.messages(g)] for g in store.guilds()}
+    finally:
+        store.close()
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_forgets_deletes_and_edits_made_while_the_database_is_down_reach_it_when_back(
+    restartable,  # noqa: F811
+    tiny_predictor,
+    tmp_path,
+    caplog,
+):
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.learning import Communities
+
+    caplog.set_level(logging.INFO)
+    url = restartable.new_database()
+    store = open_store(url, flush_interval=0.1, pool_timeout=0.5, retry=(0.1, 0.5))
+    journal = Journal(tmp_path / "journal.jsonl")
+    communities = Communities(tiny_predictor, store, journal)
+    communities.catch_up()
+    assert communities.learn_many(OUTAGE_MESSAGES) == len(OUTAGE_MESSAGES)
+    store.flush()
+    memory = communities.view(GUILD).memory
+    restartable.stop_server()
+    try:
+        # each answers from the memories at once, and is kept on disk
+        assert communities.forget_author(ALICE, GUILD) == 2
+        assert not store.available and journal.pending
+        assert communities.delete([6, 7]) == 2
+        communities.edit(5, "bob edited it: quuxwise")
+        assert [(GUILD, i) in memory for i in range(1, 8)] == [False, False, False, True, True, False, False]
+        assert memory.count("quuxwise") == 1 and memory.count("zorblax") == 0
+        assert not communities.learn(message(8, text="learned while down"))  # learning is paused
+        assert (GUILD, 8) not in memory
+        assert len(journal.path.read_text().splitlines()) == 3
+    finally:
+        restartable.start_server()
+    wait_for(lambda: store.available and not journal.pending)
+    assert rows(url) == AFTER_OUTAGE
+    assert not journal.path.exists()  # removed once the store committed every line
+    assert communities.learn(message(9, text="learning again"))  # resumes
+    store.flush()
+    assert [i for i, _ in rows(url)[GUILD]] == [4, 5, 9]
+    assert said(caplog, UNREACHABLE) == 1 and said(caplog, "database back") == 1
+    assert restartable.password not in caplog.text
+    store.close()
+
+
+CRASHING = textwrap.dedent(
+    """
+    import sys
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.learning import Communities
+    from wordbot.bot.store import open_store
+    from wordbot.predictor import Predictor
+
+    url, journal, model = sys.argv[1:4]
+    store = open_store(url, flush_interval=0.1, pool_timeout=0.5, retry=(0.1, 0.5))
+    communities = Communities(Predictor.load(model), store, Journal(journal))
+    print("open", store.available, flush=True)
+    if sys.stdin.readline().strip() == "learn":
+        communities.catch_up()
+        communities.learn_many([{messages}])
+        store.flush()
+        print("learned", flush=True)
+        sys.stdin.readline()  # the parent kills the database meanwhile
+        print(communities.forget_author({alice}, {guild}), flush=True)
+        print(communities.delete([6, 7]), flush=True)
+        communities.edit(5, "bob edited it: quuxwise")
+        print("journaled", flush=True)
+    sys.stdin.readline()  # killed here: nothing applied to the store yet
+    """
+).format(messages=", ".join(f"Message{tuple(m)!r}" for m in OUTAGE_MESSAGES), alice=ALICE, guild=GUILD)
+
+
+@pytest.mark.slow
+def test_a_process_killed_with_a_journal_replays_it_after_a_restart_while_still_down(
+    restartable,  # noqa: F811
+    tiny_model_dir,
+    tmp_path,
+):
+    url, journal = restartable.new_database(), tmp_path / "journal.jsonl"
+    script = CRASHING.replace(
+        "from wordbot.bot.store import open_store", "from wordbot.bot.store import Message, open_store"
+    )
+
+    def child() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, url, str(journal), str(tiny_model_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+
+    def tell(process: subprocess.Popen, line: str, expect: str) -> list[str]:
+        process.stdin.write(line + "\n")
+        process.stdin.flush()
+        said = []
+        while not said or not said[-1].startswith(expect):
+            said.append(process.stdout.readline().strip())
+            assert said[-1], f"the child ended: {said}"
+        return said
+
+    first = child()
+    try:
+        assert first.stdout.readline().strip() == "open True"
+        tell(first, "learn", "learned")
+        restartable.stop_server()
+        assert tell(first, "forget", "journaled") == ["2", "2", "journaled"]  # answered from memory
+    finally:
+        first.kill()
+        first.wait()
+    assert len(journal.read_text().splitlines()) == 3
+    second = child()  # a restart while the database is still down: it opens, down
+    try:
+        assert second.stdout.readline().strip() == "open False"
+        restartable.start_server()
+        wait_for(lambda: not journal.exists())  # replayed by the restarted process once it is back
+        assert rows(url) == AFTER_OUTAGE
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_a_torn_last_line_is_cut_and_the_lines_before_it_kept(tmp_path):
+    from wordbot.bot.journal import Journal
+
+    path = tmp_path / "journal.jsonl"
+    Journal(path).append("delete", ids=[1, 2])
+    with open(path, "ab") as f:
+        f.write(b'{"op":"forget_author","aut')  # a crash mid-write: never acknowledged
+    journal = Journal(path)
+    journal.append("edit", id=3, text="new")
+    assert [line for line in path.read_text().splitlines()] == [
+        '{"op":"delete","ids":[1,2]}',
+        '{"op":"edit","id":3,"text":"new"}',
+    ]
+    kept = message(3, text="old")
+    assert (
+        journal.after(kept) == "new"
+        and journal.after(message(1)) is None
+        and journal.after(message(4)).startswith("message")
+    )
+
+
+def test_a_rebuild_before_the_replay_never_brings_a_forgotten_message_back(tmp_path, tiny_predictor):
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.learning import Communities
+
+    store = SQLiteStore(tmp_path / "s.sqlite3", flush_interval=None)
+    for m in OUTAGE_MESSAGES:
+        store.add_message(m)
+    store.flush()
+    journal = Journal(tmp_path / "journal.jsonl")  # what a process killed during an outage left
+    journal.append("forget_author", author=ALICE, guild=GUILD)
+    journal.append("delete", ids=[6, 7])
+    journal.append("edit", id=5, text="bob edited it: quuxwise")
+    communities = Communities(tiny_predictor, store, journal)
+    communities.rebuild()  # e.g. started before the journal was applied
+    memory = communities.view(GUILD).memory
+    assert [(GUILD, i) in memory for i in (1, 2, 4, 5, 6, 7)] == [False, False, True, True, False, False]
+    assert memory.count("quuxwise") == 1 and memory.count("zorblax") == 0
+    assert not communities.learn(message(8))  # nothing new before the journal reached the store
+    communities.catch_up()
+    assert {g: [(m.id, m.text) for m in store.messages(g)] for g in store.guilds()} == AFTER_OUTAGE
+    assert not journal.path.exists() and communities.learn(message(8))
+    store.close()
+
+
+def test_a_sqlite_file_locked_too_long_pauses_the_store_until_the_lock_goes(tmp_path, caplog):
+    import sqlite3
+
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStore(path, flush_interval=0.05, retry=(0.05, 0.2))
+    store._conn.execute("PRAGMA busy_timeout = 200")  # 30 s in service; the test does not wait that long
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    try:
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.listen(GUILD, 5)
+        assert not store.available
+        with pytest.raises(StoreUnavailable):  # at once: no second wait for the lock
+            store.channels(GUILD)
+        time.sleep(0.5)  # several tries, still locked
+        assert not store.available
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    wait_for(lambda: store.available, timeout=10)
+    assert store.listen(GUILD, 5) and store.channels(GUILD) == [5]
+    assert said(caplog, UNREACHABLE) == 1 and said(caplog, "database back") == 1
+    store.close()

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from wordbot.bot.health import StoreUnavailable
 from wordbot.bot.parse import RAW_LIMIT, Request, bound, parse_prompt, squeeze, without_mentions
 from wordbot.bot.render import (
     blank,
@@ -42,6 +43,7 @@ COOLDOWN_RATE, COOLDOWN_PER = 5, 10.0  # per user: 5 commands per 10 seconds, al
 # Everything the bot sends goes out with this, whatever the text says: no @everyone, no
 # role or user pings, not even the author of the message it replies to.
 NO_MENTIONS = discord.AllowedMentions.none()
+DATABASE_DOWN = "My database is unreachable just now, so I can't change that: please try again in a minute."
 
 # What the bot needs in a channel: see it, read the message it replies to, answer (in threads too).
 PERMISSIONS = discord.Permissions(
@@ -315,6 +317,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
             await self.respond(ctx, f"I couldn't read that. Usage: `{usage}`", quiet=True)
         elif isinstance(error, commands.CheckFailure):
             await self.respond(ctx, "That command isn't available here.", quiet=True)
+        elif isinstance(getattr(error, "original", None), StoreUnavailable):  # said once in the log already
+            await self.respond(ctx, DATABASE_DOWN, quiet=True)
         else:
             original = getattr(error, "original", error)
             log.error("command %s failed", ctx.command, exc_info=original)

@@ -1,7 +1,9 @@
 """What the bot learns from the channels a server opts in. `Communities` keeps one memory per
 server (a `Predictor.view`) in step with the store, rebuilt from it at start in a background
-thread; `LearningCog` learns from listened channels and forgets on delete, edit and leave;
-the `/wordbot` subcommands that drive it are in `subcommands.py`."""
+thread; while the store's database is unreachable it learns nothing new, and forgets, deletes
+and edits change the memories at once and wait in the journal (`journal.py`) for the store.
+`LearningCog` learns from listened channels and forgets on delete, edit and leave; the
+`/wordbot` subcommands that drive it are in `subcommands.py`."""
 
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ import logging
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord.ext import commands
 
+from wordbot.bot.health import StoreError, StoreUnavailable
+from wordbot.bot.journal import Journal
 from wordbot.bot.store import Backfill, Message
+from wordbot.limits import state_dir
 from wordbot.memory import MAX_MESSAGE_CHARS
 from wordbot.text import is_word, tokenize
 
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from wordbot.predictor import Predictor
 
 log = logging.getLogger("wordbot.bot")
+T = TypeVar("T")
 
 STATS_WORDS = 10  # how many of the server's own words `stats` shows
 DEFAULT_BACKFILL, MAX_BACKFILL = 10_000, 100_000  # messages of history `learn` reads
@@ -43,18 +50,45 @@ def learnable(text: str) -> str:
 
 class Communities:
     """The store and one memory per server, kept in step: every change goes to the store
-    first, then to the memory. Its methods block (the store): the bot calls them through
-    `asyncio.to_thread`."""
+    first, then to the memory. While the store cannot take it (its database is unreachable, or
+    journaled operations still wait), a removal goes to the journal first, then to the memory,
+    and nothing new is learned. Its methods block (the store, the journal's fsync): the bot
+    calls them through `asyncio.to_thread`."""
 
-    def __init__(self, predictor: Predictor, store: Store) -> None:
+    def __init__(self, predictor: Predictor, store: Store, journal: Journal | None = None) -> None:
         self.predictor, self.store = predictor, store
+        self.journal = journal if journal is not None else Journal(state_dir() / "journal.jsonl")
         self._views: dict[int, Predictor] = {}
         self._listened: dict[int, set[int]] = {}  # guild -> channels, read from the store once
+        self._owners: dict[int, tuple[int, int]] = {}  # message id -> (guild, author): to forget while down
         self._lock = threading.Lock()
         # While the memories are rebuilt, what changed meanwhile (key -> new text, None: gone),
         # so the rebuild never brings back a message deleted or edited under it.
         self._changed: dict[tuple[int, int], str | None] | None = None
+        self._catching_up = threading.Lock()
+        self._complete = False  # whether a rebuild read every stored message
         self.rebuilt = threading.Event()
+        store.on_availability(self._availability)
+
+    @property
+    def learning(self) -> bool:
+        """Whether the store takes changes now: reachable, with no journaled operation waiting."""
+        return self.store.available and not self.journal.pending
+
+    def _availability(self, available: bool) -> None:
+        if available:  # in a thread of its own: the store's retry thread must not wait for a rebuild
+            threading.Thread(target=self.catch_up, name="wordbot-catch-up", daemon=True).start()
+
+    def catch_up(self) -> None:
+        """Apply what the journal kept to the store, then rebuild the memories if an outage cut
+        the rebuild short; at start, and whenever the database is back."""
+        with self._catching_up:
+            try:
+                self.journal.replay(self.store)
+            except StoreUnavailable:
+                return  # called again when the database is back
+            if not self._complete:
+                self.rebuild()
 
     def view(self, guild: int) -> Predictor:
         """The server's predictor: the shared model with this server's memory."""
@@ -65,7 +99,8 @@ class Communities:
             return found
 
     def rebuild(self) -> int:
-        """Learn every stored message again (at start, in a background thread); how many."""
+        """Learn every stored message again (at start, in a background thread); how many. What
+        the journal still holds is applied on top, so a forgotten message never comes back."""
         with self._lock:
             self._changed = {}
         learned = 0
@@ -74,14 +109,22 @@ class Communities:
                 view = self.view(guild)
                 for message in self.store.messages(guild):
                     key = (guild, message.id)
-                    view.learn(message.text, key=key)
+                    text = self.journal.after(message)
+                    if text is not None:
+                        view.learn(text, key=key)
+                        with self._lock:
+                            self._owners[message.id] = (guild, message.author)
                     with self._lock:
-                        change = self._changed.get(key, message.text)
+                        change = self._changed.get(key, text)
                     if change is None:
-                        view.forget(key)
-                    elif change != message.text:
+                        self._drop(key)
+                    elif change != text:
                         view.learn(change, key=key)
                     learned += 1
+            self._complete = True
+        except StoreUnavailable:
+            log.info("learning the stored messages again stopped at %d; goes on when the database is back", learned)
+            return learned
         finally:
             with self._lock:
                 self._changed = None
@@ -98,7 +141,10 @@ class Communities:
         with self._lock:
             found = self._listened.get(guild)
         if found is None:
-            found = set(self.store.channels(guild))
+            try:
+                found = set(self.store.channels(guild))
+            except StoreUnavailable:
+                return set()  # learning is paused anyway; asked again once the database is back
             with self._lock:
                 self._listened[guild] = found
         return found
@@ -110,45 +156,89 @@ class Communities:
         return changed
 
     def learn(self, message: Message) -> bool:
-        """Store and learn one message, unless its author chose `ignore me`."""
-        if self.store.is_ignored(message.guild, message.author):
+        """Store and learn one message, unless its author chose `ignore me` or the store cannot
+        take it now (then it is not learned at all: answers and store stay in step)."""
+        if not self.learning:
             return False
-        self.store.add_message(message)
+        try:
+            if self.store.is_ignored(message.guild, message.author):
+                return False
+        except StoreUnavailable:
+            return False
+        self.store.add_message(message)  # batched: kept pending through an outage, committed after
         self.view(message.guild).learn(message.text, key=(message.guild, message.id))
+        with self._lock:
+            self._owners[message.id] = (message.guild, message.author)
         return True
 
     def learn_many(self, messages: list[Message]) -> int:
         return sum(self.learn(message) for message in messages)
 
+    def _drop(self, key: tuple[int, int]) -> bool:
+        """Forget one message from its server's memory; whether it was there."""
+        with self._lock:
+            self._owners.pop(key[1], None)
+        self._note(key, None)
+        return self.view(key[0]).forget(key)
+
     def _unlearn(self, messages: list[Message]) -> int:
         for message in messages:
-            key = (message.guild, message.id)
-            self._note(key, None)
-            self.view(message.guild).forget(key)
+            self._drop((message.guild, message.id))
         return len(messages)
 
+    def _via_store(self, op: str, run: Callable[[], T], **fields: Any) -> tuple[bool, T | None]:
+        """`(True, run())` when the store takes changes now; else (or when its database is lost
+        meanwhile) the operation is journaled: `(False, None)`, and the caller changes the
+        memories from what they hold."""
+        if self.learning:
+            try:
+                return True, run()
+            except StoreUnavailable:
+                pass
+        self.journal.append(op, **fields)
+        return False, None
+
+    def _guild_of(self, id: int) -> int | None:
+        with self._lock:
+            owner = self._owners.get(id)
+        return None if owner is None else owner[0]
+
     def delete(self, ids: list[int]) -> int:
-        return self._unlearn(self.store.delete_messages(ids))
+        stored, removed = self._via_store("delete", lambda: self.store.delete_messages(ids), ids=ids)
+        if stored:
+            return self._unlearn(removed)
+        keys = [(guild, id) for id in ids if (guild := self._guild_of(id)) is not None]
+        return sum(self._drop(key) for key in keys)
 
     def edit(self, id: int, text: str) -> None:
         """A message was edited: its new text replaces the old; with nothing learnable left, it goes."""
         if not text:
             self.delete([id])
             return
-        old = self.store.edit_message(id, text)
-        if old is not None:
-            key = (old.guild, old.id)
+        stored, old = self._via_store("edit", lambda: self.store.edit_message(id, text), id=id, text=text)
+        guild = (None if old is None else old.guild) if stored else self._guild_of(id)
+        if guild is not None:
+            key = (guild, id)
             self._note(key, text)
-            self.view(old.guild).learn(text, key=key)
+            self.view(guild).learn(text, key=key)
 
     def forget_author(self, author: int, guild: int | None) -> int:
-        return self._unlearn(self.store.forget_author(author, guild))
+        forget = lambda: self.store.forget_author(author, guild)  # noqa: E731
+        stored, removed = self._via_store("forget_author", forget, author=author, guild=guild)
+        if stored:
+            return self._unlearn(removed)
+        with self._lock:
+            keys = [(g, id) for id, (g, a) in self._owners.items() if a == author and guild in (None, g)]
+        return sum(self._drop(key) for key in keys)
 
     def forget_guild(self, guild: int) -> int:
-        removed = self.store.forget_guild(guild)
+        stored, removed = self._via_store("forget_guild", lambda: self.store.forget_guild(guild), guild=guild)
         with self._lock:
             view = self._views.pop(guild, None)
             self._listened.pop(guild, None)
+            self._owners = {id: owner for id, owner in self._owners.items() if owner[0] != guild}
+        if not stored:
+            removed = 0 if view is None else view.memory.messages
         if view is not None:
             view.forget_all()  # answers still holding the view learn nothing more from it
         return removed
@@ -157,15 +247,16 @@ class Communities:
 class LearningCog(commands.Cog, name="learning"):
     """Learns from the channels a server listens to; forgets what is deleted, edited or left."""
 
-    def __init__(self, bot: commands.Bot, predictor: Predictor, store: Store) -> None:
+    def __init__(self, bot: commands.Bot, predictor: Predictor, store: Store, journal: Journal | None = None) -> None:
         self.bot = bot
-        self.communities = Communities(predictor, store)
+        self.communities = Communities(predictor, store, journal or Journal(state_dir() / journal_name(bot)))
         self._rebuild: asyncio.Future[int] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
 
     async def cog_load(self) -> None:
         # In the background: the bot answers at once, with what is learned so far.
-        self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.rebuild))
+        # What a previous run journaled goes to the store first (when it is reachable).
+        self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.catch_up))
 
     async def cog_unload(self) -> None:
         for _, task in list(self._backfilling.values()):
@@ -179,7 +270,10 @@ class LearningCog(commands.Cog, name="learning"):
     async def on_ready(self) -> None:
         """Servers that removed the bot while it was offline: their data goes."""
         present = {guild.id for guild in self.bot.guilds}
-        stored = await asyncio.to_thread(self.communities.store.guilds)
+        try:
+            stored = await asyncio.to_thread(self.communities.store.guilds)
+        except StoreUnavailable:
+            return  # checked at the next start; forgets meanwhile are journaled
         for guild in stored:
             if guild not in present and self.is_ours(guild):
                 removed = await self.forget_guild(guild)
@@ -247,7 +341,11 @@ class LearningCog(commands.Cog, name="learning"):
 
     async def resume_backfills(self) -> None:
         """Backfills a restart interrupted go on, for the servers this process serves."""
-        for state in await asyncio.to_thread(self.communities.store.backfills):
+        try:
+            states = await asyncio.to_thread(self.communities.store.backfills)
+        except StoreUnavailable:
+            return
+        for state in states:
             if self.bot.get_guild(state.guild) is not None and state.channel not in self._backfilling:
                 self.start_backfill(state)
 
@@ -268,6 +366,8 @@ class LearningCog(commands.Cog, name="learning"):
                 log.info("read %d messages of channel %s's history", done.learned, state.channel)
             except discord.HTTPException as exc:
                 log.warning("reading the history of channel %s stopped: %s", state.channel, exc)
+            except StoreError as exc:  # an outage: resumed at the next start, from the saved state
+                log.info("reading the history of channel %s stopped: %s", state.channel, exc)
             finally:
                 self._backfilling.pop(state.channel, None)
 
@@ -290,6 +390,13 @@ class LearningCog(commands.Cog, name="learning"):
 
 LEARNED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 NO_PINGS = discord.AllowedMentions.none()
+
+
+def journal_name(bot: commands.Bot) -> str:
+    """The journal file of this process: one per shard range, so processes sharing a state
+    directory keep apart, and a restarted process finds its own."""
+    shards = getattr(bot, "shard_ids", None)
+    return f"journal-shards-{'-'.join(map(str, sorted(shards)))}.jsonl" if shards else "journal.jsonl"
 
 
 def backfill_progress(channel: Any, state: Backfill) -> str:

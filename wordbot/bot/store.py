@@ -1,22 +1,17 @@
 """What the bot remembers per Discord server (guild), behind one small interface: `Store`.
-`SqlStore` holds the SQL and the batching every backend shares; `SQLiteStore` is the default
-(one file in the state directory), `store_postgres.PostgresStore` the one for several
-processes, and `open_store(url)` picks one."""
+`SqlStore` holds the SQL and the batching every backend shares; `store_sqlite.SQLiteStore` is
+the default (one file in the state directory), `store_postgres.PostgresStore` the one for
+several processes, and `open_store(url)` picks one."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import operator
-import os
-import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
-from wordbot.errors import WordbotError
+from wordbot.bot.health import Availability, StoreError, StoreUnavailable
 from wordbot.limits import state_dir
 
 log = logging.getLogger(__name__)
@@ -26,10 +21,6 @@ DEFAULT_MAX_MESSAGES = 200_000  # per guild; the oldest are dropped beyond it
 FLUSH_INTERVAL = 0.5  # seconds between commits of learned messages: committed within a second
 FLUSH_BATCH = 500  # pending learned messages that trigger a commit at once
 PAGE = 1000  # rows per query when iterating a guild's messages
-
-
-class StoreError(WordbotError, RuntimeError):
-    """The store cannot be opened or used: a bad URL, an unreachable database, a newer schema."""
 
 
 class Message(NamedTuple):
@@ -85,6 +76,9 @@ class Store(Protocol):
     def set_settings(self, guild: int, settings: GuildSettings) -> None: ...  # a lower cap applies at once
     def prune(self, now: float) -> dict[int, int]: ...  # past each guild's retention; {guild: dropped}
     def guilds(self) -> list[int]: ...  # every guild the store holds anything about
+    @property
+    def available(self) -> bool: ...  # False from a lost connection until a retry reaches it again
+    def on_availability(self, callback: Callable[[bool], None]) -> None: ...  # called on each change
     def flush(self) -> None: ...  # commit the learned messages still pending
     def close(self) -> None: ...  # flush, then release the file or the connections
 
@@ -112,14 +106,20 @@ OLDEST_FIRST = operator.attrgetter("time", "id")  # the order of `messages()` an
 _GUILD_TABLES = ("messages", "channels", "ignored", "backfill", "settings", "guilds")
 
 
-class SqlStore:
+class SqlStore(Availability):
     """The SQL and the write batching shared by the backends. A backend supplies `_placeholder`,
     `_transaction()` (a connection in one transaction, committed on a clean exit), `_read()`, the
-    hooks `_schema_version(conn)` and `_set_schema_version(conn, version)`, and calls `__init__` last."""
+    hooks `_schema_version(conn)` and `_set_schema_version(conn, version)`, `_ping()` (reach the
+    database again after it was lost, see `health.Availability`), and calls `__init__` last."""
 
     _placeholder = "?"
 
-    def __init__(self, flush_interval: float | None = FLUSH_INTERVAL) -> None:
+    def __init__(
+        self,
+        flush_interval: float | None = FLUSH_INTERVAL,
+        retry: tuple[float, float] | None = None,  # (first, most) seconds between tries; None: the defaults
+    ) -> None:
+        self._init_availability(retry)
         self._pending: list[Message] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()  # commits of batches in the order they were learned
@@ -132,6 +132,7 @@ class SqlStore:
                 target=self._flush_loop, args=(flush_interval,), name="wordbot-store-flush", daemon=True
             )
             self._flusher.start()
+        self._opened = True
 
     def _run(self, conn: Any, sql: str, params: tuple = ()) -> Any:
         if self._placeholder != "?":
@@ -160,6 +161,8 @@ class SqlStore:
             self._wake.clear()
             try:
                 self.flush()
+            except StoreUnavailable:  # kept pending; reported once and retried by `_retry_loop`
+                continue
             except Exception as e:  # kept pending; retried after a pause
                 if not self._flush_failed:
                     log.warning("store: learned messages not committed yet, will retry: %s", e)
@@ -183,6 +186,10 @@ class SqlStore:
                 batch, self._pending = self._pending, []
             if not batch:
                 return
+            if self._down_since is not None:
+                with self._pending_lock:
+                    self._pending[:0] = batch
+                self._check_available()
             try:
                 with self._transaction() as conn:
                     self._insert(conn, batch)
@@ -360,78 +367,20 @@ class SqlStore:
     def _stop_flusher(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._flusher is not None and self._flusher.is_alive():
-            self._flusher.join()
-        self.flush()
-
-
-class SQLiteStore(SqlStore):
-    """One SQLite file: WAL mode, synchronous commits, one connection behind one lock (one
-    writer), `PRAGMA user_version` as the schema version. Other processes may open the same
-    file; `BEGIN IMMEDIATE` serialises their writers and their migrations."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        flush_interval: float | None = FLUSH_INTERVAL,
-        schema_version: int = SCHEMA_VERSION,  # lower only to test migrations
-    ) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
+        for thread in (self._flusher, self._retrier):
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING
-                raise sqlite3.Error(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later is needed")
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            for attempt in range(600):  # switching to WAL is refused, not waited for, while others open it
-                try:
-                    self._conn.execute("PRAGMA journal_mode = WAL")
-                    break
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) or attempt == 599:
-                        raise
-                    time.sleep(0.05)
-            self._conn.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not only a kill
-            with self._transaction() as conn:
-                self._migrate(conn, schema_version)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {e}") from None
-        super().__init__(flush_interval)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._conn
-
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        return conn.execute("PRAGMA user_version").fetchone()[0]
-
-    def _set_schema_version(self, conn: sqlite3.Connection, version: int) -> None:
-        conn.execute(f"PRAGMA user_version = {int(version)}")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._stop_flusher()
-            with self._lock:
-                self._conn.close()
-                self._conn = None
+            self.flush()
+        except StoreUnavailable:  # closing during an outage: what was not committed goes
+            log.warning("%d learned messages not committed: the database is unreachable", len(self._pending))
 
 
 def open_store(url: str | None = None, **options: Any) -> SqlStore:
     """`sqlite:///PATH` (relative; `sqlite:////abs/path` for an absolute one), `sqlite://`
     or None (the default file in the state directory), or `postgresql://USER:PASSWORD@HOST/DB`."""
+    from wordbot.bot.store_sqlite import SQLiteStore
+
     if url is None or url in ("sqlite:", "sqlite://"):
         return SQLiteStore(state_dir() / DEFAULT_FILE, **options)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -445,3 +394,11 @@ def open_store(url: str | None = None, **options: Any) -> SqlStore:
         return PostgresStore(url, **options)
     what = f"scheme {scheme!r}" if scheme else repr(url)  # only the scheme: the rest may hold a password
     raise StoreError(f"unknown store URL {what}: use sqlite:///PATH or postgresql://USER@HOST/DATABASE")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SQLiteStore":  # it lives in store_sqlite.py (which imports this module); importable from here too
+        from wordbot.bot.store_sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,12 +15,26 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
+from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError, StoreUnavailable
 
 MIGRATION_LOCK = 0x776F7264626F74  # "wordbot": the advisory lock every process takes to migrate
 CONNECT_TIMEOUT = 10  # seconds to reach the server
 POOL_TIMEOUT = 5.0  # seconds an operation waits for a pooled connection before it fails
 _LOGGERS = ("psycopg", "psycopg.pool")
+# What libpq says when no server answers (down, restarting, not reachable over the network).
+_NO_SERVER = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "failed to resolve host",
+    "could not translate host name",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "server closed the connection unexpectedly",
+)
 
 
 _USERINFO_PASSWORD = re.compile(r"://[^:/@?#\s]*:([^@\s]*)@")
@@ -73,6 +87,8 @@ class PostgresStore(SqlStore):
         schema_version: int = SCHEMA_VERSION,  # lower only to test migrations
         pool_size: int = 4,
         pool_timeout: float = POOL_TIMEOUT,
+        retry: tuple[float, float] | None = None,  # (first, most) seconds between tries when lost
+        wait_if_unreachable: bool = True,  # no server answers at start: open down and retry (False: fail)
     ) -> None:
         try:
             import psycopg
@@ -83,18 +99,25 @@ class PostgresStore(SqlStore):
         self._filter = _Redact(self._secrets)
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
-        self._pool = None
+        self._pool, self._closed, self._schema_target = None, False, schema_version
+        self._dsn, self._pool_size, self._pool_timeout = url, pool_size, pool_timeout  # _dsn: never shown
+        lost = None
         try:
-            self._open(url, schema_version, pool_size, pool_timeout)
+            self._open(url, schema_version)
+        except StoreUnavailable as e:  # a restart while the database is down: its journal waits for it
+            if not wait_if_unreachable:
+                self._release()
+                raise StoreError(str(e)) from None
+            lost = str(e)
         except BaseException:
             self._release()
             raise
-        super().__init__(flush_interval)
+        super().__init__(flush_interval, retry)
+        if lost is not None:
+            self._unavailable(lost)  # `_ping` migrates and opens the pool once it answers
 
-    def _open(self, url: str, schema_version: int, pool_size: int, pool_timeout: float) -> None:
+    def _open(self, url: str, schema_version: int) -> None:
         """Migrate on a connection of its own under the advisory lock, then open the pool."""
-        import psycopg_pool
-
         with (
             self._errors("cannot connect to"),
             self._psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn,
@@ -103,34 +126,70 @@ class PostgresStore(SqlStore):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS wordbot_schema (version INTEGER NOT NULL)")
             self._migrate(conn, schema_version)
-        self._pool = psycopg_pool.ConnectionPool(
-            url,
+        self._pool = self._new_pool()
+        with self._errors("cannot connect to"):
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+
+    def _new_pool(self) -> Any:
+        import psycopg_pool
+
+        return psycopg_pool.ConnectionPool(
+            self._dsn,
             min_size=1,
-            max_size=pool_size,
-            timeout=pool_timeout,
+            max_size=self._pool_size,
+            timeout=self._pool_timeout,
             kwargs={"connect_timeout": CONNECT_TIMEOUT},
             name="wordbot-store",
             check=psycopg_pool.ConnectionPool.check_connection,  # a restarted server's dead connections
             open=False,
         )
-        with self._errors("cannot connect to"):
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+
+    def _went_down(self) -> None:
+        """Close the pool: its own reconnection attempts would log a warning each (the outage is
+        reported once) and back off on their own schedule; `_ping` opens a fresh one."""
+        if self._pool is not None:
+            self._pool.close(timeout=1.0)
+
+    def _ping(self) -> None:
+        if self._pool is None:  # opened while unreachable: migrate first
+            self._open(self._dsn, self._schema_target)
+            return
+        with self._psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT) as conn:  # no pool's warnings
+            conn.execute("SELECT 1")
+        pool = self._new_pool()
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            pool.close(timeout=1.0)
+            raise
+        old, self._pool = self._pool, pool
+        if old is not None:
+            old.close(timeout=1.0)
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """Turns a database error into a one-line StoreError that names no password."""
+        """Turns a database error into a one-line StoreError that names no password; once the
+        store is open, a lost connection (OperationalError, which pool timeouts are too) marks
+        it down and is a StoreUnavailable."""
         import psycopg_pool
 
         try:
             yield
         except (self._psycopg.Error, psycopg_pool.PoolTimeout) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise StoreError(redact(f"{doing} PostgreSQL at {self.url}: {first}", self._secrets)) from None
+            said = redact(f"{doing} PostgreSQL at {self.url}: {first}", self._secrets)
+            if isinstance(e, self._psycopg.OperationalError):
+                if self._opened:
+                    raise self._unavailable(said) from None
+                if any(sign in str(e).lower() for sign in _NO_SERVER):  # not a refusal of ours (a password)
+                    raise StoreUnavailable(said) from None
+            raise StoreError(said) from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
-        if self._pool is None:
+        if self._closed:
             raise StoreError("the PostgreSQL store is closed")
+        self._check_available()
         with self._errors("error talking to"), self._pool.connection() as conn:
             yield conn  # the pool commits on a clean exit, rolls back on an exception
 
@@ -152,9 +211,10 @@ class PostgresStore(SqlStore):
             logging.getLogger(name).removeFilter(self._filter)
 
     def close(self) -> None:
-        if self._pool is None:
+        if self._closed:
             return
         try:
-            self._stop_flusher()
+            self._stop_flusher()  # commits what is pending: still open for that
         finally:
+            self._closed = True
             self._release()
