@@ -5,6 +5,7 @@ real SQLite store in a temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 import pytest_asyncio
 from discord.ext import commands
 
+import wordbot.bot.learning
 from wordbot.bot import build_bot
 from wordbot.bot.learning import Communities, learnable
-from wordbot.bot.store import Backfill, Message, SQLiteStore
+from wordbot.bot.store import Backfill, GuildSettings, Message, SQLiteStore
 from wordbot.testing.fake_discord import FakeDiscord
 
 TAUGHT = "we deploy the Zorblax cluster"
@@ -365,3 +367,85 @@ async def test_a_history_read_interrupted_by_a_restart_goes_on_where_it_stopped(
     resumed = [m for m in old[-120:-100] if m["author"]["username"] == "bob"]
     assert resumed and all(learned(second, server, m) for m in resumed)
     assert not any(learned(second, server, m) for m in old[:-120] + old[-100:])  # before, and already read
+
+
+# -- how long and how much is kept -----------------------------------------------------
+
+
+async def read_history(server: FakeDiscord, limit: int = 1000) -> None:
+    """`!wordbot learn` on #general, until its progress message says it is done."""
+    done = len([e for e in server.edited if e["content"].startswith("Done")])
+    await server.send_message(f"!wordbot learn <#{server.channel_id}> {limit}")
+    await server.wait_until(lambda: len([e for e in server.edited if e["content"].startswith("Done")]) > done)
+
+
+@pytest.mark.asyncio
+async def test_keep_drops_older_messages_at_once_from_the_store_and_the_memory(server, bot):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old = [server.add_history(f"ancient Oldword {i}", written=now - datetime.timedelta(days=40)) for i in range(3)]
+    recent = [server.add_history(f"recent Newword {i}", written=now - datetime.timedelta(days=2)) for i in range(2)]
+    await listening(server)
+    await read_history(server)
+    assert all(learned(bot, server, m) for m in old + recent)
+    assert "Manage Server" in await say(server, "!wordbot keep 30", author="bob")
+    for wrong in ("0", "3651", "soon", "-5", "2.5"):
+        assert "from 1 to 3,650, or `forever`" in await say(server, f"!wordbot keep {wrong}")
+    assert memory(bot, server).messages == 5  # nothing changed by a refused or unreadable keep
+    answer = await say(server, "!wordbot keep 30")
+    assert answer == "What I learn here is kept for 30 days. 3 older messages went now.", answer
+    assert not any(learned(bot, server, m) for m in old) and all(learned(bot, server, m) for m in recent)
+    assert memory(bot, server).count("oldword") == 0
+    store = bot.get_cog("learning").communities.store
+    assert sorted(m.id for m in store.messages(server.guild_id)) == sorted(int(m["id"]) for m in recent)
+    assert "Kept for 30 days, at most 200,000 messages" in await say(server, "!wordbot stats", author="bob")
+    assert "2 older messages went now" in await say(server, "!wordbot keep 1")
+    assert memory(bot, server).messages == 0
+    assert "kept until forgotten. Nothing had to go now." in await say(server, "!wordbot keep forever")
+    assert "Kept until forgotten" in await say(server, "!wordbot stats")
+
+
+@pytest.mark.asyncio
+async def test_cap_drops_the_oldest_messages_at_once_and_as_new_ones_come(server, bot):
+    old = [server.add_history(f"message {i} about Zorblax", author="bob") for i in range(105)]
+    await listening(server)
+    await read_history(server)
+    assert memory(bot, server).messages == 105
+    assert "Manage Server" in await say(server, "!wordbot cap 100", author="bob")
+    assert "from 100 to 200,000" in await say(server, "!wordbot cap 99")
+    assert "I couldn't read that" in await say(server, "!wordbot cap lots")
+    assert (
+        await say(server, "!wordbot cap 100") == "I keep at most 100 messages learned here. 5 oldest messages went now."
+    )
+    assert memory(bot, server).messages == 100
+    assert not any(learned(bot, server, m) for m in old[:5]) and all(learned(bot, server, m) for m in old[5:])
+    newest = await taught(bot, server, TAUGHT)  # one more: the oldest left goes, from the memory too
+    await server.wait_until(lambda: not learned(bot, server, old[5]))
+    assert memory(bot, server).messages == 100 and learned(bot, server, newest)
+    assert bot.get_cog("learning").communities.store.count(server.guild_id) == 100
+    assert "at most 100 messages" in await say(server, "!wordbot stats")
+
+
+@pytest.mark.asyncio
+async def test_keep_and_cap_as_slash_commands_answer_only_their_user(server, bot):
+    kept = await server.send_interaction("wordbot", {"days": "90"}, subcommand="keep")
+    assert "kept for 90 days" in (await server.wait_for_interaction_answer(kept)).content
+    capped = await server.send_interaction("wordbot", {"messages": 5000}, subcommand="cap")
+    assert "at most 5,000 messages" in (await server.wait_for_interaction_answer(capped)).content
+    refused = await server.send_interaction("wordbot", {"days": "forever"}, author="bob", subcommand="keep")
+    assert "Manage Server" in (await server.wait_for_interaction_answer(refused)).content
+    store = bot.get_cog("learning").communities.store
+    assert store.settings(server.guild_id) == GuildSettings(max_messages=5000, retention_days=90)
+
+
+@pytest.mark.asyncio
+async def test_messages_past_the_retention_are_dropped_while_the_bot_runs(server, running, monkeypatch):
+    monkeypatch.setattr(wordbot.bot.learning, "PRUNE_EVERY", 0.05)
+    bot = await running.start()
+    await listening(server)
+    message = await taught(bot, server, TAUGHT)
+    store = bot.get_cog("learning").communities.store
+    # Days are what `keep` takes; the store takes any length: 2 seconds, so the test need not wait a day.
+    await asyncio.to_thread(store.set_settings, server.guild_id, GuildSettings(retention_days=2 / 86_400))
+    await server.wait_until(lambda: not learned(bot, server, message))  # nobody asked: the bot prunes by itself
+    assert store.count(server.guild_id) == 0
+    assert "Zorblax" not in await say(server, "!next we deploy the k=10")

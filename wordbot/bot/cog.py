@@ -162,6 +162,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
     unignore = about.command(name="unignore")(Subcommands.unignore)
     stats = about.command(name="stats")(Subcommands.stats)
     learn = about.command(name="learn")(Subcommands.learn)
+    keep = about.command(name="keep")(Subcommands.keep)
+    cap = about.command(name="cap")(Subcommands.cap)
 
     def about_text(self, prefix: str) -> str:
         lines = [
@@ -310,6 +312,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
                 await self.respond(ctx, slow_down(error.retry_after), quiet=True)
         elif isinstance(error, NoText):
             await self.respond(ctx, str(error), quiet=True)
+        elif isinstance(error, commands.RangeError):
+            await self.respond(ctx, f"Say a number from {error.minimum:,} to {error.maximum:,}.", quiet=True)
         elif isinstance(error, commands.UserInputError):
             usage = f"{ctx.clean_prefix}{ctx.command.qualified_name} {ctx.command.signature}".strip()
             await self.respond(ctx, f"I couldn't read that. Usage: `{usage}`", quiet=True)

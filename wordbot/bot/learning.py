@@ -30,6 +30,7 @@ STATS_WORDS = 10  # how many of the server's own words `stats` shows
 DEFAULT_BACKFILL, MAX_BACKFILL = 10_000, 100_000  # messages of history `learn` reads
 PAGE = 100  # messages per history request: Discord's most
 PROGRESS_EVERY = 2.0  # seconds between edits of the progress message
+PRUNE_EVERY = 600.0  # seconds between drops of the messages past a server's retention
 _LINK = re.compile(r"<?https?://\S+")
 _MARKUP = re.compile(r"<(?:@[!&]?|#)\d+>|<t:-?\d+(?::\w)?>|<a?:\w+:\d+>")  # mentions, channels, times, emoji
 
@@ -55,6 +56,7 @@ class Communities:
         # so the rebuild never brings back a message deleted or edited under it.
         self._changed: dict[tuple[int, int], str | None] | None = None
         self.rebuilt = threading.Event()
+        store.on_drop = self._unlearn  # what a cap or a retention drops from the store leaves the memory too
 
     def view(self, guild: int) -> Predictor:
         """The server's predictor: the shared model with this server's memory."""
@@ -161,19 +163,35 @@ class LearningCog(commands.Cog, name="learning"):
         self.bot = bot
         self.communities = Communities(predictor, store)
         self._rebuild: asyncio.Future[int] | None = None
+        self._pruning: asyncio.Future[None] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
 
     async def cog_load(self) -> None:
         # In the background: the bot answers at once, with what is learned so far.
         self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.rebuild))
+        self._pruning = asyncio.ensure_future(self.prune_forever())
 
     async def cog_unload(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
         for _, task in list(self._backfilling.values()):
             task.cancel()
         await asyncio.to_thread(self.communities.store.flush)
 
     def view(self, guild: int) -> Predictor:
         return self.communities.view(guild)
+
+    async def prune_forever(self) -> None:
+        """Drop the messages older than their server's retention (`wordbot keep`) now and every
+        PRUNE_EVERY seconds; the store tells the memories what went (`Store.on_drop`)."""
+        while True:
+            try:
+                dropped = await asyncio.to_thread(self.communities.store.prune, time.time())
+                for guild, count in dropped.items():
+                    log.info("server %s: dropped %d messages past its retention", guild, count)
+            except Exception:
+                log.exception("dropping the messages past their retention failed; trying again later")
+            await asyncio.sleep(PRUNE_EVERY)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

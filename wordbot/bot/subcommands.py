@@ -1,11 +1,13 @@
-"""The bodies of the `/wordbot` subcommands that choose what the bot learns and make it forget
-(`listen`, `unlisten`, `channels`, `learn`, `forget`, `ignore`, `unignore`, `stats`).
+"""The bodies of the `/wordbot` subcommands that choose what the bot learns, how long it keeps
+it, and make it forget (`listen`, `unlisten`, `channels`, `learn`, `keep`, `cap`, `forget`,
+`ignore`, `unignore`, `stats`).
 `cog.WordbotCog` attaches them to its `wordbot` group, so their `self` is that cog; the work
 is done by `learning.LearningCog`. Admin ones check Manage Server when they run."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 import discord
@@ -21,7 +23,10 @@ from wordbot.bot.learning import (
     backfill_progress,
     forgotten,
 )
-from wordbot.bot.store import Backfill
+from wordbot.bot.store import DEFAULT_MAX_MESSAGES, Backfill
+
+KEEP_DAYS = (1, 3650)  # what `keep` accepts, besides "forever"
+CAP_MESSAGES = (100, DEFAULT_MAX_MESSAGES)  # what `cap` accepts
 
 
 class Subcommands:
@@ -129,6 +134,31 @@ class Subcommands:
         )
         learning.start_backfill(state, progress)
 
+    @app_commands.describe(days=f"a number of days ({KEEP_DAYS[0]} to {KEEP_DAYS[1]:,}), or forever")
+    async def keep(self: Any, ctx: commands.Context, days: str) -> None:
+        """How long what I learn here is kept: a number of days, or forever (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        retention = read_days(days)
+        if retention is None and days.strip().lower() != "forever":
+            low, high = KEEP_DAYS
+            await self.respond(ctx, f"Say a whole number of days from {low} to {high:,}, or `forever`.", quiet=True)
+            return
+        dropped = await asyncio.to_thread(change_settings, learning, ctx.guild.id, retention_days=retention)
+        await self.respond(ctx, f"What I learn here is {kept_for(retention).lower()}. " + went(dropped, "older"))
+
+    @app_commands.describe(messages=f"the most messages kept here ({CAP_MESSAGES[0]} to {CAP_MESSAGES[1]:,})")
+    async def cap(
+        self: Any, ctx: commands.Context, messages: commands.Range[int, CAP_MESSAGES[0], CAP_MESSAGES[1]]
+    ) -> None:
+        """The most messages I keep learned here; beyond it the oldest go (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        dropped = await asyncio.to_thread(change_settings, learning, ctx.guild.id, max_messages=messages)
+        await self.respond(ctx, f"I keep at most {messages:,} messages learned here. " + went(dropped, "oldest"))
+
     async def stats(self: Any, ctx: commands.Context) -> None:
         """How much I learned in this server, from where, and its own words."""
         learning = await in_server(self, ctx)
@@ -136,10 +166,12 @@ class Subcommands:
             return
         memory = learning.view(ctx.guild.id).memory
         listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        settings = await asyncio.to_thread(learning.communities.store.settings, ctx.guild.id)
         own = sorted(memory.words, key=memory.count, reverse=True)[:STATS_WORDS]
         lines = [
             f"Learned here: {memory.messages:,} messages, {memory.tokens:,} words.",
             "Channels: " + (", ".join(f"<#{channel}>" for channel in listened) or "none"),
+            f"{kept_for(settings.retention_days)}, at most {settings.max_messages:,} messages (the oldest go first).",
             "Words of this server the model did not know: "
             + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
         ]
@@ -170,3 +202,32 @@ async def admin(cog: Any, ctx: commands.Context) -> LearningCog | None:
         await cog.respond(ctx, "Only members with the Manage Server permission can do that.", quiet=True)
         return None
     return learning
+
+
+def read_days(text: str) -> float | None:
+    """A retention in days as `keep` takes it: a whole number within KEEP_DAYS; else None."""
+    text = text.strip().lower().removesuffix("days").removesuffix("d").strip()
+    if not text.isdecimal() or len(text) > 5:
+        return None
+    days = int(text)
+    return float(days) if KEEP_DAYS[0] <= days <= KEEP_DAYS[1] else None
+
+
+def kept_for(retention_days: float | None) -> str:
+    if retention_days is None:
+        return "Kept until forgotten"
+    return f"Kept for {retention_days:g} day{'s' * (retention_days != 1)}"
+
+
+def went(dropped: int, which: str) -> str:
+    return f"{dropped:,} {which} message{'s' * (dropped != 1)} went now." if dropped else "Nothing had to go now."
+
+
+def change_settings(learning: LearningCog, guild: int, **changes: Any) -> int:
+    """Change a server's settings; applied at once (a lower cap, a shorter retention), the store
+    telling the memory what went. How many of its messages went. Blocks: call it in a thread."""
+    store = learning.communities.store
+    before = store.count(guild)
+    store.set_settings(guild, store.settings(guild)._replace(**changes))
+    store.prune(time.time())
+    return max(before - store.count(guild), 0)  # (messages learned meanwhile count against it)

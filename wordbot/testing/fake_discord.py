@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import json
 import threading
@@ -133,10 +134,10 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    def new_id(self) -> int:
-        # A snowflake of the current time: discord.py dates interactions by their id and
-        # answers an "expired" one in the channel instead.
-        return discord.utils.time_snowflake(discord.utils.utcnow()) + next(self._ids) % (1 << 22)
+    def new_id(self, at: datetime.datetime | None = None) -> int:
+        # A snowflake of the current time (or `at`): discord.py dates messages and interactions
+        # by their id, and answers an "expired" interaction in the channel instead.
+        return discord.utils.time_snowflake(at or discord.utils.utcnow()) + next(self._ids) % (1 << 22)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,12 +194,14 @@ class FakeDiscord:
         dm_channel: int | None = None,
         channel: int | None = None,
         webhook: bool = False,
+        written: datetime.datetime | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
-        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook."""
+        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook;
+        `written`: when (its id says so; default: now)."""
         user = self.users.get(author, self.bot_user)
         message: dict[str, Any] = {
-            "id": str(self.new_id()),
+            "id": str(self.new_id(written)),
             "channel_id": str(channel or self.channel_id),
             "guild_id": str(self.guild_id),
             "author": user,
