@@ -15,6 +15,7 @@ import pytest_asyncio
 from discord.ext import commands
 
 import wordbot.bot.learning
+import wordbot.bot.subcommands
 from wordbot.bot import build_bot
 from wordbot.bot.learning import Communities, learnable
 from wordbot.bot.store import Backfill, GuildSettings, Message, SQLiteStore
@@ -116,19 +117,71 @@ async def test_only_members_who_manage_the_server_choose_the_channels(server, bo
     assert "I learn from no channel" in await say(server, "!wordbot channels")
 
 
-@pytest.mark.asyncio
-async def test_a_channel_not_everyone_can_read_needs_a_confirmation(server, bot):
+async def hide_general(server: FakeDiscord, bot: commands.Bot) -> None:
+    """#general becomes a channel @everyone cannot read (the bot still can)."""
     hidden = [
         {"id": str(server.guild_id), "type": 0, "allow": "0", "deny": str(1 << 10)},  # @everyone: no View Channel
         {"id": str(server.bot_role_id), "type": 0, "allow": str((1 << 10) | (1 << 11) | (1 << 16)), "deny": "0"},
     ]
     await server.set_channel_overwrites(hidden)
     await server.wait_until(lambda: bot.get_channel(server.channel_id).overwrites)
-    asked = await say(server, f"!wordbot listen <#{server.channel_id}>")
-    assert "Not every member can read" in asked and "confirm" in asked
+
+
+async def asked_to_confirm(server: FakeDiscord) -> int:
+    """`!wordbot listen #general`, which asks with buttons; the id of the question."""
+    asked = await server.wait_for_reply(await server.send_message(f"!wordbot listen <#{server.channel_id}>"))
+    assert "Not every member can read" in asked.content, asked.content
+    assert set(server.buttons(int(asked.message["id"]))) == {"Confirm", "Cancel"}
+    return int(asked.message["id"])
+
+
+async def pressed(server: FakeDiscord, question: int, label: str) -> str:
+    """The question once the admin pressed `label` and the bot updated it: its new text."""
+    edits = len(server.edited)
+    await server.press_button(question, label)
+    await server.wait_until(lambda: len(server.edited) > edits)
+    assert server.edited[-1]["id"] == str(question) and not server.buttons(question)  # the buttons are gone
+    return server.edited[-1]["content"]
+
+
+@pytest.mark.asyncio
+async def test_a_channel_not_everyone_can_read_is_listened_to_only_once_its_admin_confirms(server, bot):
+    await hide_general(server, bot)
+    question = await asked_to_confirm(server)
+    refused = await server.press_button(question, "Confirm", author="bob")  # not the admin who asked
+    assert "Only the member who asked" in (await server.wait_for_interaction_answer(refused)).content
+    assert "Cancelled" in await pressed(server, question, "Cancel")
     assert "I learn from no channel" in await say(server, "!wordbot channels")
-    confirmed = await say(server, f"!wordbot listen <#{server.channel_id}> confirm")
+    assert (await pressed(server, await asked_to_confirm(server), "Confirm")).startswith("I'll learn from")
+    assert f"<#{server.channel_id}>" in await say(server, "!wordbot channels")
+    await taught(bot, server, TAUGHT)  # learned from then on
+    assert (await say(server, f"!wordbot unlisten <#{server.channel_id}>")).startswith("I no longer learn")
+    confirmed = await say(server, f"!wordbot listen <#{server.channel_id}> confirm")  # the typed form
     assert confirmed.startswith("I'll learn from")
+
+
+@pytest.mark.asyncio
+async def test_an_unanswered_confirmation_times_out_with_its_buttons_disabled(server, bot, monkeypatch):
+    monkeypatch.setattr(wordbot.bot.subcommands, "CONFIRM_TIMEOUT", 0.2)
+    await hide_general(server, bot)
+    question = await asked_to_confirm(server)
+    await server.wait_until(lambda: any(e["id"] == str(question) for e in server.edited))
+    assert "No answer in time" in server.messages[question]["content"]
+    assert all(button.get("disabled") for button in server.buttons(question).values())
+    await server.press_button(question, "Confirm")  # too late: Discord greys it out; the bot ignores it
+    await asyncio.sleep(0.2)
+    assert "I learn from no channel" in await say(server, "!wordbot channels")
+
+
+@pytest.mark.asyncio
+async def test_the_slash_listen_asks_its_admin_alone_with_buttons(server, bot):
+    await hide_general(server, bot)
+    interaction = await server.send_interaction("wordbot", {"channel": str(server.channel_id)}, subcommand="listen")
+    asked = await server.wait_for_interaction_answer(interaction)
+    assert asked.payload.get("flags", 0) & 64  # ephemeral: only the admin sees the question
+    question = int(asked.message["id"])
+    assert (await pressed(server, question, "Confirm")).startswith("I'll learn from")
+    await taught(bot, server, TAUGHT)
 
 
 @pytest.mark.asyncio

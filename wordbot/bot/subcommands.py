@@ -7,6 +7,7 @@ is done by `learning.LearningCog`. Admin ones check Manage Server when they run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from wordbot.bot.store import DEFAULT_MAX_MESSAGES, Backfill
 
 KEEP_DAYS = (1, 3650)  # what `keep` accepts, besides "forever"
 CAP_MESSAGES = (100, DEFAULT_MAX_MESSAGES)  # what `cap` accepts
+CONFIRM_TIMEOUT = 60.0  # seconds the admin has to confirm listening to a channel not everyone reads
 
 
 class Subcommands:
@@ -42,17 +44,16 @@ class Subcommands:
             return
         everyone = channel.permissions_for(channel.guild.default_role)
         if not everyone.read_messages and confirm is None:
-            usage = "/wordbot listen" if ctx.interaction else f"{ctx.clean_prefix}wordbot listen {channel.mention}"
-            await self.respond(
-                ctx,
+            view = ConfirmListen(learning, ctx.author.id, channel)
+            text = (
                 f"Not every member can read {channel.mention}: what I learn there may appear in my answers"
-                f" anywhere in this server. If that is fine, run `{usage} confirm`.",
-                quiet=True,
+                f" anywhere in this server. Press Confirm if that is fine (within {CONFIRM_TIMEOUT:g} seconds)."
+            )
+            view.message = await ctx.reply(
+                text, view=view, allowed_mentions=NO_PINGS, mention_author=False, ephemeral=True
             )
             return
-        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, True)
-        state = "I'll learn from" if changed else "I already learn from"
-        await self.respond(ctx, f"{state} messages in {channel.mention} (not from bots or commands).")
+        await self.respond(ctx, await start_listening(learning, channel))
 
     @app_commands.describe(channel="the channel to stop learning from")
     async def unlisten(self: Any, ctx: commands.Context, channel: discord.TextChannel) -> None:
@@ -176,6 +177,52 @@ class Subcommands:
             + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
         ]
         await self.respond(ctx, "\n".join(lines))
+
+
+class ConfirmListen(discord.ui.View):
+    """Confirm / Cancel under the question `listen` asks about a channel not every member can
+    read. Only the admin who asked may answer; unanswered, the buttons are disabled after
+    CONFIRM_TIMEOUT seconds and nothing changes."""
+
+    def __init__(self, learning: LearningCog, admin: int, channel: discord.TextChannel) -> None:
+        super().__init__(timeout=CONFIRM_TIMEOUT)
+        self.learning, self.admin, self.channel = learning, admin, channel
+        self.message: discord.Message | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.admin and not self.is_finished():
+            return True
+        await interaction.response.send_message(
+            "Only the member who asked can answer this.", ephemeral=True, allowed_mentions=NO_PINGS
+        )
+        return False
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.danger)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        answer = await start_listening(self.learning, self.channel)
+        await interaction.response.edit_message(content=answer, view=None, allowed_mentions=NO_PINGS)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        answer = f"Cancelled: I don't learn from {self.channel.mention}."
+        await interaction.response.edit_message(content=answer, view=None, allowed_mentions=NO_PINGS)
+
+    async def on_timeout(self) -> None:
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        if self.message is not None:
+            answer = f"No answer in time: I don't learn from {self.channel.mention}. Ask again to change that."
+            with contextlib.suppress(discord.HTTPException):
+                await self.message.edit(content=answer, view=self, allowed_mentions=NO_PINGS)
+
+
+async def start_listening(learning: LearningCog, channel: discord.TextChannel) -> str:
+    changed = await asyncio.to_thread(learning.communities.listen, channel.guild.id, channel.id, True)
+    state = "I'll learn from" if changed else "I already learn from"
+    return f"{state} messages in {channel.mention} (not from bots or commands)."
 
 
 AGAIN = " (`wordbot ignore me` keeps me from learning from you again.)"
