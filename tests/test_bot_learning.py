@@ -502,3 +502,26 @@ async def test_messages_past_the_retention_are_dropped_while_the_bot_runs(server
     await server.wait_until(lambda: not learned(bot, server, message))  # nobody asked: the bot prunes by itself
     assert store.count(server.guild_id) == 0
     assert "Zorblax" not in await say(server, "!next we deploy the k=10")
+
+
+# -- learning at start never delays an answer ------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_first_answer_does_not_wait_for_the_stored_messages_to_be_learned_again(server, running, tmp_path):
+    stored = 10_000
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3", flush_interval=None)
+    store.listen(server.guild_id, server.channel_id)
+    for i in range(stored):
+        text = f"stored message {i} says that we deploy the Zorblax cluster on every second day"
+        store.add_message(Message(i + 1, server.guild_id, server.channel_id, 7, float(i), text))
+    store.close()
+    bot = await running.start()
+    communities = bot.get_cog("learning").communities
+    assert "→ **" in await say(server, "!next we deploy the k=10")  # an answer, with words
+    assert not communities.rebuilt.is_set()  # answered while the stored messages were still being learned
+    live = await taught(bot, server, TAUGHT)  # and a new message is learned at once meanwhile
+    assert not communities.rebuilt.is_set()
+    await asyncio.wait_for(asyncio.to_thread(communities.rebuilt.wait), 120)
+    assert memory(bot, server).messages == stored + 1 and learned(bot, server, live)
+    assert "Zorblax" in await say(server, "!next we deploy the k=10")

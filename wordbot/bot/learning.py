@@ -84,6 +84,7 @@ class Communities:
                     elif change != message.text:
                         view.learn(change, key=key)
                     learned += 1
+                    time.sleep(0)  # let answers have the interpreter between messages: they never wait long
         finally:
             with self._lock:
                 self._changed = None
