@@ -183,11 +183,16 @@ class LearningCog(commands.Cog, name="learning"):
         return self.communities.view(guild)
 
     async def prune_forever(self) -> None:
-        """Drop the messages older than their server's retention (`wordbot keep`) now and every
-        PRUNE_EVERY seconds; the store tells the memories what went (`Store.on_drop`)."""
+        """Drop the messages older than their server's retention (`wordbot keep`) once connected
+        and every PRUNE_EVERY seconds; the store tells the memories what went (`Store.on_drop`).
+        Only this process's servers: the process that holds a server's memory is the one to prune it."""
+        await self.bot.wait_until_ready()
         while True:
             try:
-                dropped = await asyncio.to_thread(self.communities.store.prune, time.time())
+                ours = {
+                    guild for guild in await asyncio.to_thread(self.communities.store.guilds) if self.is_ours(guild)
+                }
+                dropped = await asyncio.to_thread(self.communities.store.prune, time.time(), ours)
                 for guild, count in dropped.items():
                     log.info("server %s: dropped %d messages past its retention", guild, count)
             except Exception:

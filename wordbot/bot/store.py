@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -85,7 +85,7 @@ class Store(Protocol):
     def backfills(self, guild: int | None = None) -> list[Backfill]: ...  # those not done, to resume at start
     def settings(self, guild: int) -> GuildSettings: ...
     def set_settings(self, guild: int, settings: GuildSettings) -> None: ...  # a lower cap applies at once
-    def prune(self, now: float) -> dict[int, int]: ...  # past each guild's retention; {guild: dropped}
+    def prune(self, now: float, guilds: Collection[int] | None = None) -> dict[int, int]: ...  # None: all; {guild: n}
     def guilds(self) -> list[int]: ...  # every guild the store holds anything about
     def flush(self) -> None: ...  # commit the learned messages still pending
     def close(self) -> None: ...  # flush, then release the file or the connections
@@ -346,12 +346,12 @@ class SqlStore:
             capped = self._trim(conn, guild)
         self.on_drop(capped)
 
-    def prune(self, now: float) -> dict[int, int]:
+    def prune(self, now: float, guilds: Collection[int] | None = None) -> dict[int, int]:
         self.flush()
         expired: list[Message] = []
         with self._transaction() as conn:
             sql = "SELECT guild, retention_days FROM settings WHERE retention_days IS NOT NULL ORDER BY guild"
-            for guild, days in self._run(conn, sql).fetchall():
+            for guild, days in [r for r in self._run(conn, sql).fetchall() if guilds is None or r[0] in guilds]:
                 expired += self._delete(conn, "guild = ? AND created < ?", (guild, now - days * 86_400))
         self.on_drop(expired)
         return dict(collections.Counter(m.guild for m in expired))

@@ -276,5 +276,5 @@ def change_settings(learning: LearningCog, guild: int, **changes: Any) -> int:
     store = learning.communities.store
     before = store.count(guild)
     store.set_settings(guild, store.settings(guild)._replace(**changes))
-    store.prune(time.time())
+    store.prune(time.time(), [guild])
     return max(before - store.count(guild), 0)  # (messages learned meanwhile count against it)
