@@ -176,8 +176,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
             " mention me with some text (and a number of words, if you like) and I'll continue it.",
             f"Limits: {self.max_input_chars:,} characters of text; {self.cooldown_rate} commands"
             f" per {self.cooldown_per:g} seconds for each user.",
-            f"`{prefix}wordbot listen #channel` — an admin lets me learn from a channel;"
-            f" `{prefix}wordbot forget me`, `ignore me`, `stats`, `channels`.",
+            f"`{prefix}wordbot listen #channel` — an admin lets me learn from a channel (`keep`, `cap`:"
+            f" for how long, how much); `{prefix}wordbot forget me`, `ignore me`, `stats`, `channels`.",
             f"Model: {self.predictor.describe()}",
         ]
         return "\n".join(lines)
