@@ -5,6 +5,7 @@ real SQLite store in a temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ import pytest
 import pytest_asyncio
 from discord.ext import commands
 
+import wordbot.bot.learning
+import wordbot.bot.subcommands
 from wordbot.bot import build_bot
 from wordbot.bot.learning import Communities, learnable
-from wordbot.bot.store import Backfill, Message, SQLiteStore
+from wordbot.bot.store import Backfill, GuildSettings, Message, SQLiteStore
 from wordbot.testing.fake_discord import FakeDiscord
 
 TAUGHT = "we deploy the Zorblax cluster"
@@ -114,19 +117,71 @@ async def test_only_members_who_manage_the_server_choose_the_channels(server, bo
     assert "I learn from no channel" in await say(server, "!wordbot channels")
 
 
-@pytest.mark.asyncio
-async def test_a_channel_not_everyone_can_read_needs_a_confirmation(server, bot):
+async def hide_general(server: FakeDiscord, bot: commands.Bot) -> None:
+    """#general becomes a channel @everyone cannot read (the bot still can)."""
     hidden = [
         {"id": str(server.guild_id), "type": 0, "allow": "0", "deny": str(1 << 10)},  # @everyone: no View Channel
         {"id": str(server.bot_role_id), "type": 0, "allow": str((1 << 10) | (1 << 11) | (1 << 16)), "deny": "0"},
     ]
     await server.set_channel_overwrites(hidden)
     await server.wait_until(lambda: bot.get_channel(server.channel_id).overwrites)
-    asked = await say(server, f"!wordbot listen <#{server.channel_id}>")
-    assert "Not every member can read" in asked and "confirm" in asked
+
+
+async def asked_to_confirm(server: FakeDiscord) -> int:
+    """`!wordbot listen #general`, which asks with buttons; the id of the question."""
+    asked = await server.wait_for_reply(await server.send_message(f"!wordbot listen <#{server.channel_id}>"))
+    assert "Not every member can read" in asked.content, asked.content
+    assert set(server.buttons(int(asked.message["id"]))) == {"Confirm", "Cancel"}
+    return int(asked.message["id"])
+
+
+async def pressed(server: FakeDiscord, question: int, label: str) -> str:
+    """The question once the admin pressed `label` and the bot updated it: its new text."""
+    edits = len(server.edited)
+    await server.press_button(question, label)
+    await server.wait_until(lambda: len(server.edited) > edits)
+    assert server.edited[-1]["id"] == str(question) and not server.buttons(question)  # the buttons are gone
+    return server.edited[-1]["content"]
+
+
+@pytest.mark.asyncio
+async def test_a_channel_not_everyone_can_read_is_listened_to_only_once_its_admin_confirms(server, bot):
+    await hide_general(server, bot)
+    question = await asked_to_confirm(server)
+    refused = await server.press_button(question, "Confirm", author="bob")  # not the admin who asked
+    assert "Only the member who asked" in (await server.wait_for_interaction_answer(refused)).content
+    assert "Cancelled" in await pressed(server, question, "Cancel")
     assert "I learn from no channel" in await say(server, "!wordbot channels")
-    confirmed = await say(server, f"!wordbot listen <#{server.channel_id}> confirm")
+    assert (await pressed(server, await asked_to_confirm(server), "Confirm")).startswith("I'll learn from")
+    assert f"<#{server.channel_id}>" in await say(server, "!wordbot channels")
+    await taught(bot, server, TAUGHT)  # learned from then on
+    assert (await say(server, f"!wordbot unlisten <#{server.channel_id}>")).startswith("I no longer learn")
+    confirmed = await say(server, f"!wordbot listen <#{server.channel_id}> confirm")  # the typed form
     assert confirmed.startswith("I'll learn from")
+
+
+@pytest.mark.asyncio
+async def test_an_unanswered_confirmation_times_out_with_its_buttons_disabled(server, bot, monkeypatch):
+    monkeypatch.setattr(wordbot.bot.subcommands, "CONFIRM_TIMEOUT", 0.2)
+    await hide_general(server, bot)
+    question = await asked_to_confirm(server)
+    await server.wait_until(lambda: any(e["id"] == str(question) for e in server.edited))
+    assert "No answer in time" in server.messages[question]["content"]
+    assert all(button.get("disabled") for button in server.buttons(question).values())
+    await server.press_button(question, "Confirm")  # too late: Discord greys it out; the bot ignores it
+    await asyncio.sleep(0.2)
+    assert "I learn from no channel" in await say(server, "!wordbot channels")
+
+
+@pytest.mark.asyncio
+async def test_the_slash_listen_asks_its_admin_alone_with_buttons(server, bot):
+    await hide_general(server, bot)
+    interaction = await server.send_interaction("wordbot", {"channel": str(server.channel_id)}, subcommand="listen")
+    asked = await server.wait_for_interaction_answer(interaction)
+    assert asked.payload.get("flags", 0) & 64  # ephemeral: only the admin sees the question
+    question = int(asked.message["id"])
+    assert (await pressed(server, question, "Confirm")).startswith("I'll learn from")
+    await taught(bot, server, TAUGHT)
 
 
 @pytest.mark.asyncio
@@ -365,3 +420,108 @@ async def test_a_history_read_interrupted_by_a_restart_goes_on_where_it_stopped(
     resumed = [m for m in old[-120:-100] if m["author"]["username"] == "bob"]
     assert resumed and all(learned(second, server, m) for m in resumed)
     assert not any(learned(second, server, m) for m in old[:-120] + old[-100:])  # before, and already read
+
+
+# -- how long and how much is kept -----------------------------------------------------
+
+
+async def read_history(server: FakeDiscord, limit: int = 1000) -> None:
+    """`!wordbot learn` on #general, until its progress message says it is done."""
+    done = len([e for e in server.edited if e["content"].startswith("Done")])
+    await server.send_message(f"!wordbot learn <#{server.channel_id}> {limit}")
+    await server.wait_until(lambda: len([e for e in server.edited if e["content"].startswith("Done")]) > done)
+
+
+@pytest.mark.asyncio
+async def test_keep_drops_older_messages_at_once_from_the_store_and_the_memory(server, bot):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old = [server.add_history(f"ancient Oldword {i}", written=now - datetime.timedelta(days=40)) for i in range(3)]
+    recent = [server.add_history(f"recent Newword {i}", written=now - datetime.timedelta(days=2)) for i in range(2)]
+    await listening(server)
+    await read_history(server)
+    assert all(learned(bot, server, m) for m in old + recent)
+    assert "Manage Server" in await say(server, "!wordbot keep 30", author="bob")
+    for wrong in ("0", "3651", "soon", "-5", "2.5"):
+        assert "from 1 to 3,650, or `forever`" in await say(server, f"!wordbot keep {wrong}")
+    assert memory(bot, server).messages == 5  # nothing changed by a refused or unreadable keep
+    answer = await say(server, "!wordbot keep 30")
+    assert answer == "What I learn here is kept for 30 days. 3 older messages went now.", answer
+    assert not any(learned(bot, server, m) for m in old) and all(learned(bot, server, m) for m in recent)
+    assert memory(bot, server).count("oldword") == 0
+    store = bot.get_cog("learning").communities.store
+    assert sorted(m.id for m in store.messages(server.guild_id)) == sorted(int(m["id"]) for m in recent)
+    assert "Kept for 30 days, at most 200,000 messages" in await say(server, "!wordbot stats", author="bob")
+    assert "2 older messages went now" in await say(server, "!wordbot keep 1")
+    assert memory(bot, server).messages == 0
+    assert "kept until forgotten. Nothing had to go now." in await say(server, "!wordbot keep forever")
+    assert "Kept until forgotten" in await say(server, "!wordbot stats")
+
+
+@pytest.mark.asyncio
+async def test_cap_drops_the_oldest_messages_at_once_and_as_new_ones_come(server, bot):
+    old = [server.add_history(f"message {i} about Zorblax", author="bob") for i in range(105)]
+    await listening(server)
+    await read_history(server)
+    assert memory(bot, server).messages == 105
+    assert "Manage Server" in await say(server, "!wordbot cap 100", author="bob")
+    assert "from 100 to 200,000" in await say(server, "!wordbot cap 99")
+    assert "I couldn't read that" in await say(server, "!wordbot cap lots")
+    assert (
+        await say(server, "!wordbot cap 100") == "I keep at most 100 messages learned here. 5 oldest messages went now."
+    )
+    assert memory(bot, server).messages == 100
+    assert not any(learned(bot, server, m) for m in old[:5]) and all(learned(bot, server, m) for m in old[5:])
+    newest = await taught(bot, server, TAUGHT)  # one more: the oldest left goes, from the memory too
+    await server.wait_until(lambda: not learned(bot, server, old[5]))
+    assert memory(bot, server).messages == 100 and learned(bot, server, newest)
+    assert bot.get_cog("learning").communities.store.count(server.guild_id) == 100
+    assert "at most 100 messages" in await say(server, "!wordbot stats")
+
+
+@pytest.mark.asyncio
+async def test_keep_and_cap_as_slash_commands_answer_only_their_user(server, bot):
+    kept = await server.send_interaction("wordbot", {"days": "90"}, subcommand="keep")
+    assert "kept for 90 days" in (await server.wait_for_interaction_answer(kept)).content
+    capped = await server.send_interaction("wordbot", {"messages": 5000}, subcommand="cap")
+    assert "at most 5,000 messages" in (await server.wait_for_interaction_answer(capped)).content
+    refused = await server.send_interaction("wordbot", {"days": "forever"}, author="bob", subcommand="keep")
+    assert "Manage Server" in (await server.wait_for_interaction_answer(refused)).content
+    store = bot.get_cog("learning").communities.store
+    assert store.settings(server.guild_id) == GuildSettings(max_messages=5000, retention_days=90)
+
+
+@pytest.mark.asyncio
+async def test_messages_past_the_retention_are_dropped_while_the_bot_runs(server, running, monkeypatch):
+    monkeypatch.setattr(wordbot.bot.learning, "PRUNE_EVERY", 0.05)
+    bot = await running.start()
+    await listening(server)
+    message = await taught(bot, server, TAUGHT)
+    store = bot.get_cog("learning").communities.store
+    # Days are what `keep` takes; the store takes any length: 2 seconds, so the test need not wait a day.
+    await asyncio.to_thread(store.set_settings, server.guild_id, GuildSettings(retention_days=2 / 86_400))
+    await server.wait_until(lambda: not learned(bot, server, message))  # nobody asked: the bot prunes by itself
+    assert store.count(server.guild_id) == 0
+    assert "Zorblax" not in await say(server, "!next we deploy the k=10")
+
+
+# -- learning at start never delays an answer ------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_first_answer_does_not_wait_for_the_stored_messages_to_be_learned_again(server, running, tmp_path):
+    stored = 10_000
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3", flush_interval=None)
+    store.listen(server.guild_id, server.channel_id)
+    for i in range(stored):
+        text = f"stored message {i} says that we deploy the Zorblax cluster on every second day"
+        store.add_message(Message(i + 1, server.guild_id, server.channel_id, 7, float(i), text))
+    store.close()
+    bot = await running.start()
+    communities = bot.get_cog("learning").communities
+    assert "→ **" in await say(server, "!next we deploy the k=10")  # an answer, with words
+    assert not communities.rebuilt.is_set()  # answered while the stored messages were still being learned
+    live = await taught(bot, server, TAUGHT)  # and a new message is learned at once meanwhile
+    assert not communities.rebuilt.is_set()
+    await asyncio.wait_for(asyncio.to_thread(communities.rebuilt.wait), 120)
+    assert memory(bot, server).messages == stored + 1 and learned(bot, server, live)
+    assert "Zorblax" in await say(server, "!next we deploy the k=10")

@@ -1397,3 +1397,21 @@ def test_a_model_loaded_with_model_is_taught_what_was_learned(learning_repl, tin
     learning_repl.learner.thread.join(30)
     assert learning_repl.predictor.memory.messages == 2
     assert [p.word for p in learning_repl.predictor.complete("we deploy the zorb")] == ["Zorblax"]
+
+
+def test_suggestions_and_committed_lines_do_not_wait_for_the_history_being_learned(learning_repl, tmp_path):
+    from wordbot.repl.learning import HISTORY_LINES
+
+    _write_history(
+        tmp_path / "history", [f"line {i} says that we deploy the cluster today" for i in range(HISTORY_LINES)]
+    )
+    with Driver(learning_repl) as d:  # the prompt starts learning the history, in the background
+        d.type("we deploy the ")
+        d.menu()
+        assert learning_repl.learner.thread.is_alive()  # the menu came while the history was being learned
+        d.type("\x15" + TAUGHT + ENTER)
+        d.wait(lambda: learning_repl.transcript == [TAUGHT], "the commit")
+        assert learning_repl.predictor.memory.count("zorblax") == 1  # learned at once, not after the history
+        assert learning_repl.learner.thread.is_alive()
+        learning_repl.learner.thread.join(120)
+        assert learning_repl.predictor.memory.messages == HISTORY_LINES + 1

@@ -236,6 +236,31 @@ def test_prune_drops_messages_older_than_the_retention(store):
     assert store.prune(now) == {}
 
 
+def test_what_a_cap_or_a_retention_drops_is_told_to_on_drop_after_the_commit(store):
+    told: list[list[int]] = []
+
+    def on_drop(messages: list[Message]) -> None:
+        kept = {m.id for guild in (GUILD, OTHER) for m in store.messages(guild)}
+        assert not kept & {m.id for m in messages}  # told once committed: the store no longer has them
+        told.append(sorted(m.id for m in messages))
+
+    store.on_drop = on_drop
+    now = 1_000_000.0
+    for i in range(6):
+        store.add_message(message(i, time=now - i * 86_400))  # message i is i days old
+        store.add_message(message(100 + i, guild=OTHER, time=now - i * 86_400))
+    store.flush()
+    store.set_settings(GUILD, GuildSettings(max_messages=4))  # the two oldest go
+    store.set_settings(OTHER, GuildSettings(retention_days=2.5))
+    store.set_settings(GUILD, GuildSettings(max_messages=4, retention_days=1.5))
+    assert store.prune(now, [GUILD]) == {GUILD: 2}  # only the guilds asked for: OTHER keeps its old ones
+    assert store.count(OTHER) == 6
+    store.add_message(message(6, time=now + 1))
+    store.set_settings(GUILD, GuildSettings(max_messages=1))
+    assert store.prune(now) == {OTHER: 3}
+    assert [x for x in told if x] == [[4, 5], [2, 3], [0, 1], [103, 104, 105]]
+
+
 def test_everything_survives_closing_and_reopening(store_url):
     store = open_store(store_url)
     store.add_message(message(1))  # pending: close commits it

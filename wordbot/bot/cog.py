@@ -164,6 +164,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
     unignore = about.command(name="unignore")(Subcommands.unignore)
     stats = about.command(name="stats")(Subcommands.stats)
     learn = about.command(name="learn")(Subcommands.learn)
+    keep = about.command(name="keep")(Subcommands.keep)
+    cap = about.command(name="cap")(Subcommands.cap)
 
     def about_text(self, prefix: str) -> str:
         lines = [
@@ -176,8 +178,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
             " mention me with some text (and a number of words, if you like) and I'll continue it.",
             f"Limits: {self.max_input_chars:,} characters of text; {self.cooldown_rate} commands"
             f" per {self.cooldown_per:g} seconds for each user.",
-            f"`{prefix}wordbot listen #channel` — an admin lets me learn from a channel;"
-            f" `{prefix}wordbot forget me`, `ignore me`, `stats`, `channels`.",
+            f"`{prefix}wordbot listen #channel` — an admin lets me learn from a channel (`keep`, `cap`:"
+            f" for how long, how much); `{prefix}wordbot forget me`, `ignore me`, `stats`, `channels`.",
             f"Model: {self.predictor.describe()}",
         ]
         return "\n".join(lines)
@@ -312,6 +314,8 @@ class WordbotCog(commands.Cog, name="wordbot"):
                 await self.respond(ctx, slow_down(error.retry_after), quiet=True)
         elif isinstance(error, NoText):
             await self.respond(ctx, str(error), quiet=True)
+        elif isinstance(error, commands.RangeError):
+            await self.respond(ctx, f"Say a number from {error.minimum:,} to {error.maximum:,}.", quiet=True)
         elif isinstance(error, commands.UserInputError):
             usage = f"{ctx.clean_prefix}{ctx.command.qualified_name} {ctx.command.signature}".strip()
             await self.respond(ctx, f"I couldn't read that. Usage: `{usage}`", quiet=True)

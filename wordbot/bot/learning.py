@@ -37,6 +37,7 @@ STATS_WORDS = 10  # how many of the server's own words `stats` shows
 DEFAULT_BACKFILL, MAX_BACKFILL = 10_000, 100_000  # messages of history `learn` reads
 PAGE = 100  # messages per history request: Discord's most
 PROGRESS_EVERY = 2.0  # seconds between edits of the progress message
+PRUNE_EVERY = 600.0  # seconds between drops of the messages past a server's retention
 _LINK = re.compile(r"<?https?://\S+")
 _MARKUP = re.compile(r"<(?:@[!&]?|#)\d+>|<t:-?\d+(?::\w)?>|<a?:\w+:\d+>")  # mentions, channels, times, emoji
 
@@ -68,6 +69,7 @@ class Communities:
         self._catching_up = threading.Lock()
         self._complete = False  # whether a rebuild read every stored message
         self.rebuilt = threading.Event()
+        store.on_drop = self._unlearn  # what a cap or a retention drops from the store leaves the memory too
         store.on_availability(self._availability)
 
     @property
@@ -121,6 +123,7 @@ class Communities:
                     elif change != text:
                         view.learn(change, key=key)
                     learned += 1
+                    time.sleep(0)  # let answers have the interpreter between messages: they never wait long
             self._complete = True
         except StoreUnavailable:
             log.info("learning the stored messages again stopped at %d; goes on when the database is back", learned)
@@ -251,20 +254,43 @@ class LearningCog(commands.Cog, name="learning"):
         self.bot = bot
         self.communities = Communities(predictor, store, journal or Journal(state_dir() / journal_name(bot)))
         self._rebuild: asyncio.Future[int] | None = None
+        self._pruning: asyncio.Future[None] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
 
     async def cog_load(self) -> None:
         # In the background: the bot answers at once, with what is learned so far.
         # What a previous run journaled goes to the store first (when it is reachable).
         self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.communities.catch_up))
+        self._pruning = asyncio.ensure_future(self.prune_forever())
 
     async def cog_unload(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
         for _, task in list(self._backfilling.values()):
             task.cancel()
         await asyncio.to_thread(self.communities.store.flush)
 
     def view(self, guild: int) -> Predictor:
         return self.communities.view(guild)
+
+    async def prune_forever(self) -> None:
+        """Drop the messages older than their server's retention (`wordbot keep`) once connected
+        and every PRUNE_EVERY seconds; the store tells the memories what went (`Store.on_drop`).
+        Only this process's servers: the process that holds a server's memory is the one to prune it."""
+        await self.bot.wait_until_ready()
+        while True:
+            try:
+                ours = {
+                    guild for guild in await asyncio.to_thread(self.communities.store.guilds) if self.is_ours(guild)
+                }
+                dropped = await asyncio.to_thread(self.communities.store.prune, time.time(), ours)
+                for guild, count in dropped.items():
+                    log.info("server %s: dropped %d messages past its retention", guild, count)
+            except StoreUnavailable:
+                pass  # reported once by the store; pruned when it is back
+            except Exception:
+                log.exception("dropping the messages past their retention failed; trying again later")
+            await asyncio.sleep(PRUNE_EVERY)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

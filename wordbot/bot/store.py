@@ -5,10 +5,11 @@ several processes, and `open_store(url)` picks one."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from wordbot.bot.health import Availability, StoreError, StoreUnavailable
@@ -54,7 +55,8 @@ class Store(Protocol):
     """Everything the bot keeps, stored apart per guild. Safe to call from threads (the bot
     calls it through `asyncio.to_thread`). Whatever removes data (edit, delete, forget,
     prune, a lower cap) is one transaction, committed before it returns; `add_message` may
-    batch, and its messages are committed within a second (or by `flush()` or `close()`)."""
+    batch, and its messages are committed within a second (or by `flush()` or `close()`).
+    `on_drop(messages)` is told, once committed, what a cap or a retention dropped (maybe [])."""
 
     def add_message(self, message: Message) -> None: ...  # a message id seen twice is kept once
     def edit_message(self, id: int, text: str) -> Message | None: ...  # the message as it was; None: unknown
@@ -74,7 +76,7 @@ class Store(Protocol):
     def backfills(self, guild: int | None = None) -> list[Backfill]: ...  # those not done, to resume at start
     def settings(self, guild: int) -> GuildSettings: ...
     def set_settings(self, guild: int, settings: GuildSettings) -> None: ...  # a lower cap applies at once
-    def prune(self, now: float) -> dict[int, int]: ...  # past each guild's retention; {guild: dropped}
+    def prune(self, now: float, guilds: Collection[int] | None = None) -> dict[int, int]: ...  # None: all; {guild: n}
     def guilds(self) -> list[int]: ...  # every guild the store holds anything about
     @property
     def available(self) -> bool: ...  # False from a lost connection until a retry reaches it again
@@ -126,6 +128,7 @@ class SqlStore(Availability):
         self._stop = threading.Event()
         self._wake = threading.Event()  # a full batch wakes the flusher before its tick
         self._flush_failed = False
+        self.on_drop: Callable[[list[Message]], None] = lambda dropped: None
         self._flusher: threading.Thread | None = None
         if flush_interval is not None:
             self._flusher = threading.Thread(
@@ -192,28 +195,29 @@ class SqlStore(Availability):
                 self._check_available()
             try:
                 with self._transaction() as conn:
-                    self._insert(conn, batch)
+                    capped = self._insert(conn, batch)
             except BaseException:
                 with self._pending_lock:
                     self._pending[:0] = batch
                 raise
+        self.on_drop(capped)
 
-    def _insert(self, conn: Any, batch: list[Message]) -> None:
+    def _insert(self, conn: Any, batch: list[Message]) -> list[Message]:
         sql = f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
         conn.cursor().executemany(sql.replace("?", self._placeholder), batch)
-        for guild in sorted({m.guild for m in batch}):
+        guilds = sorted({m.guild for m in batch})
+        for guild in guilds:
             self._register(conn, guild)
-            self._trim(conn, guild)
+        return [m for guild in guilds for m in self._trim(conn, guild)]
 
     def _register(self, conn: Any, guild: int) -> None:
         self._run(conn, "INSERT INTO guilds (guild) VALUES (?) ON CONFLICT DO NOTHING", (guild,))
 
-    def _trim(self, conn: Any, guild: int) -> None:
+    def _trim(self, conn: Any, guild: int) -> list[Message]:
         cap = self._settings(conn, guild).max_messages
         (count,) = self._run(conn, "SELECT count(*) FROM messages WHERE guild = ?", (guild,)).fetchone()
-        if count > cap:
-            oldest = "SELECT id FROM messages WHERE guild = ? ORDER BY created, id LIMIT ?"
-            self._run(conn, f"DELETE FROM messages WHERE id IN ({oldest})", (guild, count - cap))
+        oldest = "SELECT id FROM messages WHERE guild = ? ORDER BY created, id LIMIT ?"
+        return self._delete(conn, f"id IN ({oldest})", (guild, count - cap)) if count > cap else []
 
     def edit_message(self, id: int, text: str) -> Message | None:
         self.flush()
@@ -346,19 +350,18 @@ class SqlStore(Availability):
                 " DO UPDATE SET max_messages = excluded.max_messages, retention_days = excluded.retention_days",
                 (guild, s.max_messages, s.retention_days),
             )
-            self._trim(conn, guild)
+            capped = self._trim(conn, guild)
+        self.on_drop(capped)
 
-    def prune(self, now: float) -> dict[int, int]:
+    def prune(self, now: float, guilds: Collection[int] | None = None) -> dict[int, int]:
         self.flush()
-        dropped: dict[int, int] = {}
+        expired: list[Message] = []
         with self._transaction() as conn:
             sql = "SELECT guild, retention_days FROM settings WHERE retention_days IS NOT NULL ORDER BY guild"
-            for guild, days in self._run(conn, sql).fetchall():
-                sql = "DELETE FROM messages WHERE guild = ? AND created < ?"
-                n = self._run(conn, sql, (guild, now - days * 86_400)).rowcount
-                if n:
-                    dropped[guild] = n
-        return dropped
+            for guild, days in [r for r in self._run(conn, sql).fetchall() if guilds is None or r[0] in guilds]:
+                expired += self._delete(conn, "guild = ? AND created < ?", (guild, now - days * 86_400))
+        self.on_drop(expired)
+        return dict(collections.Counter(m.guild for m in expired))
 
     def guilds(self) -> list[int]:
         self.flush()

@@ -1,11 +1,14 @@
-"""The bodies of the `/wordbot` subcommands that choose what the bot learns and make it forget
-(`listen`, `unlisten`, `channels`, `learn`, `forget`, `ignore`, `unignore`, `stats`).
+"""The bodies of the `/wordbot` subcommands that choose what the bot learns, how long it keeps
+it, and make it forget (`listen`, `unlisten`, `channels`, `learn`, `keep`, `cap`, `forget`,
+`ignore`, `unignore`, `stats`).
 `cog.WordbotCog` attaches them to its `wordbot` group, so their `self` is that cog; the work
 is done by `learning.LearningCog`. Admin ones check Manage Server when they run."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import Any, Literal
 
 import discord
@@ -21,7 +24,11 @@ from wordbot.bot.learning import (
     backfill_progress,
     forgotten,
 )
-from wordbot.bot.store import Backfill
+from wordbot.bot.store import DEFAULT_MAX_MESSAGES, Backfill
+
+KEEP_DAYS = (1, 3650)  # what `keep` accepts, besides "forever"
+CAP_MESSAGES = (100, DEFAULT_MAX_MESSAGES)  # what `cap` accepts
+CONFIRM_TIMEOUT = 60.0  # seconds the admin has to confirm listening to a channel not everyone reads
 
 
 class Subcommands:
@@ -37,17 +44,16 @@ class Subcommands:
             return
         everyone = channel.permissions_for(channel.guild.default_role)
         if not everyone.read_messages and confirm is None:
-            usage = "/wordbot listen" if ctx.interaction else f"{ctx.clean_prefix}wordbot listen {channel.mention}"
-            await self.respond(
-                ctx,
+            view = ConfirmListen(learning, ctx.author.id, channel)
+            text = (
                 f"Not every member can read {channel.mention}: what I learn there may appear in my answers"
-                f" anywhere in this server. If that is fine, run `{usage} confirm`.",
-                quiet=True,
+                f" anywhere in this server. Press Confirm if that is fine (within {CONFIRM_TIMEOUT:g} seconds)."
+            )
+            view.message = await ctx.reply(
+                text, view=view, allowed_mentions=NO_PINGS, mention_author=False, ephemeral=True
             )
             return
-        changed = await asyncio.to_thread(learning.communities.listen, ctx.guild.id, channel.id, True)
-        state = "I'll learn from" if changed else "I already learn from"
-        await self.respond(ctx, f"{state} messages in {channel.mention} (not from bots or commands).")
+        await self.respond(ctx, await start_listening(learning, channel))
 
     @app_commands.describe(channel="the channel to stop learning from")
     async def unlisten(self: Any, ctx: commands.Context, channel: discord.TextChannel) -> None:
@@ -129,6 +135,31 @@ class Subcommands:
         )
         learning.start_backfill(state, progress)
 
+    @app_commands.describe(days=f"a number of days ({KEEP_DAYS[0]} to {KEEP_DAYS[1]:,}), or forever")
+    async def keep(self: Any, ctx: commands.Context, days: str) -> None:
+        """How long what I learn here is kept: a number of days, or forever (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        retention = read_days(days)
+        if retention is None and days.strip().lower() != "forever":
+            low, high = KEEP_DAYS
+            await self.respond(ctx, f"Say a whole number of days from {low} to {high:,}, or `forever`.", quiet=True)
+            return
+        dropped = await asyncio.to_thread(change_settings, learning, ctx.guild.id, retention_days=retention)
+        await self.respond(ctx, f"What I learn here is {kept_for(retention).lower()}. " + went(dropped, "older"))
+
+    @app_commands.describe(messages=f"the most messages kept here ({CAP_MESSAGES[0]} to {CAP_MESSAGES[1]:,})")
+    async def cap(
+        self: Any, ctx: commands.Context, messages: commands.Range[int, CAP_MESSAGES[0], CAP_MESSAGES[1]]
+    ) -> None:
+        """The most messages I keep learned here; beyond it the oldest go (Manage Server)."""
+        learning = await admin(self, ctx)
+        if learning is None:
+            return
+        dropped = await asyncio.to_thread(change_settings, learning, ctx.guild.id, max_messages=messages)
+        await self.respond(ctx, f"I keep at most {messages:,} messages learned here. " + went(dropped, "oldest"))
+
     async def stats(self: Any, ctx: commands.Context) -> None:
         """How much I learned in this server, from where, and its own words."""
         learning = await in_server(self, ctx)
@@ -136,14 +167,62 @@ class Subcommands:
             return
         memory = learning.view(ctx.guild.id).memory
         listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
+        settings = await asyncio.to_thread(learning.communities.store.settings, ctx.guild.id)
         own = sorted(memory.words, key=memory.count, reverse=True)[:STATS_WORDS]
         lines = [
             f"Learned here: {memory.messages:,} messages, {memory.tokens:,} words.",
             "Channels: " + (", ".join(f"<#{channel}>" for channel in listened) or "none"),
+            f"{kept_for(settings.retention_days)}, at most {settings.max_messages:,} messages (the oldest go first).",
             "Words of this server the model did not know: "
             + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
         ]
         await self.respond(ctx, "\n".join(lines))
+
+
+class ConfirmListen(discord.ui.View):
+    """Confirm / Cancel under the question `listen` asks about a channel not every member can
+    read. Only the admin who asked may answer; unanswered, the buttons are disabled after
+    CONFIRM_TIMEOUT seconds and nothing changes."""
+
+    def __init__(self, learning: LearningCog, admin: int, channel: discord.TextChannel) -> None:
+        super().__init__(timeout=CONFIRM_TIMEOUT)
+        self.learning, self.admin, self.channel = learning, admin, channel
+        self.message: discord.Message | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.admin and not self.is_finished():
+            return True
+        await interaction.response.send_message(
+            "Only the member who asked can answer this.", ephemeral=True, allowed_mentions=NO_PINGS
+        )
+        return False
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.danger)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        answer = await start_listening(self.learning, self.channel)
+        await interaction.response.edit_message(content=answer, view=None, allowed_mentions=NO_PINGS)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        answer = f"Cancelled: I don't learn from {self.channel.mention}."
+        await interaction.response.edit_message(content=answer, view=None, allowed_mentions=NO_PINGS)
+
+    async def on_timeout(self) -> None:
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        if self.message is not None:
+            answer = f"No answer in time: I don't learn from {self.channel.mention}. Ask again to change that."
+            with contextlib.suppress(discord.HTTPException):
+                await self.message.edit(content=answer, view=self, allowed_mentions=NO_PINGS)
+
+
+async def start_listening(learning: LearningCog, channel: discord.TextChannel) -> str:
+    changed = await asyncio.to_thread(learning.communities.listen, channel.guild.id, channel.id, True)
+    state = "I'll learn from" if changed else "I already learn from"
+    return f"{state} messages in {channel.mention} (not from bots or commands)."
 
 
 AGAIN = " (`wordbot ignore me` keeps me from learning from you again.)"
@@ -170,3 +249,32 @@ async def admin(cog: Any, ctx: commands.Context) -> LearningCog | None:
         await cog.respond(ctx, "Only members with the Manage Server permission can do that.", quiet=True)
         return None
     return learning
+
+
+def read_days(text: str) -> float | None:
+    """A retention in days as `keep` takes it: a whole number within KEEP_DAYS; else None."""
+    text = text.strip().lower().removesuffix("days").removesuffix("d").strip()
+    if not text.isdecimal() or len(text) > 5:
+        return None
+    days = int(text)
+    return float(days) if KEEP_DAYS[0] <= days <= KEEP_DAYS[1] else None
+
+
+def kept_for(retention_days: float | None) -> str:
+    if retention_days is None:
+        return "Kept until forgotten"
+    return f"Kept for {retention_days:g} day{'s' * (retention_days != 1)}"
+
+
+def went(dropped: int, which: str) -> str:
+    return f"{dropped:,} {which} message{'s' * (dropped != 1)} went now." if dropped else "Nothing had to go now."
+
+
+def change_settings(learning: LearningCog, guild: int, **changes: Any) -> int:
+    """Change a server's settings; applied at once (a lower cap, a shorter retention), the store
+    telling the memory what went. How many of its messages went. Blocks: call it in a thread."""
+    store = learning.communities.store
+    before = store.count(guild)
+    store.set_settings(guild, store.settings(guild)._replace(**changes))
+    store.prune(time.time(), [guild])
+    return max(before - store.count(guild), 0)  # (messages learned meanwhile count against it)

@@ -8,6 +8,7 @@ erases both, `:learned` says how much is learned.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,9 @@ class Learner:
         for line in lines():
             if not self._learn(line, generation):
                 return
+            # Between lines the interpreter goes to whoever waits for it (the prompt, a suggestion,
+            # a committed line): otherwise they would wait up to 5 ms for it, again and again.
+            time.sleep(0)
 
     def learn(self, line: str) -> None:
         """Learn one committed line (not a command, not a blank line)."""

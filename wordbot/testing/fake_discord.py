@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import json
 import threading
@@ -117,6 +118,7 @@ class FakeDiscord:
         self.commands: list[dict[str, Any]] = []  # registered global application commands
         self.command_puts = 0
         self.interaction_responses: list[dict[str, Any]] = []
+        self._component_messages: dict[str, int] = {}  # component interaction id -> its message id
         self.sessions: dict[str, Session] = {}
         self.closes: list[int | None] = []  # close code of each gateway connection that ended
         # Channels where a POSTed message gets Discord's 403 (50013, Missing Permissions), and
@@ -133,10 +135,10 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    def new_id(self) -> int:
-        # A snowflake of the current time: discord.py dates interactions by their id and
-        # answers an "expired" one in the channel instead.
-        return discord.utils.time_snowflake(discord.utils.utcnow()) + next(self._ids) % (1 << 22)
+    def new_id(self, at: datetime.datetime | None = None) -> int:
+        # A snowflake of the current time (or `at`): discord.py dates messages and interactions
+        # by their id, and answers an "expired" interaction in the channel instead.
+        return discord.utils.time_snowflake(at or discord.utils.utcnow()) + next(self._ids) % (1 << 22)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,12 +195,14 @@ class FakeDiscord:
         dm_channel: int | None = None,
         channel: int | None = None,
         webhook: bool = False,
+        written: datetime.datetime | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
-        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook."""
+        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook;
+        `written`: when (its id says so; default: now)."""
         user = self.users.get(author, self.bot_user)
         message: dict[str, Any] = {
-            "id": str(self.new_id()),
+            "id": str(self.new_id(written)),
             "channel_id": str(channel or self.channel_id),
             "guild_id": str(self.guild_id),
             "author": user,
@@ -252,10 +256,27 @@ class FakeDiscord:
         given = [{"name": key, "type": types[key], "value": value} for key, value in (options or {}).items()]
         if subcommand is not None:
             given = [{"name": subcommand, "type": 1, "options": given}]
-        interaction = {
+        data = {
+            "id": next(c for c in self.commands if c["name"] == name)["id"],
+            "name": name,
+            "type": 1,
+            "options": given,
+        }
+        channels = [str(value) for key, value in (options or {}).items() if types[key] == 7]  # channel options
+        if channels:  # as Discord sends them: the channels named, resolved
+            permissions = str(discord.Permissions.text().value)
+            resolved = {c: {"id": c, "type": 0, "name": "general", "permissions": permissions} for c in channels}
+            data["resolved"] = {"channels": resolved}
+        interaction = self._interaction(2, data, author)  # 2: an application command
+        await self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction
+
+    def _interaction(self, kind: int, data: dict[str, Any], author: str) -> dict[str, Any]:
+        """An INTERACTION_CREATE payload of type `kind` by `author` in #general."""
+        return {
             "id": str(self.new_id()),
             "application_id": str(self.application_id),
-            "type": 2,  # application command
+            "type": kind,
             "token": f"interaction-token-{self.new_id()}",
             "version": 1,
             "guild_id": str(self.guild_id),
@@ -270,12 +291,7 @@ class FakeDiscord:
                 "flags": 0,
                 "permissions": str(discord.Permissions.text().value),
             },
-            "data": {
-                "id": next(c for c in self.commands if c["name"] == name)["id"],
-                "name": name,
-                "type": 1,
-                "options": given,
-            },
+            "data": data,
             "app_permissions": str(discord.Permissions.text().value),
             "locale": "en-US",
             "guild_locale": "en-US",
@@ -284,6 +300,19 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024,
         }
+
+    def buttons(self, message_id: int) -> dict[str, dict[str, Any]]:
+        """The buttons on a message the bot sent, by label, as it is now (edits included)."""
+        rows = self.messages[message_id].get("components") or []
+        return {b["label"]: b for row in rows for b in row.get("components", []) if b.get("type") == 2}
+
+    async def press_button(self, message_id: int, label: str, *, author: str = "alice") -> dict[str, Any]:
+        """A user presses the button `label` on a message the bot sent; the gateway gets
+        INTERACTION_CREATE of type 3 (a message component) with the button's custom_id."""
+        button = self.buttons(message_id)[label]
+        data = {"custom_id": button["custom_id"], "component_type": 2}
+        interaction = {**self._interaction(3, data, author), "message": self.messages[message_id]}
+        self._component_messages[interaction["id"]] = message_id
         await self.dispatch("INTERACTION_CREATE", interaction)
         return interaction
 
@@ -595,6 +624,8 @@ class FakeDiscord:
             case ("PATCH", "channels", _, "messages", message_id) if int(message_id) in self.messages:
                 body = await self._payload(request)
                 edited = {**self.messages[int(message_id)], "content": body.get("content"), "edited_timestamp": EPOCH}
+                if "components" in body:
+                    edited["components"] = body["components"]
                 self.messages[int(message_id)] = edited
                 self.edited.append(edited)
                 return json_response(edited)
@@ -652,6 +683,16 @@ class FakeDiscord:
         if body["type"] == 4:  # a message right away, rather than "thinking..." and a follow-up
             posted = await self._post_message(self.channel_id, body.get("data") or {}, token)
             answer["resource"]["message"] = json.loads(posted.body)
+            answer["interaction"]["response_message_id"] = answer["resource"]["message"]["id"]
+        elif body["type"] == 7 and interaction_id in self._component_messages:  # a button's message updated
+            message_id = self._component_messages[interaction_id]
+            data = body.get("data") or {}
+            edited = {**self.messages[message_id], "edited_timestamp": EPOCH}
+            edited.update({key: data[key] for key in ("content", "components") if key in data})
+            self.messages[message_id] = edited
+            self.edited.append(edited)
+            answer["resource"]["message"] = edited
+            answer["interaction"]["response_message_id"] = str(message_id)
         else:
             answer["interaction"]["response_message_loading"] = body["type"] == 5
         return json_response(answer)
@@ -673,6 +714,7 @@ class FakeDiscord:
         message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
+        message["components"] = payload.get("components") or []
         self.messages[int(message["id"])] = message
         self.posted.append(Posted(channel_id, payload, message, arrived, interaction_token))
         async with self._changed:
