@@ -144,6 +144,18 @@ class Communities:
     def forget_author(self, author: int, guild: int | None) -> int:
         return self._unlearn(self.store.forget_author(author, guild))
 
+    def drop(self, keys: list[tuple[int, int]]) -> int:
+        """Out of the memories held here, without touching the store: the (guild, message id) of
+        messages a DM `forget me` removed, maybe in another process (see notify.py)."""
+        dropped = 0
+        for guild, id in keys:
+            self._note((guild, id), None)  # a rebuild under way must not bring it back
+            with self._lock:
+                view = self._views.get(guild)
+            if view is not None and view.forget((guild, id)):
+                dropped += 1
+        return dropped
+
     def forget_guild(self, guild: int) -> int:
         removed = self.store.forget_guild(guild)
         with self._lock:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -118,6 +118,7 @@ class SqlStore:
     hooks `_schema_version(conn)` and `_set_schema_version(conn, version)`, and calls `__init__` last."""
 
     _placeholder = "?"
+    _forgotten: Callable[..., None] = staticmethod(lambda conn, author, guild, removed: None)  # a hook: notify.py
 
     def __init__(self, flush_interval: float | None = FLUSH_INTERVAL) -> None:
         self._pending: list[Message] = []
@@ -258,7 +259,9 @@ class SqlStore:
         where, params = ("author = ?", (author,)) if guild is None else ("author = ? AND guild = ?", (author, guild))
         self.flush()
         with self._transaction() as conn:
-            return sorted(self._delete(conn, where, params), key=OLDEST_FIRST)
+            removed = sorted(self._delete(conn, where, params), key=OLDEST_FIRST)
+            self._forgotten(conn, author, guild, removed)  # PostgreSQL: a DM `forget me` reaches every process
+            return removed
 
     def forget_guild(self, guild: int) -> int:
         self.flush()

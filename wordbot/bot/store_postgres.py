@@ -2,8 +2,9 @@
 
 It shares every query with the SQLite store (`store.SqlStore`); what differs is here:
 the `%s` placeholders, pooled psycopg 3 connections, the schema version kept in a table,
-migrations serialised across processes by an advisory lock, and a password that never
-reaches a log line or an error message.
+migrations serialised across processes by an advisory lock, a password that never
+reaches a log line or an error message, and a DM `forget me` that reaches every process of
+the bot (`listen_forgets`, notify.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
+from wordbot.bot import notify
+from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, Message, SqlStore, StoreError
 
 MIGRATION_LOCK = 0x776F7264626F74  # "wordbot": the advisory lock every process takes to migrate
 CONNECT_TIMEOUT = 10  # seconds to reach the server
@@ -80,6 +82,8 @@ class PostgresStore(SqlStore):
         except ImportError:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'wordbot[postgres]'") from None
         self._psycopg, self._secrets, self.url = psycopg, url_secrets(url), safe_url(url)
+        self._dsn = url  # for the forget listener's own connection; never shown
+        self._listener: notify.ForgetListener | None = None
         self._filter = _Redact(self._secrets)
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
@@ -103,6 +107,8 @@ class PostgresStore(SqlStore):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS wordbot_schema (version INTEGER NOT NULL)")
             self._migrate(conn, schema_version)
+            for statement in notify.SCHEMA:  # PostgreSQL's alone, so not a numbered migration
+                conn.execute(statement)
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -144,7 +150,33 @@ class PostgresStore(SqlStore):
         conn.execute("DELETE FROM wordbot_schema")
         conn.execute("INSERT INTO wordbot_schema (version) VALUES (%s)", (version,))
 
+    def _forgotten(self, conn: Any, author: int, guild: int | None, removed: list[Message]) -> None:
+        if guild is None:  # a DM `forget me`: every server, so every process (see notify.py)
+            notify.publish(conn, author, removed)
+
+    def listen_forgets(self, forget: Callable[[list[tuple[int, int]]], object]) -> notify.ForgetListener:
+        """Call `forget(keys)` with the (guild, message id) of the messages that any process's DM
+        `forget me` removes from now on, from a thread of its own, until `close()`. One listener
+        per store: a second call replaces the first."""
+        if self._listener is not None:  # a new bot on this store: it replaces the old one's
+            self._listener.close()
+        with self._read() as conn:
+            start = notify.position(conn)
+
+        def connect() -> Any:
+            options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": notify.NAME}
+            return self._psycopg.connect(self._dsn, **options)
+
+        def describe(error: BaseException) -> str:
+            return redact((str(error).strip().splitlines() or [type(error).__name__])[0], self._secrets)
+
+        self._listener = notify.ForgetListener(connect, forget, start, describe=describe)
+        return self._listener
+
     def _release(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -1,0 +1,138 @@
+"""A DM `forget me` reaching every process of a bot that runs as several shard processes on
+one PostgreSQL store.
+
+Only that forget needs a broadcast: it covers every server, and the other processes hold the
+memories of their own servers. `forget server`, `/wordbot forget me` in a server, deletes and
+edits are about one server, and Discord sends them to the shard that owns it, whose process
+holds that server's memory.
+
+How it travels: the process that gets the DM deletes the member's messages and, in the same
+transaction, writes one row per removed message to `wordbot_forgotten` (a sequence number,
+the server, the message id: no author, no text) and runs `NOTIFY wordbot_forget`, so the rows
+and the notification exist only if the forget committed. Forgets take an advisory lock for
+that write, so the sequence numbers are committed in order. Every process LISTENs on a
+connection of its own (`ForgetListener`, one thread) and, on a notification, on (re)connecting
+and every `CATCH_UP` seconds anyway, reads the rows past the last sequence number it applied
+and drops those messages from the memories it holds, without touching the messages again. A
+dropped connection is retried with backoff and reported once; on reconnecting, what was
+forgotten meanwhile is applied from the table, so nothing is missed. Rows are kept for
+`KEEP_DAYS` days.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+log = logging.getLogger("wordbot.bot")
+
+CHANNEL = "wordbot_forget"
+NAME = "wordbot-forget-listener"  # the listener's thread, and its connection's application_name
+FORGET_LOCK = 0x776F7264626F75  # the advisory lock a forget holds while it writes its rows
+KEEP_DAYS = 7  # how long the forgotten ids are kept for processes that were disconnected
+CATCH_UP = 5.0  # seconds between reads of the table without a notification: a safety net
+TICK = 0.5  # seconds between checks whether to stop
+BACKOFF = (0.5, 30.0)  # first and longest pause before reconnecting
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS wordbot_forgotten (seq BIGSERIAL PRIMARY KEY, guild BIGINT NOT NULL,"
+    " id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS wordbot_forgotten_at ON wordbot_forgotten (at)",
+)
+
+Key = tuple[int, int]  # (guild, message id): how the memories name a message
+
+
+def publish(conn: Any, author: int, removed: Iterable[Any]) -> None:
+    """In the forget's transaction: record what `author`'s forget removed (messages with `guild`
+    and `id`) and notify every listening process when it commits."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (FORGET_LOCK,))  # sequence numbers commit in order
+    rows = [(m.guild, m.id) for m in removed]
+    if rows:
+        conn.cursor().executemany("INSERT INTO wordbot_forgotten (guild, id) VALUES (%s, %s)", rows)
+    conn.execute("DELETE FROM wordbot_forgotten WHERE at < now() - make_interval(days => %s)", (KEEP_DAYS,))
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(author)))
+
+
+def position(conn: Any) -> int:
+    """The last sequence number written: a new listener applies only what comes after it."""
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM wordbot_forgotten").fetchone()[0]
+
+
+class ForgetListener:
+    """Listens for forgets on a connection of its own, in a daemon thread, and calls
+    `forget(keys)` with the messages other processes (and this one) removed after `start`.
+    `connect()` opens an autocommit connection; `describe(error)` makes a log line of an error
+    (without the password)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        forget: Callable[[list[Key]], object],
+        start: int,
+        *,
+        describe: Callable[[BaseException], str] = str,
+        catch_up: float = CATCH_UP,
+    ) -> None:
+        self._connect, self._forget, self._describe = connect, forget, describe
+        self._catch_up_every = catch_up
+        self.applied = start  # the last sequence number applied
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=NAME, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay, lost = BACKOFF[0], False
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._catch_up(conn)  # what was forgotten while this process was not listening
+                    if lost:
+                        self.reconnects += 1
+                        log.warning("forget listener: connected again, caught up to forget %d", self.applied)
+                    delay, lost = BACKOFF[0], False
+                    self.connected.set()
+                    self._listen(conn)
+            except psycopg.Error as e:
+                self.connected.clear()
+                if not lost:  # reported once, not at every retry
+                    log.warning("forget listener: lost the database, retrying: %s", self._describe(e))
+                lost = True
+                self._stop.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF[1])
+        self.connected.clear()
+
+    def _listen(self, conn: Any) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            heard = False
+            for _ in conn.notifies(timeout=TICK, stop_after=1):  # those that came meanwhile are kept for it
+                heard = True
+            if heard or time.monotonic() - last >= self._catch_up_every:
+                self._catch_up(conn)  # a dead connection fails here too, even one that went silently
+                last = time.monotonic()
+
+    def _catch_up(self, conn: Any) -> None:
+        rows = conn.execute(
+            "SELECT seq, guild, id FROM wordbot_forgotten WHERE seq > %s ORDER BY seq", (self.applied,)
+        ).fetchall()
+        if not rows:
+            return
+        try:
+            self._forget([(guild, id) for _, guild, id in rows])
+        except Exception:  # a bug in the memories: logged, and the listener goes on
+            log.exception("forget listener: could not drop forgotten messages from memory")
+        self.applied = rows[-1][0]
