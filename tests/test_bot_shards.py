@@ -77,6 +77,18 @@ def test_a_forget_in_every_server_reaches_the_other_processes_listener(two_store
     assert [m.id for m in there.messages(1)] + [m.id for m in there.messages(2)] == []
 
 
+def test_what_another_process_learned_but_had_not_committed_yet_is_forgotten_too(two_stores):
+    here, there = two_stores
+    heard = Heard()
+    there.listen_forgets(heard)
+    teach(here)
+    there.add_message(Message(200, 3, 30, 7, 9.0, "learned there a moment ago"))  # still in its batch
+    removed = here.forget_author(7)
+    assert heard.wait_for(4)[:4] == [(m.guild, m.id) for m in removed] + [(3, 200)]
+    assert [m.id for m in there.messages(3)] == [] and [m.id for m in here.messages(3)] == []
+    assert {m.author for g in (1, 2) for m in here.messages(g)} == {8}
+
+
 def test_a_forget_that_is_rolled_back_reaches_nobody(two_stores):
     here, there = two_stores
     heard = Heard()

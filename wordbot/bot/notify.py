@@ -8,13 +8,21 @@ holds that server's memory.
 
 How it travels: the process that gets the DM deletes the member's messages and, in the same
 transaction, writes one row per removed message to `wordbot_forgotten` (a sequence number,
-the server, the message id: no author, no text) and runs `NOTIFY wordbot_forget`, so the rows
-and the notification exist only if the forget committed. Forgets take an advisory lock for
-that write, so the sequence numbers are committed in order. Every process LISTENs on a
-connection of its own (`ForgetListener`, one thread) and, on a notification, on (re)connecting
-and every `CATCH_UP` seconds anyway, reads the rows past the last sequence number it applied
-and drops those messages from the memories it holds, without touching the messages again. A
-dropped connection is retried with backoff and reported once; on reconnecting, what was
+the author, the server, the message id; no text; one row without a message when none was
+stored) and runs `NOTIFY wordbot_forget`, so the rows and the notification exist only if the
+forget committed. Forgets take an advisory lock for that write, so the sequence numbers are
+committed in order. Every process LISTENs on a connection of its own (`ForgetListener`, one
+thread) and, on a notification, on (re)connecting and every `CATCH_UP` seconds anyway, reads
+the rows past the last sequence number it applied, and for them:
+
+- drops those messages from the memories it holds;
+- sweeps the author's messages it learned but had not committed yet when the forget ran (the
+  store batches learned messages for up to a second, longer while the database is down): it
+  commits them, deletes every message of that author still stored, drops those too, and, if
+  there were any, publishes them the same way, so the process that holds them hears of it.
+  A sweep that finds nothing publishes nothing, so this ends.
+
+A dropped connection is retried with backoff and reported once; on reconnecting, what was
 forgotten meanwhile is applied from the table, so nothing is missed. Rows are kept for
 `KEEP_DAYS` days.
 """
@@ -39,21 +47,20 @@ TICK = 0.5  # seconds between checks whether to stop
 BACKOFF = (0.5, 30.0)  # first and longest pause before reconnecting
 
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS wordbot_forgotten (seq BIGSERIAL PRIMARY KEY, guild BIGINT NOT NULL,"
-    " id BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS wordbot_forgotten (seq BIGSERIAL PRIMARY KEY, author BIGINT NOT NULL,"
+    " guild BIGINT, id BIGINT, at TIMESTAMPTZ NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS wordbot_forgotten_at ON wordbot_forgotten (at)",
 )
 
-Key = tuple[int, int]  # (guild, message id): how the memories name a message
+Forgotten = tuple[int, int | None, int | None]  # (author, guild, message id); no message: (author, None, None)
 
 
 def publish(conn: Any, author: int, removed: Iterable[Any]) -> None:
     """In the forget's transaction: record what `author`'s forget removed (messages with `guild`
     and `id`) and notify every listening process when it commits."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (FORGET_LOCK,))  # sequence numbers commit in order
-    rows = [(m.guild, m.id) for m in removed]
-    if rows:
-        conn.cursor().executemany("INSERT INTO wordbot_forgotten (guild, id) VALUES (%s, %s)", rows)
+    rows = [(author, m.guild, m.id) for m in removed] or [(author, None, None)]
+    conn.cursor().executemany("INSERT INTO wordbot_forgotten (author, guild, id) VALUES (%s, %s, %s)", rows)
     conn.execute("DELETE FROM wordbot_forgotten WHERE at < now() - make_interval(days => %s)", (KEEP_DAYS,))
     conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(author)))
 
@@ -65,20 +72,22 @@ def position(conn: Any) -> int:
 
 class ForgetListener:
     """Listens for forgets on a connection of its own, in a daemon thread, and calls
-    `forget(keys)` with the messages other processes (and this one) removed after `start`.
-    `connect()` opens an autocommit connection; `describe(error)` makes a log line of an error
-    (without the password)."""
+    `apply(rows)` with the rows of the forgets committed after `start` (by any process, this
+    one too), in order. `connect()` opens an autocommit connection; `describe(error)` makes a
+    log line of an error (without the password). When `apply` raises, the rows are applied
+    again at the next catch-up (it must not mind seeing a row twice)."""
 
     def __init__(
         self,
         connect: Callable[[], Any],
-        forget: Callable[[list[Key]], object],
+        apply: Callable[[list[Forgotten]], object],
         start: int,
         *,
         describe: Callable[[BaseException], str] = str,
         catch_up: float = CATCH_UP,
     ) -> None:
-        self._connect, self._forget, self._describe = connect, forget, describe
+        self._connect, self._apply, self._describe = connect, apply, describe
+        self._failing = False
         self._catch_up_every = catch_up
         self.applied = start  # the last sequence number applied
         self.connected = threading.Event()
@@ -127,12 +136,18 @@ class ForgetListener:
 
     def _catch_up(self, conn: Any) -> None:
         rows = conn.execute(
-            "SELECT seq, guild, id FROM wordbot_forgotten WHERE seq > %s ORDER BY seq", (self.applied,)
+            "SELECT seq, author, guild, id FROM wordbot_forgotten WHERE seq > %s ORDER BY seq", (self.applied,)
         ).fetchall()
         if not rows:
             return
         try:
-            self._forget([(guild, id) for _, guild, id in rows])
-        except Exception:  # a bug in the memories: logged, and the listener goes on
-            log.exception("forget listener: could not drop forgotten messages from memory")
+            self._apply([row[1:] for row in rows])
+        except Exception as e:  # the store failed under the sweep: again at the next catch-up
+            if not self._failing:
+                log.warning("forget listener: could not apply forgets yet, will retry: %s", self._describe(e))
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("forget listener: forgets applied again")
+        self._failing = False
         self.applied = rows[-1][0]

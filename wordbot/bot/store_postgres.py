@@ -156,12 +156,18 @@ class PostgresStore(SqlStore):
 
     def listen_forgets(self, forget: Callable[[list[tuple[int, int]]], object]) -> notify.ForgetListener:
         """Call `forget(keys)` with the (guild, message id) of the messages that any process's DM
-        `forget me` removes from now on, from a thread of its own, until `close()`. One listener
-        per store: a second call replaces the first."""
+        `forget me` removes from now on, from a thread of its own, until `close()`; see notify.py.
+        One listener per store: a second call replaces the first."""
         if self._listener is not None:  # a new bot on this store: it replaces the old one's
             self._listener.close()
         with self._read() as conn:
             start = notify.position(conn)
+
+        def apply(rows: list[notify.Forgotten]) -> None:
+            keys = [(guild, id) for _, guild, id in rows if guild is not None and id is not None]
+            for author in dict.fromkeys(author for author, _, _ in rows):
+                keys += [(m.guild, m.id) for m in self._sweep(author)]
+            forget(keys)
 
         def connect() -> Any:
             options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": notify.NAME}
@@ -170,8 +176,18 @@ class PostgresStore(SqlStore):
         def describe(error: BaseException) -> str:
             return redact((str(error).strip().splitlines() or [type(error).__name__])[0], self._secrets)
 
-        self._listener = notify.ForgetListener(connect, forget, start, describe=describe)
+        self._listener = notify.ForgetListener(connect, apply, start, describe=describe)
         return self._listener
+
+    def _sweep(self, author: int) -> list[Message]:
+        """After a forget of `author` everywhere: commit what this process learned and had not
+        committed yet, then delete what of theirs is still stored (published if anything was)."""
+        self.flush()
+        with self._transaction() as conn:
+            removed = self._delete(conn, "author = ?", (author,))
+            if removed:
+                notify.publish(conn, author, removed)
+        return removed
 
     def _release(self) -> None:
         if self._listener is not None:
