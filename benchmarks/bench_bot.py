@@ -3,7 +3,7 @@ longest event-loop stall, for wordbot's bot and for a baseline bot whose `!next`
 `model.predict` per command on the same weights (the tutorial way), in one run.
 
     PYTHONPATH=. python benchmarks/bench_bot.py [--model DIR] [--commands 200] [--users 4]
-    PYTHONPATH=. python benchmarks/bench_bot.py --stores [--postgres URL] [--commands 200]
+    PYTHONPATH=. python benchmarks/bench_bot.py --stores [--postgres URL] [--commands 200] [--rounds 1]
 
 Both bots are the real discord.py client talking to wordbot/testing/fake_discord.py over 127.0.0.1. The
 fake server runs in its own thread and event loop, so a bot that blocks its loop cannot also
@@ -315,31 +315,33 @@ def postgres(url: str | None) -> Any:
         server.stop()
 
 
+ROWS = [  # (name, processes, store)
+    ("one process, SQLite", 1, "sqlite"),
+    ("two shard processes (0 and 1 of 2), one PostgreSQL", 2, "postgresql"),
+    ("one process, PostgreSQL (to tell the store's share from the processes')", 1, "postgresql"),
+]
+
+
 def main_stores(args: argparse.Namespace, model: Path) -> None:
     prompts = prompts_from_test_file(WARMUP + args.commands)
     workdir = Path(tempfile.mkdtemp(prefix="wordbot-bench-stores-"))
-    sqlite_url = f"sqlite:///{workdir / 'wordbot.sqlite3'}"
-    results = {}
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in ROWS}
     with postgres(args.postgres) as database:
-        for name, shards, store in [
-            ("one process, SQLite", 1, sqlite_url),
-            ("two shard processes (0 and 1 of 2), one PostgreSQL", 2, database()),
-            ("one process, PostgreSQL (to tell the store's share from the processes')", 1, database()),
-        ]:
-            print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results[name] = measure_processes(shards, store, model, prompts, args.users, workdir)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
-    )
-    print(
-        f"burst: {args.commands} `!next` commands, each after a learned chat message,"
-        f" over 2 servers, from {args.users} users"
-    )
+        for turn in range(args.rounds):  # the rows take turns, so the machine's load hits them alike
+            for name, shards, kind in ROWS:
+                print(f"round {turn + 1}: measuring {name} ...", file=sys.stderr, flush=True)
+                store = f"sqlite:///{workdir / f'wordbot-{turn}.sqlite3'}" if kind == "sqlite" else database()
+                runs[name].append(measure_processes(shards, store, model, prompts, args.users, workdir))
+    results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end")
+    print(f"burst: {args.commands} `!next` commands, each after a learned chat message, over 2 servers,", end="")
+    print(f" from {args.users} users; medians of {args.rounds} rounds")
     print()
     print("| bot | burst median | burst p99 | replies/s | messages stored |")
     print("|---|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['median_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['per_s']:.0f} | {r['stored']} |")
+        print(f"| {name} | {r['median_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['per_s']:.0f} | {r['stored']:.0f} |")
     one, two, _ = results.values()
     print(f"| ratio, two on PostgreSQL / one on SQLite | {two['median_ms'] / one['median_ms']:.2f}x |", end="")
     print(f" {two['p99_ms'] / one['p99_ms']:.2f}x | {two['per_s'] / one['per_s']:.2f}x | |")
@@ -352,6 +354,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=4, choices=range(1, len(USERS) + 1), help="users sending")
     parser.add_argument("--stores", action="store_true", help="shard processes on PostgreSQL vs one on SQLite")
     parser.add_argument("--postgres", metavar="URL", help="with --stores: the database (default: a throwaway one)")
+    parser.add_argument("--rounds", type=int, default=1, help="with --stores: rounds of the rows in turn (medians)")
     args = parser.parse_args()
     # This run's own n-gram cache: the first load counts the 5-gram, later starts read it
     # (as for a user after the first start), and the user's ~/.cache is left alone.
