@@ -174,6 +174,13 @@ def first_answer(side: FakeDiscordThread, channel: int, timeout: float = 90.0) -
             time.sleep(0.5)
 
 
+def committed(store: str, author: int) -> int:
+    import psycopg
+
+    with psycopg.connect(store) as conn:
+        return conn.execute("SELECT count(*) FROM messages WHERE author = %s", (author,)).fetchone()[0]
+
+
 def stop(procs: list[Any]) -> list[int | None]:
     for proc in procs:
         if proc.poll() is None:
@@ -216,6 +223,8 @@ def test_two_shard_processes_serve_their_servers_and_a_dm_forget_reaches_both(
         poll(lambda: "Zorblax" in words(ours), 20, "shard 0 learned its server's word")
         poll(lambda: {"Frobnic", "Quasar"} <= set(words(theirs).replace("*", " ").split()), 20, "shard 1 learned")
         assert "Frobnic" not in words(ours) and "Zorblax" not in words(theirs)
+        bob = int(server.users["bob"]["id"])
+        poll(lambda: committed(store, bob) == 1, 10, "shard 1 committed bob's message")  # batched: within a second
 
         # Bob's DM reaches shard 0's process (Discord sends DMs to shard 0), which forgets him in
         # the database; shard 1's process drops his words from its server's memory.
@@ -225,6 +234,7 @@ def test_two_shard_processes_serve_their_servers_and_a_dm_forget_reaches_both(
         assert "1 message of yours in every server" in answer.content
         poll(lambda: "Frobnic" not in words(theirs), 10, "shard 1 forgot bob's words")
         assert "Quasar" in words(theirs) and "Zorblax" in words(ours)  # the others' words stay
+        assert committed(store, bob) == 0
     finally:
         codes = stop(procs)
         side.close()
