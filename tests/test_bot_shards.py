@@ -116,10 +116,43 @@ def test_the_listener_reconnects_and_applies_what_was_forgotten_while_it_was_cut
     removed = here.forget_author(7)  # while it is away (it waits before connecting again)
     assert heard.wait_for(3) == [(m.guild, m.id) for m in removed]
     assert listener.reconnects == 1
-    lost = [r for r in caplog.records if "lost the database" in r.getMessage()]
+    lost = [r for r in caplog.records if "cannot reach the database" in r.getMessage()]
     assert len(lost) == 1 and "password" not in lost[0].getMessage()
     here.forget_author(8)  # and it listens again
     assert heard.wait_for(5)[3:] == [(2, 102), (1, 103)]
+
+
+def test_a_listener_made_while_the_database_is_unreachable_applies_what_was_forgotten_since(two_stores):
+    """(A process that starts while its database is down.) Its first connections are refused,
+    for real (nothing listens on port 1); once it connects, it applies the forgets committed
+    since it was made, not those before."""
+    import psycopg
+
+    from wordbot.bot import notify
+
+    here, _ = two_stores
+    teach(here)
+    here.forget_author(8)  # before the listener: not its to apply
+    time.sleep(1.5)  # past the margin it allows for clocks
+    attempts: list[bool] = []
+    reachable = threading.Event()
+
+    def connect() -> Any:
+        attempts.append(reachable.is_set())
+        url = here._dsn if reachable.is_set() else "postgresql://wordbot:x@127.0.0.1:1/tests"
+        return psycopg.connect(url, autocommit=True, connect_timeout=2)
+
+    rows: list[Any] = []
+    listener = notify.ForgetListener(connect, rows.extend, None)
+    try:
+        poll(lambda: len(attempts) >= 1, 10, "a first attempt")
+        removed = here.forget_author(7)  # while it cannot connect
+        reachable.set()
+        assert listener.connected.wait(30)
+        poll(lambda: len(rows) >= 3, 10, "the forget made while it was unreachable")
+        assert rows == [(7, m.guild, m.id) for m in removed]
+    finally:
+        listener.close()
 
 
 # -- two bot processes --------------------------------------------------------------------

@@ -65,23 +65,31 @@ def publish(conn: Any, author: int, removed: Iterable[Any]) -> None:
     conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(author)))
 
 
-def position(conn: Any) -> int:
-    """The last sequence number written: a new listener applies only what comes after it."""
-    return conn.execute("SELECT coalesce(max(seq), 0) FROM wordbot_forgotten").fetchone()[0]
+def position(conn: Any, since: float | None = None) -> int:
+    """The last sequence number written: a new listener applies only what comes after it.
+    `since` (seconds): the last one before the forgets of the last `since` seconds instead."""
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM wordbot_forgotten").fetchone()[0]
+    if since is None:
+        return last
+    sql = "SELECT min(seq) - 1 FROM wordbot_forgotten WHERE at >= now() - make_interval(secs => %s)"
+    first = conn.execute(sql, (since,)).fetchone()[0]
+    return last if first is None else first
 
 
 class ForgetListener:
     """Listens for forgets on a connection of its own, in a daemon thread, and calls
     `apply(rows)` with the rows of the forgets committed after `start` (by any process, this
-    one too), in order. `connect()` opens an autocommit connection; `describe(error)` makes a
-    log line of an error (without the password). When `apply` raises, the rows are applied
-    again at the next catch-up (it must not mind seeing a row twice)."""
+    one too), in order. `start` None (the database was unreachable when it was made): those
+    committed since it was made, found by their time when it first connects. `connect()` opens
+    an autocommit connection; `describe(error)` makes a log line of an error (without the
+    password). When `apply` raises, the rows are applied again at the next catch-up (it must not
+    mind seeing a row twice)."""
 
     def __init__(
         self,
         connect: Callable[[], Any],
         apply: Callable[[list[Forgotten]], object],
-        start: int,
+        start: int | None,
         *,
         describe: Callable[[BaseException], str] = str,
         catch_up: float = CATCH_UP,
@@ -90,6 +98,7 @@ class ForgetListener:
         self._failing = False
         self._catch_up_every = catch_up
         self.applied = start  # the last sequence number applied
+        self._made = time.monotonic()
         self.connected = threading.Event()
         self.reconnects = 0
         self._stop = threading.Event()
@@ -108,6 +117,8 @@ class ForgetListener:
             try:
                 with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if self.applied is None:
+                        self.applied = position(conn, since=time.monotonic() - self._made + 1.0)
                     self._catch_up(conn)  # what was forgotten while this process was not listening
                     if lost:
                         self.reconnects += 1
@@ -118,7 +129,7 @@ class ForgetListener:
             except psycopg.Error as e:
                 self.connected.clear()
                 if not lost:  # reported once, not at every retry
-                    log.warning("forget listener: lost the database, retrying: %s", self._describe(e))
+                    log.warning("forget listener: cannot reach the database, retrying: %s", self._describe(e))
                 lost = True
                 self._stop.wait(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF[1])

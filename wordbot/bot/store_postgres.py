@@ -160,8 +160,11 @@ class PostgresStore(SqlStore):
         One listener per store: a second call replaces the first."""
         if self._listener is not None:  # a new bot on this store: it replaces the old one's
             self._listener.close()
-        with self._read() as conn:
-            start = notify.position(conn)
+        try:
+            with self._read() as conn:
+                start: int | None = notify.position(conn)
+        except StoreError:  # unreachable now: the listener finds its start once it connects
+            start = None
 
         def apply(rows: list[notify.Forgotten]) -> None:
             keys = [(guild, id) for _, guild, id in rows if guild is not None and id is not None]
