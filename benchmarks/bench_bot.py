@@ -3,6 +3,7 @@ longest event-loop stall, for wordbot's bot and for a baseline bot whose `!next`
 `model.predict` per command on the same weights (the tutorial way), in one run.
 
     PYTHONPATH=. python benchmarks/bench_bot.py [--model DIR] [--commands 200] [--users 4]
+    PYTHONPATH=. python benchmarks/bench_bot.py --stores [--postgres URL] [--commands 200] [--rounds 1]
 
 Both bots are the real discord.py client talking to wordbot/testing/fake_discord.py over 127.0.0.1. The
 fake server runs in its own thread and event loop, so a bot that blocks its loop cannot also
@@ -10,15 +11,28 @@ slow down "Discord": its timestamps are what a user would see. Each bot first an
 commands one at a time (warm-up and idle latency), then gets all `--commands` at once from
 `--users` users. Without --model it uses the bundled default, or, if there is none yet, random
 weights of the default size (latency does not depend on the weight values).
+
+`--stores` measures instead the bot as it runs for real, `wordbot discord` processes that learn:
+two shard processes (shards 0 and 1 of 2) on one PostgreSQL database against one process on
+SQLite, in one run, each serving the same two servers with a listened channel each. The burst
+is `--commands` `!next` commands, each after a chat message that the bot learns (so the store is
+written and read during it), spread over both servers. A third row, one process on the same
+PostgreSQL, tells what the database costs from what two processes on the machine cost.
+PostgreSQL: `--postgres URL` (an empty database or schema), else a throwaway server started as
+the tests start theirs (tests/postgres.py: fsync off, a temporary directory, a free port).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
+import signal
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -171,16 +185,184 @@ def prompts_from_test_file(count: int) -> list[str]:
     return prompts
 
 
+# -- --stores: shard processes on PostgreSQL against one process on SQLite -------------------
+
+PROCESS_SCRIPT = (  # `wordbot discord ARGS`, pointed at the fake Discord
+    "import sys, discord, yarl\n"
+    "discord.http.Route.BASE = sys.argv[1]\n"
+    "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
+    "from wordbot import cli\n"
+    "sys.exit(cli.main(['discord', *sys.argv[3:]]))\n"
+)
+
+
+def start_process(side: FakeDiscordThread, args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    server = side.server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORDBOT_") or k == "WORDBOT_CACHE_DIR"}
+    env |= {"DISCORD_TOKEN": server.token, "WORDBOT_STATE_DIR": str(workdir / f"state-{name}")}
+    env |= {"WORDBOT_COOLDOWN_COMMANDS": "10000", "WORDBOT_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    with open(workdir / f"{name}.log", "w") as log:
+        command = [sys.executable, "-c", PROCESS_SCRIPT, server.api_base, server.gateway_url, *args]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM: each flushes what it learned and closes its store."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def answer(side: FakeDiscordThread, content: str, channel: int, timeout: float = 120.0) -> str:
+    """The bot's answer in `channel`, asking again while its process is still starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            message = await side.call(side.server.send_message(content, channel=channel))
+            return (await side.call(side.server.wait_for_reply(message, timeout=3))).content
+        except (RuntimeError, TimeoutError):  # no gateway session for that shard yet, or not ready
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def learning_burst(side: FakeDiscordThread, channels: list[int], prompts: list[str], users: int) -> dict:
+    """Every channel answers and listens, a warm-up, then the burst: `!next PROMPT` commands, each
+    after a chat message the bot learns, spread over the channels (so over the processes)."""
+    server = side.server
+    for channel in channels:
+        await answer(side, "!next the", channel)
+        assert (await answer(side, f"!wordbot listen <#{channel}>", channel)).startswith("I'll learn from")
+    for i, prompt in enumerate(prompts[:WARMUP]):
+        await answer(side, f"!next {prompt}", channels[i % len(channels)])
+    burst = prompts[WARMUP:]
+
+    async def send_all() -> list[dict[str, Any]]:
+        sent = []
+        for i, prompt in enumerate(burst):
+            where = {"channel": channels[i % len(channels)], "author": USERS[i % users]}
+            await server.send_message(f"and so {prompt} again", **where)  # learned
+            sent.append(await server.send_message(f"!next {prompt}", **where))
+        return sent
+
+    async def wait_all(sent: list[dict[str, Any]]) -> list[Any]:
+        return await asyncio.gather(*(server.wait_for_reply(m, timeout=600) for m in sent))
+
+    started = time.perf_counter()
+    sent = await side.call(send_all())
+    replies = await side.call(wait_all(sent))
+    latencies = [r.at - server.dispatched_at[int(m["id"])] for m, r in zip(sent, replies, strict=True)]
+    assert all("→" in r.content for r in replies), "a command was not answered with predictions"
+    return {
+        "median_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "per_s": len(burst) / (max(r.at for r in replies) - started),
+    }
+
+
+def measure_processes(shards: int, store: str, model: Path, prompts: list[str], users: int, workdir: Path) -> dict:
+    """`shards` processes (one shard each; 1: one process, unsharded) on `store`, two new servers.
+    (With `--postgres`, both rows use that database: the second forgets the first's servers at
+    start, as servers that removed the bot.)"""
+    side = FakeDiscordThread()
+    guilds, channels = zip(*[side.server.add_guild(i % shards, shards) for i in range(2)], strict=True)
+    common = ["--store", store, "--model", str(model)]
+    each = [["--shard-ids", str(i), "--shard-count", str(shards)] for i in range(shards)] if shards > 1 else [[]]
+    processes = [start_process(side, args + common, workdir, f"{shards}-{i}") for i, args in enumerate(each)]
+    try:
+        result = asyncio.run(learning_burst(side, list(channels), prompts, users))
+    finally:
+        stop_processes(processes)
+        side.close()
+        if any(p.returncode != 0 for p in processes):
+            print(f"a bot process failed: see {workdir}/{shards}-*.log", file=sys.stderr)
+    return result | {"stored": stored(store, list(guilds))}
+
+
+def stored(store: str, guilds: list[int]) -> int:
+    """How many messages of `guilds` the store kept, once the processes stopped."""
+    sql = f"SELECT count(*) FROM messages WHERE guild IN ({', '.join(str(int(g)) for g in guilds)})"
+    if store.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(store[len("sqlite:///") :])) as conn:
+            return conn.execute(sql).fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(store) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+@contextlib.contextmanager
+def postgres(url: str | None) -> Any:
+    """A function giving the database for a row: `url` every time, or a throwaway server's
+    fresh schema each time (the server stopped afterwards)."""
+    if url is not None:
+        yield lambda: url
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from postgres import PostgresServer  # the tests' throwaway server: temporary directory, free port
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server.new_database
+    finally:
+        server.stop()
+
+
+ROWS = [  # (name, processes, store)
+    ("one process, SQLite", 1, "sqlite"),
+    ("two shard processes (0 and 1 of 2), one PostgreSQL", 2, "postgresql"),
+    ("one process, PostgreSQL (to tell the store's share from the processes')", 1, "postgresql"),
+]
+
+
+def main_stores(args: argparse.Namespace, model: Path) -> None:
+    prompts = prompts_from_test_file(WARMUP + args.commands)
+    workdir = Path(tempfile.mkdtemp(prefix="wordbot-bench-stores-"))
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in ROWS}
+    with postgres(args.postgres) as database:
+        for turn in range(args.rounds):  # the rows take turns, so the machine's load hits them alike
+            for name, shards, kind in ROWS:
+                print(f"round {turn + 1}: measuring {name} ...", file=sys.stderr, flush=True)
+                store = f"sqlite:///{workdir / f'wordbot-{turn}.sqlite3'}" if kind == "sqlite" else database()
+                runs[name].append(measure_processes(shards, store, model, prompts, args.users, workdir))
+    results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end")
+    print(f"burst: {args.commands} `!next` commands, each after a learned chat message, over 2 servers,", end="")
+    print(f" from {args.users} users; medians of {args.rounds} rounds")
+    print()
+    print("| bot | burst median | burst p99 | replies/s | messages stored |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['median_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['per_s']:.0f} | {r['stored']:.0f} |")
+    one, two, _ = results.values()
+    print(f"| ratio, two on PostgreSQL / one on SQLite | {two['median_ms'] / one['median_ms']:.2f}x |", end="")
+    print(f" {two['p99_ms'] / one['p99_ms']:.2f}x | {two['per_s'] / one['per_s']:.2f}x | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: bundled)")
     parser.add_argument("--commands", type=int, default=200, help="commands in the burst")
     parser.add_argument("--users", type=int, default=4, choices=range(1, len(USERS) + 1), help="users sending")
+    parser.add_argument("--stores", action="store_true", help="shard processes on PostgreSQL vs one on SQLite")
+    parser.add_argument("--postgres", metavar="URL", help="with --stores: the database (default: a throwaway one)")
+    parser.add_argument("--rounds", type=int, default=1, help="with --stores: rounds of the rows in turn (medians)")
     args = parser.parse_args()
     # This run's own n-gram cache: the first load counts the 5-gram, later starts read it
     # (as for a user after the first start), and the user's ~/.cache is left alone.
     cache = tempfile.TemporaryDirectory(prefix="wordbot-bench-")
     os.environ["WORDBOT_CACHE_DIR"] = cache.name
+    if args.stores:
+        main_stores(args, args.model or DEFAULT_MODEL_DIR)
+        return
 
     model_dir = args.model or DEFAULT_MODEL_DIR
     predictor = Predictor.load(model_dir)

@@ -234,6 +234,19 @@ class Communities:
             keys = [(g, id) for id, (g, a) in self._owners.items() if a == author and guild in (None, g)]
         return sum(self._drop(key) for key in keys)
 
+    def drop(self, keys: list[tuple[int, int]]) -> int:
+        """Out of the memories held here, without touching the store: the (guild, message id) of
+        messages a DM `forget me` removed, maybe in another process (see notify.py)."""
+        dropped = 0
+        for guild, id in keys:
+            self._note((guild, id), None)  # a rebuild under way must not bring it back
+            with self._lock:
+                self._owners.pop(id, None)
+                view = self._views.get(guild)
+            if view is not None and view.forget((guild, id)):
+                dropped += 1
+        return dropped
+
     def forget_guild(self, guild: int) -> int:
         stored, removed = self._via_store("forget_guild", lambda: self.store.forget_guild(guild), guild=guild)
         with self._lock:

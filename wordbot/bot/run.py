@@ -127,7 +127,13 @@ def build_bot(
             WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per, **cog_options)
         )
         if store is not None:
-            await bot.add_cog(LearningCog(bot, predictor, store))
+            learning = LearningCog(bot, predictor, store)
+            # Several processes on one PostgreSQL store: a DM `forget me` that another one gets drops
+            # those messages here too. Listening starts before the memories are rebuilt (cog_load).
+            listen = getattr(store, "listen_forgets", None)  # SQLite: one process, nothing to hear
+            if listen is not None:
+                await asyncio.to_thread(listen, learning.communities.drop)
+            await bot.add_cog(learning)
         if sync_commands:
             await sync_if_changed(bot)
 

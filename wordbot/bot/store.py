@@ -115,6 +115,7 @@ class SqlStore(Availability):
     database again after it was lost, see `health.Availability`), and calls `__init__` last."""
 
     _placeholder = "?"
+    _forgotten: Callable[..., None] = staticmethod(lambda conn, author, guild, removed: None)  # a hook: notify.py
 
     def __init__(
         self,
@@ -269,7 +270,9 @@ class SqlStore(Availability):
         where, params = ("author = ?", (author,)) if guild is None else ("author = ? AND guild = ?", (author, guild))
         self.flush()
         with self._transaction() as conn:
-            return sorted(self._delete(conn, where, params), key=OLDEST_FIRST)
+            removed = sorted(self._delete(conn, where, params), key=OLDEST_FIRST)
+            self._forgotten(conn, author, guild, removed)  # PostgreSQL: a DM `forget me` reaches every process
+            return removed
 
     def forget_guild(self, guild: int) -> int:
         self.flush()

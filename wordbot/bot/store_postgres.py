@@ -2,8 +2,9 @@
 
 It shares every query with the SQLite store (`store.SqlStore`); what differs is here:
 the `%s` placeholders, pooled psycopg 3 connections, the schema version kept in a table,
-migrations serialised across processes by an advisory lock, and a password that never
-reaches a log line or an error message.
+migrations serialised across processes by an advisory lock, a password that never
+reaches a log line or an error message, and a DM `forget me` that reaches every process of
+the bot (`listen_forgets`, notify.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError, StoreUnavailable
+from wordbot.bot import notify
+from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, Message, SqlStore, StoreError, StoreUnavailable
 
 MIGRATION_LOCK = 0x776F7264626F74  # "wordbot": the advisory lock every process takes to migrate
 CONNECT_TIMEOUT = 10  # seconds to reach the server
@@ -96,6 +98,7 @@ class PostgresStore(SqlStore):
         except ImportError:
             raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'wordbot[postgres]'") from None
         self._psycopg, self._secrets, self.url = psycopg, url_secrets(url), safe_url(url)
+        self._listener: notify.ForgetListener | None = None
         self._filter = _Redact(self._secrets)
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
@@ -126,6 +129,8 @@ class PostgresStore(SqlStore):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute("CREATE TABLE IF NOT EXISTS wordbot_schema (version INTEGER NOT NULL)")
             self._migrate(conn, schema_version)
+            for statement in notify.SCHEMA:  # PostgreSQL's alone, so not a numbered migration
+                conn.execute(statement)
         self._pool = self._new_pool()
         with self._errors("cannot connect to"):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
@@ -203,7 +208,52 @@ class PostgresStore(SqlStore):
         conn.execute("DELETE FROM wordbot_schema")
         conn.execute("INSERT INTO wordbot_schema (version) VALUES (%s)", (version,))
 
+    def _forgotten(self, conn: Any, author: int, guild: int | None, removed: list[Message]) -> None:
+        if guild is None:  # a DM `forget me`: every server, so every process (see notify.py)
+            notify.publish(conn, author, removed)
+
+    def listen_forgets(self, forget: Callable[[list[tuple[int, int]]], object]) -> notify.ForgetListener:
+        """Call `forget(keys)` with the (guild, message id) of the messages that any process's DM
+        `forget me` removes from now on, from a thread of its own, until `close()`; see notify.py.
+        One listener per store: a second call replaces the first."""
+        if self._listener is not None:  # a new bot on this store: it replaces the old one's
+            self._listener.close()
+        try:
+            with self._read() as conn:
+                start: int | None = notify.position(conn)
+        except StoreError:  # unreachable now: the listener finds its start once it connects
+            start = None
+
+        def apply(rows: list[notify.Forgotten]) -> None:
+            keys = [(guild, id) for _, guild, id in rows if guild is not None and id is not None]
+            for author in dict.fromkeys(author for author, _, _ in rows):
+                keys += [(m.guild, m.id) for m in self._sweep(author)]
+            forget(keys)
+
+        def connect() -> Any:
+            options = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "application_name": notify.NAME}
+            return self._psycopg.connect(self._dsn, **options)
+
+        def describe(error: BaseException) -> str:
+            return redact((str(error).strip().splitlines() or [type(error).__name__])[0], self._secrets)
+
+        self._listener = notify.ForgetListener(connect, apply, start, describe=describe)
+        return self._listener
+
+    def _sweep(self, author: int) -> list[Message]:
+        """After a forget of `author` everywhere: commit what this process learned and had not
+        committed yet, then delete what of theirs is still stored (published if anything was)."""
+        self.flush()
+        with self._transaction() as conn:
+            removed = self._delete(conn, "author = ?", (author,))
+            if removed:
+                notify.publish(conn, author, removed)
+        return removed
+
     def _release(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -3,8 +3,9 @@ discord.py's real, unmodified client talks to, served by aiohttp on 127.0.0.1.
 
 Point the client at it with `server.point_client_here(monkeypatch)` (or `patch_client()`), which
 sets `discord.http.Route.BASE` and `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`. It keeps
-one guild with two text channels and a role, records every request and every message the bot
-POSTs, and speaks enough of the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats, RESUME,
+one guild with two text channels and a role (`add_guild` makes more, each owned by one shard, for
+tests that run several shard processes), records every request and every message the bot POSTs,
+and speaks enough of the gateway (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats, RESUME,
 INVALID_SESSION, dispatch) for the client to connect, drop, resume and answer.
 """
 
@@ -131,6 +132,7 @@ class FakeDiscord:
         self.edited: list[dict[str, Any]] = []  # messages the bot edited (PATCH), as they became
         self.history_requests = 0  # GETs of a channel's message history
         self.rate_limit_history_at = 0  # that history request gets a 429 (0: none)
+        self.extra_guilds: dict[int, int] = {}  # more servers (add_guild): guild id -> its one channel
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -204,7 +206,7 @@ class FakeDiscord:
         message: dict[str, Any] = {
             "id": str(self.new_id(written)),
             "channel_id": str(channel or self.channel_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(channel)),
             "author": user,
             "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
             "content": content,
@@ -243,6 +245,22 @@ class FakeDiscord:
         self.dispatched_at[int(message["id"])] = time.perf_counter()
         await self.dispatch("MESSAGE_CREATE", message)
         return message
+
+    def add_guild(self, shard: int, shard_count: int) -> tuple[int, int]:
+        """Another server with one text channel ("general"), whose id Discord routes to `shard` of
+        `shard_count` (`(guild_id >> 22) % shard_count`): its (guild id, channel id). A message sent
+        with `channel=` its channel is in that server and goes to that shard's session; once there
+        are such servers, a DM goes to shard 0's session, as Discord sends DMs."""
+        guild = self.new_id()
+        while (guild >> 22) % shard_count != shard:
+            guild += 1 << 22  # a millisecond later: the id's shard moves by one
+        channel = self.new_id()
+        self.extra_guilds[guild] = channel
+        return guild, channel
+
+    def guild_of(self, channel: int | None) -> int:
+        """The server a channel is in: one made by `add_guild`, else the first server."""
+        return next((g for g, c in self.extra_guilds.items() if c == channel), self.guild_id)
 
     async def send_interaction(
         self, name: str, options: dict[str, Any] | None = None, *, author: str = "alice", subcommand: str | None = None
@@ -400,16 +418,26 @@ class FakeDiscord:
 
     # -- gateway -----------------------------------------------------------------------------
 
-    def _session_for_guild(self) -> Session | None:
+    def _session_for_guild(self, guild: int | None = None) -> Session | None:
         for session in self.sessions.values():
             index, count = session.shard
-            if (self.guild_id >> 22) % count == index:
+            if ((guild or self.guild_id) >> 22) % count == index:
                 return session
         return None
 
+    def _session_for_event(self, data: Any) -> Session | None:
+        """The session that owns the event's server: a server of `add_guild` by its id; once
+        there are such, a DM (no server) to shard 0's session; otherwise the first server's."""
+        guild = int(data.get("guild_id") or 0) if isinstance(data, dict) else 0
+        if guild in self.extra_guilds:
+            return self._session_for_guild(guild)
+        if self.extra_guilds and not guild:
+            return next((s for s in self.sessions.values() if s.shard[0] == 0), None)
+        return self._session_for_guild()
+
     async def dispatch(self, event: str, data: dict[str, Any], session: Session | None = None) -> None:
         """Send a DISPATCH to the session that owns the guild; kept for replay on RESUME."""
-        session = session or self._session_for_guild()
+        session = session or self._session_for_event(data)
         if session is None:
             raise RuntimeError("no gateway session is connected")
         if (
@@ -554,10 +582,23 @@ class FakeDiscord:
             "shard": list(shard),
             "application": {"id": str(self.application_id), "flags": 0},
         }
+        owned = [guild for guild in self.extra_guilds if (guild >> 22) % shard[1] == shard[0]]
+        ready["guilds"] += [{"id": str(guild), "unavailable": True} for guild in owned]
         await self.dispatch("READY", ready, session)
         if self._owns_guild(shard):
             await self.dispatch("GUILD_CREATE", self._guild_payload(), session)
+        for guild in owned:
+            await self.dispatch("GUILD_CREATE", self._extra_guild_payload(guild), session)
         return session
+
+    def _extra_guild_payload(self, guild: int) -> dict[str, Any]:
+        """A server of `add_guild`: the first server's payload with its own ids and one channel."""
+        payload = self._guild_payload()
+        everyone = {**payload["roles"][0], "id": str(guild)}
+        channel = {**payload["channels"][0], "id": str(self.extra_guilds[guild]), "guild_id": str(guild)}
+        channel["permission_overwrites"] = []
+        roles = [everyone, *payload["roles"][1:]]
+        return {**payload, "id": str(guild), "name": f"server {guild}", "roles": roles, "channels": [channel]}
 
     def _owns_guild(self, shard: tuple[int, int]) -> bool:
         index, count = shard
@@ -711,6 +752,7 @@ class FakeDiscord:
             return json_response(error, 403)
         message = self.message_payload(payload.get("content") or "", author="wordbot")
         message["channel_id"] = str(channel_id)
+        message["guild_id"] = str(self.guild_of(channel_id))
         message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
