@@ -24,7 +24,7 @@ from wordbot.bot.learning import (
     backfill_progress,
     forgotten,
 )
-from wordbot.bot.store import DEFAULT_MAX_MESSAGES, Backfill
+from wordbot.bot.store import DEFAULT_MAX_MESSAGES, Backfill, StoreUnavailable
 
 KEEP_DAYS = (1, 3650)  # what `keep` accepts, besides "forever"
 CAP_MESSAGES = (100, DEFAULT_MAX_MESSAGES)  # what `cap` accepts
@@ -167,12 +167,17 @@ class Subcommands:
             return
         memory = learning.view(ctx.guild.id).memory
         listened = sorted(await asyncio.to_thread(learning.communities.listened, ctx.guild.id))
-        settings = await asyncio.to_thread(learning.communities.store.settings, ctx.guild.id)
+        try:
+            settings = await asyncio.to_thread(learning.communities.store.settings, ctx.guild.id)
+            cap = settings.max_messages
+            kept = f"{kept_for(settings.retention_days)}, at most {cap:,} messages (the oldest go first)."
+        except StoreUnavailable:
+            kept = "Learning paused: my database is unreachable just now (answers go on from what I know)."
         own = sorted(memory.words, key=memory.count, reverse=True)[:STATS_WORDS]
         lines = [
             f"Learned here: {memory.messages:,} messages, {memory.tokens:,} words.",
             "Channels: " + (", ".join(f"<#{channel}>" for channel in listened) or "none"),
-            f"{kept_for(settings.retention_days)}, at most {settings.max_messages:,} messages (the oldest go first).",
+            kept,
             "Words of this server the model did not know: "
             + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
         ]
