@@ -94,7 +94,8 @@ async def test_the_database_killed_and_restarted_during_a_burst(
         assert all("Zorblax" in answer for answer in answers), answers  # answered from the memories
         assert "1 message of yours" in await say(server, "!wordbot forget me", author="bob")
         assert "Frobnic" not in await say(server, "!next bob deploys k=10")  # effective at once
-        assert "Learned here" in await say(server, "!wordbot stats")
+        stats = await say(server, "!wordbot stats")
+        assert "Learned here" in stats and "Learning paused" in stats, stats
         assert await say(server, "!wordbot ignore me", author="bob") == DATABASE_DOWN
         assert not any(learned(bot, server, message) for message in burst)  # learning paused
         assert not store.available and communities.journal.pending
