@@ -170,4 +170,12 @@ def _add_discord(sub) -> None:
     p.add_argument("--shards", metavar="N", help="every shard in this process: how many, or 0 to let Discord choose")
     p.add_argument("--shard-ids", metavar="IDS", help="run only these shards here, e.g. 0-3 (with --shard-count)")
     p.add_argument("--shard-count", metavar="N", help="the whole bot's shard count, over all its processes")
+    p.add_argument(
+        "--server-models",
+        metavar="DIR",
+        help="serve DIR/<server id>/ (wordbot train --discord-server) to that server, its memory on top",
+    )
+    p.add_argument(
+        "--server-models-max", metavar="N", help="server models kept in memory at once (default 4; least used dropped)"
+    )
     _add_model(p)

@@ -129,6 +129,7 @@ class FakeDiscord:
         self.edited: list[dict[str, Any]] = []  # messages the bot edited (PATCH), as they became
         self.history_requests = 0  # GETs of a channel's message history
         self.rate_limit_history_at = 0  # that history request gets a 429 (0: none)
+        self.more_guilds: dict[int, int] = {}  # more servers the bot is in (add_guild): id -> its channel
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -193,14 +194,18 @@ class FakeDiscord:
         dm_channel: int | None = None,
         channel: int | None = None,
         webhook: bool = False,
+        guild: int | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
-        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook."""
+        `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook;
+        `guild`: in a server from `add_guild` (in its channel, unless `channel` says another)."""
         user = self.users.get(author, self.bot_user)
+        if guild is not None and channel is None:
+            channel = self.more_guilds[guild]
         message: dict[str, Any] = {
             "id": str(self.new_id()),
             "channel_id": str(channel or self.channel_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild or self._guild_of(channel)),
             "author": user,
             "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
             "content": content,
@@ -231,6 +236,24 @@ class FakeDiscord:
             }
             message["referenced_message"] = reply_to
         return message
+
+    def add_guild(self) -> tuple[int, int]:
+        """Another server the bot is in, with one channel (call before the bot connects): their
+        ids. Pass `guild=` to `send_message` to write there."""
+        guild, channel = self.new_id(), self.new_id()
+        self.more_guilds[guild] = channel
+        return guild, channel
+
+    def _more_guild_payload(self, guild: int) -> dict[str, Any]:
+        """GUILD_CREATE of a server from `add_guild`: the main one's shape with its own ids."""
+        payload = self._guild_payload()
+        everyone = {**payload["roles"][0], "id": str(guild)}
+        channel = {**payload["channels"][0], "id": str(self.more_guilds[guild]), "guild_id": str(guild)}
+        return (
+            payload
+            | {"id": str(guild), "name": f"server {guild}", "roles": [everyone, *payload["roles"][1:]]}
+            | {"channels": [channel]}
+        )
 
     async def send_message(self, content: str, **kwargs: Any) -> dict[str, Any]:
         """A user writes `content` in the channel; the bot's gateway gets MESSAGE_CREATE."""
@@ -396,6 +419,12 @@ class FakeDiscord:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await session.ws.send_str(json.dumps(frame))
 
+    def _guild_of(self, channel: int | None) -> int:
+        for guild, its_channel in self.more_guilds.items():
+            if channel == its_channel:
+                return guild
+        return self.guild_id
+
     def _guild_payload(self) -> dict[str, Any]:
         everyone = {
             "id": str(self.guild_id),
@@ -519,7 +548,9 @@ class FakeDiscord:
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if self._owns_guild(shard) else [],
+            "guilds": [{"id": str(g), "unavailable": True} for g in [self.guild_id, *self.more_guilds]]
+            if self._owns_guild(shard)
+            else [],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "shard": list(shard),
@@ -528,6 +559,8 @@ class FakeDiscord:
         await self.dispatch("READY", ready, session)
         if self._owns_guild(shard):
             await self.dispatch("GUILD_CREATE", self._guild_payload(), session)
+            for guild in self.more_guilds:  # sharded tests use the main server alone
+                await self.dispatch("GUILD_CREATE", self._more_guild_payload(guild), session)
         return session
 
     def _owns_guild(self, shard: tuple[int, int]) -> bool:
@@ -668,8 +701,7 @@ class FakeDiscord:
         if interaction_token is None and channel_id in self.no_history_channels and payload.get("message_reference"):
             error = {"message": "Cannot reply without permission to read message history", "code": 160002}
             return json_response(error, 403)
-        message = self.message_payload(payload.get("content") or "", author="wordbot")
-        message["channel_id"] = str(channel_id)
+        message = self.message_payload(payload.get("content") or "", author="wordbot", channel=channel_id)
         message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
