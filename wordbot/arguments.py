@@ -85,6 +85,18 @@ def _add_train(sub) -> None:
         help="fine-tune MODEL (a model directory, or 'default' for the bundled one): its networks and vocabulary",
     )
     p.add_argument("--format", choices=("lines", "paragraphs"), help="lines: a message per line (default)")
+    p.add_argument(
+        "--discord-server",
+        type=int,
+        metavar="GUILD_ID",
+        help="with --from: fine-tune on that server's messages in the bot's store (no Discord connection)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="with --discord-server: the bot's store, sqlite:///PATH or postgresql://… "
+        "(default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
+    )
     _add_network_options(p)
     _add_fit_options(p)
     p.add_argument(

@@ -18,10 +18,19 @@ from wordbot.training.watch import LOG_NAME
 
 
 def export(
-    config: TrainConfig, data: TrainingData, weights: dict, metrics: dict, log, base=None, training_log=None
+    config: TrainConfig,
+    data: TrainingData,
+    weights: dict,
+    metrics: dict,
+    log,
+    base=None,
+    training_log=None,
+    manifest_extra: dict | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write the model directory `config.out`; returns it. `base`: the model fine-tuned
-    (a finetune.Base); `training_log`: the run's training-log.csv, copied in."""
+    (a finetune.Base); `training_log`: the run's training-log.csv, copied in;
+    `manifest_extra`, `files`: more manifest sections and files (see `run.train`)."""
     out = Path(config.out)
     manifest = {
         "architecture": config.architecture(),
@@ -41,6 +50,7 @@ def export(
     }
     if base is not None:
         manifest["from"] = base.provenance()
+    manifest.update(manifest_extra or {})
     ngram, ngram_messages = None, data.train_messages
     if config.mix_order and data.val_messages:
         log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
@@ -59,7 +69,7 @@ def export(
         "sha256": hashlib.sha256(text).hexdigest(),
         "messages": len(ngram_messages),
     }
-    files = {TRAINING_TEXT: text}
+    files = {**(files or {}), TRAINING_TEXT: text}
     if training_log is not None and Path(training_log).exists():
         files[LOG_NAME] = Path(training_log).read_bytes()
     save_model(out, manifest, data.tokenizer, weights, dtype=config.weights_dtype, files=files)
