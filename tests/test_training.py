@@ -738,3 +738,19 @@ def test_discord_server_refuses_too_few_messages_and_a_missing_from(trained, tmp
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
     assert main(["train", "--discord-server", "7", *store]) == 2
     assert "give --from default" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_in_the_middle_of_an_epoch_and_still_writes_the_model(corpus, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "5", "--quiet", *TINY, "--batch-size", "1"]
+    assert main([*args, "--max-minutes", "0.01"]) == 0  # 0.6 s: well inside the first of 5 long epochs
+    lines = capsys.readouterr().out.splitlines()
+    stopped = [line for line in lines if "time budget of 0.01 minutes reached in epoch 1 after batch " in line]
+    assert len(stopped) == 1, lines
+    batch, steps = (int(n) for n in stopped[0].split("after batch ")[1].split(";")[0].split(" of "))
+    assert batch < steps  # mid-epoch, not at its end
+    # The cut epoch ended as any epoch does: validated, its weights kept, reported; then the model.
+    assert any(line.startswith("epoch 1 · ") and "validation perplexity" in line for line in lines)
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["epochs_run"] == 1 and metrics["best_epoch"] == 1 and "validation_perplexity" in metrics
+    assert Predictor.load(out).next_words("the") and not (tmp_path / "m.partial").exists()
