@@ -21,7 +21,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -344,8 +344,3 @@ class ServerModels:
         self.loads += 1
         log.info("server %s: serving its own model from %s (%d messages)", guild, directory, len(trained))
         return _Model(guild, stamp, predictor, trained)
-
-
-def guild_ids(names: Iterable[str]) -> list[int]:
-    """The server ids among directory names (for logs: which servers have a model)."""
-    return sorted(int(name) for name in names if name.isdigit())
