@@ -229,3 +229,22 @@ def test_a_follower_memory_learns_what_its_server_memory_learned_before_and_afte
     generation = server.generation
     server.add(("g", 10), "a new message")  # learning more is no removal
     assert server.generation == generation
+
+
+def test_the_bundled_model_answers_while_a_server_model_reads_a_big_memory(tiny_model_dir, tmp_path, monkeypatch):
+    from wordbot.bot import server_models
+
+    monkeypatch.setattr(server_models, "FILL_WAIT", 0.0)  # as if the memory took longer than a request waits
+    messages = stored(31, 5, 2000, 100)
+    server_model(tiny_model_dir, tmp_path / "31", "the", 31, messages)
+    bundled = Predictor.load(tiny_model_dir)
+    view = bundled.view(MirroredMemory(bundled.tokenizer.vocab))
+    for m in messages:
+        view.learn(m.text, key=(31, m.id))
+    models = ServerModels(tmp_path, check_every=0)
+    assert models.choose(31, view, bundled) is view  # 2,000 messages take far longer than no wait
+    assert "while this server's own model reads" in models.describe(31)
+    models._loaded[31].filled.wait(60)
+    served = models.choose(31, view, bundled)
+    assert served is not view and served.memory.messages == 2000
+    assert "this server's own model" in models.describe(31)

@@ -39,6 +39,7 @@ TRAINED_FILE = "server-messages.json"  # in a server model's directory: what it 
 MAX_TRAINED_BYTES = 64 << 20  # 200,000 messages (a server's default cap) take about 7 MB
 DEFAULT_CAPACITY = 4  # server models kept in memory at once
 CHECK_EVERY = 2.0  # seconds between looks at a server's directory (has it changed?)
+FILL_WAIT = 1.0  # seconds a request waits for a server model to learn the server's memory
 RETRAIN = "retrain with `wordbot train --from default --discord-server {guild}`"
 
 _generations = itertools.count(1)  # unique over every memory, so a new memory never repeats an old mark
@@ -202,10 +203,21 @@ class _Model:
     source: MirroredMemory | None = None  # the server memory its own memory follows
     view: Predictor | None = None  # the model with its own copy of the server's memory
 
+    filled: threading.Event = field(default_factory=threading.Event)  # `view` holds the server's memory
+
     def drop_view(self) -> None:
         if self.source is not None and self.view is not None:
             self.source.unfollow(self.view.memory)
         self.source = self.view = None
+
+
+def _fill(model: _Model) -> None:
+    """Give the model's view the server's memory (in a thread of its own)."""
+    source, view = model.source, model.view
+    source.follow(view.memory)
+    if model.view is not view:  # dropped meanwhile
+        source.unfollow(view.memory)
+    model.filled.set()
 
 
 class ServerModels:
@@ -260,9 +272,13 @@ class ServerModels:
                 return fallback
             if model.source is not memory:
                 model.drop_view()
-                own = model.predictor.view()
-                memory.follow(own.memory)
-                model.source, model.view = memory, own
+                model.source, model.view, model.filled = memory, model.predictor.view(), threading.Event()
+                threading.Thread(target=_fill, args=(model,), name=f"wordbot-server-model-{guild}", daemon=True).start()
+            # A big server's memory takes a while to learn again (200,000 messages: about a
+            # minute): the bundled model answers meanwhile, rather than keeping the request.
+            if not model.filled.wait(FILL_WAIT):
+                self._status[guild] = "the bundled model, while this server's own model reads the server's memory"
+                return fallback
             return self._serving(model, model.view)
 
     def _serving(self, model: _Model, predictor: Predictor) -> Predictor:
