@@ -248,3 +248,38 @@ def test_the_bundled_model_answers_while_a_server_model_reads_a_big_memory(tiny_
     served = models.choose(31, view, bundled)
     assert served is not view and served.memory.messages == 2000
     assert "this server's own model" in models.describe(31)
+
+
+def test_a_model_is_checked_against_the_removals_since_its_last_check_or_all_when_they_are_too_many(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    from wordbot.bot import server_models
+
+    monkeypatch.setattr(server_models, "REMOVALS_KEPT", 3)
+    messages = stored(41, 5, 20, 100)
+    server_model(tiny_model_dir, tmp_path / "41", "the", 41, messages[:10])  # trained on the first ten
+    bundled = Predictor.load(tiny_model_dir)
+
+    def started() -> tuple[ServerModels, Predictor]:
+        view = bundled.view(MirroredMemory(bundled.tokenizer.vocab))
+        for m in messages:
+            view.learn(m.text, key=(41, m.id))
+        models = ServerModels(tmp_path, check_every=0)
+        assert models.choose(41, view, bundled) is not view
+        return models, view
+
+    models, view = started()
+    checked = models._loaded[41].checked[1]
+    for m in messages[10:12]:  # removals of messages it was not trained on: still served
+        view.forget((41, m.id))
+    assert view.memory.removed_since(checked) == [(41, m.id) for m in messages[10:12]]  # what is checked
+    assert models.choose(41, view, bundled) is not view
+    view.forget((41, messages[0].id))  # one it was trained on
+    assert models.choose(41, view, bundled) is view
+
+    models, view = started()
+    view.forget((41, messages[1].id))  # one it was trained on, then more than the 3 kept
+    for m in messages[12:16]:
+        view.forget((41, m.id))
+    assert view.memory.removed_since(models._loaded[41].checked[1]) is None  # no longer known...
+    assert models.choose(41, view, bundled) is view  # ...so every trained message is checked again

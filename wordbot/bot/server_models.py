@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ TRAINED_FILE = "server-messages.json"  # in a server model's directory: what it 
 MAX_TRAINED_BYTES = 64 << 20  # 200,000 messages (a server's default cap) take about 7 MB
 DEFAULT_CAPACITY = 4  # server models kept in memory at once
 CHECK_EVERY = 2.0  # seconds between looks at a server's directory (has it changed?)
+REMOVALS_KEPT = 10_000  # a server memory's latest removals and edits, for cheap checks
 FILL_WAIT = 1.0  # seconds a request waits for a server model to learn the server's memory
 RETRAIN = "retrain with `wordbot train --from default --discord-server {guild}`"
 
@@ -102,6 +103,10 @@ class MirroredMemory(Memory):
         self.followers: list[Memory] = []
         self._catching_up: list[list[tuple]] = []  # changes made while a follower replays
         self.generation = next(_generations)
+        # The latest removals and edits, (generation, key): a model is checked against those
+        # since its last check, not against every message it was trained on.
+        self._removals: deque[tuple[int, Hashable]] = deque(maxlen=REMOVALS_KEPT)
+        self._cleared_at = 0
         super().__init__(*args, **kwargs)
 
     def _repeat(self, *change: Any) -> None:
@@ -114,7 +119,7 @@ class MirroredMemory(Memory):
         with self._lock:
             super().clear()
             self.texts = {}
-            self.generation = next(_generations)
+            self.generation = self._cleared_at = next(_generations)
             self._repeat("clear")
 
     def add(self, key: Hashable, text: str) -> None:
@@ -122,8 +127,9 @@ class MirroredMemory(Memory):
             old = self.texts.get(key)
             super().add(key, text)
             self.texts[key] = text
-            if old is not None and old != text:
-                self.generation = next(_generations)  # an edit
+            if old is not None and old != text:  # an edit
+                self.generation = next(_generations)
+                self._removals.append((self.generation, key))
             self._repeat("add", key, text)
 
     def remove(self, key: Hashable) -> bool:
@@ -132,6 +138,7 @@ class MirroredMemory(Memory):
             if removed:
                 del self.texts[key]
                 self.generation = next(_generations)
+                self._removals.append((self.generation, key))
                 self._repeat("remove", key)
             return removed
 
@@ -156,6 +163,17 @@ class MirroredMemory(Memory):
     def unfollow(self, memory: Memory) -> None:
         with self._lock:
             self.followers = [m for m in self.followers if m is not memory]
+
+    def removed_since(self, generation: int) -> list[Hashable] | None:
+        """The keys removed or edited after `generation`; None when that is no longer known
+        (everything was cleared since, or more removals came than are kept)."""
+        with self._lock:
+            removals = self._removals
+            if self._cleared_at > generation:
+                return None
+            if len(removals) == removals.maxlen and removals[0][0] > generation:
+                return None
+            return [key for at, key in removals if at > generation]
 
     def holds(self, guild: int, trained: dict[int, int]) -> bool:
         """Whether every message of `trained` ({id: digest}) is still here, unedited."""
@@ -199,7 +217,7 @@ class _Model:
     trained: dict[int, int] = field(default_factory=dict)
     problem: str = ""
     stale: bool = False  # trained on a message since forgotten: never served again
-    checked: int = 0  # the memory generation it was last checked against
+    checked: tuple | None = None  # (server memory, its generation) it was last checked against
     source: MirroredMemory | None = None  # the server memory its own memory follows
     view: Predictor | None = None  # the model with its own copy of the server's memory
 
@@ -291,11 +309,21 @@ class ServerModels:
         return self._status.get(guild, "the bundled model")
 
     def _is_stale(self, model: _Model, memory: MirroredMemory) -> bool:
-        if model.stale or model.checked == memory.generation:
-            return model.stale
+        if model.stale:
+            return True
         generation = memory.generation  # read first: a removal during the check is checked next time
-        model.stale = not memory.holds(model.guild, model.trained)
-        model.checked = generation
+        if model.checked is not None and model.checked[0] is memory:
+            if model.checked[1] == generation:
+                return False
+            removed = memory.removed_since(model.checked[1])
+            if removed is not None:  # only what was removed since the last check
+                guild, trained = model.guild, model.trained
+                model.stale = any(isinstance(k, tuple) and k[0] == guild and k[1] in trained for k in removed)
+        else:
+            removed = None
+        if removed is None:  # a first check, another memory, or too much removed since: all of it
+            model.stale = not memory.holds(model.guild, model.trained)
+        model.checked = (memory, generation)
         if model.stale:
             log.info("server %s: its model was trained on messages since forgotten; not served", model.guild)
         return model.stale
