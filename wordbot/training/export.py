@@ -34,17 +34,7 @@ def export(
     out = Path(config.out)
     manifest = {
         "architecture": config.architecture(),
-        "corpus": {
-            "files": [
-                {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in data.paths
-            ],
-            "format": config.format,
-            "validation_fraction": config.validation_fraction,
-            "split_seed": config.split,
-            "train_messages": len(data.train_messages),
-            "validation_messages": len(data.val_messages),
-            "train_tokens": data.train_tokens,
-        },
+        "corpus": _corpus_section(config, data, out),
         "config": dataclasses.asdict(config),
         "metrics": metrics,
     }
@@ -78,6 +68,21 @@ def export(
 
         remember(ngram, manifest)  # the first start counts nothing
     return out
+
+
+def _corpus_section(config: TrainConfig, data: TrainingData, out: Path) -> dict:
+    """The manifest's account of the training text: its files, format and split."""
+    return {
+        "files": [
+            {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in data.paths
+        ],
+        "format": config.format,
+        "validation_fraction": config.validation_fraction,
+        "split_seed": config.split,
+        "train_messages": len(data.train_messages),
+        "validation_messages": len(data.val_messages),
+        "train_tokens": data.train_tokens,
+    }
 
 
 def _ngram_and_mix(config: TrainConfig, data: TrainingData, weights, manifest, base, log):
