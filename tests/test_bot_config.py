@@ -66,9 +66,9 @@ def test_the_example_files_commented_keys_are_all_accepted(tmp_path):
     # in their two forms, each on its own).
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
     commented = [line[2:] for line in lines if re.fullmatch(r'# [a-z_]+ = ("[^"]*"|\S+)', line)]
-    assert len(commented) == 5
+    assert len(commented) == 6
     config = load(write(tmp_path, "\n".join(commented) + "\n"), environ={})
-    assert config.token_file == "/etc/wordbot/token" and config.backend == "mix"
+    assert config.token_file == "/etc/wordbot/token" and config.backend == "mix" and config.server_models_max == 4
     assert load(write(tmp_path, "shards = 0\n"), environ={}).shards == 0
     ranged = load(write(tmp_path, 'shard_ids = "0-3"\nshard_count = 8\n'), environ={})
     assert ranged.shard_ids == (0, 1, 2, 3) and ranged.shard_count == 8
@@ -95,6 +95,7 @@ def test_every_setting_can_be_set_by_its_environment_variable():
         "WORDBOT_MODEL": "/srv/model",
         "WORDBOT_BACKEND": "ngram",
         "WORDBOT_SERVER_MODELS": "/srv/servers",
+        "WORDBOT_SERVER_MODELS_MAX": "2",
         "WORDBOT_STORE": "postgresql://wordbot@db/wordbot",
         "WORDBOT_SHARD_IDS": "2-3",
         "WORDBOT_SHARD_COUNT": "4",
@@ -113,6 +114,7 @@ def test_every_setting_can_be_set_by_its_environment_variable():
         model="/srv/model",
         backend="ngram",
         server_models="/srv/servers",
+        server_models_max=2,
         store="postgresql://wordbot@db/wordbot",
         shard_ids=(2, 3),
         shard_count=4,

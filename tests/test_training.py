@@ -691,3 +691,66 @@ def test_info_plot_without_matplotlib_says_how_to_install_it(fine_tuned, tmp_pat
     assert result.stderr.strip().splitlines() == [
         "wordbot: error: drawing curves needs matplotlib, which is not installed: pip install 'wordbot[plot]'"
     ]
+
+
+# --- fine-tuning on a Discord server's stored messages (`train --discord-server`) -----------
+
+
+def _bot_store(path, ours: list[str]) -> list:
+    """The bot's SQLite store with three servers: 7 (`ours`), 8 (300 messages of its own), 9 (five)."""
+    from wordbot.bot.store import Message, SQLiteStore
+
+    store = SQLiteStore(path, flush_interval=None)
+    messages = {
+        7: [Message(1000 + i, 7, 1, 50 + i % 3, 1e9 + i, text) for i, text in enumerate(ours)],
+        8: [Message(5000 + i, 8, 2, 60, 1e9 + i, f"the quuxwidget of server eight {i}") for i in range(300)],
+        9: [Message(9000 + i, 9, 3, 70, 1e9 + i, "hello there") for i in range(5)],
+    }
+    for message in [m for server in messages.values() for m in server]:
+        store.add_message(message)
+    store.close()
+    return messages[7]
+
+
+def test_discord_server_fine_tunes_on_that_servers_stored_messages_only(trained, new_text, tmp_path):
+    from wordbot.bot.server_models import digest, read_trained
+
+    lines = new_text.read_text(encoding="utf-8").splitlines()
+    ours = _bot_store(tmp_path / "bot.sqlite3", [*lines[:249], lines[-1]])  # the last: the zorblax line
+    out = tmp_path / "server7"
+    args = ["train", "--from", str(trained["simple_rnn"]), "--discord-server", "7", "--out", str(out)]
+    assert main([*args, "--store", f"sqlite:///{tmp_path / 'bot.sqlite3'}", "--epochs", "1", "--quiet"]) == 0
+    section = json.loads((out / "manifest.json").read_text())["discord_server"]
+    assert section["guild"] == "7" and section["messages"] == 250 and section["last_message_id"] == "1249"
+    assert section["fingerprint"].startswith("sha256:")
+    # Exactly server 7's messages, each with its text's digest, so the bot can tell an edit.
+    assert read_trained(out, 7) == {m.id: digest(m.text) for m in ours}
+    served = Predictor.load(out, backend="mix").tokenizer.index
+    assert "zorblax" in served and "quuxwidget" not in served  # server 8's words never reach it
+
+
+def test_discord_server_refuses_too_few_messages_and_a_missing_from(trained, tmp_path, capsys):
+    _bot_store(tmp_path / "bot.sqlite3", ["one message"])
+    store = ["--store", f"sqlite:///{tmp_path / 'bot.sqlite3'}", "--out", str(tmp_path / "m")]
+    assert main(["train", "--from", str(trained["simple_rnn"]), "--discord-server", "9", *store]) == 2
+    err = capsys.readouterr().err
+    assert "server 9 has 5 stored message(s)" in err and "needs at least 200" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+    assert main(["train", "--discord-server", "7", *store]) == 2
+    assert "give --from default" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_in_the_middle_of_an_epoch_and_still_writes_the_model(corpus, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(corpus), "--out", str(out), "--epochs", "5", "--quiet", *TINY, "--batch-size", "1"]
+    assert main([*args, "--max-minutes", "0.01"]) == 0  # 0.6 s: well inside the first of 5 long epochs
+    lines = capsys.readouterr().out.splitlines()
+    stopped = [line for line in lines if "time budget of 0.01 minutes reached in epoch 1 after batch " in line]
+    assert len(stopped) == 1, lines
+    batch, steps = (int(n) for n in stopped[0].split("after batch ")[1].split(";")[0].split(" of "))
+    assert batch < steps  # mid-epoch, not at its end
+    # The cut epoch ended as any epoch does: validated, its weights kept, reported; then the model.
+    assert any(line.startswith("epoch 1 · ") and "validation perplexity" in line for line in lines)
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["epochs_run"] == 1 and metrics["best_epoch"] == 1 and "validation_perplexity" in metrics
+    assert Predictor.load(out).next_words("the") and not (tmp_path / "m.partial").exists()

@@ -85,6 +85,18 @@ def _add_train(sub) -> None:
         help="fine-tune MODEL (a model directory, or 'default' for the bundled one): its networks and vocabulary",
     )
     p.add_argument("--format", choices=("lines", "paragraphs"), help="lines: a message per line (default)")
+    p.add_argument(
+        "--discord-server",
+        type=int,
+        metavar="GUILD_ID",
+        help="with --from: fine-tune on that server's messages in the bot's store (no Discord connection)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="with --discord-server: the bot's store, sqlite:///PATH or postgresql://… "
+        "(default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
+    )
     _add_network_options(p)
     _add_fit_options(p)
     p.add_argument(
@@ -170,4 +182,12 @@ def _add_discord(sub) -> None:
     p.add_argument("--shards", metavar="N", help="every shard in this process: how many, or 0 to let Discord choose")
     p.add_argument("--shard-ids", metavar="IDS", help="run only these shards here, e.g. 0-3 (with --shard-count)")
     p.add_argument("--shard-count", metavar="N", help="the whole bot's shard count, over all its processes")
+    p.add_argument(
+        "--server-models",
+        metavar="DIR",
+        help="serve DIR/<server id>/ (wordbot train --discord-server) to that server, its memory on top",
+    )
+    p.add_argument(
+        "--server-models-max", metavar="N", help="server models kept in memory at once (default 4; least used dropped)"
+    )
     _add_model(p)

@@ -97,6 +97,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in _TRAIN_OPTIONS}
     if args.corpus:
         overrides["corpus"] = tuple(args.corpus)
+    server = None
+    if args.discord_server is not None:
+        from wordbot.training.discord_server import server_text
+
+        if not args.base or args.corpus or args.config:
+            raise WordbotError(
+                "--discord-server fine-tunes a model on that server's stored messages: give --from default "
+                "(or --from MODEL), and no corpus files or --config"
+            )
+        server = server_text(args.discord_server, args.store, args.out or TrainConfig.out)
+        overrides["corpus"] = (str(server.corpus),)
     if args.base:
         from wordbot.training.finetune import from_options
 
@@ -110,7 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(config.validate().out)
     partial = out.parent / f"{out.name}.partial"
     try:
-        out = train(config, progress=False if args.quiet else None)
+        extra = {} if server is None else {"manifest_extra": {"discord_server": server.manifest}, "files": server.files}
+        out = train(config, progress=False if args.quiet else None, **extra)
     except KeyboardInterrupt:
         if partial.exists():
             print(

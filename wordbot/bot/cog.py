@@ -32,6 +32,7 @@ from wordbot.bot.subcommands import Subcommands
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS, DEFAULT_K
 
 if TYPE_CHECKING:
+    from wordbot.bot.server_models import ServerModels
     from wordbot.predictor import Predictor
 
 log = logging.getLogger("wordbot.bot")
@@ -111,9 +112,11 @@ class WordbotCog(commands.Cog, name="wordbot"):
         max_k: int = MAX_K,
         max_words: int = MAX_WORDS,
         max_input_chars: int = BOT_MAX_INPUT_CHARS,
+        server_models: ServerModels | None = None,
     ) -> None:
         self.bot = bot
         self.predictor = predictor
+        self.server_models = server_models  # `wordbot discord --server-models DIR`
         self.cooldown_rate, self.cooldown_per = cooldown_rate, cooldown_per
         # A bot's own limits (`wordbot discord --config`), within wordbot.limits' bounds.
         self.max_k, self.max_words, self.max_input_chars = max_k, max_words, max_input_chars
@@ -279,12 +282,18 @@ class WordbotCog(commands.Cog, name="wordbot"):
             return
         if before is not None:
             await before()
-        await reply(await job(text, count, self.predictor_for(message.guild)))
+        await reply(await job(text, count, await self.predictor_for(message.guild)))
 
-    def predictor_for(self, guild: discord.Guild | None) -> Predictor:
-        """A server's own predictor (its memory) where the bot learns; in DMs, the model alone."""
+    async def predictor_for(self, guild: discord.Guild | None) -> Predictor:
+        """A server's own predictor (its memory) where the bot learns, on the server's own model
+        when `--server-models` has one it may serve; in DMs, the model alone."""
         learning = self.bot.get_cog("learning")
-        return self.predictor if guild is None or learning is None else learning.view(guild.id)
+        view = None if guild is None or learning is None else learning.view(guild.id)
+        if guild is None or self.server_models is None:
+            return self.predictor if view is None else view
+        ready = learning is None or learning.communities.rebuilt.is_set()
+        # Off the event loop: the first request of a server may load its model.
+        return await asyncio.to_thread(self.server_models.choose, guild.id, view, self.predictor, ready)
 
     async def next_words(self, text: str, k: int, predictor: Predictor) -> str:
         return format_next(text, await asyncio.to_thread(predictor.next_words, text, k))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE
+from wordbot.bot.server_models import DEFAULT_CAPACITY
 from wordbot.errors import ConfigError
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS
 
@@ -40,6 +41,7 @@ class BotConfig:
     model: str | None = None  # the model directory; None: the bundled model
     backend: str | None = None  # rnn, ngram or mix; None: what the model's manifest recommends
     server_models: str | None = None  # a directory of per-server models, one folder per server id
+    server_models_max: int = DEFAULT_CAPACITY  # server models kept in memory at once (least recently used dropped)
     store: str | None = None  # sqlite:///PATH or postgresql://…; None: SQLite in the state directory
     shards: int | None = None  # one process runs every shard: None unsharded, 0 Discord chooses, N
     shard_ids: tuple[int, ...] | None = None  # this process runs only these shards of shard_count
@@ -202,7 +204,8 @@ SETTINGS = (
     _Setting("prefix", "prefix", _prefix, option=True),
     _Setting("model", "model", _text, option=True, path=True),
     _Setting("backend", "backend", _choice(("rnn", "ngram", "mix")), option=True),
-    _Setting("server_models", "server_models", _text, path=True),
+    _Setting("server_models", "server_models", _text, option=True, path=True),
+    _Setting("server_models_max", "server_models_max", _integer(1, 1000), option=True, number=True),
     _Setting("store", "store", _store, option=True),
     _Setting("shards", "shards", _shards, option=True, number=True),
     _Setting("shard_ids", "shard_ids", _shard_ids, option=True),

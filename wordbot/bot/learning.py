@@ -263,9 +263,16 @@ class Communities:
 class LearningCog(commands.Cog, name="learning"):
     """Learns from the channels a server listens to; forgets what is deleted, edited or left."""
 
-    def __init__(self, bot: commands.Bot, predictor: Predictor, store: Store, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        predictor: Predictor,
+        store: Store,
+        journal: Journal | None = None,
+        communities: type[Communities] = Communities,  # server_models.ServedCommunities: per-server models follow
+    ) -> None:
         self.bot = bot
-        self.communities = Communities(predictor, store, journal or Journal(state_dir() / journal_name(bot)))
+        self.communities = communities(predictor, store, journal or Journal(state_dir() / journal_name(bot)))
         self._rebuild: asyncio.Future[int] | None = None
         self._pruning: asyncio.Future[None] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)

@@ -23,8 +23,9 @@ from discord.ext.commands.view import StringView
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
 from wordbot.bot.config import BotConfig, describe, load
-from wordbot.bot.learning import LearningCog
+from wordbot.bot.learning import Communities, LearningCog
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
+from wordbot.bot.server_models import ServedCommunities, ServerModels
 from wordbot.bot.store import open_store
 from wordbot.bounded import shown
 from wordbot.errors import WordbotError
@@ -96,14 +97,16 @@ def build_bot(
     cooldown_rate: int = COOLDOWN_RATE,
     cooldown_per: float = COOLDOWN_PER,
     store: Store | None = None,
+    server_models: ServerModels | None = None,
     **options: Any,
 ) -> commands.Bot:
     """The bot, ready for `bot.start(token)`. `shards`: None runs one connection; 0 runs
     `AutoShardedBot` with as many shards as Discord recommends; N > 0 runs exactly N. With
     `shard_ids`, `shards` is the whole bot's count and this process runs only those shards.
     `store`: where it keeps what servers let it learn (see `learning.py`); None: it learns
-    nothing. `options` go to discord.py (e.g. `guild_ready_timeout` in tests) and to the cog
-    (`max_k`, `max_words`, `max_input_chars`)."""
+    nothing. `server_models`: the per-server models (`--server-models DIR`). `options` go to
+    discord.py (e.g. `guild_ready_timeout` in tests) and to the cog (`max_k`, `max_words`,
+    `max_input_chars`)."""
     cog_options = {key: options.pop(key) for key in ("max_k", "max_words", "max_input_chars") if key in options}
     bot_class: type[commands.Bot] = WordBot
     if shards is not None:
@@ -124,10 +127,19 @@ def build_bot(
 
     async def setup_hook() -> None:
         await bot.add_cog(
-            WordbotCog(bot, predictor, cooldown_rate=cooldown_rate, cooldown_per=cooldown_per, **cog_options)
+            WordbotCog(
+                bot,
+                predictor,
+                cooldown_rate=cooldown_rate,
+                cooldown_per=cooldown_per,
+                server_models=server_models,
+                **cog_options,
+            )
         )
         if store is not None:
-            learning = LearningCog(bot, predictor, store)
+            # With server models, server memories a server model's memory can follow.
+            communities = ServedCommunities if server_models is not None else Communities
+            learning = LearningCog(bot, predictor, store, communities=communities)
             # Several processes on one PostgreSQL store: a DM `forget me` that another one gets drops
             # those messages here too. Listening starts before the memories are rebuilt (cog_load).
             listen = getattr(store, "listen_forgets", None)  # SQLite: one process, nothing to hear
@@ -263,11 +275,12 @@ def run(config: BotConfig | None = None, /, **settings: Any) -> int:
         max_words=config.max_words,
         max_input_chars=config.max_input_chars,
         store=opened,
+        server_models=None
+        if config.server_models is None
+        else ServerModels(config.server_models, capacity=config.server_models_max),
     )
     discord.utils.setup_logging(level=getattr(logging, config.log_level.upper()), root=True)
     log.info("starting with %s", describe(config))
-    if config.server_models is not None:
-        log.warning("server_models is set, but per-server models are not served yet: every server gets the model")
     try:
         with contextlib.closing(opened):
             asyncio.run(_serve(bot, token))

@@ -181,6 +181,9 @@ class Subcommands:
             "Words of this server the model did not know: "
             + (", ".join(discord.utils.escape_markdown(memory.written(w) or w) for w in own) or "none yet"),
         ]
+        if self.server_models is not None:  # `wordbot discord --server-models`: which model answers here
+            await self.predictor_for(ctx.guild)
+            lines.append("Model: " + self.server_models.describe(ctx.guild.id) + ".")
         await self.respond(ctx, "\n".join(lines))
 
 

@@ -198,15 +198,19 @@ class FakeDiscord:
         channel: int | None = None,
         webhook: bool = False,
         written: datetime.datetime | None = None,
+        guild: int | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload; `dm_channel`: in that direct-message channel, not the guild;
         `channel`: in that guild channel (default: #general); `webhook`: posted by a webhook;
-        `written`: when (its id says so; default: now)."""
+        `written`: when (its id says so; default: now); `guild`: in a server from `add_guild`
+        (in its channel, unless `channel` says another)."""
         user = self.users.get(author, self.bot_user)
+        if guild is not None and channel is None:
+            channel = self.extra_guilds[guild]
         message: dict[str, Any] = {
             "id": str(self.new_id(written)),
             "channel_id": str(channel or self.channel_id),
-            "guild_id": str(self.guild_of(channel)),
+            "guild_id": str(guild or self.guild_of(channel)),
             "author": user,
             "member": {"roles": [], "joined_at": EPOCH, "deaf": False, "mute": False, "flags": 0},
             "content": content,
@@ -246,11 +250,12 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 
-    def add_guild(self, shard: int, shard_count: int) -> tuple[int, int]:
+    def add_guild(self, shard: int = 0, shard_count: int = 1) -> tuple[int, int]:
         """Another server with one text channel ("general"), whose id Discord routes to `shard` of
-        `shard_count` (`(guild_id >> 22) % shard_count`): its (guild id, channel id). A message sent
-        with `channel=` its channel is in that server and goes to that shard's session; once there
-        are such servers, a DM goes to shard 0's session, as Discord sends DMs."""
+        `shard_count` (`(guild_id >> 22) % shard_count`): its (guild id, channel id); call before
+        the bot connects. A message sent with `guild=` (or `channel=` its channel) is in that
+        server and goes to that shard's session; once there are such servers, a DM goes to
+        shard 0's session, as Discord sends DMs."""
         guild = self.new_id()
         while (guild >> 22) % shard_count != shard:
             guild += 1 << 22  # a millisecond later: the id's shard moves by one
@@ -750,9 +755,7 @@ class FakeDiscord:
         if interaction_token is None and channel_id in self.no_history_channels and payload.get("message_reference"):
             error = {"message": "Cannot reply without permission to read message history", "code": 160002}
             return json_response(error, 403)
-        message = self.message_payload(payload.get("content") or "", author="wordbot")
-        message["channel_id"] = str(channel_id)
-        message["guild_id"] = str(self.guild_of(channel_id))
+        message = self.message_payload(payload.get("content") or "", author="wordbot", channel=channel_id)
         message["member"]["roles"] = [str(self.bot_role_id)]  # discord.py updates guild.me from it
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]

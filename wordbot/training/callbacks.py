@@ -109,11 +109,32 @@ def _epoch_report(run: Run):
             parts.append(f"{run.minutes():.1f} min")
             run.log(" · ".join(parts))
             budget = run.config.max_minutes
-            if budget and time.monotonic() - run.started > budget * 60:
-                run.log(f"time budget of {budget:g} minutes reached; stopping")
+            if budget and not self.model.stop_training and time.monotonic() - run.started > budget * 60:
+                run.log(f"time budget of {budget:.3g} minutes reached; stopping")
                 self.model.stop_training = True
 
     return EpochReport()
+
+
+def _time_budget(run: Run, steps_per_epoch: int):
+    class TimeBudget(run.keras.callbacks.Callback):
+        """--max-minutes, checked after every batch: once the time is up, Keras ends the epoch
+        at this batch (its validation, best weights, backup and report follow, as at any
+        epoch's end) and training stops, rather than running the rest of a long epoch."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            budget = run.config.max_minutes
+            if budget and not self.model.stop_training and time.monotonic() - run.started > budget * 60:
+                run.log(
+                    f"time budget of {budget:.3g} minutes reached in epoch {self.epoch + 1} after batch {batch + 1} "
+                    f"of {steps_per_epoch}; stopping there"
+                )
+                self.model.stop_training = True
+
+    return TimeBudget()
 
 
 def _keep_best(run: Run):
@@ -344,6 +365,7 @@ def make_callbacks(
     return [
         _epoch_end(run, last=False),
         *bar,
+        _time_budget(run, steps_per_epoch),
         # A loss of NaN ruins every later epoch: stop there (KeepBest never keeps it).
         keras.callbacks.TerminateOnNaN(),
         # Back up every few hundred steps (and at least once an epoch) so Ctrl-C loses little.

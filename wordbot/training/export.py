@@ -18,29 +18,29 @@ from wordbot.training.watch import LOG_NAME
 
 
 def export(
-    config: TrainConfig, data: TrainingData, weights: dict, metrics: dict, log, base=None, training_log=None
+    config: TrainConfig,
+    data: TrainingData,
+    weights: dict,
+    metrics: dict,
+    log,
+    base=None,
+    training_log=None,
+    manifest_extra: dict | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write the model directory `config.out`; returns it. `base`: the model fine-tuned
-    (a finetune.Base); `training_log`: the run's training-log.csv, copied in."""
+    (a finetune.Base); `training_log`: the run's training-log.csv, copied in;
+    `manifest_extra`, `files`: more manifest sections and files (see `run.train`)."""
     out = Path(config.out)
     manifest = {
         "architecture": config.architecture(),
-        "corpus": {
-            "files": [
-                {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in data.paths
-            ],
-            "format": config.format,
-            "validation_fraction": config.validation_fraction,
-            "split_seed": config.split,
-            "train_messages": len(data.train_messages),
-            "validation_messages": len(data.val_messages),
-            "train_tokens": data.train_tokens,
-        },
+        "corpus": _corpus_section(config, data, out),
         "config": dataclasses.asdict(config),
         "metrics": metrics,
     }
     if base is not None:
         manifest["from"] = base.provenance()
+    manifest.update(manifest_extra or {})
     ngram, ngram_messages = None, data.train_messages
     if config.mix_order and data.val_messages:
         log(f"tuning the interpolation with a Kneser-Ney {config.mix_order}-gram on the validation text")
@@ -59,7 +59,7 @@ def export(
         "sha256": hashlib.sha256(text).hexdigest(),
         "messages": len(ngram_messages),
     }
-    files = {TRAINING_TEXT: text}
+    files = {**(files or {}), TRAINING_TEXT: text}
     if training_log is not None and Path(training_log).exists():
         files[LOG_NAME] = Path(training_log).read_bytes()
     save_model(out, manifest, data.tokenizer, weights, dtype=config.weights_dtype, files=files)
@@ -68,6 +68,21 @@ def export(
 
         remember(ngram, manifest)  # the first start counts nothing
     return out
+
+
+def _corpus_section(config: TrainConfig, data: TrainingData, out: Path) -> dict:
+    """The manifest's account of the training text: its files, format and split."""
+    return {
+        "files": [
+            {"path": _portable_path(p, out), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in data.paths
+        ],
+        "format": config.format,
+        "validation_fraction": config.validation_fraction,
+        "split_seed": config.split,
+        "train_messages": len(data.train_messages),
+        "validation_messages": len(data.val_messages),
+        "train_tokens": data.train_tokens,
+    }
 
 
 def _ngram_and_mix(config: TrainConfig, data: TrainingData, weights, manifest, base, log):

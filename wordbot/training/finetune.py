@@ -16,8 +16,9 @@ from wordbot.text import Tokenizer
 from wordbot.training.config import TrainConfig
 
 # What a fine-tuning run changes from the model's own training settings: a quarter of the
-# bundled model's rate, halved whenever validation stalls, stopping after one stalled epoch
-# (the usual shape of fine-tuning; how it did on validation: benchmarks/README.md).
+# bundled model's rate, halved whenever validation stalls, stopping after one stalled epoch.
+# The rate was chosen on validation text among 2.5e-4, 5e-4 and 1e-3 (benchmarks/README.md,
+# "The fine-tuning learning rate, chosen on validation").
 FINETUNE_DEFAULTS = {
     "learning_rate": 5e-4,
     "lr_schedule": "plateau",

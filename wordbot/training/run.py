@@ -27,10 +27,19 @@ from wordbot.training.model import _tf
 from wordbot.training.watch import LOG_NAME
 
 
-def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    *,
+    log=print,
+    progress: bool | None = None,
+    manifest_extra: dict | None = None,
+    files: dict[str, bytes] | None = None,
+) -> Path:
     """Train a model as configured and write its directory; returns the directory.
 
     An interrupted run leaves `<out>.partial/`; the same command resumes from it.
+    `manifest_extra`: more sections for the manifest; `files`: more files for the directory
+    (a Discord server's: which of its messages the model was trained on).
     """
     config.validate()
     check_output_dir(config.out)  # before hours of training, not after
@@ -56,7 +65,17 @@ def train(config: TrainConfig, *, log=print, progress: bool | None = None) -> Pa
             # Its backup holds NaN weights: resuming from it could only diverge again.
             shutil.rmtree(work_dir, ignore_errors=True)
             raise TrainingDiverged(f"{e} ({work_dir} was removed)") from None
-        export(config, data, weights, metrics, log, base=base, training_log=work_dir / LOG_NAME)
+        export(
+            config,
+            data,
+            weights,
+            metrics,
+            log,
+            base=base,
+            training_log=work_dir / LOG_NAME,
+            manifest_extra=manifest_extra,
+            files=files,
+        )
         shutil.rmtree(work_dir, ignore_errors=True)
     return out
 
