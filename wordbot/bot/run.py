@@ -22,8 +22,9 @@ from discord.ext import commands
 from discord.ext.commands.view import StringView
 
 from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, NO_MENTIONS, WordbotCog
+from wordbot.bot.communities import Communities
 from wordbot.bot.config import BotConfig, describe, load
-from wordbot.bot.learning import Communities, LearningCog
+from wordbot.bot.learning import LearningCog
 from wordbot.bot.parse import RAW_LIMIT, unhide_command
 from wordbot.bot.server_models import ServedCommunities, ServerModels
 from wordbot.bot.store import open_store

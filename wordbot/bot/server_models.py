@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wordbot.bot.learning import Communities
+from wordbot.bot.communities import Communities
 from wordbot.memory import Memory
 
 if TYPE_CHECKING:
