@@ -325,6 +325,11 @@ class Memory:
             i = self._base_id.get(token, self._word_id.get(token))
             return 0 if i is None else int(self._unigram[i])
 
+    def learned_id(self, token: str) -> int | None:
+        """The id of a learned token outside the base vocabulary (`base_size + j`), or None."""
+        with self._lock:
+            return self._word_id.get(token)
+
     def written(self, token: str) -> str | None:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
