@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wordbot.adaptation import Scheme
 from wordbot.memory import COPY_RUN, MAX_MESSAGE_TOKENS, Memory
 from wordbot.text import SPECIALS, tokenize
 
@@ -78,22 +79,47 @@ def test_add_then_remove_restores_every_number(history, message, context, witten
     assert not memory.remove("new")  # already forgotten
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(messages, max_size=10),
-    st.lists(words, max_size=6),
-    st.integers(1, 5),
-    st.sampled_from([(float("inf"), 1.0), (3.0, 0.5), (1e5, 1000.0)]),
-    st.booleans(),
+SCHEMES = st.builds(
+    Scheme,
+    kind=st.sampled_from(["chain", "linear"]),
+    order=st.integers(1, 5),
+    strengths=st.sampled_from([(float("inf"), 1.0), (3.0, 0.5), (1e5, 1000.0), (100.0, 0.01)]),
+    witten_bell=st.booleans(),
+    discount=st.sampled_from([0.0, 0.5, 0.9]),
+    weights=st.sampled_from([(0.2, 0.5, 0.9), (1.0,), (0.0, 0.3)]),
+    evidence=st.sampled_from([0.5, 10.0]),
 )
-def test_the_adapted_distribution_sums_to_one(history, context, order, strengths, witten_bell):
-    memory = Memory(BASE_VOCAB, order=order, strengths=strengths, witten_bell=witten_bell)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(messages, max_size=10), st.lists(words, max_size=6), SCHEMES)
+def test_the_adapted_distribution_sums_to_one(history, context, scheme):
+    memory = Memory(BASE_VOCAB, scheme)
     for i, text in enumerate(history):
         memory.add(i, text)
     p = memory.adapt(BASE, tokenize(" ".join(context)))
     assert abs(p.sum() - 1.0) <= 1e-9
     assert np.all(p >= 0)
     assert len(p) == B + len(memory.words)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(messages, max_size=8), messages, st.lists(words, max_size=5), SCHEMES)
+def test_every_scheme_is_the_base_when_empty_and_forgets_exactly(history, message, context, scheme):
+    memory = Memory(BASE_VOCAB, scheme)
+    context = tokenize(" ".join(context))
+    assert np.max(np.abs(memory.adapt(BASE, context) - BASE)) <= 1e-12
+    for i, text in enumerate(history):
+        memory.add(i, text)
+    before = memory.adapt(BASE, context)
+    memory.add("new", message)
+    memory.adapt(BASE, context)  # served between: the in-place arrays must follow the remove
+    memory.remove("new")
+    after = memory.adapt(BASE, context)
+    assert after.shape == before.shape and np.max(np.abs(after - before)) <= 1e-12
+    for i in range(len(history)):
+        memory.remove(i)
+    assert np.max(np.abs(memory.adapt(BASE, context) - BASE)) <= 1e-12
 
 
 def test_weight_grows_with_evidence():

@@ -11,23 +11,17 @@ mixed into the served distribution (hierarchical Dirichlet adaptation of it).
     memory.remove(key)                        # every count exactly as before the add; clear()
     memory.words, .messages, .tokens, .version, .count(token)   # what was learned
 
-The mix, chosen on validation text (`benchmarks/memory_validation.py`: communities
-cut from the training split; +1.0 top-3 and +0.9 keystroke-savings points over the
-frozen model, perplexity 140 against 149), is hierarchical Dirichlet adaptation:
+How the counts are mixed into the served distribution is `wordbot/adaptation.py`
+(`Scheme`, chosen on validation text). Whatever the scheme, the memory's weight grows
+with its evidence and is exactly nothing when nothing is learned (`adapt` returns
+`p_base` itself then). Words outside the served vocabulary get ids after it
+(`B + j`, j their index in `words`); learning a new word never moves an id, but the
+ids of later words shift when a word is forgotten, so key caches on `version`.
 
-    p_1(w)   = (c(w) + b_1 p_base(w|h)) / (C + b_1)          (b_1 = inf: p_1 = p_base)
-    p_k(w|h) = (c(h_{k-1} w) + b_k p_{k-1}(w|h)) / (c(h_{k-1}) + b_k)
-
-for k = 2..order over the memory contexts h_{k-1} (the last k-1 tokens, `<s>` first)
-that were seen, with b_k = strengths[k-1] times the distinct words seen after the
-context (Witten-Bell): a context the community always ends the same way is trusted
-after a few sightings, one followed by everything ("the") hardly at all. The result
-is `A * p_base + S`, S sparse over the words the memory saw there. The memory's
-weight grows with its evidence and is exactly nothing when nothing is learned
-(`adapt` returns `p_base` itself then). With the chosen b_1 = inf a learned word gets
-probability only after contexts it was seen in. Words outside the served vocabulary
-get ids after it (`B + j`, j their index in `words`); the ids of later words shift
-when a word is forgotten, so key caches on `version`.
+Cost: a context's (ids, counts) arrays are built the first time it is served and
+then kept up to date in place by every add and remove, and the sorted index of the
+learned words by insertion, so serving just after a change costs about what it did
+before it.
 
 `copies_too_much` keeps a continuation from replaying a member's message: an index
 of learned 9-word runs (counted, so `remove` forgets them) says whether one more word
@@ -39,38 +33,68 @@ MAX_MESSAGE_CHARS characters and MAX_MESSAGE_TOKENS tokens before it is counted.
 
 from __future__ import annotations
 
-import math
 import threading
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from functools import cached_property
 
 import numpy as np
 
+from wordbot.adaptation import Scheme, mix
 from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
 MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut here
 COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words of one message
-# Dirichlet prior strengths b_1..b_N (how many learned tokens weigh as much as the
-# base distribution at each order; with Witten-Bell, per distinct word seen after the
-# context), chosen on validation text: benchmarks/results/memory_validation.txt.
-DEFAULT_STRENGTHS = (math.inf, 30.0, 30.0)
-DEFAULT_WITTEN_BELL = True
 _SENTENCE_END = {".", "...", "!", "?"}
 _SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
 
 
 class _Context:
-    """The tokens that followed one context in the learned messages."""
+    """The tokens that followed one context in the learned messages; once served, also
+    as arrays (ids, counts) that every later add and remove updates in place."""
 
-    __slots__ = ("cached", "follow", "total")
+    __slots__ = ("_counts", "_ids", "epoch", "follow", "order", "slot", "total")
 
     def __init__(self) -> None:
         self.total = 0
         self.follow: dict[str, int] = {}
-        self.cached: tuple[int, np.ndarray, np.ndarray] | None = None  # (ids epoch, ids, counts)
+        self.slot: dict[str, int] | None = None  # token -> its place in the arrays, once served
+        self.order: list[str] = []  # the tokens by place
+        self.epoch = -1  # the memory's id epoch the arrays hold ids of
+        self._ids, self._counts = np.zeros(0, np.int64), np.zeros(0)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.order)
+        return self._ids[:n], self._counts[:n]
+
+    def build(self, token_id, epoch: int) -> None:
+        self.order = list(self.follow)
+        self.slot = {t: j for j, t in enumerate(self.order)}
+        self._ids = np.fromiter((token_id(t) for t in self.order), np.int64, len(self.order))
+        self._counts = np.fromiter(self.follow.values(), np.float64, len(self.order))
+        self.epoch = epoch
+
+    def update(self, token: str, n: int, token_id) -> None:
+        """Keep the arrays in step with `follow[token] = n` (0: gone)."""
+        j = self.slot.get(token)
+        if j is None:  # a new follower, appended; the arrays grow by doubling
+            j = len(self.order)
+            if j == len(self._ids):
+                self._ids = np.concatenate([self._ids, np.zeros(max(4, j), np.int64)])
+                self._counts = np.concatenate([self._counts, np.zeros(max(4, j))])
+            self.order.append(token)
+            self.slot[token] = j
+            self._ids[j], self._counts[j] = token_id(token), n
+        elif n > 0:
+            self._counts[j] = n
+        else:  # gone: the last follower takes its place
+            last = len(self.order) - 1
+            moved = self.order[last]
+            self.order[j], self.slot[moved] = moved, j
+            self._ids[j], self._counts[j] = self._ids[last], self._counts[last]
+            self.order.pop()
+            del self.slot[token]
 
 
 class Lexicon:
@@ -78,26 +102,18 @@ class Lexicon:
     predictor ranks and completes them: taken with the adapted distribution under one
     lock, so ids and words always agree even while another thread learns or forgets."""
 
-    def __init__(self, base_size: int, words: tuple[str, ...]):
+    def __init__(self, base_size: int, words: tuple[str, ...], sorted_words=(), sorted_ids=(), offered=()):
         self.base_size = base_size
         self.words = words
-
-    @cached_property
-    def _sorted(self) -> tuple[list[str], np.ndarray]:
-        offered = [j for j, w in enumerate(self.words) if is_word(w) and not is_debris(w)]
-        order = sorted(offered, key=self.words.__getitem__)
-        return [self.words[j] for j in order], np.array(order, dtype=np.int64) + self.base_size
-
-    @cached_property
-    def offered(self) -> np.ndarray:
-        """The ids of the learned words a user may be offered (words, not punctuation)."""
-        return np.sort(self._sorted[1])
+        self._sorted_words = sorted_words  # the offered learned words by spelling, and their ids
+        self._sorted_ids = np.asarray(sorted_ids, dtype=np.int64)
+        self.offered = np.asarray(offered, dtype=np.int64)  # their ids in order
 
     def starting_with(self, prefix: str) -> np.ndarray:
         """The ids of the learned words a user may be offered that start with `prefix`."""
-        words, ids = self._sorted
+        words = self._sorted_words
         lo = bisect_left(words, prefix)
-        return ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
+        return self._sorted_ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
 
     def token(self, i: int) -> str:
         return self.words[i - self.base_size]
@@ -139,26 +155,11 @@ def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 class Memory:
     """Counts of learned messages, and the served distribution adapted to them."""
 
-    def __init__(
-        self,
-        base_vocab: Sequence[str],
-        *,
-        order: int = 3,
-        strengths: Sequence[float] | None = None,
-        witten_bell: bool = DEFAULT_WITTEN_BELL,
-    ):
-        if order < 1:
-            raise ValueError("order must be at least 1")
-        strengths = tuple(DEFAULT_STRENGTHS if strengths is None else strengths)
-        strengths = (strengths + (strengths[-1],) * order)[:order]
-        if any(not b > 0 for b in strengths):
-            raise ValueError(f"prior strengths must be positive, got {strengths}")
-        self.order = order
-        self.strengths = strengths
-        # b_k for a context = strengths[k-1] * the distinct words seen after it: a context
-        # after which the community always writes the same word ("ping" -> a name) is
-        # trusted after few sightings; one followed by everything ("the") is not.
-        self.witten_bell = witten_bell
+    def __init__(self, base_vocab: Sequence[str], scheme: Scheme | None = None, **options):
+        """`scheme`: how the counts are mixed in (default: the chosen one); `options`
+        (order, strengths, witten_bell, discount, ...): the default with those changed."""
+        self.scheme = scheme = Scheme(**options) if scheme is None else scheme
+        self.order = scheme.order
         self._base_size = len(base_vocab)
         self._base_id = {w: i for i, w in enumerate(base_vocab)}
         self._lock = threading.RLock()
@@ -180,8 +181,10 @@ class Memory:
             self._forms: dict[str, Counter[str]] = {}
             self._runs: dict[int, int] = {}  # hash of a 9-word run -> messages holding it
             self._epoch = 0  # bumped when word ids move
-            self._lexicon = Lexicon(self._base_size, ())
-            self._lexicon_epoch = 0
+            self._lexicon: Lexicon | None = Lexicon(self._base_size, ())
+            self._sorted_words: list[str] = []  # the offered learned words by spelling
+            self._sorted_ids = np.zeros(0, np.int64)  # their ids (arrays replaced, never changed)
+            self._offered = np.zeros(0, np.int64)  # the same ids in order
             self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
             self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
 
@@ -249,7 +252,7 @@ class Memory:
                 self._words.append(token)
                 self._word_id[token] = i
                 self._canonical[token] = token
-                self._epoch += 1
+                self._index_word(token, i)
                 if i >= len(self._unigram):
                     self._unigram = np.concatenate([self._unigram, np.zeros(len(self._unigram))])
         self._unigram[i] += sign
@@ -266,21 +269,46 @@ class Memory:
             entry.follow[token] = n
         else:
             entry.follow.pop(token, None)
-        entry.cached = None
         if entry.total <= 0:
             del table[context]
+        elif entry.slot is not None:  # served before: its arrays follow in place
+            if entry.epoch == self._epoch:
+                entry.update(token, n, self._id)
+            else:
+                entry.slot = None
 
     def _drop_word(self, token: str) -> None:
-        """A learned word no message holds any more leaves `words`; the last word takes its id."""
+        """A learned word no message holds any more leaves `words`; the last word takes its id
+        (served contexts rebuild their arrays once, at their next use)."""
         i = self._word_id.pop(token)
         self._canonical.pop(token, None)
+        self._unindex_word(token, i)
         last = self._words.pop()
         if last != token:
+            self._unindex_word(last, self._base_size + len(self._words))
             self._words[i - self._base_size] = last
             self._word_id[last] = i
+            self._index_word(last, i)
             self._unigram[i] = self._unigram[self._base_size + len(self._words)]
         self._unigram[self._base_size + len(self._words)] = 0.0
         self._epoch += 1
+
+    def _index_word(self, token: str, i: int) -> None:
+        """`token` (id `i`) joins the index of offered words, if it is one (a word, not debris)."""
+        if is_word(token) and not is_debris(token):
+            at = bisect_left(self._sorted_words, token)
+            self._sorted_words.insert(at, token)
+            self._sorted_ids = np.insert(self._sorted_ids, at, i)
+            self._offered = np.insert(self._offered, np.searchsorted(self._offered, i), i)
+        self._lexicon = None
+
+    def _unindex_word(self, token: str, i: int) -> None:
+        at = bisect_left(self._sorted_words, token)
+        if at < len(self._sorted_words) and self._sorted_words[at] == token:
+            del self._sorted_words[at]
+            self._sorted_ids = np.delete(self._sorted_ids, at)
+            self._offered = np.delete(self._offered, np.searchsorted(self._offered, i))
+        self._lexicon = None
 
     # -- what was learned ---------------------------------------------------------
 
@@ -345,11 +373,11 @@ class Memory:
     # -- serving ------------------------------------------------------------------
 
     def lexicon(self) -> Lexicon:
-        """The learned words now, as one consistent snapshot (rebuilt when ids move)."""
+        """The learned words now, as one consistent snapshot (copied when words changed)."""
         with self._lock:
-            if len(self._lexicon.words) != len(self._words) or self._lexicon_epoch != self._epoch:
-                self._lexicon = Lexicon(self._base_size, tuple(self._words))
-                self._lexicon_epoch = self._epoch
+            if self._lexicon is None:
+                words, ids = tuple(self._sorted_words), self._sorted_ids
+                self._lexicon = Lexicon(self._base_size, tuple(self._words), words, ids, self._offered)
             return self._lexicon
 
     def serve(self, base_probs: np.ndarray, context: Sequence[str]) -> tuple[np.ndarray, Lexicon]:
@@ -360,46 +388,32 @@ class Memory:
     def adapt(self, base_probs: np.ndarray, context: Sequence[str]) -> np.ndarray:
         """The distribution over base + learned words after `context` (the tokens of
         the message so far): `base_probs` itself (a copy) when nothing is learned."""
+        return self._mixed(base_probs, context)[0]
+
+    def _mixed(self, base_probs: np.ndarray, context: Sequence[str]) -> tuple[np.ndarray, float]:
         base_probs = np.asarray(base_probs, dtype=np.float64)
         if len(base_probs) != self._base_size:
             raise ValueError(f"base_probs has {len(base_probs)} entries, the base vocabulary {self._base_size}")
         with self._lock:
             if self._total == 0:
-                return base_probs.copy()
-            size = self._base_size + len(self._words)
-            p = np.zeros(size)
-            b = self.strengths[0]
-            if math.isinf(b):  # no context-free level: the chain starts at p_base itself
-                p[: self._base_size] = base_probs
-            else:
-                p += self._unigram[:size]
-                p[: self._base_size] += b * base_probs
-                p /= self._total + b
-            for b, total, ids, counts in self._seen(context):
-                p *= b / (total + b)
-                p[ids] += counts / (total + b)
-            return p
+                return base_probs.copy(), 1.0
+            unigram = self._unigram[: self._base_size + len(self._words)]
+            return mix(self.scheme, base_probs, unigram, self._total, self._seen(context))
 
     def share(self, base_probs: np.ndarray, context: Sequence[str], index: int,
               adapted: np.ndarray | None = None) -> float:  # fmt: skip
         """How much of the adapted probability of token `index` after `context` came
         from the memory rather than the base distribution (0 with nothing learned, 1
         for a word only the memory knows). `adapted`: `adapt`'s answer, if at hand."""
-        if adapted is None:
-            adapted = self.adapt(base_probs, context)
-        p = float(adapted[index])
-        with self._lock:
-            if self._total == 0 or p <= 0.0:
-                return 0.0
-            b = self.strengths[0]
-            scale = 1.0 if math.isinf(b) else b / (self._total + b)
-            for b, total, _, _ in self._seen(context):
-                scale *= b / (total + b)
+        found, scale = self._mixed(base_probs, context)
+        p = float(found[index] if adapted is None else adapted[index])
+        if self._total == 0 or p <= 0.0:
+            return 0.0
         base = float(base_probs[index]) if index < len(base_probs) else 0.0
         return min(1.0, max(0.0, 1.0 - scale * base / p))
 
-    def _seen(self, context: Sequence[str]) -> list[tuple[float, int, np.ndarray, np.ndarray]]:
-        """(b_k, c(h), ids, counts) for the orders 2.. whose memory context was seen."""
+    def _seen(self, context: Sequence[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(c(h), ids, counts) for the orders 2.. whose memory context h was seen."""
         with self._lock:
             history = (BOS, *context[-(self.order - 1) :]) if self.order > 1 else ()
             out = []
@@ -409,12 +423,9 @@ class Memory:
                 entry = self._contexts[k - 1].get(tuple(history[len(history) - k + 1 :]))
                 if entry is None:
                     break  # a longer context holding an unseen one is unseen too
-                if entry.cached is None or entry.cached[0] != self._epoch:
-                    ids = np.fromiter((self._id(t) for t in entry.follow), np.int64, len(entry.follow))
-                    counts = np.fromiter(entry.follow.values(), np.float64, len(entry.follow))
-                    entry.cached = (self._epoch, ids, counts)
-                b = self.strengths[k - 1] * (len(entry.follow) if self.witten_bell else 1)
-                out.append((b, entry.total, entry.cached[1], entry.cached[2]))
+                if entry.slot is None or entry.epoch != self._epoch:
+                    entry.build(self._id, self._epoch)
+                out.append((entry.total, *entry.arrays()))
             return out
 
     def _id(self, token: str) -> int:

@@ -1,0 +1,108 @@
+"""How a memory's counts are mixed into the served distribution: the schemes that
+`wordbot/memory.py` serves, as pure functions of the base distribution and the counts
+the memory found for a context. Chosen on validation text
+(`benchmarks/memory_validation.py`); `Scheme()` is the chosen one.
+
+- "chain": hierarchical adaptation down to the base (Dirichlet / Pitman-Yor style):
+
+      p_0 = p_base
+      p_1(w)   = (max(c(w) - D, 0) + (b_1 + D n_1) p_0(w)) / (C + b_1)          (b_1 = inf: p_1 = p_0)
+      p_k(w|h) = (max(c(h w) - D, 0) + (b_k' + D n(h)) p_{k-1}(w|h)) / (c(h) + b_k')
+
+  over the memory contexts h (the last k-1 tokens) that were seen, n(h) the distinct
+  words seen after h, b_k' = b_k n(h) with Witten-Bell, else b_k. D = 0 is Dirichlet
+  (MAP) adaptation; D > 0 discounts each seen word as Kneser-Ney does, which trusts a
+  context seen a few times with a few words far more.
+- "linear": (1 - l) p_base + l p_mem, p_mem the memory's own interpolated
+  absolute-discount n-gram, l = weights[k-1] c(h)/(c(h) + evidence) for the longest
+  memory context h seen (order k; C for k = 1), as the served mix weights its n-gram.
+
+Either way the memory's weight grows with its counts and is 0 with none; the result
+sums to 1 and is `scale * p_base` plus a part only where the memory saw words
+(`scale`: how much of the base is left, for `Memory.share`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scheme:
+    kind: str = "chain"  # "chain" or "linear" (above)
+    order: int = 3  # memory contexts of up to order - 1 tokens
+    strengths: tuple[float, ...] = (math.inf, 30.0, 30.0)  # chain: b_1..b_N (inf: no level)
+    witten_bell: bool = True  # chain: b_k times the distinct words seen after the context
+    discount: float = 0.0  # D: subtracted from every count (chain and p_mem of linear)
+    weights: tuple[float, ...] = ()  # linear: the memory's top weight at matched order 1..N
+    evidence: float = 10.0  # linear: counts of the matched context worth half its top weight
+
+    def __post_init__(self) -> None:
+        if self.order < 1:
+            raise ValueError("order must be at least 1")
+        if self.kind not in ("chain", "linear"):
+            raise ValueError(f"unknown scheme {self.kind!r}")
+        strengths = (*self.strengths, *(self.strengths[-1:] * self.order))[: self.order]
+        if any(not b > 0 for b in strengths):
+            raise ValueError(f"prior strengths must be positive, got {strengths}")
+        if not 0 <= self.discount < 1:
+            raise ValueError("the discount must be in [0, 1)")
+        object.__setattr__(self, "strengths", strengths)
+        weights = (*self.weights, *(self.weights[-1:] * self.order))[: self.order] if self.weights else ()
+        if self.kind == "linear" and (not weights or any(not 0 <= w <= 1 for w in weights)):
+            raise ValueError("a linear scheme needs weights in [0, 1]")
+        object.__setattr__(self, "weights", weights)
+
+    def name(self) -> str:
+        if self.kind == "linear":
+            return f"linear order={self.order} l={','.join(f'{w:g}' for w in self.weights)} e={self.evidence:g}" + (
+                f" D={self.discount:g}" if self.discount else ""
+            )
+        b = ",".join(f"{x:g}" for x in self.strengths)
+        return f"chain order={self.order} b={b}{' wb' if self.witten_bell else ''}" + (
+            f" D={self.discount:g}" if self.discount else ""
+        )
+
+
+def mix(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list) -> tuple[np.ndarray, float]:
+    """(the adapted distribution over base + learned ids, the share of p_base left in it).
+    `unigram`: counts by id (base + learned, len >= the result); `total`: their sum;
+    `seen`: (c(h), ids, counts) for the memory contexts of orders 2.. that were seen."""
+    size = len(unigram)
+    if scheme.kind == "linear":
+        return _linear(scheme, base, unigram, total, seen)
+    d = scheme.discount
+    b = scheme.strengths[0]
+    p = np.zeros(size)
+    if math.isinf(b):  # no context-free level: the chain starts at p_base itself
+        p[: len(base)] = base
+        scale = 1.0
+    else:
+        kept = np.count_nonzero(unigram)
+        p[: len(base)] = base
+        p *= (b + d * kept) / (total + b)
+        p += np.maximum(unigram - d, 0.0) / (total + b)
+        scale = (b + d * kept) / (total + b)
+    for k, (count, ids, counts) in enumerate(seen, start=2):
+        b = scheme.strengths[k - 1] * (len(ids) if scheme.witten_bell else 1)
+        left = (b + d * len(ids)) / (count + b)
+        p *= left
+        p[ids] += (counts - d) / (count + b)
+        scale *= left
+    return p, scale
+
+
+def _linear(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list) -> tuple[np.ndarray, float]:
+    d = scheme.discount
+    p = unigram / total
+    for count, ids, counts in seen:
+        p *= d * len(ids) / count
+        p[ids] += (counts - d) / count
+    matched = seen[-1][0] if seen else total
+    weight = scheme.weights[len(seen)] * matched / (matched + scheme.evidence)
+    p *= weight
+    p[: len(base)] += (1.0 - weight) * base
+    return p, 1.0 - weight
