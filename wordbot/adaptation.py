@@ -106,3 +106,44 @@ def _linear(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, s
     p *= weight
     p[: len(base)] += (1.0 - weight) * base
     return p, 1.0 - weight
+
+
+class Followers:
+    """The words seen after one memory context as arrays (ids, counts), built the first
+    time the context is served and then updated in place by every add and remove."""
+
+    __slots__ = ("_counts", "_ids", "epoch", "order", "slot")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.order)
+        return self._ids[:n], self._counts[:n]
+
+    def __init__(self, follow: dict, token_id, epoch: int) -> None:
+        """`follow`: token -> count (the key None holds the total); `epoch`: the memory's
+        id epoch, whose `token_id` gives the ids."""
+        self.order = [t for t in follow if t is not None]  # the tokens by place
+        self.slot = {t: j for j, t in enumerate(self.order)}
+        self._ids = np.fromiter((token_id(t) for t in self.order), np.int64, len(self.order))
+        self._counts = np.fromiter((follow[t] for t in self.order), np.float64, len(self.order))
+        self.epoch = epoch
+
+    def update(self, token: str, n: int, token_id) -> None:
+        """Keep the arrays in step with `follow[token] = n` (0: gone)."""
+        j = self.slot.get(token)
+        if j is None:  # a new follower, appended; the arrays grow by doubling
+            j = len(self.order)
+            if j == len(self._ids):
+                self._ids = np.concatenate([self._ids, np.zeros(max(4, j), np.int64)])
+                self._counts = np.concatenate([self._counts, np.zeros(max(4, j))])
+            self.order.append(token)
+            self.slot[token] = j
+            self._ids[j], self._counts[j] = token_id(token), n
+        elif n > 0:
+            self._counts[j] = n
+        else:  # gone: the last follower takes its place
+            last = len(self.order) - 1
+            moved = self.order[last]
+            self.order[j], self.slot[moved] = moved, j
+            self._ids[j], self._counts[j] = self._ids[last], self._counts[last]
+            self.order.pop()
+            del self.slot[token]

@@ -333,13 +333,14 @@ def _models(model_dir: str | os.PathLike | None, backend: str | None, order: int
     return models
 
 
-def file_report(models: dict[str, Predictor], path, max_positions: int | None, compared=()):
+def file_report(models: dict[str, Predictor], path, max_positions: int | None, compared=(), messages=None):
     """(the figures of every model on one test file, the block of text that shows them).
     `compared`: (a, b) pairs of row names, each shown as a beats b with its interval;
-    perplexity is over the tokens every model named in them (else the first) can score."""
+    perplexity is over the tokens every model named in them (else the first) can score.
+    `messages`: the file's messages, when they are at hand already."""
     from wordbot.corpus import read_messages
 
-    messages = read_messages(path)  # once for all the models
+    messages = read_messages(path) if messages is None else messages  # once for all the models
     named = [name for name in models if any(name in pair for pair in compared)] or [next(iter(models))]
     scorable = set.intersection(*(set(models[name].tokenizer.vocab) for name in named))
     results = {

@@ -16,32 +16,56 @@ from wordbot.memory import Memory
 from wordbot.predictor import Predictor
 
 
-def learned_models(
-    model_dir: str | os.PathLike | None,
-    history: Sequence[str],
-    order: int = 4,
-    backend: str | None = None,
-    memory: Memory | None = None,
-) -> dict[str, Predictor]:
-    """The three rows: frozen, learned (a view of the same predictor that learned
-    `history` in order; `memory`: an empty memory of another scheme, for validation),
-    and KN`order` refitted on the training text + `history`."""
+def frozen_model(
+    model_dir: str | os.PathLike | None, backend: str | None = None, train: Sequence[str] | None = None
+) -> tuple[Predictor, list[str]]:
+    """The served predictor and the text it was trained on. `train` (validation: a
+    community held out of the n-gram): the mix served with its n-gram refitted on it."""
     from wordbot.corpus import training_messages
-    from wordbot.mix import open_tokenizer
+    from wordbot.mix import OrderWeighted, open_tokenizer
     from wordbot.ngram import KneserNey
 
     frozen = Predictor.load(model_dir, backend=backend)
-    learned = frozen.view(memory)
+    if train is None:
+        return frozen, training_messages(frozen.manifest, model_directory(model_dir))
+    if frozen.backend != "mix":
+        raise ValueError("only the mix has an n-gram to refit")
+    network, ngram = frozen.lm.models
+    ngram = KneserNey.from_texts(train, open_tokenizer(network.tokenizer, train), ngram.order)
+    lm = OrderWeighted(network, ngram, frozen.lm.weights)
+    return Predictor(lm, name=frozen.name, manifest=frozen.manifest, backend="mix"), list(train)
+
+
+def learned(frozen: Predictor, history: Sequence[str], memory: Memory | None = None) -> Predictor:
+    """A view of `frozen` that learned `history` in order (`memory`: an empty one of
+    another scheme, for validation)."""
+    view = frozen.view(memory)
     for i, message in enumerate(history):
-        learned.learn(message, key=("history", i))
-    text = [*training_messages(frozen.manifest, model_directory(model_dir)), *history]
-    # The refitted n-gram knows every word of the training text and the history.
-    refitted = KneserNey.from_texts(text, open_tokenizer(frozen.tokenizer, text), order)
+        view.learn(message, key=("history", i))
+    return view
+
+
+def refitted(frozen: Predictor, train: Sequence[str], history: Sequence[str], order: int = 4) -> Predictor:
+    """KN`order` on `train` + `history`, over every word of both (as a user would refit it)."""
+    from wordbot.mix import open_tokenizer
+    from wordbot.ngram import KneserNey
+
+    text = [*train, *history]
+    model = KneserNey.from_texts(text, open_tokenizer(frozen.tokenizer, text), order)
+    return Predictor(model, name=f"KN{order}+history", backend="ngram")
+
+
+def learned_models(
+    model_dir: str | os.PathLike | None, history: Sequence[str], order: int = 4, backend: str | None = None
+) -> dict[str, Predictor]:
+    """The three rows: frozen, the same predictor after learning `history`, and
+    KN`order` refitted on the training text + `history`."""
+    frozen, train = frozen_model(model_dir, backend)
     name = f"{frozen.name}/{frozen.backend}"
     return {
         f"{name} frozen": frozen,
-        f"{name} learned": learned,
-        f"KN{order}+history": Predictor(refitted, name=f"KN{order}+history", backend="ngram"),
+        f"{name} learned": learned(frozen, history),
+        f"KN{order}+history": refitted(frozen, train, history, order),
     }
 
 

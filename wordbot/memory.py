@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from wordbot.adaptation import Scheme, mix
+from wordbot.adaptation import Followers, Scheme, mix
 from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
@@ -48,53 +47,6 @@ MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut her
 COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words of one message
 _SENTENCE_END = {".", "...", "!", "?"}
 _SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
-
-
-class _Context:
-    """The tokens that followed one context in the learned messages; once served, also
-    as arrays (ids, counts) that every later add and remove updates in place."""
-
-    __slots__ = ("_counts", "_ids", "epoch", "follow", "order", "slot", "total")
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.follow: dict[str, int] = {}
-        self.slot: dict[str, int] | None = None  # token -> its place in the arrays, once served
-        self.order: list[str] = []  # the tokens by place
-        self.epoch = -1  # the memory's id epoch the arrays hold ids of
-        self._ids, self._counts = np.zeros(0, np.int64), np.zeros(0)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.order)
-        return self._ids[:n], self._counts[:n]
-
-    def build(self, token_id, epoch: int) -> None:
-        self.order = list(self.follow)
-        self.slot = {t: j for j, t in enumerate(self.order)}
-        self._ids = np.fromiter((token_id(t) for t in self.order), np.int64, len(self.order))
-        self._counts = np.fromiter(self.follow.values(), np.float64, len(self.order))
-        self.epoch = epoch
-
-    def update(self, token: str, n: int, token_id) -> None:
-        """Keep the arrays in step with `follow[token] = n` (0: gone)."""
-        j = self.slot.get(token)
-        if j is None:  # a new follower, appended; the arrays grow by doubling
-            j = len(self.order)
-            if j == len(self._ids):
-                self._ids = np.concatenate([self._ids, np.zeros(max(4, j), np.int64)])
-                self._counts = np.concatenate([self._counts, np.zeros(max(4, j))])
-            self.order.append(token)
-            self.slot[token] = j
-            self._ids[j], self._counts[j] = token_id(token), n
-        elif n > 0:
-            self._counts[j] = n
-        else:  # gone: the last follower takes its place
-            last = len(self.order) - 1
-            moved = self.order[last]
-            self.order[j], self.slot[moved] = moved, j
-            self._ids[j], self._counts[j] = self._ids[last], self._counts[last]
-            self.order.pop()
-            del self.slot[token]
 
 
 class Lexicon:
@@ -117,16 +69,6 @@ class Lexicon:
 
     def token(self, i: int) -> str:
         return self.words[i - self.base_size]
-
-
-class _Message:
-    """One learned message, kept compactly (a tuple of shared strings per field) so
-    that `remove` can take back exactly what `add` counted."""
-
-    __slots__ = ("form_tokens", "forms", "tokens")
-
-    def __init__(self, tokens: tuple[str, ...], form_tokens: tuple[str, ...], forms: tuple[str, ...]):
-        self.tokens, self.form_tokens, self.forms = tokens, form_tokens, forms
 
 
 def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -170,15 +112,19 @@ class Memory:
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
-            self._messages: dict[Hashable, _Message] = {}
+            # Plain dicts and tuples of strings and ints, which the garbage collector does not
+            # track: a million learned tokens add no pause to the process's collections.
+            self._messages: dict[Hashable, tuple] = {}  # key -> (tokens, form tokens, their forms)
             self._words: list[str] = []  # learned tokens outside the base vocabulary
             self._word_id: dict[str, int] = {}
             # One string object per distinct token, so a million learned tokens share their text.
             self._canonical = {w: w for w in self._base_id}
             self._unigram = np.zeros(self._base_size + 64)  # token counts by id
             self._total = 0
-            self._contexts: list[dict[tuple[str, ...], _Context]] = [{} for _ in range(self.order)]
-            self._forms: dict[str, Counter[str]] = {}
+            # Per order k: context -> {token: count after it, None: the context's total}.
+            self._contexts: list[dict[tuple[str, ...], dict]] = [{} for _ in range(self.order)]
+            self._followers: dict[tuple, Followers] = {}  # (k, context) -> arrays, once served
+            self._forms: dict[str, dict[str, int]] = {}
             self._runs: dict[int, int] = {}  # hash of a 9-word run -> messages holding it
             self._epoch = 0  # bumped when word ids move
             self._lexicon: Lexicon | None = Lexicon(self._base_size, ())
@@ -199,7 +145,7 @@ class Memory:
             tokens = tuple(canonical.get(t, t) for t in tokens)
             form_tokens = tuple(canonical.get(t, t) for t, _ in forms)
             written = tuple(canonical.get(t, t) if f == t else f for t, f in forms)
-            message = _Message(tokens, form_tokens, written)
+            message = (tokens, form_tokens, written)
             self._messages[key] = message
             self._count(message, +1)
             self._version += 1
@@ -214,28 +160,29 @@ class Memory:
             self._version += 1
             return True
 
-    def _forget(self, message: _Message) -> None:
+    def _forget(self, message: tuple) -> None:
         self._count(message, -1)
-        for token in {*message.tokens, EOS}:
+        for token in {*message[0], EOS}:
             i = self._word_id.get(token)
             if i is not None and self._unigram[i] == 0:
                 self._drop_word(token)
 
-    def _count(self, message: _Message, sign: int) -> None:
-        sequence = (BOS, *message.tokens, EOS)
+    def _count(self, message: tuple, sign: int) -> None:
+        tokens, form_tokens, forms = message
+        sequence = (BOS, *tokens, EOS)
         for j in range(1, len(sequence)):
             token = sequence[j]
             self._unigram_add(token, sign)
             for k in range(2, min(self.order, j + 1) + 1):
                 self._context_add(k, sequence[j - k + 1 : j], token, sign)
-        for token, form in zip(message.form_tokens, message.forms, strict=True):
-            seen = self._forms.setdefault(token, Counter())
-            seen[form] += sign
+        for token, form in zip(form_tokens, forms, strict=True):
+            seen = self._forms.setdefault(token, {})
+            seen[form] = seen.get(form, 0) + sign
             if seen[form] <= 0:
                 del seen[form]
                 if not seen:
                     del self._forms[token]
-        for run in _word_runs(message.tokens):  # recounted, not stored: hash() is stable in a process
+        for run in _word_runs(tokens):  # recounted, not stored: hash() is stable in a process
             run = hash(run)
             n = self._runs.get(run, 0) + sign
             if n > 0:
@@ -260,22 +207,24 @@ class Memory:
 
     def _context_add(self, k: int, context: tuple[str, ...], token: str, sign: int) -> None:
         table = self._contexts[k - 1]
-        entry = table.get(context)
-        if entry is None:
-            entry = table[context] = _Context()
-        entry.total += sign
-        n = entry.follow.get(token, 0) + sign
+        follow = table.get(context)
+        if follow is None:
+            follow = table[context] = {None: 0}
+        follow[None] += sign
+        n = follow.get(token, 0) + sign
         if n > 0:
-            entry.follow[token] = n
+            follow[token] = n
         else:
-            entry.follow.pop(token, None)
-        if entry.total <= 0:
+            follow.pop(token, None)
+        served = self._followers.get((k, context)) if self._followers else None
+        if follow[None] <= 0:
             del table[context]
-        elif entry.slot is not None:  # served before: its arrays follow in place
-            if entry.epoch == self._epoch:
-                entry.update(token, n, self._id)
+            self._followers.pop((k, context), None)
+        elif served is not None:  # its arrays follow in place (or are built again when ids moved)
+            if served.epoch == self._epoch:
+                served.update(token, n, self._id)
             else:
-                entry.slot = None
+                del self._followers[(k, context)]
 
     def _drop_word(self, token: str) -> None:
         """A learned word no message holds any more leaves `words`; the last word takes its id
@@ -420,12 +369,14 @@ class Memory:
             for k in range(2, self.order + 1):
                 if k - 1 > len(history):
                     break
-                entry = self._contexts[k - 1].get(tuple(history[len(history) - k + 1 :]))
-                if entry is None:
+                context = tuple(history[len(history) - k + 1 :])
+                follow = self._contexts[k - 1].get(context)
+                if follow is None:
                     break  # a longer context holding an unseen one is unseen too
-                if entry.slot is None or entry.epoch != self._epoch:
-                    entry.build(self._id, self._epoch)
-                out.append((entry.total, *entry.arrays()))
+                served = self._followers.get((k, context))
+                if served is None or served.epoch != self._epoch:
+                    served = self._followers[(k, context)] = Followers(follow, self._id, self._epoch)
+                out.append((follow[None], *served.arrays()))
             return out
 
     def _id(self, token: str) -> int:
