@@ -277,3 +277,35 @@ def test_the_version_never_repeats_after_clear():
     seen.add(memory.version)
     memory.add(1, "the dog")
     assert memory.version not in seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "serve"]), st.integers(0, 5), messages), max_size=25),
+    st.lists(words, max_size=4),
+)
+def test_served_arrays_kept_in_place_match_a_memory_learned_from_scratch(steps, context):
+    """Serving between adds and removes (the arrays updated in place, ids moved by
+    forgotten words) gives what a fresh memory that learned only the messages kept gives."""
+    memory = Memory(BASE_VOCAB, order=4)
+    kept: dict[int, str] = {}
+    context = tokenize(" ".join(context))
+    for action, key, text in steps:
+        if action == "add":
+            memory.add(key, text)
+            kept.pop(key, None)
+            kept[key] = text
+        elif action == "remove":
+            memory.remove(key)
+            kept.pop(key, None)
+        for k in range(len(context) + 1):
+            memory.adapt(BASE, context[:k])
+    fresh = Memory(BASE_VOCAB, order=4)
+    for key, text in kept.items():
+        fresh.add(key, text)
+    for k in range(len(context) + 1):
+        got, want = memory.adapt(BASE, context[:k]), fresh.adapt(BASE, context[:k])
+        names = [*BASE_VOCAB, *memory.words]
+        assert sorted(memory.words) == sorted(fresh.words)
+        by_word = dict(zip([*BASE_VOCAB, *fresh.words], want, strict=True))
+        assert max(abs(p - by_word[w]) for w, p in zip(names, got, strict=True)) <= 1e-12

@@ -1,6 +1,6 @@
 """What was learned from one user or one community: counts of their messages over
 orders 1..N, added one message at a time and removed exactly, and the way they are
-mixed into the served distribution (hierarchical Dirichlet adaptation of it).
+mixed into the served distribution (the scheme of `wordbot/adaptation.py`).
 
     memory = Memory(tokenizer.vocab)          # the served vocabulary, ids 0..B-1
     memory.add(key, "ping Knghtbrd on GitHub")  # one message; `key` names it for remove
