@@ -62,7 +62,7 @@ def test_an_empty_memory_returns_the_base_distribution_unchanged():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(messages, max_size=8), messages, st.lists(words, max_size=5), st.booleans())
 def test_add_then_remove_restores_every_number(history, message, context, witten_bell):
-    memory = Memory(BASE_VOCAB, witten_bell=witten_bell)
+    memory = Memory(BASE_VOCAB, kind="chain", witten_bell=witten_bell)
     for i, text in enumerate(history):
         memory.add(i, text)
     context = tokenize(" ".join(context))
@@ -170,7 +170,9 @@ def test_a_forgotten_word_leaves_words_and_the_rest_is_as_if_never_learned():
 
 
 def test_share_says_how_much_of_a_suggestion_came_from_the_memory():
-    memory = Memory(BASE_VOCAB, strengths=(float("inf"), 1.0, 1.0), witten_bell=False)
+    memory = Memory(
+        BASE_VOCAB, kind="chain", order=3, strengths=(float("inf"), 1.0, 1.0), witten_bell=False, discount=0.0
+    )
     cat = BASE_VOCAB.index("cat")
     assert memory.share(BASE, ["the"], cat) == 0.0
     for n in range(3):

@@ -32,13 +32,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str = "chain"  # "chain" or "linear" (above)
-    order: int = 3  # memory contexts of up to order - 1 tokens
-    strengths: tuple[float, ...] = (math.inf, 30.0, 30.0)  # chain: b_1..b_N (inf: no level)
-    witten_bell: bool = True  # chain: b_k times the distinct words seen after the context
-    discount: float = 0.0  # D: subtracted from every count (chain and p_mem of linear)
-    weights: tuple[float, ...] = ()  # linear: the memory's top weight at matched order 1..N
-    evidence: float = 10.0  # linear: counts of the matched context worth half its top weight
+    """A way to mix; the defaults are the one chosen on validation text (round 3 of
+    benchmarks/memory_validation.py: benchmarks/results/memory_validation.txt)."""
+
+    kind: str = "linear"  # "chain" or "linear" (above)
+    order: int = 4  # memory contexts of up to order - 1 tokens
+    strengths: tuple[float, ...] = (math.inf, 30.0)  # chain: b_1..b_N (inf: no level)
+    witten_bell: bool = False  # chain: b_k times the distinct words seen after the context
+    discount: float = 0.75  # D: subtracted from every count (chain and p_mem of linear)
+    # linear: the memory's top weight where its longest seen context has order 1..N
+    # (0 at order 1: where the memory saw none of the context, the base answers alone)
+    weights: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
+    evidence: float = 5.0  # linear: the count of that context at which it gets half its top weight
 
     def __post_init__(self) -> None:
         if self.order < 1:

@@ -272,10 +272,11 @@ class Memory:
         """The size of the vocabulary the memory was made for."""
         return self._base_size
 
+    # `messages`, `version` and a cached `written` are read on every keystroke: one
+    # attribute read each (atomic), without taking the lock.
     @property
     def messages(self) -> int:
-        with self._lock:
-            return len(self._messages)
+        return len(self._messages)
 
     @property
     def tokens(self) -> int:
@@ -286,8 +287,7 @@ class Memory:
     @property
     def version(self) -> int:
         """Changes whenever what was learned changes: a key for caches of `adapt`."""
-        with self._lock:
-            return self._version
+        return self._version
 
     def __len__(self) -> int:
         return self.messages
@@ -310,6 +310,9 @@ class Memory:
     def written(self, token: str) -> str | None:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
+        version, cache = self._written
+        if version == self._version and token in cache:
+            return cache[token]
         with self._lock:
             if self._written[0] != self._version:
                 self._written = (self._version, {})
