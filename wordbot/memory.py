@@ -10,6 +10,7 @@ mixed into the served distribution (the scheme of `wordbot/adaptation.py`).
     memory.copies_too_much(recent, "word")    # would "word" make 9 copied words in a row?
     memory.remove(key)                        # every count exactly as before the add; clear()
     memory.words, .messages, .tokens, .version, .count(token)   # what was learned
+    memory.learned_id("knghtbrd")             # B + j for a learned word outside the vocabulary
 
 How the counts are mixed into the served distribution is `wordbot/adaptation.py`
 (`Scheme`, chosen on validation text). Whatever the scheme, the memory's weight grows
@@ -27,7 +28,7 @@ before it.
 of learned 9-word runs (counted, so `remove` forgets them) says whether one more word
 would make 9 consecutive words of one learned message.
 
-Thread-safe: every method takes one lock. Bounded: a message is cut to
+Thread-safe: every method that reads more than one attribute takes one lock. Bounded: a message is cut to
 MAX_MESSAGE_CHARS characters and MAX_MESSAGE_TOKENS tokens before it is counted.
 """
 
