@@ -301,3 +301,78 @@ def test_keystroke_savings_follow_the_predictors_suggestions_word_by_word():
         text += word + " "
     result = evaluate_messages(predictor, ["cherry apricot bandana berry"], progress=False)
     assert result["ksr"] == pytest.approx(1 - used / plain)
+
+
+COMMUNITY = [
+    "the zorblax fleet lands on quenthor at dawn",
+    "ping Varnix about the zorblax fleet",
+    "quenthor traders sell glimmerdust to the zorblax fleet",
+    "ask Varnix whether the glimmerdust reached quenthor",
+]
+
+
+def _learn_from(tiny_model_dir, tmp_path, history: list[str], **options) -> dict:
+    from wordbot import evaluate_learned
+
+    history_file, test_file = tmp_path / "history.txt", tmp_path / "test.txt"
+    history_file.write_text("\n".join(history) + "\n", encoding="utf-8")
+    test_file.write_text("\n".join(COMMUNITY) + "\n", encoding="utf-8")
+    return json.loads(evaluate_learned.run(tiny_model_dir, history_file, [test_file], as_json=True, **options))[
+        str(test_file)
+    ]
+
+
+def test_eval_learn_from_prints_frozen_learned_and_refitted_side_by_side(tiny_model_dir, tmp_path, capsys):
+    from wordbot.cli import main
+
+    (tmp_path / "history.txt").write_text("\n".join(COMMUNITY * 5) + "\n", encoding="utf-8")
+    (tmp_path / "test.txt").write_text("\n".join(COMMUNITY) + "\n", encoding="utf-8")
+    argv = ["eval", "--learn-from", str(tmp_path / "history.txt"), str(tmp_path / "test.txt")]
+    assert main([*argv, "--model", str(tiny_model_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "learned from" in table and "20 messages" in table
+    header = next(line for line in table.splitlines() if line.startswith("metric"))
+    assert header.split()[1:] == ["tiny/rnn", "frozen", "tiny/rnn", "learned", "KN4+history"]
+    rows = {line.split("  ")[0] for line in table.splitlines()}
+    assert {"top-3 next word", "keystroke savings", "perplexity (lower is better)", "ms per word, median"} <= rows
+    assert "perplexity over the tokens tiny/rnn frozen, tiny/rnn learned and KN4+history can all score" in table
+    assert "tiny/rnn learned against KN4+history (95% paired-bootstrap interval over the 4 messages):" in table
+    assert "tiny/rnn learned against tiny/rnn frozen" in table
+
+
+def test_learning_the_communitys_phrases_lifts_the_learned_row_above_frozen(tiny_model_dir, tmp_path):
+    report = _learn_from(tiny_model_dir, tmp_path, COMMUNITY * 5)
+    frozen, learned = report["tiny/rnn frozen"], report["tiny/rnn learned"]
+    assert learned["top3"] > frozen["top3"] + 0.3
+    assert learned["ksr"] > frozen["ksr"] + 0.2
+    assert learned["perplexity"] < frozen["perplexity"] / 2
+    # Words only the history holds (zorblax, Varnix) count as known to the learned
+    # model: typed with its suggestions, not as misses.
+    assert learned["oov_rate"] < frozen["oov_rate"]
+    assert learned["against"]["tiny/rnn frozen"]["top3"]["difference"] > 30
+
+
+def test_the_refitted_ngram_really_counts_the_history(tiny_model_dir, tmp_path):
+    unrelated = ["a penny saved is a penny earned", "what is the meaning of life"] * 10
+    with_phrases = _learn_from(tiny_model_dir, tmp_path, COMMUNITY * 5, baseline="kn3")["KN3+history"]
+    without = _learn_from(tiny_model_dir, tmp_path, unrelated, baseline="kn3")["KN3+history"]
+    assert with_phrases["top3"] > without["top3"] + 0.3
+    assert with_phrases["oov_rate"] < without["oov_rate"]  # it knows the history's words
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [(None, "history file {} does not exist"), ("\n\n", "history file {} holds no text"), ("dir", "is not a file")],
+)
+def test_a_bad_history_file_is_one_line(tiny_model_dir, tmp_path, capsys, history, message):
+    from wordbot.cli import main
+
+    path = tmp_path / "history.txt"
+    if history == "dir":
+        path.mkdir()
+    elif history is not None:
+        path.write_text(history)
+    (tmp_path / "test.txt").write_text("hello there\n")
+    assert main(["eval", "--learn-from", str(path), str(tmp_path / "test.txt"), "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wordbot.adaptation import Scheme
 from wordbot.memory import COPY_RUN, MAX_MESSAGE_TOKENS, Memory
 from wordbot.text import SPECIALS, tokenize
 
@@ -61,7 +62,7 @@ def test_an_empty_memory_returns_the_base_distribution_unchanged():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(messages, max_size=8), messages, st.lists(words, max_size=5), st.booleans())
 def test_add_then_remove_restores_every_number(history, message, context, witten_bell):
-    memory = Memory(BASE_VOCAB, witten_bell=witten_bell)
+    memory = Memory(BASE_VOCAB, kind="chain", witten_bell=witten_bell)
     for i, text in enumerate(history):
         memory.add(i, text)
     context = tokenize(" ".join(context))
@@ -78,22 +79,47 @@ def test_add_then_remove_restores_every_number(history, message, context, witten
     assert not memory.remove("new")  # already forgotten
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(messages, max_size=10),
-    st.lists(words, max_size=6),
-    st.integers(1, 5),
-    st.sampled_from([(float("inf"), 1.0), (3.0, 0.5), (1e5, 1000.0)]),
-    st.booleans(),
+SCHEMES = st.builds(
+    Scheme,
+    kind=st.sampled_from(["chain", "linear"]),
+    order=st.integers(1, 5),
+    strengths=st.sampled_from([(float("inf"), 1.0), (3.0, 0.5), (1e5, 1000.0), (100.0, 0.01)]),
+    witten_bell=st.booleans(),
+    discount=st.sampled_from([0.0, 0.5, 0.9]),
+    weights=st.sampled_from([(0.2, 0.5, 0.9), (1.0,), (0.0, 0.3)]),
+    evidence=st.sampled_from([0.5, 10.0]),
 )
-def test_the_adapted_distribution_sums_to_one(history, context, order, strengths, witten_bell):
-    memory = Memory(BASE_VOCAB, order=order, strengths=strengths, witten_bell=witten_bell)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(messages, max_size=10), st.lists(words, max_size=6), SCHEMES)
+def test_the_adapted_distribution_sums_to_one(history, context, scheme):
+    memory = Memory(BASE_VOCAB, scheme)
     for i, text in enumerate(history):
         memory.add(i, text)
     p = memory.adapt(BASE, tokenize(" ".join(context)))
     assert abs(p.sum() - 1.0) <= 1e-9
     assert np.all(p >= 0)
     assert len(p) == B + len(memory.words)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(messages, max_size=8), messages, st.lists(words, max_size=5), SCHEMES)
+def test_every_scheme_is_the_base_when_empty_and_forgets_exactly(history, message, context, scheme):
+    memory = Memory(BASE_VOCAB, scheme)
+    context = tokenize(" ".join(context))
+    assert np.max(np.abs(memory.adapt(BASE, context) - BASE)) <= 1e-12
+    for i, text in enumerate(history):
+        memory.add(i, text)
+    before = memory.adapt(BASE, context)
+    memory.add("new", message)
+    memory.adapt(BASE, context)  # served between: the in-place arrays must follow the remove
+    memory.remove("new")
+    after = memory.adapt(BASE, context)
+    assert after.shape == before.shape and np.max(np.abs(after - before)) <= 1e-12
+    for i in range(len(history)):
+        memory.remove(i)
+    assert np.max(np.abs(memory.adapt(BASE, context) - BASE)) <= 1e-12
 
 
 def test_weight_grows_with_evidence():
@@ -144,7 +170,9 @@ def test_a_forgotten_word_leaves_words_and_the_rest_is_as_if_never_learned():
 
 
 def test_share_says_how_much_of_a_suggestion_came_from_the_memory():
-    memory = Memory(BASE_VOCAB, strengths=(float("inf"), 1.0, 1.0), witten_bell=False)
+    memory = Memory(
+        BASE_VOCAB, kind="chain", order=3, strengths=(float("inf"), 1.0, 1.0), witten_bell=False, discount=0.0
+    )
     cat = BASE_VOCAB.index("cat")
     assert memory.share(BASE, ["the"], cat) == 0.0
     for n in range(3):
@@ -251,3 +279,35 @@ def test_the_version_never_repeats_after_clear():
     seen.add(memory.version)
     memory.add(1, "the dog")
     assert memory.version not in seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "serve"]), st.integers(0, 5), messages), max_size=25),
+    st.lists(words, max_size=4),
+)
+def test_served_arrays_kept_in_place_match_a_memory_learned_from_scratch(steps, context):
+    """Serving between adds and removes (the arrays updated in place, ids moved by
+    forgotten words) gives what a fresh memory that learned only the messages kept gives."""
+    memory = Memory(BASE_VOCAB, order=4)
+    kept: dict[int, str] = {}
+    context = tokenize(" ".join(context))
+    for action, key, text in steps:
+        if action == "add":
+            memory.add(key, text)
+            kept.pop(key, None)
+            kept[key] = text
+        elif action == "remove":
+            memory.remove(key)
+            kept.pop(key, None)
+        for k in range(len(context) + 1):
+            memory.adapt(BASE, context[:k])
+    fresh = Memory(BASE_VOCAB, order=4)
+    for key, text in kept.items():
+        fresh.add(key, text)
+    for k in range(len(context) + 1):
+        got, want = memory.adapt(BASE, context[:k]), fresh.adapt(BASE, context[:k])
+        names = [*BASE_VOCAB, *memory.words]
+        assert sorted(memory.words) == sorted(fresh.words)
+        by_word = dict(zip([*BASE_VOCAB, *fresh.words], want, strict=True))
+        assert max(abs(p - by_word[w]) for w, p in zip(names, got, strict=True)) <= 1e-12

@@ -151,6 +151,11 @@ def _add_eval(sub) -> None:
     p.add_argument("testfiles", nargs="+", help="test text, one message per line")
     p.add_argument("--baseline", default="kn4", help="n-gram baseline: kn2..kn5 (default kn4), or 'none'")
     p.add_argument("--max-positions", type=int, help="evaluate a fixed sample of about this many tokens")
+    p.add_argument(
+        "--learn-from",
+        metavar="HISTORY",
+        help="learn this file's messages in order first; show the model frozen, learned, and the n-gram refitted on it",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_model(p)
 

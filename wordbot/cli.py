@@ -154,6 +154,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise WordbotError(f"test file {path} holds no text")
     if args.max_positions is not None and args.max_positions < 1:
         raise WordbotError("--max-positions must be at least 1")
+    if args.learn_from is not None:
+        return _eval_learned(args)
     report = evaluate.run(
         args.model,
         args.testfiles,
@@ -162,6 +164,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_positions=args.max_positions,
         backend=args.backend,
     )
+    print(report)
+    return 0
+
+
+def _eval_learned(args: argparse.Namespace) -> int:
+    """`eval --learn-from`: the history is checked like a test file, then learned."""
+    from wordbot import evaluate_learned
+    from wordbot.corpus import read_messages
+
+    path = Path(args.learn_from)
+    if not path.is_file():
+        raise WordbotError(f"history file {path} {'is not a file' if path.exists() else 'does not exist'}")
+    if not read_messages(path):
+        raise WordbotError(f"history file {path} holds no text")
+    try:
+        report = evaluate_learned.run(
+            args.model, path, args.testfiles, args.baseline, args.json, args.max_positions, args.backend
+        )
+    except ValueError as e:
+        raise WordbotError(str(e)) from None
     print(report)
     return 0
 

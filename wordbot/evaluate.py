@@ -184,6 +184,9 @@ def _score_message(predictor: Predictor, message: list[str], complete: bool, tal
     """Every position of one message: its probability, and for a word its suggestions."""
     tokens = [*message, EOS] if complete else message
     targets = predictor.tokenizer.encode_tokens(tokens)  # EOS maps to EOS_ID
+    if predictor.memory.messages:  # a learned word outside the vocabulary has its id past it
+        learned = predictor.memory.learned_id
+        targets = [learned(t) or UNK_ID if i == UNK_ID else i for t, i in zip(tokens, targets, strict=True)]
     for i, (token, target) in enumerate(zip(tokens, targets, strict=True)):
         context = message[:i]
         word = is_word(token)
@@ -298,7 +301,9 @@ def run(
     report: dict[str, dict[str, dict]] = {}
     blocks = []
     for path in test_files:
-        results, block = _file_report(models, path, baseline_name, max_positions)
+        served = next(iter(models))
+        compared = [(served, baseline_name)] if baseline_name else []
+        results, block = file_report(models, path, max_positions, compared)
         report[str(path)] = results
         blocks.append(block)
     if as_json:
@@ -328,16 +333,16 @@ def _models(model_dir: str | os.PathLike | None, backend: str | None, order: int
     return models
 
 
-def _file_report(models: dict[str, Predictor], path, baseline_name: str | None, max_positions: int | None):
-    """(the figures of every model on one test file, the block of text that shows them)."""
+def file_report(models: dict[str, Predictor], path, max_positions: int | None, compared=(), messages=None):
+    """(the figures of every model on one test file, the block of text that shows them).
+    `compared`: (a, b) pairs of row names, each shown as a beats b with its interval;
+    perplexity is over the tokens every model named in them (else the first) can score.
+    `messages`: the file's messages, when they are at hand already."""
     from wordbot.corpus import read_messages
 
-    messages = read_messages(path)  # once for all the models
-    served = next(iter(models))
-    # Perplexity only over the tokens both the served model and the baseline can score.
-    scorable = set(models[served].tokenizer.vocab)
-    if baseline_name:
-        scorable &= set(models[baseline_name].tokenizer.vocab)
+    messages = read_messages(path) if messages is None else messages  # once for all the models
+    named = [name for name in models if any(name in pair for pair in compared)] or [next(iter(models))]
+    scorable = set.intersection(*(set(models[name].tokenizer.vocab) for name in named))
     results = {
         name: evaluate_messages(
             model,
@@ -350,25 +355,28 @@ def _file_report(models: dict[str, Predictor], path, baseline_name: str | None, 
         for name, model in models.items()
     }
     block = f"{path}\n\n{format_table(results)}"
-    block += "\n\n" + _left_out_line(results, served, baseline_name)
-    if baseline_name:
-        # The served model against the baseline, with how much the figures could
-        # move on other text like this (what "beats by 2 points" can mean).
-        found = paired_differences(results[served], results[baseline_name])
-        if not results[served]["words"]:  # nothing to compare but perplexity
+    block += "\n\n" + _left_out_line(results, named)
+    for a, b in compared:
+        # How much a beats b, with how much that could move on other text like this
+        # (what "beats by 2 points" can mean).
+        found = paired_differences(results[a], results[b])
+        if not results[a]["words"]:  # nothing to compare but perplexity
             found = {k: v for k, v in found.items() if k == "perplexity"}
-        results[served]["against"] = {baseline_name: found}
-        scored = len(results[served]["per_message"]["words"])
-        block += "\n\n" + format_differences(served, baseline_name, found, scored)
+        results[a].setdefault("against", {})[b] = found
+        scored = len(results[a]["per_message"]["words"])
+        block += "\n\n" + format_differences(a, b, found, scored)
     for metrics in results.values():
         del metrics["per_message"]
     return results, block
 
 
-def _left_out_line(results: dict[str, dict], served: str, baseline_name: str | None) -> str:
+def _left_out_line(results: dict[str, dict], named: list[str]) -> str:
     """How many tokens perplexity leaves out, and why."""
-    figures = results[served]
-    both = f"{served} and {baseline_name} can both" if baseline_name else f"{served} can"
+    figures = results[named[0]]
+    if len(named) == 1:
+        both = f"{named[0]} can"
+    else:
+        both = ", ".join(named[:-1]) + f" and {named[-1]} can " + ("both" if len(named) == 2 else "all")
     line = (
         f"perplexity over the tokens {both} score: {figures['positions'] - figures['left_out']:,} of "
         f"{figures['positions']:,}, {figures['left_out']:,} left out (words outside their vocabularies)"

@@ -1,6 +1,6 @@
 """What was learned from one user or one community: counts of their messages over
 orders 1..N, added one message at a time and removed exactly, and the way they are
-mixed into the served distribution (hierarchical Dirichlet adaptation of it).
+mixed into the served distribution (the scheme of `wordbot/adaptation.py`).
 
     memory = Memory(tokenizer.vocab)          # the served vocabulary, ids 0..B-1
     memory.add(key, "ping Knghtbrd on GitHub")  # one message; `key` names it for remove
@@ -10,67 +10,44 @@ mixed into the served distribution (hierarchical Dirichlet adaptation of it).
     memory.copies_too_much(recent, "word")    # would "word" make 9 copied words in a row?
     memory.remove(key)                        # every count exactly as before the add; clear()
     memory.words, .messages, .tokens, .version, .count(token)   # what was learned
+    memory.learned_id("knghtbrd")             # B + j for a learned word outside the vocabulary
 
-The mix, chosen on validation text (`benchmarks/memory_validation.py`: communities
-cut from the training split; +1.0 top-3 and +0.9 keystroke-savings points over the
-frozen model, perplexity 140 against 149), is hierarchical Dirichlet adaptation:
+How the counts are mixed into the served distribution is `wordbot/adaptation.py`
+(`Scheme`, chosen on validation text). Whatever the scheme, the memory's weight grows
+with its evidence and is exactly nothing when nothing is learned (`adapt` returns
+`p_base` itself then). Words outside the served vocabulary get ids after it
+(`B + j`, j their index in `words`); learning a new word never moves an id, but the
+ids of later words shift when a word is forgotten, so key caches on `version`.
 
-    p_1(w)   = (c(w) + b_1 p_base(w|h)) / (C + b_1)          (b_1 = inf: p_1 = p_base)
-    p_k(w|h) = (c(h_{k-1} w) + b_k p_{k-1}(w|h)) / (c(h_{k-1}) + b_k)
-
-for k = 2..order over the memory contexts h_{k-1} (the last k-1 tokens, `<s>` first)
-that were seen, with b_k = strengths[k-1] times the distinct words seen after the
-context (Witten-Bell): a context the community always ends the same way is trusted
-after a few sightings, one followed by everything ("the") hardly at all. The result
-is `A * p_base + S`, S sparse over the words the memory saw there. The memory's
-weight grows with its evidence and is exactly nothing when nothing is learned
-(`adapt` returns `p_base` itself then). With the chosen b_1 = inf a learned word gets
-probability only after contexts it was seen in. Words outside the served vocabulary
-get ids after it (`B + j`, j their index in `words`); the ids of later words shift
-when a word is forgotten, so key caches on `version`.
+Cost: a context's (ids, counts) arrays are built the first time it is served and
+then kept up to date in place by every add and remove, and the sorted index of the
+learned words by insertion, so serving just after a change costs about what it did
+before it.
 
 `copies_too_much` keeps a continuation from replaying a member's message: an index
 of learned 9-word runs (counted, so `remove` forgets them) says whether one more word
 would make 9 consecutive words of one learned message.
 
-Thread-safe: every method takes one lock. Bounded: a message is cut to
+Thread-safe: every method that reads more than one attribute takes one lock. Bounded: a message is cut to
 MAX_MESSAGE_CHARS characters and MAX_MESSAGE_TOKENS tokens before it is counted.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Hashable, Sequence
-from functools import cached_property
 
 import numpy as np
 
+from wordbot.adaptation import Followers, Scheme, mix
 from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
 MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut here
 COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words of one message
-# Dirichlet prior strengths b_1..b_N (how many learned tokens weigh as much as the
-# base distribution at each order; with Witten-Bell, per distinct word seen after the
-# context), chosen on validation text: benchmarks/results/memory_validation.txt.
-DEFAULT_STRENGTHS = (math.inf, 30.0, 30.0)
-DEFAULT_WITTEN_BELL = True
 _SENTENCE_END = {".", "...", "!", "?"}
 _SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
-
-
-class _Context:
-    """The tokens that followed one context in the learned messages."""
-
-    __slots__ = ("cached", "follow", "total")
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.follow: dict[str, int] = {}
-        self.cached: tuple[int, np.ndarray, np.ndarray] | None = None  # (ids epoch, ids, counts)
 
 
 class Lexicon:
@@ -78,39 +55,21 @@ class Lexicon:
     predictor ranks and completes them: taken with the adapted distribution under one
     lock, so ids and words always agree even while another thread learns or forgets."""
 
-    def __init__(self, base_size: int, words: tuple[str, ...]):
+    def __init__(self, base_size: int, words: tuple[str, ...], sorted_words=(), sorted_ids=(), offered=()):
         self.base_size = base_size
         self.words = words
-
-    @cached_property
-    def _sorted(self) -> tuple[list[str], np.ndarray]:
-        offered = [j for j, w in enumerate(self.words) if is_word(w) and not is_debris(w)]
-        order = sorted(offered, key=self.words.__getitem__)
-        return [self.words[j] for j in order], np.array(order, dtype=np.int64) + self.base_size
-
-    @cached_property
-    def offered(self) -> np.ndarray:
-        """The ids of the learned words a user may be offered (words, not punctuation)."""
-        return np.sort(self._sorted[1])
+        self._sorted_words = sorted_words  # the offered learned words by spelling, and their ids
+        self._sorted_ids = np.asarray(sorted_ids, dtype=np.int64)
+        self.offered = np.asarray(offered, dtype=np.int64)  # their ids in order
 
     def starting_with(self, prefix: str) -> np.ndarray:
         """The ids of the learned words a user may be offered that start with `prefix`."""
-        words, ids = self._sorted
+        words = self._sorted_words
         lo = bisect_left(words, prefix)
-        return ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
+        return self._sorted_ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
 
     def token(self, i: int) -> str:
         return self.words[i - self.base_size]
-
-
-class _Message:
-    """One learned message, kept compactly (a tuple of shared strings per field) so
-    that `remove` can take back exactly what `add` counted."""
-
-    __slots__ = ("form_tokens", "forms", "tokens")
-
-    def __init__(self, tokens: tuple[str, ...], form_tokens: tuple[str, ...], forms: tuple[str, ...]):
-        self.tokens, self.form_tokens, self.forms = tokens, form_tokens, forms
 
 
 def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -139,26 +98,11 @@ def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
 class Memory:
     """Counts of learned messages, and the served distribution adapted to them."""
 
-    def __init__(
-        self,
-        base_vocab: Sequence[str],
-        *,
-        order: int = 3,
-        strengths: Sequence[float] | None = None,
-        witten_bell: bool = DEFAULT_WITTEN_BELL,
-    ):
-        if order < 1:
-            raise ValueError("order must be at least 1")
-        strengths = tuple(DEFAULT_STRENGTHS if strengths is None else strengths)
-        strengths = (strengths + (strengths[-1],) * order)[:order]
-        if any(not b > 0 for b in strengths):
-            raise ValueError(f"prior strengths must be positive, got {strengths}")
-        self.order = order
-        self.strengths = strengths
-        # b_k for a context = strengths[k-1] * the distinct words seen after it: a context
-        # after which the community always writes the same word ("ping" -> a name) is
-        # trusted after few sightings; one followed by everything ("the") is not.
-        self.witten_bell = witten_bell
+    def __init__(self, base_vocab: Sequence[str], scheme: Scheme | None = None, **options):
+        """`scheme`: how the counts are mixed in (default: the chosen one); `options`
+        (order, strengths, witten_bell, discount, ...): the default with those changed."""
+        self.scheme = scheme = Scheme(**options) if scheme is None else scheme
+        self.order = scheme.order
         self._base_size = len(base_vocab)
         self._base_id = {w: i for i, w in enumerate(base_vocab)}
         self._lock = threading.RLock()
@@ -169,19 +113,25 @@ class Memory:
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
-            self._messages: dict[Hashable, _Message] = {}
+            # Plain dicts and tuples of strings and ints, which the garbage collector does not
+            # track: a million learned tokens add no pause to the process's collections.
+            self._messages: dict[Hashable, tuple] = {}  # key -> (tokens, form tokens, their forms)
             self._words: list[str] = []  # learned tokens outside the base vocabulary
             self._word_id: dict[str, int] = {}
             # One string object per distinct token, so a million learned tokens share their text.
             self._canonical = {w: w for w in self._base_id}
             self._unigram = np.zeros(self._base_size + 64)  # token counts by id
             self._total = 0
-            self._contexts: list[dict[tuple[str, ...], _Context]] = [{} for _ in range(self.order)]
-            self._forms: dict[str, Counter[str]] = {}
+            # Per order k: context -> {token: count after it, None: the context's total}.
+            self._contexts: list[dict[tuple[str, ...], dict]] = [{} for _ in range(self.order)]
+            self._followers: dict[tuple, Followers] = {}  # (k, context) -> arrays, once served
+            self._forms: dict[str, dict[str, int]] = {}
             self._runs: dict[int, int] = {}  # hash of a 9-word run -> messages holding it
             self._epoch = 0  # bumped when word ids move
-            self._lexicon = Lexicon(self._base_size, ())
-            self._lexicon_epoch = 0
+            self._lexicon: Lexicon | None = Lexicon(self._base_size, ())
+            self._sorted_words: list[str] = []  # the offered learned words by spelling
+            self._sorted_ids = np.zeros(0, np.int64)  # their ids (arrays replaced, never changed)
+            self._offered = np.zeros(0, np.int64)  # the same ids in order
             self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
             self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
 
@@ -196,7 +146,7 @@ class Memory:
             tokens = tuple(canonical.get(t, t) for t in tokens)
             form_tokens = tuple(canonical.get(t, t) for t, _ in forms)
             written = tuple(canonical.get(t, t) if f == t else f for t, f in forms)
-            message = _Message(tokens, form_tokens, written)
+            message = (tokens, form_tokens, written)
             self._messages[key] = message
             self._count(message, +1)
             self._version += 1
@@ -211,28 +161,29 @@ class Memory:
             self._version += 1
             return True
 
-    def _forget(self, message: _Message) -> None:
+    def _forget(self, message: tuple) -> None:
         self._count(message, -1)
-        for token in {*message.tokens, EOS}:
+        for token in {*message[0], EOS}:
             i = self._word_id.get(token)
             if i is not None and self._unigram[i] == 0:
                 self._drop_word(token)
 
-    def _count(self, message: _Message, sign: int) -> None:
-        sequence = (BOS, *message.tokens, EOS)
+    def _count(self, message: tuple, sign: int) -> None:
+        tokens, form_tokens, forms = message
+        sequence = (BOS, *tokens, EOS)
         for j in range(1, len(sequence)):
             token = sequence[j]
             self._unigram_add(token, sign)
             for k in range(2, min(self.order, j + 1) + 1):
                 self._context_add(k, sequence[j - k + 1 : j], token, sign)
-        for token, form in zip(message.form_tokens, message.forms, strict=True):
-            seen = self._forms.setdefault(token, Counter())
-            seen[form] += sign
+        for token, form in zip(form_tokens, forms, strict=True):
+            seen = self._forms.setdefault(token, {})
+            seen[form] = seen.get(form, 0) + sign
             if seen[form] <= 0:
                 del seen[form]
                 if not seen:
                     del self._forms[token]
-        for run in _word_runs(message.tokens):  # recounted, not stored: hash() is stable in a process
+        for run in _word_runs(tokens):  # recounted, not stored: hash() is stable in a process
             run = hash(run)
             n = self._runs.get(run, 0) + sign
             if n > 0:
@@ -249,7 +200,7 @@ class Memory:
                 self._words.append(token)
                 self._word_id[token] = i
                 self._canonical[token] = token
-                self._epoch += 1
+                self._index_word(token, i)
                 if i >= len(self._unigram):
                     self._unigram = np.concatenate([self._unigram, np.zeros(len(self._unigram))])
         self._unigram[i] += sign
@@ -257,30 +208,57 @@ class Memory:
 
     def _context_add(self, k: int, context: tuple[str, ...], token: str, sign: int) -> None:
         table = self._contexts[k - 1]
-        entry = table.get(context)
-        if entry is None:
-            entry = table[context] = _Context()
-        entry.total += sign
-        n = entry.follow.get(token, 0) + sign
+        follow = table.get(context)
+        if follow is None:
+            follow = table[context] = {None: 0}
+        follow[None] += sign
+        n = follow.get(token, 0) + sign
         if n > 0:
-            entry.follow[token] = n
+            follow[token] = n
         else:
-            entry.follow.pop(token, None)
-        entry.cached = None
-        if entry.total <= 0:
+            follow.pop(token, None)
+        served = self._followers.get((k, context)) if self._followers else None
+        if follow[None] <= 0:
             del table[context]
+            self._followers.pop((k, context), None)
+        elif served is not None:  # its arrays follow in place (or are built again when ids moved)
+            if served.epoch == self._epoch:
+                served.update(token, n, self._id)
+            else:
+                del self._followers[(k, context)]
 
     def _drop_word(self, token: str) -> None:
-        """A learned word no message holds any more leaves `words`; the last word takes its id."""
+        """A learned word no message holds any more leaves `words`; the last word takes its id
+        (served contexts rebuild their arrays once, at their next use)."""
         i = self._word_id.pop(token)
         self._canonical.pop(token, None)
+        self._unindex_word(token, i)
         last = self._words.pop()
         if last != token:
+            self._unindex_word(last, self._base_size + len(self._words))
             self._words[i - self._base_size] = last
             self._word_id[last] = i
+            self._index_word(last, i)
             self._unigram[i] = self._unigram[self._base_size + len(self._words)]
         self._unigram[self._base_size + len(self._words)] = 0.0
         self._epoch += 1
+
+    def _index_word(self, token: str, i: int) -> None:
+        """`token` (id `i`) joins the index of offered words, if it is one (a word, not debris)."""
+        if is_word(token) and not is_debris(token):
+            at = bisect_left(self._sorted_words, token)
+            self._sorted_words.insert(at, token)
+            self._sorted_ids = np.insert(self._sorted_ids, at, i)
+            self._offered = np.insert(self._offered, np.searchsorted(self._offered, i), i)
+        self._lexicon = None
+
+    def _unindex_word(self, token: str, i: int) -> None:
+        at = bisect_left(self._sorted_words, token)
+        if at < len(self._sorted_words) and self._sorted_words[at] == token:
+            del self._sorted_words[at]
+            self._sorted_ids = np.delete(self._sorted_ids, at)
+            self._offered = np.delete(self._offered, np.searchsorted(self._offered, i))
+        self._lexicon = None
 
     # -- what was learned ---------------------------------------------------------
 
@@ -295,10 +273,11 @@ class Memory:
         """The size of the vocabulary the memory was made for."""
         return self._base_size
 
+    # `messages`, `version` and a cached `written` are read on every keystroke: one
+    # attribute read each (atomic), without taking the lock.
     @property
     def messages(self) -> int:
-        with self._lock:
-            return len(self._messages)
+        return len(self._messages)
 
     @property
     def tokens(self) -> int:
@@ -309,8 +288,7 @@ class Memory:
     @property
     def version(self) -> int:
         """Changes whenever what was learned changes: a key for caches of `adapt`."""
-        with self._lock:
-            return self._version
+        return self._version
 
     def __len__(self) -> int:
         return self.messages
@@ -325,9 +303,17 @@ class Memory:
             i = self._base_id.get(token, self._word_id.get(token))
             return 0 if i is None else int(self._unigram[i])
 
+    def learned_id(self, token: str) -> int | None:
+        """The id of a learned token outside the base vocabulary (`base_size + j`), or None."""
+        with self._lock:
+            return self._word_id.get(token)
+
     def written(self, token: str) -> str | None:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
+        version, cache = self._written
+        if version == self._version and token in cache:
+            return cache[token]
         with self._lock:
             if self._written[0] != self._version:
                 self._written = (self._version, {})
@@ -340,11 +326,11 @@ class Memory:
     # -- serving ------------------------------------------------------------------
 
     def lexicon(self) -> Lexicon:
-        """The learned words now, as one consistent snapshot (rebuilt when ids move)."""
+        """The learned words now, as one consistent snapshot (copied when words changed)."""
         with self._lock:
-            if len(self._lexicon.words) != len(self._words) or self._lexicon_epoch != self._epoch:
-                self._lexicon = Lexicon(self._base_size, tuple(self._words))
-                self._lexicon_epoch = self._epoch
+            if self._lexicon is None:
+                words, ids = tuple(self._sorted_words), self._sorted_ids
+                self._lexicon = Lexicon(self._base_size, tuple(self._words), words, ids, self._offered)
             return self._lexicon
 
     def serve(self, base_probs: np.ndarray, context: Sequence[str]) -> tuple[np.ndarray, Lexicon]:
@@ -355,61 +341,46 @@ class Memory:
     def adapt(self, base_probs: np.ndarray, context: Sequence[str]) -> np.ndarray:
         """The distribution over base + learned words after `context` (the tokens of
         the message so far): `base_probs` itself (a copy) when nothing is learned."""
+        return self._mixed(base_probs, context)[0]
+
+    def _mixed(self, base_probs: np.ndarray, context: Sequence[str]) -> tuple[np.ndarray, float]:
         base_probs = np.asarray(base_probs, dtype=np.float64)
         if len(base_probs) != self._base_size:
             raise ValueError(f"base_probs has {len(base_probs)} entries, the base vocabulary {self._base_size}")
         with self._lock:
             if self._total == 0:
-                return base_probs.copy()
-            size = self._base_size + len(self._words)
-            p = np.zeros(size)
-            b = self.strengths[0]
-            if math.isinf(b):  # no context-free level: the chain starts at p_base itself
-                p[: self._base_size] = base_probs
-            else:
-                p += self._unigram[:size]
-                p[: self._base_size] += b * base_probs
-                p /= self._total + b
-            for b, total, ids, counts in self._seen(context):
-                p *= b / (total + b)
-                p[ids] += counts / (total + b)
-            return p
+                return base_probs.copy(), 1.0
+            unigram = self._unigram[: self._base_size + len(self._words)]
+            return mix(self.scheme, base_probs, unigram, self._total, self._seen(context))
 
     def share(self, base_probs: np.ndarray, context: Sequence[str], index: int,
               adapted: np.ndarray | None = None) -> float:  # fmt: skip
         """How much of the adapted probability of token `index` after `context` came
         from the memory rather than the base distribution (0 with nothing learned, 1
         for a word only the memory knows). `adapted`: `adapt`'s answer, if at hand."""
-        if adapted is None:
-            adapted = self.adapt(base_probs, context)
-        p = float(adapted[index])
-        with self._lock:
-            if self._total == 0 or p <= 0.0:
-                return 0.0
-            b = self.strengths[0]
-            scale = 1.0 if math.isinf(b) else b / (self._total + b)
-            for b, total, _, _ in self._seen(context):
-                scale *= b / (total + b)
+        found, scale = self._mixed(base_probs, context)
+        p = float(found[index] if adapted is None else adapted[index])
+        if self._total == 0 or p <= 0.0:
+            return 0.0
         base = float(base_probs[index]) if index < len(base_probs) else 0.0
         return min(1.0, max(0.0, 1.0 - scale * base / p))
 
-    def _seen(self, context: Sequence[str]) -> list[tuple[float, int, np.ndarray, np.ndarray]]:
-        """(b_k, c(h), ids, counts) for the orders 2.. whose memory context was seen."""
+    def _seen(self, context: Sequence[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(c(h), ids, counts) for the orders 2.. whose memory context h was seen."""
         with self._lock:
             history = (BOS, *context[-(self.order - 1) :]) if self.order > 1 else ()
             out = []
             for k in range(2, self.order + 1):
                 if k - 1 > len(history):
                     break
-                entry = self._contexts[k - 1].get(tuple(history[len(history) - k + 1 :]))
-                if entry is None:
+                context = tuple(history[len(history) - k + 1 :])
+                follow = self._contexts[k - 1].get(context)
+                if follow is None:
                     break  # a longer context holding an unseen one is unseen too
-                if entry.cached is None or entry.cached[0] != self._epoch:
-                    ids = np.fromiter((self._id(t) for t in entry.follow), np.int64, len(entry.follow))
-                    counts = np.fromiter(entry.follow.values(), np.float64, len(entry.follow))
-                    entry.cached = (self._epoch, ids, counts)
-                b = self.strengths[k - 1] * (len(entry.follow) if self.witten_bell else 1)
-                out.append((b, entry.total, entry.cached[1], entry.cached[2]))
+                served = self._followers.get((k, context))
+                if served is None or served.epoch != self._epoch:
+                    served = self._followers[(k, context)] = Followers(follow, self._id, self._epoch)
+                out.append((follow[None], *served.arrays()))
             return out
 
     def _id(self, token: str) -> int:
