@@ -32,6 +32,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def _scaled_softmax(logits: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """`scale` times the mean over the rows of softmax(logits (M, V)), written into
+    `out` (V,) float64: each row exponentiated in place, then one weighted sum of the
+    rows, each weighted by scale / (M * its sum)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    weights = scale / (len(z) * z.sum(axis=1))
+    return np.matmul(weights, z, out=out)
+
+
 def _times(state: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """state @ matrix for one network (U,) @ (U, N), or for stacked ones (M, U) @ (M, U, N)."""
     if matrix.ndim == 2:
@@ -167,6 +178,10 @@ class RNNLanguageModel:
     def probs(self, state: tuple) -> np.ndarray:
         return softmax(self.logits(state))
 
+    def scaled_probs(self, state: tuple, scale: float, out: np.ndarray) -> np.ndarray:
+        """`scale * probs(state)` written into `out` (float64), with no array in between."""
+        return _scaled_softmax(self.logits(state)[None, :], scale, out)
+
     def sequence_probs(self, ids: list[int]) -> np.ndarray:
         """Next-token distributions after each prefix of `ids` (for tests and evaluation)."""
         return np.stack([self.probs(state) for state in self.advance_many(self.initial_state(), ids)])
@@ -264,6 +279,11 @@ class Ensemble(Combined):
 
     def probs(self, state: tuple) -> np.ndarray:
         return softmax(self.logits(state)).mean(axis=0)
+
+    def scaled_probs(self, state: tuple, scale: float, out: np.ndarray) -> np.ndarray:
+        """`scale * probs(state)` written into `out`: the mean of the networks' softmaxes
+        as one weighted sum of their exponentials."""
+        return _scaled_softmax(self.logits(state), scale, out)
 
 
 def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> RNNLanguageModel | Ensemble:
