@@ -113,6 +113,10 @@ class _Layers:
         per_layer = []
         for i, layer_state in enumerate(state):
             xw = self.project(i, x)  # (..., T, gates * units)
+            if self.cell == "simple_rnn":
+                x = self._simple_run(i, xw, layer_state)
+                per_layer.append([x[..., t, :] for t in range(steps)])
+                continue
             states = []
             for t in range(steps):
                 layer_state = self.step(i, xw[..., t, :], layer_state)
@@ -120,6 +124,25 @@ class _Layers:
             per_layer.append(states)
             x = np.stack([self._output(s) for s in states], axis=-2)
         return [tuple(layer[t] for layer in per_layer) for t in range(steps)]
+
+    def _simple_run(self, i: int, xw: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """A SimpleRNN layer's states (..., T, units) over a context: h_t = tanh(h_(t-1) R
+        + xw_t), what `step` computes, written row by row into one read-only array. An
+        ensemble's networks run one after the other, so each one's recurrent matrix
+        stays in cache for the whole context instead of alternating with the others'."""
+        recurrent = self.recurrent[i]
+        out = np.empty(xw.shape, dtype=np.result_type(xw, recurrent))
+        if recurrent.ndim == 2:
+            runs = [(recurrent, xw, out, state)]
+        else:
+            runs = [(recurrent[m], xw[m], out[m], state[m]) for m in range(len(recurrent))]
+        for matrix, projected, rows, h in runs:
+            for t, row in enumerate(rows):
+                np.dot(h, matrix, out=row)
+                row += projected[t]
+                h = np.tanh(row, out=row)
+        out.setflags(write=False)
+        return out
 
     def initial_state(self, lead: tuple[int, ...] = ()) -> tuple:
         zero = np.zeros((*lead, self.units), dtype=np.float32)

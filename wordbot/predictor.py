@@ -103,6 +103,24 @@ def sample(
     return int(candidates[rng.choice(len(p), p=p)])
 
 
+def top_positions(p: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Where the k largest of `p` (the probabilities of `ids`) are, by probability, ties
+    by id: what sorting all of them gives, sorting only those that reach the k-th value
+    (found with k passes of argmax for a small k, else one partition)."""
+    if k < len(p):
+        if k <= 8:
+            rest = p.copy()
+            for _ in range(k - 1):
+                rest[rest.argmax()] = -np.inf
+            kth = rest.max()
+        else:
+            kth = np.partition(p, len(p) - k)[len(p) - k]
+        top = np.flatnonzero(p >= kth)  # ties at the k-th value all compete, by id
+    else:
+        top = np.arange(len(p))
+    return top[np.lexsort((ids[top], -p[top]))][:k]
+
+
 class Predictor(Learning):
     """Next words, completions and continuations from a language model."""
 
@@ -230,8 +248,7 @@ class Predictor(Learning):
 
     def _ranked(self, probs, ids, k: int, sentence_start: bool, total: float = 1.0, lexicon: Lexicon | None = None):
         p = probs[ids]
-        top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
+        top = top_positions(p, ids, k)
         tokens = [self._token(int(ids[j]), lexicon) for j in top]  # memory hook: learned ids
         cased = self._cased(tokens)
         return [
