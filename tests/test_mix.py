@@ -212,3 +212,30 @@ def test_the_top_k_keeps_ties_in_id_order_as_a_full_sort_does():
         for k in (1, 2, 5, 9, 50):
             got = ids[top_positions(p, ids, k)].tolist()
             assert got == sorted_top(np.bincount(ids, p, minlength=ids.max() + 1), ids, k)
+
+
+def test_every_keystroke_answers_what_a_fresh_predictor_answers(served):
+    """The keystroke path remembers the last text's tokens and context and ranks a
+    prefix's few words by sorting them: typing a text letter by letter (with edits
+    back and forth) gets at every keystroke the suggestions of a predictor that never
+    saw the text before."""
+    network, ngram = served.lm.models
+    typing = Predictor(OrderWeighted(network, ngram, served.lm.weights), backend="mix")
+    fresh = Predictor(OrderWeighted(network, ngram, served.lm.weights), backend="mix")
+    texts = []
+    for message in MESSAGES[200:204]:
+        texts += [message[:i] for i in range(1, len(message) + 1)]
+        texts += [message[: len(message) // 2], "the " + message[:7]]  # back, and a new start
+    for text in texts:
+        fresh._states.clear()  # nothing remembered: as if it never saw a text
+        fresh._probs.clear()
+        fresh._last_tokens = fresh._last_context = None
+        got, expected = typing.suggest(text, k=4), fresh.suggest(text, k=4)
+        # (a state stepped a token at a time and one from one pass differ in float32 rounding)
+        assert got.partial == expected.partial and [p.word for p in got.predictions] == [
+            p.word for p in expected.predictions
+        ], text
+        assert np.allclose([p.prob for p in got.predictions], [p.prob for p in expected.predictions], atol=1e-6)
+    tokens = typing._tokens("the cat")
+    tokens.append("sat")  # a caller changing what it was given changes nothing remembered
+    assert typing._tokens("the cat") == ["the", "cat"]
