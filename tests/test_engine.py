@@ -159,6 +159,23 @@ def test_the_scaled_distribution_is_the_distribution_times_its_weight(cell, memb
     assert np.abs(out - expected).max() < 1e-6
 
 
+def test_a_fresh_context_builds_one_distribution_the_last(tmp_path):
+    """A fresh 40-word context through the served mix: the network and the n-gram advance
+    without a distribution at any step; the one distribution built is the answer's."""
+    predictor = Predictor.load(make_model_dir(tmp_path / "mix", members=2), backend="mix")
+    built = []
+    network, ngram = predictor.lm.models
+    for model in (predictor.lm, network, ngram):
+        for name in ("probs", "scaled_probs", "interpolation", "probs_and_order"):
+            if hasattr(model, name):
+                inner = getattr(model, name)
+                setattr(model, name, lambda *a, _f=inner, _n=name, _m=model: built.append((_m, _n)) or _f(*a))
+    text = "the dog sat on the mat and then it said that it would never go back to the old house " * 2
+    predictor.next_words(text)
+    assert len(predictor._context(text.split())) > 40
+    assert [name for _, name in built] == ["probs", "interpolation", "scaled_probs"]  # the mix's, once
+
+
 def test_a_fresh_context_is_one_pass_and_keeps_every_prefix_for_typing(tiny_predictor):
     steps = 0
     advance = tiny_predictor.lm.advance
