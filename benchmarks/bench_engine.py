@@ -1,8 +1,11 @@
 """Time per suggestion: the served model (the mix) per word, per keystroke and for a
-fresh context, against one 10,000 x 384 product, against today's step-by-step engine
-(`--base`, default the commit before the fast paths, read with `git show`), with one
-and with NumPy's default BLAS threads on an idle and a busy machine; then the
-straightforward Keras ways (model.predict, model(x), a tf.function) on the network.
+fresh context, against one 10,000 x 384 product (the unit), against the networks' own
+output products (the floor of a word), and against the served model as wordbot
+computed it before the fast paths (the reference: the engine of `--base`, read with
+`git show`, stepping a context one token at a time, and the dense n-gram and mix kept
+in `wordbot.testing.reference`), with one and with NumPy's default BLAS threads on an
+idle and a busy machine; then the straightforward Keras ways (model.predict, model(x),
+a tf.function) on the network, and the figures issue 15 asks for with their targets.
 
     PYTHONPATH=. python benchmarks/bench_engine.py [--model DIR] [--requests 200] [--no-keras]
 
@@ -78,9 +81,11 @@ def fresh_contexts(n: int, words: int = 40) -> list[str]:
 
 
 def reference(model_dir: Path, base: str) -> Predictor:
-    """Today's served model as `base` computed it: its engine (read with `git show`),
-    the same n-gram and mix, and a Predictor that steps a context one token at a time."""
+    """The served model as wordbot computed it before the fast paths: the engine of
+    `base` (read with `git show`), the same n-gram and weights mixed densely
+    (`DenseMix`), and a Predictor that steps a context one token at a time."""
     from wordbot.artifacts import load_model
+    from wordbot.testing.reference import DenseMix
 
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{base}:wordbot/engine.py"], capture_output=True)
     if source.returncode:
@@ -107,7 +112,7 @@ def reference(model_dir: Path, base: str) -> Predictor:
     manifest, tokenizer, weights = load_model(model_dir)
     lm = old.network(manifest, tokenizer, weights)
     if served.backend == "mix":
-        lm = type(served.lm)(lm, served.lm.models[1], served.lm.weights)
+        lm = DenseMix(lm, served.lm.models[1], served.lm.weights)
     return StepByStep(lm, manifest=manifest, backend=served.backend)
 
 
@@ -116,6 +121,15 @@ def product_ms(repeat: int = 300) -> list[float]:
     rng = np.random.default_rng(0)
     matrix, vector = rng.standard_normal((10_000, 384), dtype=np.float32), rng.standard_normal(384, dtype=np.float32)
     return timed(lambda _: matrix @ vector, [None] * repeat)
+
+
+def output_products_ms(predictor: Predictor, repeat: int = 300) -> list[float]:
+    """The served networks' logits (their output products and little else) at the states
+    of a real text, one after the other as serving meets them: the floor of a word."""
+    network = predictor.lm.models[0] if predictor.backend == "mix" else predictor.lm
+    ids = network.tokenizer.encode(" ".join(read_messages(TEST_FILE)[:20]))[:repeat]
+    states = network.advance_many(network.initial_state(), [BOS_ID, *ids])
+    return timed(network.logits, states)
 
 
 def _spin() -> None:
@@ -184,6 +198,7 @@ def serving_table(model_dir: Path, base: str, word_texts, key_texts, fresh_texts
                     )
                     rows.append((load, threads, name, "fresh 40-word context", fresh_ms(predictor, fresh_texts), unit))
                 rows.append((load, threads, "-", "one 10,000 x 384 product", unit, unit))
+                rows.append((load, threads, "-", "the networks' output products", output_products_ms(new), unit))
     print(f"served: {new.describe()}")
     print()
     print("| load | BLAS threads | engine | what | median ms | p99 ms | x one product | new vs old |")
@@ -203,7 +218,9 @@ def serving_table(model_dir: Path, base: str, word_texts, key_texts, fresh_texts
             ratio = medians[("busy", default, name, what)] / medians[("busy", 1, name, what)]
             print(f"busy, {name}, {what}: {default} threads take {ratio:.1f}x the time of 1 thread")
     print()
-    return medians[("idle", 1, "new", "per word (next_words)")]
+    idle = {what: medians[("idle", 1, name, what)] for (load, threads, name, what) in medians if name != base}
+    idle["reference fresh 40-word context"] = medians[("idle", 1, base, "fresh 40-word context")]
+    return idle
 
 
 def main(argv=None) -> None:
@@ -221,8 +238,9 @@ def main(argv=None) -> None:
     word_texts, key_texts = requests(args.messages)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f},")
     print(f"         Python {platform.python_version()}, NumPy {np.__version__}")
-    served_word = serving_table(model_dir, args.base, word_texts, key_texts, fresh_contexts(args.fresh))
+    idle = serving_table(model_dir, args.base, word_texts, key_texts, fresh_contexts(args.fresh))
     if args.no_keras:
+        targets(idle, None)
         return
     from threadpoolctl import threadpool_limits
 
@@ -305,11 +323,32 @@ def main(argv=None) -> None:
     for name, ms in rows:
         median, p99 = summary(ms)
         print(f"| {name} | {len(ms)} | {median:.3f} | {p99:.3f} | {median / base:.1f}x |")
-    predict = summary(keras_ms["model.predict"])[0]
+    targets(idle, summary(keras_ms["model.predict"])[0])
+
+
+def targets(idle: dict, predict: float | None) -> None:
+    """Issue 15's figures (idle, one BLAS thread, medians) against its targets. Per word:
+    >= 200x model.predict, or where that is below the floor of the networks' own output
+    products, <= 4 units; which of the two binds is said."""
+    unit, floor = idle["one 10,000 x 384 product"], idle["the networks' output products"]
+    word, key = idle["per word (next_words)"], idle["per keystroke (complete)"]
+    fresh, old_fresh = idle["fresh 40-word context"], idle["reference fresh 40-word context"]
+    print("issue 15 (idle, 1 BLAS thread, medians):")
+    print(f"  unit: one 10,000 x 384 product {unit:.3f} ms; the networks' output products {floor:.3f} ms", end="")
+    print(f" = {floor / unit:.1f} units (the floor of a word)")
+    line = f"  per word: {word:.3f} ms = {word / unit:.1f} units (target <= 4)"
+    if predict is not None:
+        line += f"; model.predict {predict:.1f} ms = {predict / word:.0f}x it (target >= 200x)"
+        binds = "4 units" if predict / 200 < floor else "200x model.predict"
+        line += f"; model.predict / 200 = {predict / 200:.3f} ms is {'below' if predict / 200 < floor else 'above'}"
+        line += f" the floor, so {binds} binds"
+    print(line)
+    print(f"  per keystroke: {key:.3f} ms = {key / unit:.2f} units (target <= 0.33)")
     print(
-        f"\nserved model per word (idle, 1 thread, above): {served_word:.3f} ms; "
-        f"model.predict takes {predict / served_word:.0f}x that"
+        f"  fresh 40-word context: {fresh:.3f} ms, reference {old_fresh:.3f} ms: {old_fresh / fresh:.1f}x faster",
+        end="",
     )
+    print(" (target >= 4x)")
 
 
 if __name__ == "__main__":

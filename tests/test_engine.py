@@ -101,14 +101,16 @@ def test_an_ensemble_stepped_together_predicts_the_mean_of_its_networks(cell):
         assert np.abs(p - expected).max() < 1e-6 and np.isclose(p.sum(), 1.0)
 
 
-def test_a_fresh_context_through_the_served_mix_matches_the_reference(tmp_path):
-    """The whole served path (Predictor, an ensemble, the n-gram, the order-weighted mix)
-    on a fresh 40-word context, against the networks and the n-gram stepped one token at
-    a time."""
+@pytest.mark.parametrize(("cell", "members"), [("simple_rnn", 2), ("gru", 2), ("lstm", 1), ("simple_rnn", 1)])
+def test_a_fresh_context_through_the_served_mix_matches_the_reference(tmp_path, cell, members):
+    """The whole served path (Predictor, one network or an ensemble, the n-gram, the
+    order-weighted mix) on a fresh 40-word context, against the networks and the n-gram
+    stepped one token at a time and mixed as the formula says."""
     from wordbot import mix
     from wordbot.ngram import KneserNey
+    from wordbot.testing.reference import dense_ngram_probs
 
-    directory = make_model_dir(tmp_path / "ensemble", cell="gru", members=2)
+    directory = make_model_dir(tmp_path / "served", cell=cell, members=members)
     predictor = Predictor.load(directory, backend="mix")
     ensemble, ngram = predictor.lm.models
     weights = {1: 0.4, 2: 0.3, 3: 0.35, 4: 0.45}
@@ -117,24 +119,61 @@ def test_a_fresh_context_through_the_served_mix_matches_the_reference(tmp_path):
     ids = predictor._context(text.split())
     assert len(ids) > 40
 
-    ngram_state = ngram.initial_state()
-    for token_id in ids:
-        ngram_state = KneserNey.advance(ngram, ngram_state, token_id)
-    p_ngram, order = ngram.probs_and_order(ngram_state)
-    # The network reads <unk> for the words only the n-gram knows (the open vocabulary)...
     inside = len(ensemble.tokenizer)
-    read = [i if i < inside else UNK_ID for i in ids]
-    p_network = np.mean([reference_probs(n, read) for n in ensemble.networks], axis=0)
-    # ...and its <unk> probability is shared out over them in proportion to the n-gram's.
-    w = weights[order]
-    p_ngram = p_ngram / (1.0 - p_ngram[UNK_ID])
-    expected = w * p_ngram
-    expected[:inside] += (1 - w) * p_network
-    outside = p_ngram[inside:]
-    expected[inside:] += (1 - w) * p_network[UNK_ID] * outside / outside.sum()
-    expected[UNK_ID] = 0.0
-    assert len(expected) > inside  # the case this test is about
-    assert np.abs(predictor.probs_after(text.split()) - expected).max() < 1e-6
+    networks = ensemble.networks if members > 1 else [ensemble]
+
+    def expected_after(ids):
+        ngram_state = ngram.initial_state()
+        for token_id in ids:
+            ngram_state = KneserNey.advance(ngram, ngram_state, token_id)
+        p_ngram, order = dense_ngram_probs(ngram, ngram_state)
+        # The network reads <unk> for the words only the n-gram knows (the open vocabulary)...
+        read = [i if i < inside else UNK_ID for i in ids]
+        p_network = np.mean([reference_probs(n, read) for n in networks], axis=0)
+        # ...and its <unk> probability is shared out over them in proportion to the n-gram's.
+        w = weights[order]
+        p_ngram = p_ngram / (1.0 - p_ngram[UNK_ID])
+        expected = w * p_ngram
+        expected[:inside] += (1 - w) * p_network
+        outside = p_ngram[inside:]
+        expected[inside:] += (1 - w) * p_network[UNK_ID] * outside / outside.sum()
+        expected[UNK_ID] = 0.0
+        return expected
+
+    assert len(predictor.tokenizer) > inside  # the case this test is about
+    assert np.abs(predictor.probs_after(text.split()) - expected_after(ids)).max() < 1e-6
+    typed = [*text.split(), "house"]  # typing on from the one-pass state: one step
+    assert np.abs(predictor.probs_after(typed) - expected_after(predictor._context(typed))).max() < 1e-6
+
+
+@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("cell", ["simple_rnn", "gru", "lstm"])
+def test_the_scaled_distribution_is_the_distribution_times_its_weight(cell, members):
+    """What the mix reads from the networks (`scaled_probs`, written into its own array)
+    is `probs` times the weight, for one network and for an ensemble."""
+    net = random_network(cell, 2, True, members=members)
+    state = net.advance_many(net.initial_state(), CONTEXT)[-1]
+    out = np.full(len(TOKENIZER), np.nan)
+    net.scaled_probs(state, 0.35, out)
+    expected = 0.35 * np.mean([reference_probs(n, CONTEXT) for n in getattr(net, "networks", [net])], axis=0)
+    assert np.abs(out - expected).max() < 1e-6
+
+
+def test_a_fresh_context_builds_one_distribution_the_last(tmp_path):
+    """A fresh 40-word context through the served mix: the network and the n-gram advance
+    without a distribution at any step; the one distribution built is the answer's."""
+    predictor = Predictor.load(make_model_dir(tmp_path / "mix", members=2), backend="mix")
+    built = []
+    network, ngram = predictor.lm.models
+    for model in (predictor.lm, network, ngram):
+        for name in ("probs", "scaled_probs", "interpolation", "probs_and_order"):
+            if hasattr(model, name):
+                inner = getattr(model, name)
+                setattr(model, name, lambda *a, _f=inner, _n=name, _m=model: built.append((_m, _n)) or _f(*a))
+    text = "the dog sat on the mat and then it said that it would never go back to the old house " * 2
+    predictor.next_words(text)
+    assert len(predictor._context(text.split())) > 40
+    assert [name for _, name in built] == ["probs", "interpolation", "scaled_probs"]  # the mix's, once
 
 
 def test_a_fresh_context_is_one_pass_and_keeps_every_prefix_for_typing(tiny_predictor):

@@ -13,6 +13,7 @@ import pytest
 from wordbot.corpus import read_messages
 from wordbot.mix import OrderWeighted, open_tokenizer
 from wordbot.predictor import Predictor
+from wordbot.testing.reference import DenseMix, sorted_top
 from wordbot.text import BOS_ID, UNK_ID, Tokenizer, tokenize
 
 from .conftest import TRAIN_FILE, make_model_dir
@@ -159,3 +160,82 @@ def test_a_mix_over_one_vocabulary_is_unchanged(tiny_model_dir):
         OrderWeighted(
             network, KneserNey.from_texts(["a b"], Tokenizer.build(["a b"], min_count=1), 3), {1: 0, 2: 0, 3: 0}
         )
+
+
+# -- the fast paths against the dense mix wordbot served before them --------------------
+
+
+def _contexts(served, rng, count: int) -> list[list[int]]:
+    """Contexts of every kind: short and long, words only the n-gram knows, <unk>, and
+    random ids that no training text put together."""
+    size, inside = len(served.tokenizer), len(served.lm.models[0].tokenizer)
+    texts = [served.tokenizer.encode(m) for m in MESSAGES[:count]]
+    out = [[BOS_ID, *ids[: rng.integers(0, len(ids) + 1)]] for ids in texts]
+    out += [[BOS_ID, *rng.integers(4, size, rng.integers(0, 60)).tolist()] for _ in range(count)]
+    out += [[BOS_ID, *ids, int(rng.integers(inside, size)), UNK_ID] for ids in texts[:10]]
+    # A seen pair after a random word: backing off from the longest context to a middle one.
+    out += [[BOS_ID, int(rng.integers(4, size)), *ids[1:3]] for ids in texts[:count] if len(ids) > 2]
+    return out
+
+
+def test_the_fast_mix_serves_the_probabilities_of_the_dense_reference(served):
+    """Issue 15's parity: the sparse n-gram, the mix in a few passes and the one-pass
+    fresh context give what the dense mix stepped a token at a time gave, within 1e-6,
+    for every kind of context, and the suggestions are the ones a full sort ranks."""
+    network, ngram = served.lm.models
+    fast = Predictor(OrderWeighted(network, ngram, served.lm.weights), backend="mix")
+    reference = DenseMix(network, ngram, served.lm.weights)
+    rng = np.random.default_rng(5)
+    orders = set()
+    for ids in _contexts(served, rng, 60):
+        state = reference.initial_state()
+        for token_id in ids:
+            state = reference.advance(state, token_id)
+        expected = reference.probs(state)
+        got = fast.token_probs(ids)  # a fresh context: one pass, one distribution
+        assert np.abs(got - expected).max() < 1e-6
+        orders.add(ngram.context_order(state[1]))
+        for k in (1, 3, 10):  # the top k, against sorting every word
+            words = fast._word_ids
+            best = [served.tokenizer.vocab[i] for i in sorted_top(got, words, k)]
+            assert [p.word.lower() for p in fast._ranked(got, words, k, False)] == best
+    assert orders == {1, 2, 3, 4}
+
+
+def test_the_top_k_keeps_ties_in_id_order_as_a_full_sort_does():
+    from wordbot.predictor import top_positions
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.integers(0, 4, rng.integers(1, 40)).astype(np.float64)  # many ties
+        ids = rng.permutation(len(p) * 3)[: len(p)]
+        for k in (1, 2, 5, 9, 50):
+            got = ids[top_positions(p, ids, k)].tolist()
+            assert got == sorted_top(np.bincount(ids, p, minlength=ids.max() + 1), ids, k)
+
+
+def test_every_keystroke_answers_what_a_fresh_predictor_answers(served):
+    """The keystroke path remembers the last text's tokens and context and ranks a
+    prefix's few words by sorting them: typing a text letter by letter (with edits
+    back and forth) gets at every keystroke the suggestions of a predictor that never
+    saw the text before."""
+    network, ngram = served.lm.models
+    typing = Predictor(OrderWeighted(network, ngram, served.lm.weights), backend="mix")
+    fresh = Predictor(OrderWeighted(network, ngram, served.lm.weights), backend="mix")
+    texts = []
+    for message in MESSAGES[200:204]:
+        texts += [message[:i] for i in range(1, len(message) + 1)]
+        texts += [message[: len(message) // 2], "the " + message[:7]]  # back, and a new start
+    for text in texts:
+        fresh._states.clear()  # nothing remembered: as if it never saw a text
+        fresh._probs.clear()
+        fresh._last_tokens = fresh._last_context = None
+        got, expected = typing.suggest(text, k=4), fresh.suggest(text, k=4)
+        # (a state stepped a token at a time and one from one pass differ in float32 rounding)
+        assert got.partial == expected.partial and [p.word for p in got.predictions] == [
+            p.word for p in expected.predictions
+        ], text
+        assert np.allclose([p.prob for p in got.predictions], [p.prob for p in expected.predictions], atol=1e-6)
+    tokens = typing._tokens("the cat")
+    tokens.append("sat")  # a caller changing what it was given changes nothing remembered
+    assert typing._tokens("the cat") == ["the", "cat"]

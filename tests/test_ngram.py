@@ -324,3 +324,31 @@ def test_the_cache_keeps_only_the_most_recently_used_ngrams(tmp_path, monkeypatc
     assert len(kept) == CACHE_KEEP and not leftover.exists()
     assert len(list(cache.glob("vocab-*.json"))) == 1  # the served vocabulary, kept beside it
     assert [p.name for p in others[-(CACHE_KEEP - 1) :]] == [k for k in kept if k in {p.name for p in others}]
+
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_the_sparse_distribution_is_the_dense_one_it_replaces(order):
+    """`probs` adds only the seen orders' rows to the lowest order scaled once; the dense
+    walk wordbot used before (one full vector per order, kept as the reference) gives
+    the same distribution and order for seen, half-seen and unseen contexts."""
+    from wordbot.testing.reference import dense_ngram_probs
+
+    corpus = toy_corpus(300, seed=3)
+    model = KneserNey.train(corpus, TOKENIZER, order=order)
+    rng = random.Random(order)
+    contexts = [(), (BOS_ID,), model.initial_state()]
+    for seq in corpus[:40]:
+        contexts += [tuple(seq[max(0, i - order + 1) : i]) for i in range(1, len(seq))]
+    contexts += [tuple(rng.randrange(1, V) for _ in range(rng.randrange(1, order + 2))) for _ in range(40)]
+    contexts += [(*c[1:], TOKENIZER.index["never"]) for c in contexts[-10:]]  # a never-seen word last
+    orders = set()
+    for context in contexts:
+        expected, expected_order = dense_ngram_probs(model, context)
+        got, got_order = model.probs_and_order(context)
+        assert got_order == expected_order and got is not model._unigram
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-16)
+        base, _, rows, _ = model.interpolation(context)
+        assert not base.flags.writeable  # the shared lowest order is never written
+        assert len(rows) == len(model._seen_contexts(context))
+        orders.add(got_order)
+    assert orders == set(range(1, order + 1))  # every depth of backing off was compared

@@ -46,6 +46,17 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return np.stack(arrays)
 
 
+def _scaled_softmax(logits: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """`scale` times the mean over the rows of softmax(logits (M, V)), written into
+    `out` (V,) float64: each row exponentiated in place, then one weighted sum of the
+    rows, each weighted by scale / (M * its sum)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    weights = scale / (len(z) * z.sum(axis=1))
+    return np.matmul(weights, z, out=out)
+
+
 def _times(state: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """state @ matrix for one network (U,) @ (U, N), or for stacked ones (M, U) @ (M, U, N)."""
     if matrix.ndim == 2:
@@ -116,6 +127,10 @@ class _Layers:
         per_layer = []
         for i, layer_state in enumerate(state):
             xw = self.project(i, x)  # (..., T, gates * units)
+            if self.cell == "simple_rnn":
+                x = self._simple_run(i, xw, layer_state)
+                per_layer.append([x[..., t, :] for t in range(steps)])
+                continue
             states = []
             for t in range(steps):
                 layer_state = self.step(i, xw[..., t, :], layer_state)
@@ -123,6 +138,25 @@ class _Layers:
             per_layer.append(states)
             x = np.stack([self._output(s) for s in states], axis=-2)
         return [tuple(layer[t] for layer in per_layer) for t in range(steps)]
+
+    def _simple_run(self, i: int, xw: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """A SimpleRNN layer's states (..., T, units) over a context: h_t = tanh(h_(t-1) R
+        + xw_t), what `step` computes, written row by row into one read-only array. An
+        ensemble's networks run one after the other, so each one's recurrent matrix
+        stays in cache for the whole context instead of alternating with the others'."""
+        recurrent = self.recurrent[i]
+        out = np.empty(xw.shape, dtype=np.result_type(xw, recurrent))
+        if recurrent.ndim == 2:
+            runs = [(recurrent, xw, out, state)]
+        else:
+            runs = [(recurrent[m], xw[m], out[m], state[m]) for m in range(len(recurrent))]
+        for matrix, projected, rows, h in runs:
+            for t, row in enumerate(rows):
+                np.dot(h, matrix, out=row)
+                row += projected[t]
+                h = np.tanh(row, out=row)
+        out.setflags(write=False)
+        return out
 
     def initial_state(self, lead: tuple[int, ...] = ()) -> tuple:
         zero = np.zeros((*lead, self.units), dtype=np.float32)
@@ -180,6 +214,10 @@ class RNNLanguageModel:
 
     def probs(self, state: tuple) -> np.ndarray:
         return softmax(self.logits(state))
+
+    def scaled_probs(self, state: tuple, scale: float, out: np.ndarray) -> np.ndarray:
+        """`scale * probs(state)` written into `out` (float64), with no array in between."""
+        return _scaled_softmax(self.logits(state)[None, :], scale, out)
 
     def sequence_probs(self, ids: list[int]) -> np.ndarray:
         """Next-token distributions after each prefix of `ids` (for tests and evaluation)."""
@@ -278,6 +316,11 @@ class Ensemble(Combined):
 
     def probs(self, state: tuple) -> np.ndarray:
         return softmax(self.logits(state)).mean(axis=0)
+
+    def scaled_probs(self, state: tuple, scale: float, out: np.ndarray) -> np.ndarray:
+        """`scale * probs(state)` written into `out`: the mean of the networks' softmaxes
+        as one weighted sum of their exponentials."""
+        return _scaled_softmax(self.logits(state), scale, out)
 
 
 def network(manifest: dict, tokenizer: Tokenizer, weights: dict[str, np.ndarray]) -> RNNLanguageModel | Ensemble:

@@ -90,24 +90,60 @@ class OrderWeighted(Combined):
         return list(zip(networks, advance_all(ngram, state[1], ids), strict=True))
 
     def probs(self, state: tuple) -> np.ndarray:
+        """The mixed distribution in a few passes over the served vocabulary: the
+        network's probabilities written scaled into the result, the n-gram's dense
+        lowest order added scaled once, then only the rows of the orders it has seen
+        (the n-gram's `interpolation`); never a dense vector per order."""
         network, ngram = self.models
-        p, order = ngram.probs_and_order(state[1])  # a fresh array: built on in place
+        base, base_scale, rows, order = _interpolation(ngram, state[1])
         w = self.weights[order]
-        p_network = network.probs(state[0])
         n = self.network_size
+        p = np.empty(len(base))
+        _network_probs(network, state[0], 1.0 - w, p[:n])  # (1 - w) p_net
         if n == len(p):
-            p *= w
-            p += (1.0 - w) * p_network
-            return p
-        # One pass per part: scale the n-gram, then add the network where it knows the word.
-        outside_total = float(p[n:].sum())
-        ngram_scale = w / (1.0 - float(p[UNK_ID]))
-        share = (1.0 - w) * float(p_network[UNK_ID]) / outside_total if outside_total > 0 else 0.0
-        p[n:] *= ngram_scale + share
-        p[:n] *= ngram_scale
-        p[:n] += (1.0 - w) * p_network
-        p[UNK_ID] = 0.0
+            scale, share = w, 0.0
+        else:
+            # The n-gram's <unk> and the total over the words outside the network, sparsely.
+            unk, outside = base_scale * float(base[UNK_ID]), base_scale * self._outside_base(base)
+            for words, values in rows:
+                unk += float(values[words == UNK_ID].sum())
+                outside += float(values[words >= n].sum())
+            scale = w / (1.0 - unk)  # the n-gram renormalised without <unk>
+            share = float(p[UNK_ID]) / outside if outside > 0 else 0.0  # (1 - w) p_net(<unk>) shared out
+            np.multiply(base[n:], (scale + share) * base_scale, out=p[n:])
+        p[:n] += base[:n] * (scale * base_scale)
+        for words, values in rows:
+            p[words] += values * np.where(words < n, scale, scale + share) if share else values * scale
+        if n < len(p):
+            p[UNK_ID] = 0.0
         return p
+
+    def _outside_base(self, base: np.ndarray) -> float:
+        """The sum of the n-gram's dense lowest order over the words outside the network
+        (summed once per array: it never changes)."""
+        cached = getattr(self, "_outside", None)
+        if cached is None or cached[0] is not base:
+            cached = self._outside = (base, float(base[self.network_size :].sum()))
+        return cached[1]
+
+
+def _interpolation(ngram, state) -> tuple[np.ndarray, float, list, int]:
+    """The n-gram's sparse form (`KneserNey.interpolation`), or for a model without
+    one its dense distribution as the base with no rows."""
+    sparse = getattr(ngram, "interpolation", None)
+    if sparse is not None:
+        return sparse(state)
+    p, order = ngram.probs_and_order(state)
+    return p, 1.0, [], order
+
+
+def _network_probs(network, state, scale: float, out: np.ndarray) -> None:
+    """Write `scale` times the network's next-token distribution into `out`."""
+    scaled = getattr(network, "scaled_probs", None)
+    if scaled is not None:
+        scaled(state, scale, out)
+    else:
+        np.multiply(network.probs(state), scale, out=out)
 
 
 def backend_for(backend: str, lm, manifest: dict, directory: str | os.PathLike):

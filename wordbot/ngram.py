@@ -10,6 +10,7 @@ next-token distribution is a handful of array operations per order.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -103,12 +104,24 @@ class KneserNey:
         return seen[-1][0] if seen else 1
 
     def probs_and_order(self, state: Sequence[int]) -> tuple[np.ndarray, int]:
-        """`probs` and `context_order` from one walk through the tables."""
-        p = self._unigram
+        """`probs` and `context_order`: the lowest order scaled once, then the seen rows."""
+        base, scale, rows, order = self.interpolation(state)
+        p = base * scale
+        for words, values in rows:
+            p[words] += values  # a row names each word once: no repeated index
+        return p, order
+
+    def interpolation(self, state: Sequence[int]) -> tuple[np.ndarray, float, list, int]:
+        """The distribution after `state` as (base, scale, rows, order): p(w) = scale *
+        base[w] + the rows' values at w. Each seen order nests p_k = gamma_k p_(k-1) + row_k;
+        unrolled, `base` is the dense lowest order (read-only) weighted by every gamma."""
         seen = self._seen_contexts(state)
-        for _, table, row in seen:
-            p = self._interpolate(table, row, p)
-        return (p if p is not self._unigram else p.copy()), (seen[-1][0] if seen else 1)
+        rows, scale = [], 1.0
+        for _, table, row in reversed(seen):  # the highest order first: its row is not scaled
+            lo, hi = table.starts[row], table.starts[row + 1]
+            rows.append((table.words[lo:hi], table.values[lo:hi] * scale))
+            scale *= float(table.gamma[row])
+        return self._unigram, scale, rows, (seen[-1][0] if seen else 1)
 
     def _seen_contexts(self, state: Sequence[int]) -> list[tuple[int, _Order, int]]:
         """(order, table, row) for the orders 2, 3, ... whose context was seen in training."""
@@ -124,7 +137,8 @@ class KneserNey:
             else:
                 keys = self._context_keys[m]
                 key = word * self._context_sizes[m - 2] + context_id
-                i = int(np.searchsorted(keys, key))
+                # bisect: searchsorted copies an unaligned array (mapped from an .npz) to probe 19 keys
+                i = int(keys.searchsorted(key)) if keys.flags.aligned else bisect_left(keys, key)
                 context_id = i if i < len(keys) and keys[i] == key else -1
             if context_id < 0:
                 break  # a longer context containing an unseen one is unseen too

@@ -32,6 +32,7 @@ from wordbot.text import (
     PAD_ID,
     UNK_ID,
     Tokenizer,
+    Tokens,
     at_sentence_start,
     debris_ids,
     detokenize,
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT = 256  # tokens of context the model sees; older text is dropped in chunks
 STATE_CACHE_SIZE = 4096
 PROBS_CACHE_SIZE = 64
+SORTED_WHOLE = 256  # candidates up to this many are ranked by sorting them all
 
 
 class Prediction(NamedTuple):
@@ -103,6 +105,27 @@ def sample(
     return int(candidates[rng.choice(len(p), p=p)])
 
 
+def top_positions(p: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Where the k largest of `p` (the probabilities of `ids`) are, by probability, ties
+    by id: what sorting all of them gives, sorting only those that reach the k-th value
+    (found with k passes of argmax for a small k, else one partition). A few candidates
+    (a typed prefix's words) are sorted whole: fewer NumPy calls."""
+    if len(p) <= SORTED_WHOLE:
+        return np.lexsort((ids, -p))[:k]
+    if k < len(p):
+        if k <= 8:
+            rest = p.copy()
+            for _ in range(k - 1):
+                rest[rest.argmax()] = -np.inf
+            kth = rest.max()
+        else:
+            kth = np.partition(p, len(p) - k)[len(p) - k]
+        top = np.flatnonzero(p >= kth)  # ties at the k-th value all compete, by id
+    else:
+        top = np.arange(len(p))
+    return top[np.lexsort((ids[top], -p[top]))][:k]
+
+
 class Predictor(Learning):
     """Next words, completions and continuations from a language model."""
 
@@ -115,6 +138,8 @@ class Predictor(Learning):
         self._lock = threading.RLock()
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._probs: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self._last_tokens: tuple[str, Tokens] | None = None  # the last text `suggest` tokenized
+        self._last_context: tuple[tuple[str, ...], tuple[int, ...]] | None = None
         vocab = self.tokenizer.vocab
         # Chat-log debris (IRC nick brackets, message-ID fragments) is never offered or written.
         debris = debris_ids(vocab)
@@ -174,13 +199,20 @@ class Predictor(Learning):
 
     def _context(self, tokens: Sequence[str]) -> tuple[int, ...]:
         """Token ids the model conditions on: <s> and the text, or its recent part."""
+        tokens = tuple(tokens)
+        last = self._last_context  # every keystroke of a word asks for the same context
+        if last is not None and last[0] == tokens:
+            return last[1]
         ids = self.tokenizer.encode_tokens(tokens)
         if len(ids) < MAX_CONTEXT:
-            return (BOS_ID, *ids)
-        # Drop old text in whole chunks so the key stays stable (and cached) while typing.
-        chunk = MAX_CONTEXT // 2
-        start = ((len(ids) - MAX_CONTEXT) // chunk + 1) * chunk
-        return tuple(ids[start:])
+            key = (BOS_ID, *ids)
+        else:
+            # Drop old text in whole chunks so the key stays stable (and cached) while typing.
+            chunk = MAX_CONTEXT // 2
+            start = ((len(ids) - MAX_CONTEXT) // chunk + 1) * chunk
+            key = tuple(ids[start:])
+        self._last_context = (tokens, key)
+        return key
 
     def _state(self, key: tuple[int, ...]) -> object:
         with self._lock:
@@ -230,8 +262,7 @@ class Predictor(Learning):
 
     def _ranked(self, probs, ids, k: int, sentence_start: bool, total: float = 1.0, lexicon: Lexicon | None = None):
         p = probs[ids]
-        top = np.argpartition(-p, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.lexsort((ids[top], -p[top]))]  # by probability, ties by id
+        top = top_positions(p, ids, k)
         tokens = [self._token(int(ids[j]), lexicon) for j in top]  # memory hook: learned ids
         cased = self._cased(tokens)
         return [
@@ -266,10 +297,20 @@ class Predictor(Learning):
         likeliest to follow. A token the typing has finished, which no completion
         spells on from, gets the next words after it."""
         partial = partial_word(text)
-        found = self.suggest_after(tokenize(text[: len(text) - len(partial)]), partial, k)
+        found = self.suggest_after(self._tokens(text[: len(text) - len(partial)]), partial, k)
         if partial and not found.partial:  # finished: the next words after the text as the tokenizer reads it
             return self.suggest_after(tokenize(text), "", k)
         return found
+
+    def _tokens(self, text: str) -> list[str]:
+        """tokenize(text), remembered for the last text: every keystroke of a word reads
+        the same text before it, and tokenizing it again cost a third of the keystroke."""
+        last = self._last_tokens
+        if last is not None and last[0] == text:
+            return Tokens(last[1], last[1].source)  # a copy: the caller may change it
+        tokens = tokenize(text)
+        self._last_tokens = (text, Tokens(tokens, tokens.source))
+        return tokens
 
     def suggest_after(self, tokens: Sequence[str], partial: str, k: int = DEFAULT_K) -> Suggestions:
         """`suggest` on a text already split: `tokens` (as `tokenize` gives them) and
