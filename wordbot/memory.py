@@ -37,6 +37,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Hashable, Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -104,9 +105,13 @@ class Memory:
         self.scheme = scheme = Scheme(**options) if scheme is None else scheme
         self.order = scheme.order
         self._base_size = len(base_vocab)
-        self._base_id = {w: i for i, w in enumerate(base_vocab)}
+        self._base_vocab = base_vocab  # indexed at the first use: an unused memory costs nothing
         self._lock = threading.RLock()
         self.clear()
+
+    @cached_property
+    def _base_id(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self._base_vocab)}
 
     # -- learning and forgetting --------------------------------------------------
 
@@ -119,7 +124,7 @@ class Memory:
             self._words: list[str] = []  # learned tokens outside the base vocabulary
             self._word_id: dict[str, int] = {}
             # One string object per distinct token, so a million learned tokens share their text.
-            self._canonical = {w: w for w in self._base_id}
+            self._canonical: dict[str, str] | None = None  # made at the first add
             self._unigram = np.zeros(self._base_size + 64)  # token counts by id
             self._total = 0
             # Per order k: context -> {token: count after it, None: the context's total}.
@@ -143,6 +148,8 @@ class Memory:
             if key in self._messages:
                 self._forget(self._messages.pop(key))
             canonical = self._canonical
+            if canonical is None:
+                canonical = self._canonical = {w: w for w in self._base_id}
             tokens = tuple(canonical.get(t, t) for t in tokens)
             form_tokens = tuple(canonical.get(t, t) for t, _ in forms)
             written = tuple(canonical.get(t, t) if f == t else f for t, f in forms)
@@ -231,7 +238,8 @@ class Memory:
         """A learned word no message holds any more leaves `words`; the last word takes its id
         (served contexts rebuild their arrays once, at their next use)."""
         i = self._word_id.pop(token)
-        self._canonical.pop(token, None)
+        if self._canonical is not None:
+            self._canonical.pop(token, None)
         self._unindex_word(token, i)
         last = self._words.pop()
         if last != token:
