@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 import pytest_asyncio
 from discord.ext import commands
@@ -525,3 +526,36 @@ async def test_the_first_answer_does_not_wait_for_the_stored_messages_to_be_lear
     await asyncio.wait_for(asyncio.to_thread(communities.rebuilt.wait), 120)
     assert memory(bot, server).messages == stored + 1 and learned(bot, server, live)
     assert "Zorblax" in await say(server, "!next we deploy the k=10")
+
+
+@pytest.mark.asyncio
+async def test_a_process_prunes_and_clears_the_servers_of_every_shard_it_runs(tmp_path, tiny_predictor):
+    """`--shards 2` in one process runs both shards (discord.py leaves `shard_ids` None then):
+    its servers on shard 1 are its own too, so their retention is pruned there; a process
+    given `--shard-ids 1` owns shard 1's servers only."""
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.learning import LearningCog
+
+    on_0, on_1 = (1 << 22) * 2 + 7, (1 << 22) * 3 + 7  # (id >> 22) % 2: shard 0, shard 1
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3")
+    intents = discord.Intents.none()
+    bots = {
+        "one bot": (commands.Bot(command_prefix="!", intents=intents), {on_0, on_1}),
+        "--shards 2": (commands.AutoShardedBot(command_prefix="!", intents=intents, shard_count=2), {on_0, on_1}),
+        "--shard-ids 1": (
+            commands.AutoShardedBot(command_prefix="!", intents=intents, shard_count=2, shard_ids=[1]),
+            {on_1},
+        ),
+    }
+    store.add_message(Message(1, on_0, 10, 100, 1.0, "zorblax on shard zero"))
+    store.add_message(Message(2, on_1, 11, 100, 2.0, "frobnic on shard one"))
+    store.flush()
+    try:
+        for name, (bot, expected) in bots.items():
+            cog = LearningCog(bot, tiny_predictor, store, journal=Journal(tmp_path / f"{name}.jsonl"))
+            assert {g for g in (on_0, on_1) if cog.is_ours(g)} == expected, name
+            cog.communities.rebuild()  # the memories this process serves: its own servers' alone
+            held = {g for g in (on_0, on_1) if cog.communities.view(g).memory.messages}
+            assert held == expected, name
+    finally:
+        store.close()

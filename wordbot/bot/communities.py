@@ -42,6 +42,8 @@ class Communities:
         self._catching_up = threading.Lock()
         self._complete = False  # whether a rebuild read every stored message
         self.rebuilt = threading.Event()
+        # Whether a server is this process's (its shards'): a rebuild loads those alone.
+        self.owns: Callable[[int], bool] = lambda guild: True
         store.on_drop = self._unlearn  # what a cap or a retention drops from the store leaves the memory too
         store.on_availability(self._availability)
 
@@ -81,6 +83,8 @@ class Communities:
         learned = 0
         try:
             for guild in self.store.guilds():
+                if not self.owns(guild):
+                    continue  # another process's shard holds that server's memory
                 view = self.view(guild)
                 for message in self.store.messages(guild):
                     key = (guild, message.id)

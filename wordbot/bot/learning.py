@@ -61,6 +61,7 @@ class LearningCog(commands.Cog, name="learning"):
     ) -> None:
         self.bot = bot
         self.communities = communities(predictor, store, journal or Journal(state_dir() / journal_name(bot)))
+        self.communities.owns = self.is_ours
         self._rebuild: asyncio.Future[int] | None = None
         self._pruning: asyncio.Future[None] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
@@ -116,9 +117,12 @@ class LearningCog(commands.Cog, name="learning"):
 
     def is_ours(self, guild: int) -> bool:
         """Whether this process's shards would hold `guild` (another process serves the rest)."""
-        count = self.bot.shard_count or 1
-        shards = getattr(self.bot, "shard_ids", None) or [self.bot.shard_id or 0]
-        return (guild >> 22) % count in shards
+        shards = getattr(self.bot, "shard_ids", None)
+        if shards is None:  # an AutoShardedBot without shard ids runs every shard; a plain bot, the one
+            if isinstance(self.bot, commands.AutoShardedBot) or self.bot.shard_id is None:
+                return True
+            shards = [self.bot.shard_id]
+        return (guild >> 22) % (self.bot.shard_count or 1) in shards
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
