@@ -208,6 +208,35 @@ async def test_it_learns_what_people_write_in_listened_channels_and_nothing_else
     assert "zorblax" not in {p.word.lower() for p in tiny_predictor.next_words("we deploy the", 10)}
 
 
+def test_a_channel_listened_to_while_its_list_was_being_read_is_learned_from(tiny_predictor, tmp_path):
+    """The message that runs `!wordbot listen` is itself checked against the listened
+    channels in a thread: a read of the store taken just before the listen commits must not
+    be kept as the list afterwards (the channel would then never be learned from)."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "wordbot.sqlite3")
+    communities = Communities(tiny_predictor, store)
+    read, go_on = threading.Event(), threading.Event()
+    channels = store.channels
+
+    def slow_channels(guild: int) -> list[int]:
+        found = channels(guild)  # read before the listen below commits...
+        read.set()
+        go_on.wait(5)  # ...and kept only after it
+        return found
+
+    store.channels = slow_channels
+    reader = threading.Thread(target=communities.listened, args=(1,))
+    reader.start()
+    assert read.wait(5)
+    communities.listen(1, 10, True)
+    go_on.set()
+    reader.join()
+    store.channels = channels
+    assert 10 in communities.listened(1)
+    store.close()
+
+
 def test_one_servers_words_never_reach_anothers_answers(tiny_predictor, tmp_path):
     store = SQLiteStore(tmp_path / "wordbot.sqlite3")
     communities = Communities(tiny_predictor, store)

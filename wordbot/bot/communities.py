@@ -34,6 +34,7 @@ class Communities:
         self.journal = journal if journal is not None else Journal(state_dir() / "journal.jsonl")
         self._views: dict[int, Predictor] = {}
         self._listened: dict[int, set[int]] = {}  # guild -> channels, read from the store once
+        self._listen_changes = 0  # bumped by every change, so a read that raced one is not kept
         self._owners: dict[int, tuple[int, int]] = {}  # message id -> (guild, author): to forget while down
         self._lock = threading.Lock()
         # While the memories are rebuilt, what changed meanwhile (key -> new text, None: gone),
@@ -119,20 +120,22 @@ class Communities:
 
     def listened(self, guild: int) -> set[int]:
         with self._lock:
-            found = self._listened.get(guild)
+            found, changes = self._listened.get(guild), self._listen_changes
         if found is None:
             try:
                 found = set(self.store.channels(guild))
             except StoreUnavailable:
                 return set()  # learning is paused anyway; asked again once the database is back
             with self._lock:
-                self._listened[guild] = found
+                if self._listen_changes == changes:  # else `listen` ran meanwhile: this read may predate it
+                    self._listened[guild] = found
         return found
 
     def listen(self, guild: int, channel: int, on: bool) -> bool:
         changed = self.store.listen(guild, channel) if on else self.store.unlisten(guild, channel)
         with self._lock:
             self._listened.pop(guild, None)
+            self._listen_changes += 1
         return changed
 
     def learn(self, message: Message) -> bool:
@@ -229,6 +232,7 @@ class Communities:
         with self._lock:
             view = self._views.pop(guild, None)
             self._listened.pop(guild, None)
+            self._listen_changes += 1
             self._owners = {id: owner for id, owner in self._owners.items() if owner[0] != guild}
         if not stored:
             removed = 0 if view is None else view.memory.messages
