@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from wordbot.artifacts import expected_shapes
 from wordbot.corpus import read_messages
@@ -91,3 +92,21 @@ def tiny_predictor(tiny_model_dir):
     from wordbot.predictor import Predictor
 
     return Predictor.load(tiny_model_dir)
+
+
+@pytest_asyncio.fixture
+async def server(monkeypatch: pytest.MonkeyPatch):
+    """The fake Discord server on 127.0.0.1, with discord.py pointed at it. Whatever the test
+    did, nothing the bot sent could ping anyone: answers, refusals, apologies, help, slash
+    command responses alike."""
+    from wordbot.testing.fake_discord import FakeDiscord
+
+    fake = FakeDiscord()
+    await fake.start()
+    fake.point_client_here(monkeypatch)
+    yield fake
+    await fake.close()
+    for posted in fake.posted:
+        mentions = posted.payload.get("allowed_mentions")
+        assert mentions is not None and mentions["parse"] == [], posted.payload
+        assert not mentions.get("replied_user"), posted.payload

@@ -42,21 +42,6 @@ def state_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest_asyncio.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    fake.point_client_here(monkeypatch)
-    yield fake
-    await fake.close()
-    # Whatever the test did, nothing the bot sent could ping anyone: answers, refusals,
-    # apologies, help, slash command responses alike.
-    for posted in fake.posted:
-        mentions = posted.payload.get("allowed_mentions")
-        assert mentions is not None and mentions["parse"] == [], posted.payload
-        assert not mentions.get("replied_user"), posted.payload
-
-
-@pytest_asyncio.fixture
 async def start_bot(server: FakeDiscord, tiny_predictor: Any) -> AsyncIterator[StartBot]:
     """Starts a real bot against the fake server and waits until it is ready."""
     running: list[tuple[commands.Bot, asyncio.Task[None]]] = []

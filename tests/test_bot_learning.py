@@ -26,17 +26,6 @@ TAUGHT = "we deploy the Zorblax cluster"
 StartBot = Callable[..., Awaitable[commands.Bot]]
 
 
-@pytest_asyncio.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    fake.point_client_here(monkeypatch)
-    yield fake
-    await fake.close()
-    for posted in fake.posted:  # whatever was learned or forgotten, no answer pinged anyone
-        assert posted.payload.get("allowed_mentions", {}).get("parse") == [], posted.payload
-
-
 class Running:
     """Bots started against the fake server, each with its SQLite store; `stop` closes one."""
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from discord.ext import commands
 
 from wordbot.bot import build_bot
@@ -23,15 +21,6 @@ from .postgres import restartable, stoppable_postgres  # noqa: F401  (fixtures)
 
 APOLOGY = "Sorry, something went wrong"
 BURST = 4  # rounds of (a command, a message in the listened channel) while the database is down
-
-
-@pytest_asyncio.fixture
-async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    fake.point_client_here(monkeypatch)
-    yield fake
-    await fake.close()
 
 
 def learned(bot: commands.Bot, server: FakeDiscord, message: dict[str, Any]) -> bool:
