@@ -123,6 +123,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+async def timed_burst(side: FakeDiscordThread, server: Any, send_all: Any) -> tuple[list[float], float]:
+    """Send a burst of commands (`send_all`, on the server's loop), wait for every reply:
+    each reply's latency from its command's dispatch, and the seconds the burst took."""
+
+    async def wait_all(sent: list[dict[str, Any]]) -> list[Any]:
+        return await asyncio.gather(*(server.wait_for_reply(m, timeout=600) for m in sent))
+
+    started = time.perf_counter()
+    sent = await side.call(send_all())
+    replies = await side.call(wait_all(sent))
+    assert all("→" in r.content for r in replies), "a command was not answered with predictions"
+    latencies = [r.at - server.dispatched_at[int(m["id"])] for m, r in zip(sent, replies, strict=True)]
+    return latencies, max(r.at for r in replies) - started
+
+
 async def measure(make_bot: Callable[[], commands.Bot], prompts: list[str], users: int) -> dict[str, float]:
     side = FakeDiscordThread()
     server = side.server
@@ -149,15 +164,7 @@ async def run_bot(side: FakeDiscordThread, bot: commands.Bot, prompts: list[str]
         async def send_all() -> list[dict[str, Any]]:
             return [await server.send_message(f"!next {p}", author=USERS[i % users]) for i, p in enumerate(burst)]
 
-        async def wait_all(sent: list[dict[str, Any]]) -> list[Any]:
-            return await asyncio.gather(*(server.wait_for_reply(m, timeout=600) for m in sent))
-
-        started = time.perf_counter()
-        sent = await side.call(send_all())
-        replies = await side.call(wait_all(sent))
-        latencies = [r.at - server.dispatched_at[int(m["id"])] for m, r in zip(sent, replies, strict=True)]
-        elapsed = max(r.at for r in replies) - started
-        assert all("→" in r.content for r in replies), "a command was not answered with predictions"
+        latencies, elapsed = await timed_burst(side, server, send_all)
     finally:
         await monitor.stop()
         await bot.close()
@@ -251,18 +258,11 @@ async def learning_burst(side: FakeDiscordThread, channels: list[int], prompts: 
             sent.append(await server.send_message(f"!next {prompt}", **where))
         return sent
 
-    async def wait_all(sent: list[dict[str, Any]]) -> list[Any]:
-        return await asyncio.gather(*(server.wait_for_reply(m, timeout=600) for m in sent))
-
-    started = time.perf_counter()
-    sent = await side.call(send_all())
-    replies = await side.call(wait_all(sent))
-    latencies = [r.at - server.dispatched_at[int(m["id"])] for m, r in zip(sent, replies, strict=True)]
-    assert all("→" in r.content for r in replies), "a command was not answered with predictions"
+    latencies, elapsed = await timed_burst(side, server, send_all)
     return {
         "median_ms": statistics.median(latencies) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
-        "per_s": len(burst) / (max(r.at for r in replies) - started),
+        "per_s": len(burst) / elapsed,
     }
 
 
