@@ -238,6 +238,45 @@ def test_float16_weights_take_half_the_space_and_predict_the_same(tmp_path):
     assert np.allclose([p.prob for p in a], [p.prob for p in b], rtol=2e-2)
 
 
+def test_every_float16_value_converts_to_the_float32_numpys_cast_gives():
+    """The fast conversion (bit arithmetic) against NumPy's own cast over all 65,536
+    float16 bit patterns: zeros of both signs, subnormals, the largest values, and the
+    non-finite ones, which it reports (and writes as the cast does)."""
+    from wordbot.bounded import half_to_single
+
+    bits = np.arange(-(1 << 15), 1 << 15, dtype=np.int32).astype(np.int16)
+    expected = bits.view(np.float16).astype(np.float32)
+    finite = np.isfinite(expected)
+    converted = np.full(finite.sum(), 7.0, dtype=np.float32)
+    assert half_to_single(bits[finite], converted) is True
+    assert np.array_equal(converted.view(np.uint32), expected[finite].view(np.uint32))
+    out = np.full(len(bits), 7.0, dtype=np.float32)
+    assert half_to_single(bits, out) is False
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_float16_and_float32_weights_load_exactly_as_stored(tmp_path, dtype):
+    directory = make_model_dir(tmp_path / dtype, dtype=dtype, members=2, units=16, embedding_dim=16)
+    weights = load_model(directory)[2]
+    for name, array in weights.items():
+        stored = np.load(directory / weight_file(name))
+        assert stored.dtype == dtype
+        assert np.array_equal(array.view(np.uint32), stored.astype(np.float32).view(np.uint32)), name
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_weights_holding_nan_or_infinity_are_refused(tmp_path, dtype, bad):
+    directory = make_model_dir(tmp_path / "m", dtype=dtype, members=2, units=16, embedding_dim=16)
+    path = directory / weight_file("member1/embedding")
+    array = np.load(path)
+    array[3, 5] = bad
+    np.save(path, array)
+    with pytest.raises(ModelError, match=r"weights\.member1\.embedding\.npy: holds NaN or infinite values"):
+        load_model(directory)
+
+
 def test_weights_of_another_type_are_refused(model_dir, v1_dir):
     _rewrite_npz(v1_dir, lambda arrays: arrays.update(embedding=arrays["embedding"].astype(np.int32)))
     with pytest.raises(ModelError, match="'embedding' is int32"):

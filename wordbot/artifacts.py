@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.bounded import MAX_EXPANSION, check_npy, inside, read_json, read_npy, read_npz, shown, unreadable
+from wordbot.bounded import (
+    MAX_EXPANSION,
+    all_finite,
+    check_npy,
+    inside,
+    read_json,
+    read_npy,
+    read_npz,
+    shown,
+    unreadable,
+)
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
 
@@ -291,14 +301,12 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
     if manifest["format_version"] == 1:
         specs = {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}
         weights = read_npz(directory / "weights.npz", specs, kind="weights archive")
+        for name, array in weights.items():
+            if not all_finite(array):
+                raise ModelError(f"{shown(directory / 'weights.npz')}: array {name!r} holds NaN or infinite values")
+            weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
     else:
-        weights = _weights_v2(directory, manifest, shapes)
-    for name, array in weights.items():
-        if not _all_finite(array):
-            raise ModelError(
-                f"{shown(_weights_path(directory, manifest, name))}: array {name!r} holds NaN or infinite values"
-            )
-        weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
+        weights = _weights_v2(directory, manifest, shapes)  # float32 and checked finite as they are read
     return manifest, tokenizer, weights
 
 
@@ -334,10 +342,6 @@ def _tokenizer(directory: Path, manifest: dict) -> Tokenizer:
     return tokenizer
 
 
-def _weights_path(directory: Path, manifest: dict, name: str) -> Path:
-    return directory / ("weights.npz" if manifest["format_version"] == 1 else weight_file(name))
-
-
 def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """The arrays of a version-2 directory: float32 memory-mapped, float16 converted.
     An ensemble's float16 arrays are converted into one (members, ...) array per name,
@@ -358,7 +362,9 @@ def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ..
             out = np.empty((count, *shape), dtype=np.float32)
         for i, (key, path) in enumerate(zip(keys, paths, strict=True)):
             into = None if out is None else out[i]
-            weights[key] = read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, into=into, kind="weights file")
+            weights[key] = read_npy(
+                path, shape, WEIGHT_DTYPES, as_float32=True, into=into, finite=True, kind="weights file"
+            )
     return weights
 
 
@@ -381,9 +387,3 @@ def weights_sha256(directory: str | Path) -> str:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _all_finite(array: np.ndarray, chunk: int = 1 << 18) -> bool:
-    """No NaN or infinity in `array`, checked a chunk at a time (no array-sized temporary)."""
-    flat = array.reshape(-1)
-    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, len(flat), chunk))
