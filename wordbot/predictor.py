@@ -34,7 +34,6 @@ from wordbot.text import (
     Tokenizer,
     Tokens,
     at_sentence_start,
-    debris_ids,
     detokenize,
     display_form,
     is_word,
@@ -142,7 +141,7 @@ class Predictor(Learning):
         self._last_context: tuple[tuple[str, ...], tuple[int, ...]] | None = None
         vocab = self.tokenizer.vocab
         # Chat-log debris (IRC nick brackets, message-ID fragments) is never offered or written.
-        debris = debris_ids(vocab)
+        debris = self.tokenizer.debris_ids  # (from the served vocabulary's cache, or matched now)
         hidden = {UNK_ID, *debris}
         word_ids = np.array([i for i in self.tokenizer.word_ids if i not in hidden], dtype=np.int64)
         self._word_ids = word_ids
