@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,17 @@ def test_an_ensembles_float16_weights_are_stacked_once(tmp_path):
     for token in tokenizer.encode("the cat sat on the", bos=True):
         state, other = ensemble.advance(state, token), copies.advance(other, token)
     assert np.array_equal(ensemble.probs(state), copies.probs(other))
+
+
+@pytest.mark.parametrize("xdg", [None, "/somewhere/cache", "relative/cache", ""])
+def test_the_cache_directory_is_where_platformdirs_puts_it(monkeypatch, xdg):
+    import platformdirs
+
+    from wordbot.ngram_cache import cache_dir
+
+    monkeypatch.delenv("WORDBOT_CACHE_DIR")
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert cache_dir() == Path(platformdirs.user_cache_dir("wordbot"))
