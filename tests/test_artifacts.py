@@ -277,6 +277,69 @@ def test_weights_holding_nan_or_infinity_are_refused(tmp_path, dtype, bad):
         load_model(directory)
 
 
+def _bits(weights):
+    return {name: array.view(np.uint32).tobytes() for name, array in weights.items()}
+
+
+def test_float16_weights_are_converted_once_then_mapped_from_the_cache(tmp_path, monkeypatch):
+    """The second start maps the float32 copy the first one kept: the same bits,
+    read-only pages of a file, an ensemble's arrays still rows of one array (no copy
+    when the engine stacks them), the same answers."""
+    from wordbot.engine import _stack
+
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16", members=2)
+    first = load_model(directory)[2]
+    assert first["embedding"].flags.writeable  # converted
+    (kept,) = (tmp_path / "cache").glob("weights-*.npy")
+    second = load_model(directory)[2]
+    assert _bits(second) == _bits(first)
+    assert all(not a.flags.writeable and not a.flags.owndata for a in second.values())
+    stacked = second["rnn0/kernel"].base
+    assert _stack([second["rnn0/kernel"], second["member1/rnn0/kernel"]]) is stacked
+    a = Predictor.load(directory, backend="rnn").next_words("the cat sat on the", k=5)
+    kept.unlink()
+    b = Predictor.load(directory, backend="rnn").next_words("the cat sat on the", k=5)
+    assert a == b
+
+
+def test_a_changed_weight_file_is_read_again_not_taken_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    load_model(directory)
+    embedding = np.load(_npy(directory))
+    np.save(_npy(directory), (embedding * 2).astype(np.float16))
+    assert np.array_equal(load_model(directory)[2]["embedding"], 2 * embedding.astype(np.float32))
+    embedding[0, 0] = np.inf
+    np.save(_npy(directory), embedding)
+    with pytest.raises(ModelError, match="holds NaN or infinite values"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another type", "not an array"])
+def test_a_damaged_weights_cache_is_converted_again_and_replaced(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    expected = _bits(load_model(directory)[2])
+    (kept,) = (tmp_path / "cache").glob("weights-*.npy")
+    size = kept.stat().st_size
+    if damage == "truncated":
+        os.truncate(kept, size - 4)
+    elif damage == "another type":
+        np.save(kept, np.zeros((size - 128) // 4, dtype=np.int32))
+    else:
+        kept.write_bytes(b"not an array")
+    assert _bits(load_model(directory)[2]) == expected
+    assert kept.stat().st_size == size
+
+
+def test_a_weights_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache directory would be")
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    assert _bits(load_model(directory)[2]) == _bits(load_model(directory)[2])
+
+
 def test_weights_of_another_type_are_refused(model_dir, v1_dir):
     _rewrite_npz(v1_dir, lambda arrays: arrays.update(embedding=arrays["embedding"].astype(np.int32)))
     with pytest.raises(ModelError, match="'embedding' is int32"):

@@ -8,6 +8,7 @@ recoverable, is wordbot.saving.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
@@ -28,6 +29,8 @@ from wordbot.bounded import (
 )
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 FORMAT = "wordbot-model"
 FORMAT_VERSION = 2  # what wordbot.saving writes: one .npy file per array
@@ -343,27 +346,50 @@ def _tokenizer(directory: Path, manifest: dict) -> Tokenizer:
 
 
 def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The arrays of a version-2 directory: float32 memory-mapped, float16 converted.
-    An ensemble's float16 arrays are converted into one (members, ...) array per name,
-    each network's array a row of it, so the engine's stacks of them (engine.Ensemble)
-    are no second copy."""
+    """The arrays of a version-2 directory: float32 memory-mapped, float16 converted,
+    or mapped from the float32 copy a previous start kept (wordbot.weight_cache)."""
     count = members(manifest["architecture"])
-    stacked = count > 1 and manifest.get("weights_dtype") == "float16"
+    half = manifest.get("weights_dtype") == "float16"
+    files = {name: inside(directory, weight_file(name), f"the weights of {name!r}") for name in shapes}
+    cache = None
+    if half:
+        from wordbot import weight_cache  # (with the n-gram cache: a float32 model needs neither)
+
+        cache = weight_cache.cached_weights_path(directory, shapes, files)
+        try:
+            cached = weight_cache.read_cached(cache, shapes, count) if cache is not None else None
+        except (OSError, ValueError) as e:  # damaged: converted again and replaced
+            log.debug("wordbot: ignoring the unreadable weights cache %s (%s)", cache, e)
+            cached = None
+        if cached is not None:
+            return cached
+    weights = _read_weights(files, shapes, count, stacked=count > 1 and half)
+    if cache is not None:
+        weight_cache.write_cache(cache, weights, shapes, count)
+    return weights
+
+
+def _read_weights(
+    files: dict[str, Path], shapes: dict[str, tuple[int, ...]], count: int, stacked: bool
+) -> dict[str, np.ndarray]:
+    """Every weight file read (float16 converted; checked finite). `stacked`: an
+    ensemble's arrays of one name are converted into one (members, ...) array, each
+    network's array a row of it, so the engine's stacks of them (engine.Ensemble) are no
+    second copy."""
     weights = {}
     for name, shape in shapes.items():
         if name.startswith("member"):
             continue  # read with network 0's array of the same name
         keys = [member_prefix(i) + name for i in range(count)]
-        paths = [inside(directory, weight_file(key), f"the weights of {key!r}") for key in keys]
         out = None
         if stacked:  # allocated once every file is known to hold its part
-            for path in paths:
-                check_npy(path, shape, WEIGHT_DTYPES, kind="weights file")
+            for key in keys:
+                check_npy(files[key], shape, WEIGHT_DTYPES, kind="weights file")
             out = np.empty((count, *shape), dtype=np.float32)
-        for i, (key, path) in enumerate(zip(keys, paths, strict=True)):
+        for i, key in enumerate(keys):
             into = None if out is None else out[i]
             weights[key] = read_npy(
-                path, shape, WEIGHT_DTYPES, as_float32=True, into=into, finite=True, kind="weights file"
+                files[key], shape, WEIGHT_DTYPES, as_float32=True, into=into, finite=True, kind="weights file"
             )
     return weights
 

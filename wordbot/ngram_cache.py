@@ -379,7 +379,7 @@ CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (58 MB each 
 
 
 def _prune_cache(directory: Path) -> None:
-    """Keep the CACHE_KEEP most recently used n-grams (and served vocabularies), and drop
+    """Keep the CACHE_KEEP most recently used n-grams (and vocabularies, weights), and drop
     temporary files and directories that a killed process left more than an hour ago."""
     import shutil
 
@@ -390,7 +390,7 @@ def _prune_cache(directory: Path) -> None:
             return 0.0
 
     old = []
-    for pattern in ("ngram-*", "vocab-*.json"):  # the n-grams (directories; .npz before) and vocabularies
+    for pattern in ("ngram-*", "vocab-*.json", "weights-*.npy"):  # n-grams (.npz before), vocabularies, weights
         old += sorted(directory.glob(pattern), key=age, reverse=True)[CACHE_KEEP:]
     stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
     for p in old + stale:
