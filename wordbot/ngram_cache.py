@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,16 @@ def _build(tokenizer: Tokenizer, order: int, data: dict[str, np.ndarray], discou
 
 
 def vocab_sha256(tokenizer: Tokenizer) -> str:
-    return sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
+    """The sha256 of a vocabulary, remembered per tokenizer (a start asks for it three
+    times: the cache names and the n-gram's check)."""
+    known = _VOCAB_SHA256.get(tokenizer)
+    if known is None or known[0] != len(tokenizer.vocab):
+        known = len(tokenizer.vocab), sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
+        _VOCAB_SHA256[tokenizer] = known
+    return known[1]
+
+
+_VOCAB_SHA256: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # -- version 1: one .npz ------------------------------------------------------------------
