@@ -9,10 +9,12 @@ Each command is a fresh process, and the rounds alternate (floor, mix, network, 
 so background load hits every row alike. Wall time is from spawn to exit; peak RSS is
 the child's ru_maxrss (os.wait4), so nothing of this script's own memory is counted.
 Bytecode is cached (PYTHONDONTWRITEBYTECODE is dropped; the warm-up run writes it).
-`wordbot next` runs with the n-gram already in this run's own cache directory (every
-start but a model's first on a machine); `--first-start` adds a row with an empty cache
-(the n-gram counted and written), `--keras` the TensorFlow rows (`import tensorflow`,
-and the same answer the Keras way).
+`wordbot next` runs with this run's own cache directory already filled by the warm-up
+run, as at every start but a model's first on a machine: the n-gram, the served
+vocabulary and a float16 model's weights as float32 (wordbot/weight_cache.py);
+`--first-start` adds a row with an empty cache (the n-gram counted, the weights
+converted, all written), `--keras` the TensorFlow rows (`import tensorflow`, and the
+same answer the Keras way).
 """
 
 from __future__ import annotations

@@ -333,6 +333,26 @@ def test_a_damaged_weights_cache_is_converted_again_and_replaced(tmp_path, monke
     assert kept.stat().st_size == size
 
 
+def test_the_weights_cache_keeps_the_most_recently_used_copies(tmp_path, monkeypatch):
+    from wordbot.ngram_cache import CACHE_KEEP
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(cache))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    load_model(directory)
+    (kept,) = cache.glob("weights-*.npy")
+    os.utime(kept, (1, 1))  # written long ago...
+    others = [cache / f"weights-{i:032d}.npy" for i in range(CACHE_KEEP)]
+    for i, other in enumerate(others):
+        other.write_bytes(b"")
+        os.utime(other, (1000 + i, 1000 + i))  # others[0] the oldest
+    load_model(directory)  # ...and used now
+    np.save(_npy(directory), np.load(_npy(directory)) * 2)  # another copy to write: the cache is pruned
+    load_model(directory)
+    assert kept.exists() and not others[0].exists()
+    assert len(list(cache.glob("weights-*.npy"))) == CACHE_KEEP
+
+
 def test_a_weights_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
     (tmp_path / "cache").write_text("a file where the cache directory would be")
     monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))

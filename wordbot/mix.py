@@ -7,6 +7,7 @@ on validation text when a model is made (`best_order_weights`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -209,6 +210,9 @@ def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Toke
                 tokenizer, complete = cached
                 if not complete:  # an older layout: rewritten once with what start-up derives
                     _write_vocabulary(path, tokenizer, network)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.utime(path)  # recently used: kept by the cache's pruning
                 return tokenizer
         except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # damaged: built again and replaced
             log.debug("wordbot: ignoring the unreadable vocabulary cache %s (%s)", path, e)

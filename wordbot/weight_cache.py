@@ -10,6 +10,7 @@ full checks (shape, finite values) are made when it is written, after a conversi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import mmap
@@ -58,6 +59,8 @@ def read_cached(path: Path, shapes: dict[str, tuple[int, ...]], count: int) -> d
     with f:
         offset = f.tell()
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    with contextlib.suppress(OSError):  # a read-only cache is still a cache
+        os.utime(path)  # recently used: kept by the cache's pruning
     weights = {}
     for name, shape in layout:
         block = np.ndarray(shape, dtype=np.float32, buffer=mapped, offset=offset)  # read-only: the map is
