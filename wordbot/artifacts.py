@@ -275,7 +275,8 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
 
     The manifest is checked first, and the sizes it declares against the weight files'
     own sizes before any array is read, so a directory that claims more than it holds
-    costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped."""
+    costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped,
+    and float16 ones after their first conversion (wordbot.weight_cache)."""
     directory = model_directory(directory)
     if any(save_leftovers(directory)) or os.path.lexists(save_lock_path(directory)):
         from wordbot.saving import recover_interrupted_save  # (builds on this module; imported only when needed)
@@ -355,7 +356,7 @@ def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ..
     if half:
         from wordbot import weight_cache  # (with the n-gram cache: a float32 model needs neither)
 
-        cache = weight_cache.cached_weights_path(directory, shapes, files)
+        cache = weight_cache.cached_weights_path(shapes, files)
         try:
             cached = weight_cache.read_cached(cache, shapes, count) if cache is not None else None
         except (OSError, ValueError) as e:  # damaged: converted again and replaced

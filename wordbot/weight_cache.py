@@ -25,7 +25,7 @@ from wordbot.ngram_cache import cache_dir, sha256, write_cached
 FORMAT_VERSION = 1  # of the file's layout: every array, an ensemble's stacked by name
 
 
-def cached_weights_path(directory: Path, shapes: dict[str, tuple[int, ...]], files: dict[str, Path]) -> Path | None:
+def cached_weights_path(shapes: dict[str, tuple[int, ...]], files: dict[str, Path]) -> Path | None:
     """Where the float32 copy of these weight files is kept; None when a file cannot
     be looked at (the loader then says what is wrong with it)."""
     material: list = [FORMAT_VERSION]
