@@ -9,10 +9,12 @@ Each command is a fresh process, and the rounds alternate (floor, mix, network, 
 so background load hits every row alike. Wall time is from spawn to exit; peak RSS is
 the child's ru_maxrss (os.wait4), so nothing of this script's own memory is counted.
 Bytecode is cached (PYTHONDONTWRITEBYTECODE is dropped; the warm-up run writes it).
-`wordbot next` runs with the n-gram already in this run's own cache directory (every
-start but a model's first on a machine); `--first-start` adds a row with an empty cache
-(the n-gram counted and written), `--keras` the TensorFlow rows (`import tensorflow`,
-and the same answer the Keras way).
+`wordbot next` runs with this run's own cache directory already filled by the warm-up
+run, as at every start but a model's first on a machine: the n-gram, the served
+vocabulary and a float16 model's weights as float32 (wordbot/weight_cache.py);
+`--first-start` adds a row with an empty cache (the n-gram counted, the weights
+converted, all written), `--keras` the TensorFlow rows (`import tensorflow`, and the
+same answer the Keras way).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ def weights_in_memory(model_dir: Path) -> tuple[int, dict]:
     return 4 * sum(math.prod(shape) for shape in shapes.values()), manifest
 
 
-def measure(argv: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of one fresh process."""
+def measure(argv: list[str], env: dict) -> tuple[float, float, float]:
+    """(wall seconds, peak resident MB, CPU seconds: user + system) of one fresh process."""
     if argv[0] == "FRESH-CACHE":  # run with an empty n-gram cache of its own
         with tempfile.TemporaryDirectory() as cache:
             return measure(argv[1:], {**env, "WORDBOT_CACHE_DIR": cache})
@@ -63,7 +65,7 @@ def measure(argv: list[str], env: dict) -> tuple[float, float]:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
 
 
 def commands(model_dir: Path, first_start: bool, keras: bool) -> dict[str, list[str]]:
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
     # set, each start would compile wordbot's modules from source (0.05-0.2 s).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     todo = commands(model_dir, args.first_start, args.keras)
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in todo}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in todo}
     for cmd in todo.values():  # one untimed run each: the page cache and the n-gram cache warm
         measure(cmd, env)
     for _ in range(args.repeat):
@@ -110,11 +112,14 @@ def main(argv=None) -> None:
     report(runs, model_dir, args.repeat)
 
 
-def report(runs: dict[str, list[tuple[float, float]]], model_dir: Path, repeat: int) -> None:
+def report(runs: dict[str, list[tuple[float, float, float]]], model_dir: Path, repeat: int) -> None:
     weights, manifest = weights_in_memory(model_dir)
     weights_mb = weights / 2**20
-    wall = {name: statistics.median(w for w, _ in results) for name, results in runs.items()}
-    rss = {name: statistics.median(r for _, r in results) for name, results in runs.items()}
+    wall = {name: statistics.median(w for w, _, _ in results) for name, results in runs.items()}
+    rss = {name: statistics.median(r for _, r, _ in results) for name, results in runs.items()}
+    # CPU time moves less with the neighbours' load than wall time does (a busy machine
+    # makes a start wait for a core, not do more): its ratio is the idle machine's, nearly.
+    cpu = {name: statistics.median(c for _, _, c in results) for name, results in runs.items()}
     time_target = 2 * wall[FLOOR]
     rss_target = rss[FLOOR] + weights_mb + 16
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, ", end="")
@@ -127,16 +132,17 @@ def report(runs: dict[str, list[tuple[float, float]]], model_dir: Path, repeat: 
         f"{rss[FLOOR]:.1f} MB + {weights_mb:.1f} MB + 16 MB = {rss_target:.1f} MB"
     )
     print()
-    print("| command | wall s (median) | min..max | peak RSS MB | wall / floor | RSS - target MB | both met |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| command | wall s (median) | min..max | peak RSS MB | wall / floor | CPU / floor ", end="")
+    print("| RSS - target MB | both met |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name, results in runs.items():
-        walls = [w for w, _ in results]
+        walls = [w for w, _, _ in results]
         met = ""
         if name in (MIX, NETWORK):
             met = "yes" if wall[name] <= time_target and rss[name] <= rss_target else "no"
         print(
             f"| {name} | {wall[name]:.3f} | {min(walls):.3f}..{max(walls):.3f} | {rss[name]:.1f} | "
-            f"{wall[name] / wall[FLOOR]:.2f}x | {rss[name] - rss_target:+.1f} | {met} |"
+            f"{wall[name] / wall[FLOOR]:.2f}x | {cpu[name] / cpu[FLOOR]:.2f}x | {rss[name] - rss_target:+.1f} | {met} |"
         )
 
 

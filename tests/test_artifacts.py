@@ -238,6 +238,128 @@ def test_float16_weights_take_half_the_space_and_predict_the_same(tmp_path):
     assert np.allclose([p.prob for p in a], [p.prob for p in b], rtol=2e-2)
 
 
+def test_every_float16_value_converts_to_the_float32_numpys_cast_gives():
+    """The fast conversion (bit arithmetic) against NumPy's own cast over all 65,536
+    float16 bit patterns: zeros of both signs, subnormals, the largest values, and the
+    non-finite ones, which it reports (and writes as the cast does)."""
+    from wordbot.bounded import half_to_single
+
+    bits = np.arange(-(1 << 15), 1 << 15, dtype=np.int32).astype(np.int16)
+    expected = bits.view(np.float16).astype(np.float32)
+    finite = np.isfinite(expected)
+    converted = np.full(finite.sum(), 7.0, dtype=np.float32)
+    assert half_to_single(bits[finite], converted) is True
+    assert np.array_equal(converted.view(np.uint32), expected[finite].view(np.uint32))
+    out = np.full(len(bits), 7.0, dtype=np.float32)
+    assert half_to_single(bits, out) is False
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_float16_and_float32_weights_load_exactly_as_stored(tmp_path, dtype):
+    directory = make_model_dir(tmp_path / dtype, dtype=dtype, members=2, units=16, embedding_dim=16)
+    weights = load_model(directory)[2]
+    for name, array in weights.items():
+        stored = np.load(directory / weight_file(name))
+        assert stored.dtype == dtype
+        assert np.array_equal(array.view(np.uint32), stored.astype(np.float32).view(np.uint32)), name
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_weights_holding_nan_or_infinity_are_refused(tmp_path, dtype, bad):
+    directory = make_model_dir(tmp_path / "m", dtype=dtype, members=2, units=16, embedding_dim=16)
+    path = directory / weight_file("member1/embedding")
+    array = np.load(path)
+    array[3, 5] = bad
+    np.save(path, array)
+    with pytest.raises(ModelError, match=r"weights\.member1\.embedding\.npy: holds NaN or infinite values"):
+        load_model(directory)
+
+
+def _bits(weights):
+    return {name: array.view(np.uint32).tobytes() for name, array in weights.items()}
+
+
+def test_float16_weights_are_converted_once_then_mapped_from_the_cache(tmp_path, monkeypatch):
+    """The second start maps the float32 copy the first one kept: the same bits,
+    read-only pages of a file, an ensemble's arrays still rows of one array (no copy
+    when the engine stacks them), the same answers."""
+    from wordbot.engine import _stack
+
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16", members=2)
+    first = load_model(directory)[2]
+    assert first["embedding"].flags.writeable  # converted
+    (kept,) = (tmp_path / "cache").glob("weights-*.npy")
+    second = load_model(directory)[2]
+    assert _bits(second) == _bits(first)
+    assert all(not a.flags.writeable and not a.flags.owndata for a in second.values())
+    stacked = second["rnn0/kernel"].base
+    assert _stack([second["rnn0/kernel"], second["member1/rnn0/kernel"]]) is stacked
+    a = Predictor.load(directory, backend="rnn").next_words("the cat sat on the", k=5)
+    kept.unlink()
+    b = Predictor.load(directory, backend="rnn").next_words("the cat sat on the", k=5)
+    assert a == b
+
+
+def test_a_changed_weight_file_is_read_again_not_taken_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    load_model(directory)
+    embedding = np.load(_npy(directory))
+    np.save(_npy(directory), (embedding * 2).astype(np.float16))
+    assert np.array_equal(load_model(directory)[2]["embedding"], 2 * embedding.astype(np.float32))
+    embedding[0, 0] = np.inf
+    np.save(_npy(directory), embedding)
+    with pytest.raises(ModelError, match="holds NaN or infinite values"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another type", "not an array"])
+def test_a_damaged_weights_cache_is_converted_again_and_replaced(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    expected = _bits(load_model(directory)[2])
+    (kept,) = (tmp_path / "cache").glob("weights-*.npy")
+    size = kept.stat().st_size
+    if damage == "truncated":
+        os.truncate(kept, size - 4)
+    elif damage == "another type":
+        np.save(kept, np.zeros((size - 128) // 4, dtype=np.int32))
+    else:
+        kept.write_bytes(b"not an array")
+    assert _bits(load_model(directory)[2]) == expected
+    assert kept.stat().st_size == size
+
+
+def test_the_weights_cache_keeps_the_most_recently_used_copies(tmp_path, monkeypatch):
+    from wordbot.ngram_cache import CACHE_KEEP
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(cache))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    load_model(directory)
+    (kept,) = cache.glob("weights-*.npy")
+    os.utime(kept, (1, 1))  # written long ago...
+    others = [cache / f"weights-{i:032d}.npy" for i in range(CACHE_KEEP)]
+    for i, other in enumerate(others):
+        other.write_bytes(b"")
+        os.utime(other, (1000 + i, 1000 + i))  # others[0] the oldest
+    load_model(directory)  # ...and used now
+    np.save(_npy(directory), np.load(_npy(directory)) * 2)  # another copy to write: the cache is pruned
+    load_model(directory)
+    assert kept.exists() and not others[0].exists()
+    assert len(list(cache.glob("weights-*.npy"))) == CACHE_KEEP
+
+
+def test_a_weights_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache directory would be")
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    assert _bits(load_model(directory)[2]) == _bits(load_model(directory)[2])
+
+
 def test_weights_of_another_type_are_refused(model_dir, v1_dir):
     _rewrite_npz(v1_dir, lambda arrays: arrays.update(embedding=arrays["embedding"].astype(np.int32)))
     with pytest.raises(ModelError, match="'embedding' is int32"):

@@ -322,3 +322,20 @@ def test_ctrl_c_before_training_starts_says_nothing_was_kept(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "interrupted before training started; nothing was written" in err and "resume" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_one_shot_commands_leave_the_garbage_collector_as_they_found_it(tiny_model_dir, capsys):
+    """`next` and `continue` run without the cyclic collector (a faster start); a
+    caller of main() gets it back as it was."""
+    import gc
+
+    assert gc.isenabled()
+    assert main(["next", "--model", str(tiny_model_dir), "the"]) == 0
+    assert main(["continue", "--model", str(tiny_model_dir), "the", "-n", "3", "--seed", "1"]) == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["next", "--model", str(tiny_model_dir), "the"]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -225,6 +225,34 @@ def test_serving_commands_run_with_one_blas_thread_and_training_keeps_every_core
         assert before > 1  # NumPy's default: one thread per core
 
 
+FRESH_START = """
+import os, subprocess, sys
+from wordbot import cli
+
+assert "numpy" not in sys.modules
+status = cli.main(["next", "--model", sys.argv[1], "the dog"])  # NumPy not yet loaded: its BLAS told at load
+from threadpoolctl import threadpool_info
+
+child = "from threadpoolctl import threadpool_info as t; import numpy; print(max(i['num_threads'] for i in t()))"
+started = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout
+told = [name for name in os.environ if name.endswith("_NUM_THREADS")]
+print(status, max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), int(started), told)
+"""
+
+
+def test_a_serving_command_started_fresh_has_one_blas_thread_and_what_it_starts_keeps_every_core(tiny_model_dir):
+    """`wordbot next` as a user runs it: NumPy is loaded by the limit itself (its BLAS
+    read the thread count from the environment), and the environment is given back."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_START, str(tiny_model_dir)], capture_output=True, text=True, env=env, timeout=120
+    )
+    status, serving, child, told = out.stdout.splitlines()[-1].split(maxsplit=3)  # after the answer
+    assert (int(status), int(serving), told.strip()) == (0, 1, "[]"), out.stderr[-2000:]
+    if (os.cpu_count() or 1) > 1:
+        assert int(child) > 1
+
+
 # -- reading the weights without copies ------------------------------------------------
 
 

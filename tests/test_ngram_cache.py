@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from wordbot.errors import ModelError
 from wordbot.ngram import KneserNey
 from wordbot.ngram_cache import load, load_directory, save_directory
-from wordbot.text import BOS_ID, Tokenizer
+from wordbot.text import BOS_ID, Tokenizer, debris_ids
 
 from .conftest import TRAIN_FILE
 
@@ -182,13 +183,48 @@ def test_the_cached_served_vocabulary_is_the_built_one_sharing_the_networks_word
     assert json.loads(path.read_text())["extra"] == built.vocab[len(network) :]  # only what it adds
     cached = served_tokenizer(manifest, directory, network)
     assert cached is not built and len(cached) > len(network)
-    assert (cached.vocab, cached.cased, cached.word_ids, cached.index) == (
+    assert (cached.vocab, cached.cased, cached.word_ids, cached.debris_ids, cached.index) == (
         built.vocab,
         built.cased,
         built.word_ids,
+        built.debris_ids,
         built.index,
     )
     assert all(a is b for a, b in zip(cached.vocab, network.vocab, strict=False))
+    assert cached.debris_ids == debris_ids(cached.vocab) and cached.debris_ids  # the training text has some
+    assert cached.word_ids == Tokenizer(cached.vocab).word_ids  # as matching every token gives
+
+
+def test_a_served_vocabulary_cache_of_the_older_layout_is_read_and_completed_once(tmp_path, monkeypatch):
+    """Version 2 held the extra words' ids only: it is still read (the network's word
+    ids and the debris ids matched), and rewritten once with them, which version-2
+    readers still read."""
+    from wordbot.mix import served_tokenizer
+
+    directory, manifest, network = _model(tmp_path, monkeypatch)
+    built = served_tokenizer(manifest, directory, network)
+    (path,) = (tmp_path / "cache").glob("vocab-*.json")
+    data = json.loads(path.read_text())
+    older = {key: data[key] for key in ("extra", "cased", "extra_word_ids")} | {"format_version": 2}
+    path.write_text(json.dumps(older))
+    again = served_tokenizer(manifest, directory, network)
+    assert (again.vocab, again.word_ids, again.debris_ids) == (built.vocab, built.word_ids, built.debris_ids)
+    assert json.loads(path.read_text()) == data
+
+
+def test_cached_word_and_debris_ids_of_another_rule_are_not_used(tmp_path, monkeypatch):
+    """A cache written by a wordbot whose rules differ: its ids are matched again, so a
+    changed rule never shows debris or hides words."""
+    from wordbot.mix import served_tokenizer
+
+    directory, manifest, network = _model(tmp_path, monkeypatch)
+    built = served_tokenizer(manifest, directory, network)
+    (path,) = (tmp_path / "cache").glob("vocab-*.json")
+    data = json.loads(path.read_text())
+    data.update(network_word_ids=[4], word_rule="older", debris_ids=[], debris_rule="older")
+    path.write_text(json.dumps(data))
+    again = served_tokenizer(manifest, directory, network)
+    assert (again.word_ids, again.debris_ids) == (built.word_ids, built.debris_ids)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +233,11 @@ def test_the_cached_served_vocabulary_is_the_built_one_sharing_the_networks_word
         lambda d: d.update(extra_word_ids=[0, 1, 2]),  # ids of the specials: outside the extra words
         lambda d: d.update(extra_word_ids=[10**9]),
         lambda d: d.update(extra_word_ids=list(reversed(d["extra_word_ids"]))),
+        lambda d: d.update(network_word_ids=[2, 5]),  # a special
+        lambda d: d.update(network_word_ids="5"),
+        lambda d: d.update(debris_ids=[10**9]),
+        lambda d: d.update(debris_ids=[[1], [2]]),
+        lambda d: d.update(debris_ids=[5, 5]),
         lambda d: d.update(extra=[1, 2]),
         lambda d: d.update(cased={"x": "Y"}),
         lambda d: d.update(cased=[]),
@@ -212,8 +253,10 @@ def test_a_damaged_served_vocabulary_cache_is_built_again(tmp_path, monkeypatch,
     damage(data)
     path.write_text(json.dumps(data))
     again = served_tokenizer(manifest, directory, network)
-    assert (again.vocab, again.word_ids) == (built.vocab, built.word_ids)
-    assert json.loads(path.read_text())["extra_word_ids"] == [i for i in built.word_ids if i >= len(network)]
+    assert (again.vocab, again.word_ids, again.debris_ids) == (built.vocab, built.word_ids, built.debris_ids)
+    data = json.loads(path.read_text())
+    assert data["extra_word_ids"] == [i for i in built.word_ids if i >= len(network)]
+    assert (data["network_word_ids"], data["debris_ids"]) == (network.word_ids, built.debris_ids)
 
 
 def test_an_ensembles_float16_weights_are_stacked_once(tmp_path):
@@ -235,3 +278,17 @@ def test_an_ensembles_float16_weights_are_stacked_once(tmp_path):
     for token in tokenizer.encode("the cat sat on the", bos=True):
         state, other = ensemble.advance(state, token), copies.advance(other, token)
     assert np.array_equal(ensemble.probs(state), copies.probs(other))
+
+
+@pytest.mark.parametrize("xdg", [None, "/somewhere/cache", "relative/cache", ""])
+def test_the_cache_directory_is_where_platformdirs_puts_it(monkeypatch, xdg):
+    import platformdirs
+
+    from wordbot.ngram_cache import cache_dir
+
+    monkeypatch.delenv("WORDBOT_CACHE_DIR")
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert cache_dir() == Path(platformdirs.user_cache_dir("wordbot"))

@@ -8,6 +8,7 @@ recoverable, is wordbot.saving.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
@@ -15,9 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from wordbot.bounded import MAX_EXPANSION, check_npy, inside, read_json, read_npy, read_npz, shown, unreadable
+from wordbot.bounded import (
+    MAX_EXPANSION,
+    all_finite,
+    check_npy,
+    inside,
+    read_json,
+    read_npy,
+    read_npz,
+    shown,
+    unreadable,
+)
 from wordbot.errors import ModelError
 from wordbot.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 FORMAT = "wordbot-model"
 FORMAT_VERSION = 2  # what wordbot.saving writes: one .npy file per array
@@ -262,7 +275,8 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
 
     The manifest is checked first, and the sizes it declares against the weight files'
     own sizes before any array is read, so a directory that claims more than it holds
-    costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped."""
+    costs nothing to refuse. float32 arrays of a version-2 directory are memory-mapped,
+    and float16 ones after their first conversion (wordbot.weight_cache)."""
     directory = model_directory(directory)
     if any(save_leftovers(directory)) or os.path.lexists(save_lock_path(directory)):
         from wordbot.saving import recover_interrupted_save  # (builds on this module; imported only when needed)
@@ -291,14 +305,12 @@ def load_model(directory: str | Path | None = None) -> tuple[dict, Tokenizer, di
     if manifest["format_version"] == 1:
         specs = {name: (shape, WEIGHT_DTYPES) for name, shape in shapes.items()}
         weights = read_npz(directory / "weights.npz", specs, kind="weights archive")
+        for name, array in weights.items():
+            if not all_finite(array):
+                raise ModelError(f"{shown(directory / 'weights.npz')}: array {name!r} holds NaN or infinite values")
+            weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
     else:
-        weights = _weights_v2(directory, manifest, shapes)
-    for name, array in weights.items():
-        if not _all_finite(array):
-            raise ModelError(
-                f"{shown(_weights_path(directory, manifest, name))}: array {name!r} holds NaN or infinite values"
-            )
-        weights[name] = array.astype(np.float32, copy=False)  # float32 arrays stay memory-mapped
+        weights = _weights_v2(directory, manifest, shapes)  # float32 and checked finite as they are read
     return manifest, tokenizer, weights
 
 
@@ -334,31 +346,52 @@ def _tokenizer(directory: Path, manifest: dict) -> Tokenizer:
     return tokenizer
 
 
-def _weights_path(directory: Path, manifest: dict, name: str) -> Path:
-    return directory / ("weights.npz" if manifest["format_version"] == 1 else weight_file(name))
-
-
 def _weights_v2(directory: Path, manifest: dict, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The arrays of a version-2 directory: float32 memory-mapped, float16 converted.
-    An ensemble's float16 arrays are converted into one (members, ...) array per name,
-    each network's array a row of it, so the engine's stacks of them (engine.Ensemble)
-    are no second copy."""
+    """The arrays of a version-2 directory: float32 memory-mapped, float16 converted,
+    or mapped from the float32 copy a previous start kept (wordbot.weight_cache)."""
     count = members(manifest["architecture"])
-    stacked = count > 1 and manifest.get("weights_dtype") == "float16"
+    half = manifest.get("weights_dtype") == "float16"
+    files = {name: inside(directory, weight_file(name), f"the weights of {name!r}") for name in shapes}
+    cache = None
+    if half:
+        from wordbot import weight_cache  # (with the n-gram cache: a float32 model needs neither)
+
+        cache = weight_cache.cached_weights_path(shapes, files)
+        try:
+            cached = weight_cache.read_cached(cache, shapes, count) if cache is not None else None
+        except (OSError, ValueError) as e:  # damaged: converted again and replaced
+            log.debug("wordbot: ignoring the unreadable weights cache %s (%s)", cache, e)
+            cached = None
+        if cached is not None:
+            return cached
+    weights = _read_weights(files, shapes, count, stacked=count > 1 and half)
+    if cache is not None:
+        weight_cache.write_cache(cache, weights, shapes, count)
+    return weights
+
+
+def _read_weights(
+    files: dict[str, Path], shapes: dict[str, tuple[int, ...]], count: int, stacked: bool
+) -> dict[str, np.ndarray]:
+    """Every weight file read (float16 converted; checked finite). `stacked`: an
+    ensemble's arrays of one name are converted into one (members, ...) array, each
+    network's array a row of it, so the engine's stacks of them (engine.Ensemble) are no
+    second copy."""
     weights = {}
     for name, shape in shapes.items():
         if name.startswith("member"):
             continue  # read with network 0's array of the same name
         keys = [member_prefix(i) + name for i in range(count)]
-        paths = [inside(directory, weight_file(key), f"the weights of {key!r}") for key in keys]
         out = None
         if stacked:  # allocated once every file is known to hold its part
-            for path in paths:
-                check_npy(path, shape, WEIGHT_DTYPES, kind="weights file")
+            for key in keys:
+                check_npy(files[key], shape, WEIGHT_DTYPES, kind="weights file")
             out = np.empty((count, *shape), dtype=np.float32)
-        for i, (key, path) in enumerate(zip(keys, paths, strict=True)):
+        for i, key in enumerate(keys):
             into = None if out is None else out[i]
-            weights[key] = read_npy(path, shape, WEIGHT_DTYPES, as_float32=True, into=into, kind="weights file")
+            weights[key] = read_npy(
+                files[key], shape, WEIGHT_DTYPES, as_float32=True, into=into, finite=True, kind="weights file"
+            )
     return weights
 
 
@@ -381,9 +414,3 @@ def weights_sha256(directory: str | Path) -> str:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _all_finite(array: np.ndarray, chunk: int = 1 << 18) -> bool:
-    """No NaN or infinity in `array`, checked a chunk at a time (no array-sized temporary)."""
-    flat = array.reshape(-1)
-    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, len(flat), chunk))

@@ -7,6 +7,7 @@ on validation text when a model is made (`best_order_weights`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,11 +19,12 @@ import numpy as np
 
 from wordbot.artifacts import DEFAULT_ORDER
 from wordbot.bounded import shown
+from wordbot.debris import DEBRIS_RULE
 from wordbot.engine import Combined, advance_all
 from wordbot.errors import ModelError
 from wordbot.ngram import NGRAM_REMEDY, KneserNey
 from wordbot.ngram_cache import cached_path, counted_for_model, write_cached
-from wordbot.text import BOS_ID, SPECIALS, UNK_ID, Tokenizer
+from wordbot.text import BOS_ID, SPECIALS, UNK_ID, WORD_RULE, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -205,50 +207,88 @@ def served_tokenizer(manifest: dict, directory: str | os.PathLike, network: Toke
         try:
             cached = _cached_tokenizer(path, network)
             if cached is not None:
-                return cached
+                tokenizer, complete = cached
+                if not complete:  # an older layout: rewritten once with what start-up derives
+                    _write_vocabulary(path, tokenizer, network)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.utime(path)  # recently used: kept by the cache's pruning
+                return tokenizer
         except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # damaged: built again and replaced
             log.debug("wordbot: ignoring the unreadable vocabulary cache %s (%s)", path, e)
     from wordbot.corpus import training_messages  # (imports hashlib, gzip: not needed when cached)
 
     tokenizer = open_tokenizer(network, training_messages(manifest, directory))
     if path is not None:
-        n = len(network)
-        data = {
-            "format_version": 2,
-            "extra": tokenizer.vocab[n:],
-            "cased": {t: form for t, form in tokenizer.cased.items() if t not in network.index},
-            "extra_word_ids": [i for i in tokenizer.word_ids if i >= n],
-        }
-        write_cached(path, lambda f: f.write(json.dumps(data, ensure_ascii=False).encode("utf-8")))
+        _write_vocabulary(path, tokenizer, network)
     return tokenizer
 
 
-def _cached_tokenizer(path: Path, network: Tokenizer) -> Tokenizer | None:
-    """The served tokenizer a cache file holds: only what it adds to `network` (the
-    cache is named after the network's vocabulary), so the network's words, their
-    casing and word ids are the same objects as in its tokenizer, and no token is
-    matched again. The ids are taken as written once they are in range and in order
-    (an id that is not a word would only be offered, never crash). None: a file of
-    the older layout that does not extend `network`."""
+def _write_vocabulary(path: Path, tokenizer: Tokenizer, network: Tokenizer) -> None:
+    """Cache what `tokenizer` adds to `network`, and what start-up would otherwise
+    derive by matching every token (version 3): the network's word ids and the debris
+    ids, each with the rule that made it. Readers of version 2 read the same file."""
+    n = len(network)
+    data = {
+        "format_version": 3,
+        "extra": tokenizer.vocab[n:],
+        "cased": {t: form for t, form in tokenizer.cased.items() if t not in network.index},
+        "extra_word_ids": [i for i in tokenizer.word_ids if i >= n],
+        "network_word_ids": [i for i in tokenizer.word_ids if i < n],
+        "word_rule": WORD_RULE,
+        "debris_ids": tokenizer.debris_ids,
+        "debris_rule": DEBRIS_RULE,
+    }
+    write_cached(path, lambda f: f.write(json.dumps(data, ensure_ascii=False).encode("utf-8")))
+
+
+def _cached_tokenizer(path: Path, network: Tokenizer) -> tuple[Tokenizer, bool] | None:
+    """The served tokenizer a cache file holds, and whether the file has all that
+    version 3 adds: only what it adds to `network` (the cache is named after the
+    network's vocabulary), so the network's words and casing are the same objects as
+    in its tokenizer, and no token is matched again. Ids are taken as written once they
+    are integers in range and in order (a wrong word id would only be offered, a wrong
+    debris id only hide a word; never a crash), and only while the rule that made them
+    is this wordbot's. None: a file of the oldest layout that does not extend `network`."""
     with open(path, "rb") as f:
         data = json.loads(f.read())
     if "extra" not in data:  # the whole vocabulary, as written before
         vocab = data.get("vocab")
-        return Tokenizer.from_json(data) if isinstance(vocab, list) and vocab[: len(network)] == network.vocab else None
-    extra, extra_ids, cased = data["extra"], data.get("extra_word_ids"), data.get("cased")
-    n = len(network)
-    ids = np.asarray(extra_ids)
+        if not (isinstance(vocab, list) and vocab[: len(network)] == network.vocab):
+            return None
+        return Tokenizer.from_json(data), False
+    extra, cased = data["extra"], data.get("cased")
     if (
         not isinstance(extra, list)
-        or not all(isinstance(t, str) for t in extra)
-        or ids.ndim != 1
-        or (len(ids) and (ids.dtype.kind != "i" or ids[0] < n or ids[-1] >= n + len(extra)))
-        or (np.diff(ids) <= 0).any()
+        or not set(map(type, extra)) <= {str}
         or not isinstance(cased, dict)
         or not all(isinstance(t, str) and isinstance(form, str) and form.lower() == t for t, form in cased.items())
     ):
-        raise ValueError("extra words, their ids or their casing malformed")
-    return Tokenizer([*network.vocab, *extra], {**network.cased, **cased}, word_ids=[*network.word_ids, *extra_ids])
+        raise ValueError("extra words or their casing malformed")
+    n = len(network)
+    size = n + len(extra)
+    extra_ids = _checked_ids(data.get("extra_word_ids"), n, size)
+    same_rule = data.get("word_rule") == WORD_RULE and "network_word_ids" in data
+    network_ids = _checked_ids(data["network_word_ids"], len(SPECIALS), n) if same_rule else network.word_ids
+    debris = _checked_ids(data["debris_ids"], 0, size) if data.get("debris_rule") == DEBRIS_RULE else None
+    tokenizer = Tokenizer(
+        [*network.vocab, *extra], {**network.cased, **cased}, word_ids=[*network_ids, *extra_ids], debris_ids=debris
+    )
+    return tokenizer, same_rule and debris is not None
+
+
+def _checked_ids(ids, low: int, high: int) -> list[int]:
+    """`ids` as a cache file holds them: a list of integers from `low` to below `high`,
+    increasing."""
+    array = np.asarray(ids)
+    if (
+        not isinstance(ids, list)
+        or array.ndim != 1
+        or (len(array) and (array.dtype.kind != "i" or array[0] < low or array[-1] >= high))
+        or (np.diff(array) <= 0).any()
+    ):
+        raise ValueError("ids malformed")
+    return ids
 
 
 # -- choosing the weights on validation text --------------------------------------

@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +73,16 @@ def _build(tokenizer: Tokenizer, order: int, data: dict[str, np.ndarray], discou
 
 
 def vocab_sha256(tokenizer: Tokenizer) -> str:
-    return sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
+    """The sha256 of a vocabulary, remembered per tokenizer (a start asks for it three
+    times: the cache names and the n-gram's check)."""
+    known = _VOCAB_SHA256.get(tokenizer)
+    if known is None or known[0] != len(tokenizer.vocab):
+        known = len(tokenizer.vocab), sha256("\n".join(tokenizer.vocab).encode("utf-8")).hexdigest()
+        _VOCAB_SHA256[tokenizer] = known
+    return known[1]
+
+
+_VOCAB_SHA256: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # -- version 1: one .npz ------------------------------------------------------------------
@@ -265,6 +276,9 @@ def cache_dir() -> Path:
     platform's user cache directory (~/.cache/wordbot on Linux)."""
     if os.environ.get(CACHE_DIR_ENV):
         return Path(os.environ[CACHE_DIR_ENV])
+    xdg, home = os.environ.get("XDG_CACHE_HOME", ""), os.environ.get("HOME", "")
+    if sys.platform == "linux" and os.path.isabs(home):  # platformdirs' answer, without importing it (~10 ms)
+        return Path(xdg if os.path.isabs(xdg) else os.path.join(home, ".cache"), "wordbot")
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("wordbot"))
@@ -375,7 +389,7 @@ CACHE_KEEP = 4  # n-grams kept in the cache, the most recently used (58 MB each 
 
 
 def _prune_cache(directory: Path) -> None:
-    """Keep the CACHE_KEEP most recently used n-grams (and served vocabularies), and drop
+    """Keep the CACHE_KEEP most recently used n-grams (and vocabularies, weights), and drop
     temporary files and directories that a killed process left more than an hour ago."""
     import shutil
 
@@ -386,7 +400,7 @@ def _prune_cache(directory: Path) -> None:
             return 0.0
 
     old = []
-    for pattern in ("ngram-*", "vocab-*.json"):  # the n-grams (directories; .npz before) and vocabularies
+    for pattern in ("ngram-*", "vocab-*.json", "weights-*.npy"):  # n-grams (.npz before), vocabularies, weights
         old += sorted(directory.glob(pattern), key=age, reverse=True)[CACHE_KEEP:]
     stale = [p for p in directory.glob(".ngram-*.tmp") if age(p) < time.time() - 3600]
     for p in old + stale:

@@ -15,6 +15,7 @@ import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import cached_property
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -34,7 +35,6 @@ from wordbot.text import (
     Tokenizer,
     Tokens,
     at_sentence_start,
-    debris_ids,
     detokenize,
     display_form,
     is_word,
@@ -142,7 +142,7 @@ class Predictor(Learning):
         self._last_context: tuple[tuple[str, ...], tuple[int, ...]] | None = None
         vocab = self.tokenizer.vocab
         # Chat-log debris (IRC nick brackets, message-ID fragments) is never offered or written.
-        debris = debris_ids(vocab)
+        debris = self.tokenizer.debris_ids  # (from the served vocabulary's cache, or matched now)
         hidden = {UNK_ID, *debris}
         word_ids = np.array([i for i in self.tokenizer.word_ids if i not in hidden], dtype=np.int64)
         self._word_ids = word_ids
@@ -151,13 +151,17 @@ class Predictor(Learning):
         # only join when the likeliest of them could enter the top k.
         self._inner_size = int(getattr(lm, "network_size", len(vocab)))
         self._inner_word_ids = word_ids[word_ids < self._inner_size]
-        # Words sorted by spelling, so the words starting with a prefix are one slice.
-        order = sorted(word_ids.tolist(), key=lambda i: vocab[i])
-        self._sorted_words = [vocab[i] for i in order]
-        self._sorted_ids = np.array(order, dtype=np.int64)
         # Tokens a continuation may never produce.
         self._banned = np.array([PAD_ID, UNK_ID, BOS_ID, *debris], dtype=np.int64)
         self._attach(Memory(vocab))
+
+    @cached_property
+    def _by_spelling(self) -> tuple[list[str], np.ndarray]:
+        """The offered words sorted by spelling, and their ids, so the words starting with
+        a prefix are one slice: sorted at the first completion (`wordbot next` never asks)."""
+        vocab = self.tokenizer.vocab
+        order = sorted(self._word_ids.tolist(), key=vocab.__getitem__)
+        return [vocab[i] for i in order], np.array(order, dtype=np.int64)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, backend: str | None = None) -> Predictor:
@@ -326,9 +330,10 @@ class Predictor(Learning):
             ids = self._with_learned(self._word_ids, lexicon)
             return Suggestions("", self._ranked(probs, ids, k, sentence_start, 1.0, lexicon))
         prefix = normalize(partial)
-        lo = bisect_left(self._sorted_words, prefix)
-        hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
-        ids = self._sorted_ids[lo:hi]
+        sorted_words, sorted_ids = self._by_spelling
+        lo = bisect_left(sorted_words, prefix)
+        hi = bisect_left(sorted_words, prefix + "\U0010ffff", lo)
+        ids = sorted_ids[lo:hi]
         if lo == hi and not self._learned_start(prefix):
             return Suggestions(partial, [])
         probs, lexicon = self._served(self._context(tokens), tokens)  # memory hook

@@ -13,7 +13,11 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
+
+from wordbot.debris import debris_ids
+from wordbot.debris import is_debris as is_debris  # (re-exported: where it was)
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -46,6 +50,7 @@ _TOKEN_RE = re.compile(
 _PARTIAL_RE = re.compile(r"(?:\d+(?:[.,:]\d+)+|[^\W_]+(?:['\u2019][^\W_]*)*)\Z")
 MAX_PARTIAL_CHARS = 100  # a word being typed is read from at most this many last characters
 _WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*|\d+(?:[.,:]\d+)+")
+WORD_RULE = _WORD_RE.pattern  # what makes a token a word (`is_word`), as caches of word ids record it
 
 # Detokenisation: which tokens hug their left or right neighbour.
 _NO_SPACE_BEFORE = {".", ",", ";", ":", "!", "?", "...", ")", "]", "}", "%", "-", "/"}
@@ -316,43 +321,35 @@ def _starts_face(tokens: Sequence[str], i: int) -> bool:
     return mouth in _FACE_MOUTHS and not is_word(rest)
 
 
-# Chat-log and mail debris in the training text: IRC nicknames in angle brackets
-# (`<knghtbrd>`, 833 of the 1,187 `<` of the bundled training text; most others open a
-# mail address or a message ID) and message-ID fragments: sendmail queue ids
-# (`maa00756`), timestamps (`199705101952`), `1992aug26`.
-_MARKUP = {"<", ">"}
-_MESSAGE_ID_RE = re.compile(r"\d{10,}|[a-z]{1,4}\d{5,}|\d{4}[a-z]{3}\d{1,2}")
-
-
-def is_debris(token: str) -> bool:
-    """True for tokens users should never be shown in what a model writes or offers:
-    the angle brackets of chat-log nicknames and mail headers, and message-ID fragments."""
-    return token in _MARKUP or _MESSAGE_ID_RE.fullmatch(token) is not None
-
-
-def debris_ids(vocab: Sequence[str]) -> list[int]:
-    """The ids of a vocabulary's debris tokens (`is_debris`), for a predictor to ban."""
-    return [i for i, token in enumerate(vocab) if is_debris(token)]
-
-
 class Tokenizer:
     """A vocabulary over `tokenize`: ids 0-3 are the special tokens."""
 
     def __init__(self, vocab: Sequence[str], cased: Mapping[str, str] | None = None, *,
-                 word_ids: Sequence[int] | None = None):  # fmt: skip
+                 word_ids: Sequence[int] | None = None, debris_ids: Sequence[int] | None = None):  # fmt: skip
         if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}")
-        if len(set(vocab)) != len(vocab):
-            raise ValueError("vocabulary has duplicate tokens")
         self.vocab: list[str] = list(vocab)
         # How words that are usually capitalised are written (`wilde` -> `Wilde`, `tv` -> `TV`).
         self.cased: dict[str, str] = dict(cased or {})
-        self.index: dict[str, int] = {t: i for i, t in enumerate(self.vocab)}
-        # Ids of the tokens a user may be offered as a next word (`word_ids`: as a cache of
-        # them says, which saves matching every token at start; the caller checks them).
-        if word_ids is None:
-            word_ids = [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
-        self.word_ids = list(word_ids)
+        self.index: dict[str, int] = dict(zip(self.vocab, range(len(self.vocab)), strict=True))
+        if len(self.index) != len(self.vocab):
+            raise ValueError("vocabulary has duplicate tokens")
+        # `word_ids`, `debris_ids`: as a cache of them says (the caller checks them), which
+        # saves matching every token at start; else matched when first asked for.
+        if word_ids is not None:
+            self.word_ids = list(word_ids)
+        if debris_ids is not None:
+            self.debris_ids = list(debris_ids)
+
+    @cached_property
+    def word_ids(self) -> list[int]:
+        """Ids of the tokens a user may be offered as a next word."""
+        return [i for i, t in enumerate(self.vocab) if i >= len(SPECIALS) and is_word(t)]
+
+    @cached_property
+    def debris_ids(self) -> list[int]:
+        """Ids of the chat-log debris tokens (`is_debris`), never offered or written."""
+        return debris_ids(self.vocab)
 
     def __len__(self) -> int:
         return len(self.vocab)
