@@ -390,7 +390,7 @@ class Memory:
                 return base_probs.copy(), 1.0
             unigram = self._unigram[: self._base_size + len(self._words)]
             seen = self._seen(context)
-            weights = self._weights
+            weights = None if self._scorer is None else self._weights  # no scorer: linear's weights
             weight = None if weights is None else weights.weight(len(seen) + 1, seen[-1][0] if seen else self._total)
             return mix(self.scheme, base_probs, unigram, self._total, seen, weight)
 
