@@ -109,7 +109,7 @@ def written_like_the_base(n: int, seed: int = 0) -> list[str]:
 def test_the_weight_is_learned_from_how_much_the_memory_helped():
     """A community that writes a jargon the base does not know gets a large memory weight;
     one that writes just what the base predicts gets (almost) none."""
-    jargon, plain = memory(Scheme("learned")), memory(Scheme("learned"))
+    jargon, plain = memory(Scheme("learned", shrink=0.0)), memory(Scheme("learned", shrink=0.0))
     for i, text in enumerate(written_like_the_base(200)):
         jargon.add(i, JARGON[i % 3])
         plain.add(i, text)
@@ -125,7 +125,7 @@ def test_the_weight_is_learned_from_how_much_the_memory_helped():
 
 def test_shrinkage_draws_a_bucket_with_little_evidence_to_its_prior():
     """One message of evidence: no shrinkage follows it, strong shrinkage keeps today's weight."""
-    followed, kept = memory(Scheme("learned", shrink=0.0)), memory(Scheme("learned", shrink=1e6))
+    followed, kept = memory(Scheme("learned", shrink=0.0)), memory(Scheme("learned", shrink=1e6, prior="today"))
     for found in (followed, kept):
         found.add(0, JARGON[0])
         found.add(1, JARGON[0])
@@ -169,7 +169,7 @@ def test_a_message_keeps_two_bytes_a_token_of_evidence():
 def test_a_predictor_hands_its_ngram_to_the_memory():
     """Through `Predictor.learn` (the REPL's, the bot's and eval --learn-from's path)."""
     predictor = Predictor(NGRAM, backend="ngram")
-    view = predictor.view(Memory(VOCAB, Scheme("learned")))
+    view = predictor.view(Memory(VOCAB, Scheme("learned", shrink=0.0)))
     for i in range(30):
         view.learn(JARGON[i % 3])
     assert view.memory._weights.tokens.sum() > 0
