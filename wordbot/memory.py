@@ -13,9 +13,13 @@ mixed into the served distribution (the scheme of `wordbot/adaptation.py`).
     memory.learned_id("knghtbrd")             # B + j for a learned word outside the vocabulary
 
 How the counts are mixed into the served distribution is `wordbot/adaptation.py`
-(`Scheme`, chosen on validation text). Whatever the scheme, the memory's weight grows
-with its evidence and is exactly nothing when nothing is learned (`adapt` returns
-`p_base` itself then). Words outside the served vocabulary get ids after it
+(`Scheme`, chosen on validation text): the memory's weight is learned from the history
+itself (`Prequential`; the predictor hands over its n-gram with `score_with`), and is
+exactly nothing when nothing is learned (`adapt` returns `p_base` itself then). A
+message keeps 2 bytes a token of what it added to the weight's evidence, so `remove`
+takes out exactly that; the later messages keep theirs, scored while it was there
+(their counts of it are gone; only a few numbers about how useful the memory was
+remain). Words outside the served vocabulary get ids after it
 (`B + j`, j their index in `words`); learning a new word never moves an id, but the
 ids of later words shift when a word is forgotten, so key caches on `version`.
 
@@ -180,10 +184,9 @@ class Memory:
                 self._drop_word(token)
 
     def score_with(self, scorer) -> None:
-        """Hand the learned scheme p_base at learn time: `scorer(tokens)`, the base
-        probability of each token of a message after its start and of its end (the
-        predictor's n-gram, `adaptation.ngram_scorer`; None: the weights stay the prior's).
-        Messages already learned are scored again with it."""
+        """Hand the learned weight p_base: `scorer(tokens)`, the base probability of each
+        token of a message and of its end (`adaptation.ngram_scorer`; None: "linear"'s
+        weights serve). Messages already learned are scored again with it."""
         with self._lock:
             if scorer is not self._scorer:
                 for message in self._messages.values():
