@@ -26,7 +26,7 @@ the memory found for a context. Chosen on validation text
   network would cost milliseconds a message). The chosen one (round 4): shrink 1000
   toward 0, so a bucket needs clear evidence (a weight 0.3 must have gained 90 nats)
   before the memory counts there: a history the model already predicts (in domain)
-  keeps weights near 0, a jargon gets 0.4-0.9. Without a scorer (a network-only
+  keeps weights near 0, a jargon gets 0.2-0.5. Without a scorer (a network-only
   predictor) it serves "linear"'s weights.
 
 Either way the memory's weight is 0 with nothing learned; the result
