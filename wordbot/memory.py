@@ -186,7 +186,7 @@ class Memory:
     def score_with(self, scorer) -> None:
         """Hand the learned weight p_base: `scorer(tokens)`, the base probability of each
         token of a message and of its end (`adaptation.ngram_scorer`; None: "linear"'s
-        weights serve). Messages already learned are scored again with it."""
+        weights serve). Messages learned with a scorer are scored again with this one."""
         with self._lock:
             if scorer is not self._scorer:
                 for message in self._messages.values():
