@@ -201,3 +201,32 @@ def test_a_learned_scheme_is_checked():
         Scheme("learned", prior="elsewhere")
     with pytest.raises(ValueError):
         Scheme("learned", shrink=-1.0)
+
+
+def test_the_memorys_probability_at_learn_time_is_the_one_it_serves():
+    """What a message is scored with before it is counted (bucket, p_mem) is what `adapt`
+    would mix in at that position (p_mem to the 1/64-nat step it is kept at)."""
+    from wordbot.adaptation import COUNT_BUCKETS, mix, position_codes
+    from wordbot.text import BOS, EOS
+
+    found = memory()
+    for i, text in enumerate(JARGON * 2 + BASE_TEXT[:3]):
+        found.add(i, text)
+    tokens = tokenize("grep the frobnicator logs in the glorp , cat")
+    sequence = (BOS, *tokens, EOS)
+    unigram = found._unigram[: found.base_size + len(found.words)]
+    count = lambda t: unigram[found._id(t)] if t in VOCAB or found.learned_id(t) is not None else 0  # noqa: E731
+    codes = np.frombuffer(position_codes(found.scheme, sequence, count, found._total, found._contexts), np.uint16)
+    assert len(codes) == len(tokens) + 1
+    for j, code in enumerate(codes.tolist(), start=1):
+        context = list(sequence[1:j])
+        seen = found._seen(context)
+        p_mem, _ = mix(found.scheme, np.zeros(len(VOCAB)), unigram, found._total, seen, weight=1.0)
+        token = sequence[j]
+        expected = p_mem[found._id(token)] if count(token) else 0.0
+        k, c = len(seen) + 1, (seen[-1][0] if seen else found._total)
+        assert code >> 11 == (k - 1) * COUNT_BUCKETS + min(int(c).bit_length() - 1, COUNT_BUCKETS - 1)
+        q = code & 2047
+        assert (q == 2047) == (expected == 0.0)
+        if expected:
+            assert abs(-np.log(expected) * 64 - q) <= 0.5 + 1e-9
