@@ -49,6 +49,14 @@ class _Order:
         self.starts = starts  # (rows + 1,) int64: row r is words[starts[r]:starts[r+1]]
         self.gamma = gamma  # (rows,) float64: (D1 N1 + D2 N2 + D3 N3+) / total(context)
         self.row_of_context = row_of_context  # (context ids,) int64, -1 if never a context
+        self._word_view = None
+
+    def word_view(self):
+        """`words` for a bisect: a memoryview reads an item 3x faster than the array."""
+        if self._word_view is None:
+            words = self.words
+            self._word_view = memoryview(words) if words.flags.c_contiguous else words
+        return self._word_view
 
 
 class KneserNey:
@@ -315,7 +323,7 @@ def _build_order(gram_keys: np.ndarray, counts: np.ndarray, discounts, vocab_siz
 def _row_values(table: _Order, lo: np.ndarray, end: np.ndarray, words: np.ndarray) -> np.ndarray:
     """The table's value of each word in its row words[lo:end] (0 where absent; a row's
     words are sorted): a bisect each, cheaper than numpy's calls for a message's few words."""
-    row_words, values = table.words, table.values
+    row_words, values = table.word_view(), table.values
     out = np.zeros(len(words))
     for j, (w, a, b) in enumerate(zip(words.tolist(), lo.tolist(), end.tolist(), strict=True)):
         at = bisect_left(row_words, w, a, b)
