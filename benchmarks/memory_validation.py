@@ -6,31 +6,42 @@ training text + the history, each scored by wordbot.evaluate.evaluate_messages).
     python benchmarks/package_text.py .../jargon.txt.gz --between Glossary "Appendix A" \\
         --learn 0:1000 --score 1000:1300 --out /tmp/jargon        # see that file's docstring
     PYTHONPATH=. python benchmarks/memory_validation.py --jargon /tmp/jargon \\
-        [--positions 1000] [--community-positions 150] [--only TEXT,...] [--json FILE]
+        [--positions 2000] [--community-positions 300] [--only TEXT,...] [--json FILE]
     PYTHONPATH=. python benchmarks/memory_validation.py --choose part1.json part2.json   # runs in parts
 
-THE RULE, written down before the recorded run (round 3; rounds 1-2 chose the
-Dirichlet/Witten-Bell chain on the communities alone, before the open vocabulary):
+THE RULE, written down before the recorded run (round 4. Round 3 compared with
+KN4+history only and chose "linear", which then trailed the frozen model on held-out
+in-domain text; rounds 1-2 chose the Dirichlet/Witten-Bell chain on the communities
+alone, before the open vocabulary):
   - Texts (data/corpus/fortunes-test.txt is never read):
     A. in-domain: the bundled model's validation split of fortunes-train.txt (719
        messages neither the networks nor the n-gram trained on), in corpus order; the
        first half learned, the second half scored (at most --positions token positions,
-       evaluate's fixed-seed sample). This is the held-out check (a) in miniature.
+       evaluate's fixed-seed sample; 2000, twice round 3's). This is the held-out check
+       (a) in miniature.
     B. the six fortune communities of rounds 1-2: a file's training entries learned,
-       its validation entries scored (at most --community-positions each); the served
+       its validation entries scored (at most --community-positions each, 300); the served
        mix's n-gram and KN4's training text leave that file's entries out. (The
        networks did train on the learned entries: this understates learning.)
     C. out of domain: the Jargon File's glossary (Debian `jargon-text`), paragraphs
-       0-1000 learned, 1000-1300 scored (at most --positions). The held-out package
+       0-1000 learned, 1000-1300 scored (at most --positions, 2000). The held-out package
        text (Debian `debian-faq`) is not read here.
   - Groups: in-domain = A and B pooled (every scored word and keystroke counts once),
     out-of-domain = C.
-  - A scheme's margin on a group: min(top-3 - KN4+history's top-3, keystroke savings -
-    KN4+history's keystroke savings), in points, on that group's pooled figures.
+  - A scheme's margin on a group: the least of (its top-3 - the reference's top-3) and
+    (its keystroke savings - the reference's) over BOTH references, the frozen model
+    and KN4+history, in points, on that group's pooled figures.
   - Choice: the scheme with the highest worst-group margin (the issue is decided on
-    beating KN4+history on both figures, wherever the community comes from); within
-    0.1 point of it, the highest mean keystroke savings over the two groups; within
-    0.1 point of that too, the one with fewer constants.
+    beating the frozen model and KN4+history on both figures, wherever the community
+    comes from); within 0.1 point of it, the highest mean keystroke savings over the
+    two groups; within 0.1 point of that too, the one with fewer constants.
+  - The bar is met on validation only if that worst margin is above 0; if no scheme
+    gets there, the table says so and the best one is still chosen (and measured on
+    held-out text once, as the issue says).
+  - Rows: today's "linear" (round 3's choice) and "learned" (wordbot/adaptation.py: a
+    weight per bucket learned prequentially from the history, with p_base the served
+    n-gram's probability) with no shrinkage and with shrinkage of 10 and 1000 nats
+    toward 0 and toward today's weights.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from wordbot import predictor  # noqa: E402
 from wordbot.adaptation import Scheme  # noqa: E402
 from wordbot.corpus import read_messages, split_messages  # noqa: E402
 from wordbot.evaluate import evaluate_messages  # noqa: E402
@@ -57,19 +69,16 @@ from wordbot.threads import one_blas_thread  # noqa: E402
 CORPUS = ROOT / "data" / "corpus"
 COMMUNITIES = ("computers", "cookie", "definitions", "knghtbrd", "science", "songs-poems")
 INF = math.inf
-# Round 3's grid (a smoke run of 150 positions per text, not recorded, showed a unigram
-# level (finite b_1) and strong context levels losing 3-6 points in domain while
-# gaining out of it; so the grid centres on weak-to-moderate context levels).
+# Round 4's rows (round 3's chain rows lost to "linear" and are left out).
+TODAY = Scheme("linear", 4, (INF,), False, 0.75, (0.0, 0.3, 0.5, 0.7), 5.0)
 SCHEMES = [
-    Scheme("chain", 3, (INF, 30, 30), True),  # rounds 1-2's choice
-    Scheme("chain", 4, (INF, 30, 30, 30), True),
-    Scheme("chain", 3, (INF, 10, 10), True),
-    Scheme("chain", 4, (INF, 10, 10, 10), True),
-    Scheme("chain", 4, (INF, 10, 10, 10), False, 0.75),  # Pitman-Yor / Kneser-Ney-like discount
-    Scheme("linear", 4, (INF,), False, 0.75, (0.0, 0.3, 0.5, 0.7), 5.0),
-    Scheme("linear", 4, (INF,), False, 0.75, (0.05, 0.3, 0.5, 0.7), 5.0),
-    Scheme("linear", 4, (INF,), False, 0.75, (0.05, 0.2, 0.4, 0.6), 10.0),
+    TODAY,
+    Scheme("learned", shrink=0.0),
+    *(Scheme("learned", shrink=s, prior=prior) for prior in ("zero", "today") for s in (10.0, 1000.0)),
 ]
+# Every row scores the same positions after the same contexts: keep the frozen model's
+# distributions for all of them, so the network runs once per position, not once a row.
+predictor.PROBS_CACHE_SIZE = 6000
 PER_MESSAGE = ("words", "hits3", "keys_used", "keys_plain")
 
 
@@ -142,7 +151,7 @@ def choose(results: dict, groups: dict[str, str]) -> tuple[str, dict]:
     summary = {}
     for label in labels:
         margins = {
-            g: 100 * min(f[label]["top3"] - f["KN4+history"]["top3"], f[label]["ksr"] - f["KN4+history"]["ksr"])
+            g: 100 * min(f[label][m] - f[ref][m] for ref in ("frozen", "KN4+history") for m in ("top3", "ksr"))
             for g, f in by_group.items()
         }
         mean_ksr = 100 * float(np.mean([f[label]["ksr"] for f in by_group.values()]))
@@ -152,8 +161,17 @@ def choose(results: dict, groups: dict[str, str]) -> tuple[str, dict]:
     close = [s for s in schemes if summary[s]["worst"] >= best - 0.1]
     best_ksr = max(summary[s]["mean_ksr"] for s in close)
     closer = [s for s in close if summary[s]["mean_ksr"] >= best_ksr - 0.1]
-    constants = {s.name(): len(s.strengths) + bool(s.discount) + len(s.weights) for s in SCHEMES}
+    constants = {s.name(): constants_of(s) for s in SCHEMES}
     return min(closer, key=lambda s: (constants[s], schemes.index(s))), {"groups": by_group, "summary": summary}
+
+
+def constants_of(s: Scheme) -> int:
+    """The constants a scheme was given: D, and the weights and evidence (linear, or a learned
+    scheme's prior) or the shrinkage (and one for the grid of learned weights)."""
+    if s.kind == "chain":
+        return len(s.strengths) + bool(s.discount) + len(s.weights)
+    today = len(s.weights) + 1 if s.kind == "linear" or (s.shrink and s.prior == "today") else 0
+    return bool(s.discount) + today + (s.kind == "learned") * (1 + bool(s.shrink))
 
 
 def print_table(results: dict, found: dict, chosen: str) -> None:
@@ -164,15 +182,16 @@ def print_table(results: dict, found: dict, chosen: str) -> None:
         cells = " ".join(f"{results[n][label]['top3']:6.1%}{results[n][label]['ksr']:7.1%}" for n in names)
         groups = " ".join(f"{g[label]['top3']:5.1%} {g[label]['ksr']:5.1%}" for g in found["groups"].values())
         print(f"{label[:44]:44s} {cells}   {groups}  {found['summary'][label]['worst']:+.2f}")
-    print(f"\nchosen by the rule: {chosen}")
+    met = found["summary"][chosen]["worst"] > 0
+    print(f"\nchosen by the rule: {chosen} (worst margin over frozen and KN4+history above 0: {met})")
 
 
 def main() -> None:
     one_blas_thread()  # as every serving command does (wordbot/threads.py)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jargon", help="PREFIX of PREFIX-learn.txt / PREFIX-score.txt")
-    parser.add_argument("--positions", type=int, default=1000, help="token positions scored on texts A and C")
-    parser.add_argument("--community-positions", type=int, default=150, help="token positions per community")
+    parser.add_argument("--positions", type=int, default=2000, help="token positions scored on texts A and C")
+    parser.add_argument("--community-positions", type=int, default=300, help="token positions per community")
     parser.add_argument("--only", help="score only these texts (comma-separated), for a run in parts")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--choose", nargs="+", metavar="JSON", help="choose from the figures of runs in parts")

@@ -352,3 +352,18 @@ def test_the_sparse_distribution_is_the_dense_one_it_replaces(order):
         assert len(rows) == len(model._seen_contexts(context))
         orders.add(got_order)
     assert orders == set(range(1, order + 1))  # every depth of backing off was compared
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([UNK_ID, *range(4, V)]), min_size=1, max_size=15), st.integers(1, 5))
+def test_prob_and_sequence_probs_are_the_distributions_entries(ids, order):
+    """What a memory scores a learned message with: each token's probability after the
+    ones before it, equal to the full distribution's entry (up to rounding)."""
+    model = KneserNey.train(toy_corpus(300), TOKENIZER, order)
+    state, expected = model.initial_state(), []
+    for token_id in ids:
+        full = model.probs(state)
+        expected.append(full[token_id])
+        assert model.prob(state, token_id) == pytest.approx(full[token_id], rel=1e-12, abs=0)
+        state = model.advance(state, token_id)
+    np.testing.assert_allclose(model.sequence_probs(ids), expected, rtol=1e-12, atol=0)

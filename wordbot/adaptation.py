@@ -16,8 +16,20 @@ the memory found for a context. Chosen on validation text
 - "linear": (1 - l) p_base + l p_mem, p_mem the memory's own interpolated
   absolute-discount n-gram, l = weights[k-1] c(h)/(c(h) + evidence) for the longest
   memory context h seen (order k; C for k = 1), as the served mix weights its n-gram.
+- "learned": the same mix, its weight l learned from the history itself
+  (prequential, `Prequential`): each message, before its counts are added, scores
+  each of its tokens in its bucket (k and a log2 bucket of c(h)) as
+  log((1 - l_g) p_base + l_g p_mem) for every weight l_g of `grid`; a bucket serves the
+  l_g with the best total less `shrink` (l_g - l_0)^2 nats, l_0 the prior's weight
+  there ("linear"'s at the bucket's count, or 0). p_base at learn time is a cheap
+  proxy: the served Kneser-Ney n-gram's probability of the token (`ngram_scorer`; the
+  network would cost milliseconds a message). The chosen one (round 4): shrink 1000
+  toward 0, so a bucket needs clear evidence (a weight 0.3 must have gained 90 nats)
+  before the memory counts there: a history the model already predicts (in domain)
+  keeps weights near 0, a jargon gets 0.2-0.5. Without a scorer (a network-only
+  predictor) it serves "linear"'s weights.
 
-Either way the memory's weight grows with its counts and is 0 with none; the result
+Either way the memory's weight is 0 with nothing learned; the result
 sums to 1 and is `scale * p_base` plus a part only where the memory saw words
 (`scale`: how much of the base is left, for `Memory.share`).
 """
@@ -25,6 +37,7 @@ sums to 1 and is `scale * p_base` plus a part only where the memory saw words
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +45,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Scheme:
-    """A way to mix; the defaults are the one chosen on validation text (round 3 of
-    benchmarks/memory_validation.py: benchmarks/results/memory_validation.txt)."""
+    """A way to mix; the defaults are the one chosen on validation text (round 4 of
+    benchmarks/memory_validation.py: benchmarks/results/memory_validation.txt): "learned",
+    shrink 1000 toward 0 ("linear"'s weights serve a memory that has no scorer)."""
 
-    kind: str = "linear"  # "chain" or "linear" (above)
+    kind: str = "learned"  # "chain", "linear" or "learned" (above)
     order: int = 4  # memory contexts of up to order - 1 tokens
     strengths: tuple[float, ...] = (math.inf, 30.0)  # chain: b_1..b_N (inf: no level)
     witten_bell: bool = False  # chain: b_k times the distinct words seen after the context
@@ -44,11 +58,16 @@ class Scheme:
     # (0 at order 1: where the memory saw none of the context, the base answers alone)
     weights: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
     evidence: float = 5.0  # linear: the count of that context at which it gets half its top weight
+    # learned: the weights tried in each bucket, the prior ("today": linear's weight at the
+    # bucket's count; "zero") and how strongly a bucket is drawn to it (nats per unit^2)
+    grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    prior: str = "zero"
+    shrink: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.order < 1:
             raise ValueError("order must be at least 1")
-        if self.kind not in ("chain", "linear"):
+        if self.kind not in ("chain", "linear", "learned"):
             raise ValueError(f"unknown scheme {self.kind!r}")
         strengths = (*self.strengths, *(self.strengths[-1:] * self.order))[: self.order]
         if any(not b > 0 for b in strengths):
@@ -57,11 +76,19 @@ class Scheme:
             raise ValueError("the discount must be in [0, 1)")
         object.__setattr__(self, "strengths", strengths)
         weights = (*self.weights, *(self.weights[-1:] * self.order))[: self.order] if self.weights else ()
-        if self.kind == "linear" and (not weights or any(not 0 <= w <= 1 for w in weights)):
+        if self.kind != "chain" and (not weights or any(not 0 <= w <= 1 for w in weights)):
             raise ValueError("a linear scheme needs weights in [0, 1]")
         object.__setattr__(self, "weights", weights)
+        if not self.grid or any(not 0 <= w < 1 for w in self.grid) or self.prior not in ("today", "zero"):
+            raise ValueError("a learned scheme needs weights in [0, 1) and a prior 'today' or 'zero'")
+        if self.shrink < 0:
+            raise ValueError("shrink must be at least 0")
 
     def name(self) -> str:
+        if self.kind == "learned":
+            return f"learned order={self.order} shrink={self.shrink:g} to {self.prior}" + (
+                f" ({','.join(f'{w:g}' for w in self.weights)} e={self.evidence:g})" if self.prior == "today" else ""
+            )
         if self.kind == "linear":
             return f"linear order={self.order} l={','.join(f'{w:g}' for w in self.weights)} e={self.evidence:g}" + (
                 f" D={self.discount:g}" if self.discount else ""
@@ -72,13 +99,16 @@ class Scheme:
         )
 
 
-def mix(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list) -> tuple[np.ndarray, float]:
+def mix(
+    scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list, weight: float | None = None
+) -> tuple[np.ndarray, float]:
     """(the adapted distribution over base + learned ids, the share of p_base left in it).
     `unigram`: counts by id (base + learned, len >= the result); `total`: their sum;
-    `seen`: (c(h), ids, counts) for the memory contexts of orders 2.. that were seen."""
+    `seen`: (c(h), ids, counts) for the memory contexts of orders 2.. that were seen;
+    `weight`: the learned scheme's weight here (`Prequential.weight`)."""
     size = len(unigram)
-    if scheme.kind == "linear":
-        return _linear(scheme, base, unigram, total, seen)
+    if scheme.kind != "chain":
+        return _linear(scheme, base, unigram, total, seen, weight)
     d = scheme.discount
     b = scheme.strengths[0]
     p = np.zeros(size)
@@ -100,14 +130,16 @@ def mix(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen:
     return p, scale
 
 
-def _linear(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list) -> tuple[np.ndarray, float]:
+def _linear(scheme: Scheme, base: np.ndarray, unigram: np.ndarray, total: int, seen: list,
+            weight: float | None) -> tuple[np.ndarray, float]:  # fmt: skip
     d = scheme.discount
     p = unigram / total
     for count, ids, counts in seen:
         p *= d * len(ids) / count
         p[ids] += (counts - d) / count
-    matched = seen[-1][0] if seen else total
-    weight = scheme.weights[len(seen)] * matched / (matched + scheme.evidence)
+    if weight is None:
+        matched = seen[-1][0] if seen else total
+        weight = scheme.weights[len(seen)] * matched / (matched + scheme.evidence)
     p *= weight
     p[: len(base)] += (1.0 - weight) * base
     return p, 1.0 - weight
@@ -152,3 +184,103 @@ class Followers:
             self._ids[j], self._counts[j] = self._ids[last], self._counts[last]
             self.order.pop()
             del self.slot[token]
+
+
+# -- the learned weight (kind "learned") ------------------------------------------------
+
+COUNT_BUCKETS = 6  # c(h) = 1, 2-3, 4-7, 8-15, 16-31, 32+
+_Q_STEP = 64.0  # p_mem is kept as round(-64 ln p): 1/64 nat steps (1.6 %)
+_Q_ZERO = 2047  # 11 bits; the top code is p_mem = 0 (or below e^-32)
+_UNIT = 1e6  # the totals count millionths of a nat, as integers: add then subtract is exact
+_FLOOR = 1e-12  # p_base below this (the proxy gave a token nothing) counts as this
+
+
+def bucket(k: int, count: int) -> int:
+    """The bucket of a position whose longest memory context seen has order k and count c(h)
+    (k = 1: none seen, c = every learned token)."""
+    return (k - 1) * COUNT_BUCKETS + min(int(count).bit_length() - 1, COUNT_BUCKETS - 1)
+
+
+def position_codes(scheme: Scheme, sequence: Sequence[str], unigram, total: int, contexts: list) -> bytes:
+    """What the memory (before this message) says about each token of `sequence` (BOS,
+    tokens..., EOS) after its start: bucket << 11 | quantized p_mem, 2 bytes a token.
+    `unigram(token)`: its count; `contexts[k-1]`: context -> {token: count, None: total}."""
+    d, order = scheme.discount, scheme.order
+    codes = []
+    for j in range(1, len(sequence)):
+        token = sequence[j]
+        p, k, count = unigram(token) / total, 1, total
+        for m in range(2, min(order, j + 1) + 1):
+            follow = contexts[m - 1].get(tuple(sequence[j - m + 1 : j]))
+            if follow is None:
+                break  # a longer context holding an unseen one is unseen too
+            count, k = follow[None], m
+            seen = follow.get(token, 0)
+            p = d * (len(follow) - 1) / count * p + (seen - d if seen else 0.0) / count
+        q = _Q_ZERO if p <= 0.0 else min(_Q_ZERO - 1, round(-_Q_STEP * math.log(p)))
+        codes.append(bucket(k, count) << 11 | q)
+    return np.array(codes, np.uint16).tobytes()
+
+
+class Prequential:
+    """The learned scheme's weights: per bucket and grid weight l_g, the total of
+    log((1 - l_g) p_base + l_g p_mem) over every learned token, each scored before its
+    message's counts were added. Integer totals: `update(..., -1)` removes a message's
+    contribution exactly (the later messages keep theirs, scored while it was there)."""
+
+    def __init__(self, scheme: Scheme):
+        self.grid = np.array(scheme.grid)
+        self.totals = np.zeros((scheme.order * COUNT_BUCKETS, len(self.grid)), np.int64)
+        self.tokens = np.zeros(len(self.totals), np.int64)  # tokens scored per bucket
+        prior = np.zeros(len(self.totals))
+        if scheme.prior == "today":  # linear's weight at a count inside the bucket (1, 3, 6, 12, 24, 48)
+            count = np.array([1, 3, 6, 12, 24, 48][:COUNT_BUCKETS], dtype=np.float64)
+            top = np.repeat(scheme.weights, COUNT_BUCKETS)
+            prior = top * np.tile(count / (count + scheme.evidence), scheme.order)
+        self._penalty = scheme.shrink * (self.grid[None, :] - prior[:, None]) ** 2
+        self._weights: np.ndarray | None = None
+
+    def update(self, codes: bytes, base: np.ndarray, sign: int) -> None:
+        """Add (sign +1) or remove (-1) one message: its `position_codes` and the base
+        probability of each of its tokens."""
+        if not codes:
+            return
+        code = np.frombuffer(codes, np.uint16).astype(np.int64)
+        q = code & 2047
+        p_mem = np.where(q == _Q_ZERO, 0.0, np.exp(-q / _Q_STEP))[:, None]
+        p_base = np.maximum(np.asarray(base, np.float64), _FLOOR)[:, None]
+        units = np.rint(np.log((1 - self.grid) * p_base + self.grid * p_mem) * _UNIT).astype(np.int64)
+        np.add.at(self.totals, code >> 11, units if sign > 0 else -units)
+        np.add.at(self.tokens, code >> 11, sign)
+        self._weights = None
+
+    def weight(self, k: int, count: int) -> float:
+        """The memory's weight at a position of bucket (k, count)."""
+        weights = self._weights
+        if weights is None:
+            score = self.totals / _UNIT - self._penalty
+            weights = self._weights = self.grid[np.argmax(score, axis=1)]
+        return float(weights[bucket(k, count)])
+
+
+def ngram_scorer(ngram, tokenizer):
+    """p_base at learn time, cheaply: the Kneser-Ney n-gram's probability of each token of a
+    message after its own start (tokens outside its vocabulary as <unk>), then of its end."""
+    from wordbot.text import EOS_ID, UNK_ID
+
+    index = tokenizer.index
+
+    def score(tokens: Sequence[str]) -> np.ndarray:
+        return ngram.sequence_probs([*(index.get(t, UNK_ID) for t in tokens), EOS_ID])
+
+    return score
+
+
+def served_ngram_scorer(lm):
+    """`ngram_scorer` of the n-gram a served model holds (itself, or the mix's), or None."""
+    from wordbot.ngram import KneserNey
+
+    for model in (lm, *getattr(lm, "models", ())):
+        if isinstance(model, KneserNey):
+            return ngram_scorer(model, model.tokenizer)
+    return None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wordbot.adaptation import served_ngram_scorer
 from wordbot.memory import Lexicon, Memory
 from wordbot.text import display_form, normalize, partial_word, tokenize
 
@@ -40,6 +41,7 @@ class Learning:
         if memory.base_size != len(self.tokenizer.vocab):
             raise ValueError("the memory was made for another vocabulary")
         self.memory = memory
+        memory.score_with(served_ngram_scorer(self.lm))  # p_base for a learned memory weight
         self._keys = itertools.count()
         # Adapted distributions, keyed by (memory version, context): this view's own.
         self._adapted: OrderedDict[tuple, tuple[np.ndarray, Lexicon]] = OrderedDict()

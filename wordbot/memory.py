@@ -13,9 +13,13 @@ mixed into the served distribution (the scheme of `wordbot/adaptation.py`).
     memory.learned_id("knghtbrd")             # B + j for a learned word outside the vocabulary
 
 How the counts are mixed into the served distribution is `wordbot/adaptation.py`
-(`Scheme`, chosen on validation text). Whatever the scheme, the memory's weight grows
-with its evidence and is exactly nothing when nothing is learned (`adapt` returns
-`p_base` itself then). Words outside the served vocabulary get ids after it
+(`Scheme`, chosen on validation text): the memory's weight is learned from the history
+itself (`Prequential`; the predictor hands over its n-gram with `score_with`), and is
+exactly nothing when nothing is learned (`adapt` returns `p_base` itself then). A
+message keeps 2 bytes a token of what it added to the weight's evidence, so `remove`
+takes out exactly that; the later messages keep theirs, scored while it was there
+(their counts of it are gone; only a few numbers about how useful the memory was
+remain). Words outside the served vocabulary get ids after it
 (`B + j`, j their index in `words`); learning a new word never moves an id, but the
 ids of later words shift when a word is forgotten, so key caches on `version`.
 
@@ -41,7 +45,7 @@ from functools import cached_property
 
 import numpy as np
 
-from wordbot.adaptation import Followers, Scheme, mix
+from wordbot.adaptation import Followers, Prequential, Scheme, mix, position_codes
 from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
@@ -107,6 +111,7 @@ class Memory:
         self._base_size = len(base_vocab)
         self._base_vocab = base_vocab  # indexed at the first use: an unused memory costs nothing
         self._lock = threading.RLock()
+        self._scorer = None  # p_base of a message's tokens, for the learned weight (`score_with`)
         self.clear()
 
     @cached_property
@@ -139,6 +144,7 @@ class Memory:
             self._offered = np.zeros(0, np.int64)  # the same ids in order
             self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
             self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
+            self._weights = Prequential(self.scheme) if self.scheme.kind == "learned" else None
 
     def add(self, key: Hashable, text: str) -> None:
         """Learn one message; `key` (a message id) names it for `remove`. A key already
@@ -153,8 +159,9 @@ class Memory:
             tokens = tuple(canonical.get(t, t) for t in tokens)
             form_tokens = tuple(canonical.get(t, t) for t, _ in forms)
             written = tuple(canonical.get(t, t) if f == t else f for t, f in forms)
-            message = (tokens, form_tokens, written)
+            message = (tokens, form_tokens, written, self._codes(tokens))
             self._messages[key] = message
+            self._weigh(message, +1)
             self._count(message, +1)
             self._version += 1
 
@@ -169,14 +176,40 @@ class Memory:
             return True
 
     def _forget(self, message: tuple) -> None:
+        self._weigh(message, -1)
         self._count(message, -1)
         for token in {*message[0], EOS}:
             i = self._word_id.get(token)
             if i is not None and self._unigram[i] == 0:
                 self._drop_word(token)
 
+    def score_with(self, scorer) -> None:
+        """Hand the learned weight p_base: `scorer(tokens)`, the base probability of each
+        token of a message and of its end (`adaptation.ngram_scorer`; None: "linear"'s
+        weights serve). Messages learned with a scorer are scored again with this one."""
+        with self._lock:
+            if scorer is not self._scorer:
+                for message in self._messages.values():
+                    self._weigh(message, -1)
+                self._scorer = scorer
+                for message in self._messages.values():
+                    self._weigh(message, +1)
+                self._version += 1
+
+    def _codes(self, tokens: tuple) -> bytes:
+        """The memory's bucket and p_mem for each token of a message, before it is counted."""
+        if self._weights is None or self._scorer is None or self._total == 0:
+            return b""
+        unigram, ids = self._unigram, (self._base_id, self._word_id)
+        count = lambda t: unigram[i] if (i := ids[0].get(t, ids[1].get(t))) is not None else 0  # noqa: E731
+        return position_codes(self.scheme, (BOS, *tokens, EOS), count, self._total, self._contexts)
+
+    def _weigh(self, message: tuple, sign: int) -> None:
+        if message[3] and self._scorer is not None:
+            self._weights.update(message[3], self._scorer(message[0]), sign)
+
     def _count(self, message: tuple, sign: int) -> None:
-        tokens, form_tokens, forms = message
+        tokens, form_tokens, forms, _ = message
         sequence = (BOS, *tokens, EOS)
         for j in range(1, len(sequence)):
             token = sequence[j]
@@ -359,7 +392,10 @@ class Memory:
             if self._total == 0:
                 return base_probs.copy(), 1.0
             unigram = self._unigram[: self._base_size + len(self._words)]
-            return mix(self.scheme, base_probs, unigram, self._total, self._seen(context))
+            seen = self._seen(context)
+            weights = None if self._scorer is None else self._weights  # no scorer: linear's weights
+            weight = None if weights is None else weights.weight(len(seen) + 1, seen[-1][0] if seen else self._total)
+            return mix(self.scheme, base_probs, unigram, self._total, seen, weight)
 
     def share(self, base_probs: np.ndarray, context: Sequence[str], index: int,
               adapted: np.ndarray | None = None) -> float:  # fmt: skip
