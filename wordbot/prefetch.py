@@ -30,35 +30,43 @@ class _Rows:
     """A network whose state is a row number of logits computed beforehand: it answers
     what the mix asks of a network (`scaled_probs`, `probs`) as the network would,
     each row a softmax and, for an ensemble, the mean over its networks. `exponentiate`
-    readies a range of rows, just before they are read (so they are still in cache)."""
+    readies a range of rows, just before they are read (so they are still in cache).
+
+    The exponentials are float32 of the float64 `logits - max` (2.5x faster than
+    float64's here): relatively within ~(|z| + 1) 6e-8 for a value e^z, so every
+    probability stays within 1e-7 of the float64 softmax; sums are float64."""
 
     def __init__(self, logits: np.ndarray):
-        self._z = logits  # (M, T, V) float64, the network's own (changed in place)
+        self._logits = logits  # (M, T, V) float64, the network's own (changed in place)
+        self._exp = np.empty(logits.shape, dtype=np.float32)
         self._weights = np.zeros(logits.shape[:2])  # (M, T): 1 / (M * each row's sum), once exponentiated
         self._done = np.zeros(logits.shape[1], dtype=bool)
 
     def exponentiate(self, lo: int, hi: int) -> None:
-        """Rows lo .. hi - 1 as exp(logits - their max), in place, and their weights
-        (each row once: a range asked for again, its distributions evicted before
-        their use, is left as it is)."""
+        """Rows lo .. hi - 1 as exp(logits - their max), and their weights (each row
+        once: a range asked for again, its distributions evicted before their use,
+        is left as it is)."""
         todo = lo + np.flatnonzero(~self._done[lo:hi])
         if not len(todo):
             return
         whole = len(todo) == hi - lo
-        z = self._z[:, lo:hi] if whole else self._z[:, todo]  # a view, else a copy written back
+        z = self._logits[:, lo:hi] if whole else self._logits[:, todo]  # a view, else a copy
         z -= z.max(axis=2, keepdims=True)
-        np.exp(z, out=z)
-        if not whole:
-            self._z[:, todo] = z
-        self._weights[:, todo] = 1.0 / (len(z) * z.sum(axis=2))
+        e = np.exp(z.astype(np.float32))
+        self._exp[:, todo] = e
+        self._weights[:, todo] = 1.0 / (len(e) * e.sum(axis=2, dtype=np.float64))
         self._done[todo] = True
 
     def scaled_probs(self, row: int, scale: float, out: np.ndarray) -> np.ndarray:
         """`scale` times the distribution of `row`, written into `out` (V,) float64."""
-        return np.matmul(scale * self._weights[:, row], self._z[:, row, :], out=out)
+        weights, e = scale * self._weights[:, row], self._exp[:, row]
+        np.multiply(e[0], weights[0], out=out)
+        for m in range(1, len(e)):
+            out += e[m] * weights[m]
+        return out
 
     def probs(self, row: int) -> np.ndarray:
-        return self.scaled_probs(row, 1.0, np.empty(self._z.shape[2]))
+        return self.scaled_probs(row, 1.0, np.empty(self._exp.shape[2]))
 
 
 def batched(lm) -> bool:
