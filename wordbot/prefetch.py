@@ -115,10 +115,9 @@ class Lookahead:
 
         self.predictor = predictor
         self.enabled = batched(predictor.lm)
-        self._keys = []  # per message: the keys of its contexts, as `Predictor._context` makes them
-        for tokens in contexts:
-            ids = predictor.tokenizer.encode_tokens(tokens[: MAX_CONTEXT - 1])
-            self._keys.append([(BOS_ID, *ids[:j]) for j in range(len(ids) + 1)])
+        # Per message, the ids of its longest context; its keys are made when needed (all
+        # of them at once would take memory quadratic in a message's length).
+        self._ids = [predictor.tokenizer.encode_tokens(tokens[: MAX_CONTEXT - 1]) for tokens in contexts]
         self._block: dict[tuple[int, int], int] = {}  # (m, j) -> its row
         self._rows: _Rows | None = None
         self._states: list = []
@@ -127,13 +126,17 @@ class Lookahead:
     def ready(self, m: int, j: int) -> float:
         """Make the distribution after context j of message m ready; the seconds of
         batched work that position is charged (0 when it is not batched)."""
-        if not self.enabled or j >= len(self._keys[m]):
+        if not self.enabled or j > len(self._ids[m]):
             return 0.0
         if (m, j) not in self._block:
             self._compute_block(m, j)
-        if self._keys[m][j] not in self.predictor._probs:
+        if self._key(m, j) not in self.predictor._probs:
             self._fill_chunk(m, j)
         return self._charged.pop((m, j), 0.0)
+
+    def _key(self, m: int, j: int) -> tuple[int, ...]:
+        """The cache key of context j of message m, as `Predictor._context` makes it."""
+        return (BOS_ID, *self._ids[m][:j])
 
     def _charge(self, positions: list[tuple[int, int]], started: float) -> None:
         """Share the seconds since `started` evenly among `positions`."""
@@ -146,14 +149,13 @@ class Lookahead:
         started = time.perf_counter()
         predictor, picked = self.predictor, []
         with predictor._lock:
-            for n in range(m, len(self._keys)):
-                keys = self._keys[n][j if n == m else 0 :]
-                if picked and len(picked) + len(keys) > NETWORK_BATCH:
-                    break
-                keys = keys[: NETWORK_BATCH - len(picked)]
-                predictor._state(keys[-1])  # one pass; every prefix's state is kept on the way
+            for n in range(m, len(self._ids)):
                 first = j if n == m else 0
-                picked += [((n, first + i), predictor._state(key)) for i, key in enumerate(keys)]
+                last = min(len(self._ids[n]), first + NETWORK_BATCH - len(picked) - 1)
+                if picked and len(picked) + len(self._ids[n]) + 1 - first > NETWORK_BATCH:
+                    break
+                predictor._state(self._key(n, last))  # one pass; every prefix's state is kept on the way
+                picked += [((n, i), predictor._state(self._key(n, i))) for i in range(first, last + 1)]
         self._states = [state for _, state in picked]
         self._rows = _network_rows(predictor.lm, self._states)
         self._block = {where: row for row, (where, _) in enumerate(picked)}
@@ -166,9 +168,9 @@ class Lookahead:
 
         started = time.perf_counter()
         predictor = self.predictor
-        wanted = [(m, i) for i in range(j, min(j + CHUNK, len(self._keys[m]))) if (m, i) in self._block]
+        wanted = [(m, i) for i in range(j, min(j + CHUNK, len(self._ids[m]) + 1)) if (m, i) in self._block]
         picked = [(self._block[w], self._states[self._block[w]]) for w in wanted]
         with predictor._lock:
             for (_, i), probs in zip(wanted, _served(predictor.lm, self._rows, picked), strict=True):
-                predictor._remember(predictor._probs, self._keys[m][i], probs, PROBS_CACHE_SIZE)
+                predictor._remember(predictor._probs, self._key(m, i), probs, PROBS_CACHE_SIZE)
         self._charge(wanted, started)
