@@ -219,9 +219,37 @@ class RNNLanguageModel:
         """`scale * probs(state)` written into `out` (float64), with no array in between."""
         return _scaled_softmax(self.logits(state)[None, :], scale, out)
 
+    def logits_many(self, states: Sequence[tuple]) -> np.ndarray:
+        """(1, T, V) float64: the logits after each of T states, the output layer as one
+        (T, width) @ (width, V) product instead of T products that each read the whole
+        output matrix (what `wordbot eval` scores a message with). Computed in float64
+        from the float32 weights, so its rounding is far below that of `logits` (a
+        float32 product summed in another order would differ from it by up to ~1e-6)."""
+        top = _tops(self.cell, states).astype(np.float64)  # (T, units)
+        if self.projection is not None:
+            kernel, bias = self.projection
+            top = top @ kernel.astype(np.float64) + bias
+        out = np.matmul(top, _output64(self).T)[None]
+        out += self.output_bias
+        return out
+
     def sequence_probs(self, ids: list[int]) -> np.ndarray:
         """Next-token distributions after each prefix of `ids` (for tests and evaluation)."""
         return np.stack([self.probs(state) for state in self.advance_many(self.initial_state(), ids)])
+
+
+def _output64(network: RNNLanguageModel) -> np.ndarray:
+    """The network's output matrix in float64, made at the first `logits_many` and kept
+    (twice the float32 matrix's memory, only in a process that scores sequences)."""
+    wide = getattr(network, "_wide_output", None)
+    if wide is None:
+        wide = network._wide_output = network.output.astype(np.float64)
+    return wide
+
+
+def _tops(cell: str, states: Sequence[tuple]) -> np.ndarray:
+    """The top layer's output of each state, stacked: (T, [M,] units)."""
+    return np.stack([state[-1][0] if cell == "lstm" else state[-1] for state in states])
 
 
 def advance_all(lm, state, ids: Sequence[int]) -> list:
@@ -316,6 +344,19 @@ class Ensemble(Combined):
 
     def probs(self, state: tuple) -> np.ndarray:
         return softmax(self.logits(state)).mean(axis=0)
+
+    def logits_many(self, states: Sequence[tuple]) -> np.ndarray:
+        """(M, T, V) float64: every network's logits after each of T states, one
+        (T, width) @ (width, V) product per network (see `RNNLanguageModel.logits_many`)."""
+        top = np.swapaxes(_tops(self.cell, states), 0, 1).astype(np.float64)  # (M, T, units)
+        if self._projection is not None:
+            kernel, bias = self._projection
+            top = np.matmul(top, kernel.astype(np.float64)) + bias[:, None, :]
+        out = np.empty((len(self.networks), len(states), self._output_bias.shape[1]))
+        for m, n in enumerate(self.networks):
+            np.matmul(top[m], _output64(n).T, out=out[m])
+        out += self._output_bias[:, None, :]
+        return out
 
     def scaled_probs(self, state: tuple, scale: float, out: np.ndarray) -> np.ndarray:
         """`scale * probs(state)` written into `out`: the mean of the networks' softmaxes

@@ -24,6 +24,7 @@ from wordbot.artifacts import MAX_NGRAM_ORDER, model_directory
 from wordbot.compare import format_differences, format_table, paired_differences
 from wordbot.mix import best_order_weights, language_model  # noqa: F401  (training.py imports best_order_weights from here)
 from wordbot.predictor import Prediction, Predictor
+from wordbot.prefetch import Lookahead
 from wordbot.text import BOS_ID, EOS, PAD_ID, UNK_ID, Tokenizer, is_word, tokenize
 
 TOP_K = 3  # suggestions a keyboard shows
@@ -140,6 +141,7 @@ def evaluate_messages(
     progress: bool | None = None,
     per_message: bool = False,
     scorable: Container[str] | None = None,
+    prefetch: bool = True,
 ) -> dict:
     """Score `model` (a Predictor, or a LanguageModel served through one) on messages,
     one per string. Every suggestion comes from `Predictor.suggest_after`, the policy
@@ -163,7 +165,8 @@ def evaluate_messages(
       the next words; per keystroke, the time to rank the completions of a prefix.
 
     With `per_message`, the counts behind each figure are kept per scored message too
-    (for `paired_differences`).
+    (for `paired_differences`). `prefetch=False` computes each distribution when it is
+    asked for (what a face does), for comparison.
     """
     predictor = as_predictor(model)
     sample = sample_messages(messages, max_positions)
@@ -171,8 +174,10 @@ def evaluate_messages(
     tally = _Tally()
     started = time.perf_counter()
     counts = []  # per message: the running totals after it
-    for message, complete in sample:
-        _score_message(predictor, message, complete, tally, scorable)
+    contexts = [message if complete else message[:-1] for message, complete in sample]
+    lookahead = Lookahead(predictor, contexts) if prefetch else None
+    for index, (message, complete) in enumerate(sample):
+        _score_message(predictor, message, complete, tally, scorable, lookahead, index)
         bar.update(len(message) + complete)
         if per_message:
             counts.append(tally.per_message())
@@ -180,8 +185,14 @@ def evaluate_messages(
     return _figures(tally, counts if per_message else None, time.perf_counter() - started)
 
 
-def _score_message(predictor: Predictor, message: list[str], complete: bool, tally: _Tally, scorable=None) -> None:
-    """Every position of one message: its probability, and for a word its suggestions."""
+def _score_message(
+    predictor: Predictor, message: list[str], complete: bool, tally: _Tally, scorable, lookahead, index
+) -> None:
+    """Every position of one message: its probability, and for a word its suggestions.
+    With a `lookahead` (the sample's contexts; this is its message `index`), the
+    distributions are computed ahead in batches (the same values: the suggestions and
+    figures do not change), and each position's time is its own plus its share of the
+    batched work (but not the time of the batched work done for later positions)."""
     tokens = [*message, EOS] if complete else message
     targets = predictor.tokenizer.encode_tokens(tokens)  # EOS maps to EOS_ID
     if predictor.memory.messages:  # a learned word outside the vocabulary has its id past it
@@ -190,7 +201,8 @@ def _score_message(predictor: Predictor, message: list[str], complete: bool, tal
     for i, (token, target) in enumerate(zip(tokens, targets, strict=True)):
         context = message[:i]
         word = is_word(token)
-        t0 = time.perf_counter()
+        batched = lookahead.ready(index, i) if lookahead else 0.0  # its share of the batched work
+        t0 = time.perf_counter() - batched
         p = predictor.probs_after(context)
         offered = predictor.suggest_after(context, "", TOP_K).predictions if word else []
         tally.word_times.append(time.perf_counter() - t0)
