@@ -162,6 +162,17 @@ def fresh_ms(predictor: Predictor, texts: list[str]) -> list[float]:
     return out
 
 
+def parity_line(new: Predictor, old: Predictor, texts: list[str]) -> str:
+    """The fast path's answers against the reference's on the fresh contexts: the largest
+    difference of a probability, and in how many the top 3 words are the same."""
+    diff, same = 0.0, 0
+    for text in texts:
+        ids = new._context(tokenize(text))
+        diff = max(diff, float(np.abs(new.token_probs(ids) - old.token_probs(ids)).max()))
+        same += [w for w, _ in new.next_words(text, k=3)] == [w for w, _ in old.next_words(text, k=3)]
+    return f"parity: max |p_new - p_reference| = {diff:.1e} over {len(texts)} fresh contexts; the same top 3 in {same}"
+
+
 def serving_table(model_dir: Path, base: str, word_texts, key_texts, fresh_texts, compare=()) -> dict:
     """The served model's figures, new and `base` (and each `compare` directory), idle
     and busy, 1 and default threads. Returns the idle one-thread medians by what."""
@@ -203,6 +214,7 @@ def serving_table(model_dir: Path, base: str, word_texts, key_texts, fresh_texts
                 rows.append((load, threads, "-", "one 10,000 x 384 product", unit, unit))
                 rows.append((load, threads, "-", "the networks' output products", output_products_ms(new), unit))
     print(f"served: {new.describe()}")
+    print(parity_line(new, old, fresh_texts))
     for _, other in others:
         print(f"compared: {other.describe()}")
     print()

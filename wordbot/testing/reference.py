@@ -29,7 +29,11 @@ def dense_ngram_probs(ngram, state: Sequence[int]) -> tuple[np.ndarray, int]:
 
 def dense_network_probs(network, state) -> np.ndarray:
     """The network's (or the ensemble's mean) next-token distribution as it was
-    computed before the fast paths: the softmax of its logits in float64."""
+    computed before the fast paths: the softmax of its logits in float64 (an engine
+    without `logits`, such as the one bench_engine reads from before them, computed
+    its own `probs` that way)."""
+    if not hasattr(network, "logits"):
+        return network.probs(state)
     logits = np.atleast_2d(network.logits(state)).astype(np.float64)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
