@@ -146,6 +146,26 @@ def test_a_fresh_context_through_the_served_mix_matches_the_reference(tmp_path, 
     assert np.abs(predictor.probs_after(typed) - expected_after(predictor._context(typed))).max() < 1e-6
 
 
+def test_the_bundled_ensemble_serves_the_step_by_step_float64_probabilities():
+    """Trained weights give peaked distributions (small random ones are nearly flat), so
+    the float32 softmax is checked on the bundled ensemble too: a fresh context in one
+    pass, then one typed token, scaled as the mix reads it, against each network stepped
+    a token at a time with its softmax in float64: within 1e-6, and the same top 10."""
+    from wordbot.artifacts import load_model
+
+    ensemble = network(*load_model(None))
+    tokenizer = ensemble.tokenizer
+    for text in ("the answer to the question is", "I have never seen such a thing in my life, and", "42"):
+        ids = [BOS_ID, *tokenizer.encode(text)]
+        states = ensemble.advance_many(ensemble.initial_state(), ids[:-1])
+        for state, context in ((states[-1], ids[:-1]), (ensemble.advance(states[-1], ids[-1]), ids)):
+            got = np.empty(len(tokenizer))
+            ensemble.scaled_probs(state, 0.6, got)
+            expected = 0.6 * np.mean([reference_probs(n, context) for n in ensemble.networks], axis=0)
+            assert np.abs(got - expected).max() < 1e-6
+            assert list(np.argsort(-got, kind="stable")[:10]) == list(np.argsort(-expected, kind="stable")[:10])
+
+
 @pytest.mark.parametrize("members", [1, 3])
 @pytest.mark.parametrize("cell", ["simple_rnn", "gru", "lstm"])
 def test_the_scaled_distribution_is_the_distribution_times_its_weight(cell, members):

@@ -1,7 +1,8 @@
 """The served distribution as wordbot computed it before the fast paths, kept as the
 reference that the parity tests and `benchmarks/bench_engine.py` hold the fast paths
 to: the n-gram's distribution built densely, one full-vocabulary vector per seen
-order, and the mix built from it and the network's own `probs`."""
+order, the networks' softmax in float64 from their logits, and the mix built from
+them."""
 
 from __future__ import annotations
 
@@ -26,15 +27,28 @@ def dense_ngram_probs(ngram, state: Sequence[int]) -> tuple[np.ndarray, int]:
     return p.copy(), (seen[-1][0] if seen else 1)
 
 
+def dense_network_probs(network, state) -> np.ndarray:
+    """The network's (or the ensemble's mean) next-token distribution as it was
+    computed before the fast paths: the softmax of its logits in float64 (an engine
+    without `logits`, such as the one bench_engine reads from before them, computed
+    its own `probs` that way)."""
+    if not hasattr(network, "logits"):
+        return network.probs(state)
+    logits = np.atleast_2d(network.logits(state)).astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+
+
 class DenseMix(OrderWeighted):
     """`OrderWeighted` with `probs` as it was: the n-gram's dense distribution, the
-    network's `probs`, scaled and added part by part."""
+    network's distribution in float64 (`dense_network_probs`), scaled and added part
+    by part."""
 
     def probs(self, state: tuple) -> np.ndarray:
         network, ngram = self.models
         p, order = dense_ngram_probs(ngram, state[1])
         w = self.weights[order]
-        p_network = network.probs(state[0])
+        p_network = dense_network_probs(network, state[0])
         n = self.network_size
         if n == len(p):
             p *= w
