@@ -32,6 +32,31 @@ if TYPE_CHECKING:
 ADAPTED_CACHE_SIZE = 64
 
 
+class Adapted:
+    """One adapted distribution as the suggestions are served from it: `pair` (the
+    distribution, the lexicon its learned ids refer to) for context `key`, memory
+    `version` and memory context `tail`; which of its words have probability is found
+    at the first completion from it, so later keystrokes of the word need not look."""
+
+    __slots__ = ("_positive", "key", "pair", "tail", "version")
+
+    def __init__(self, key: tuple[int, ...], version: int, tail: tuple[str, ...],
+                 pair: tuple[np.ndarray, Lexicon]) -> None:  # fmt: skip
+        self.key, self.version, self.tail, self.pair = key, version, tail, pair
+        self._positive: tuple[bool, bool | None] | None = None
+
+    def positive(self, word_ids: np.ndarray) -> tuple[bool, bool | None]:
+        """(every word of `word_ids` has probability; the learned ids: True all have,
+        False none has, None some have)."""
+        if self._positive is None:
+            probs, lexicon = self.pair
+            learned = probs[lexicon.base_size :]
+            every_base = not len(word_ids) or bool(probs[word_ids].min() > 0)
+            every_learned = True if not len(learned) or learned.min() > 0 else (False if learned.max() <= 0 else None)
+            self._positive = (every_base, every_learned)
+        return self._positive
+
+
 class Learning:
     """Mixed into `Predictor` (which provides `tokenizer`, `_lock`, `_context`,
     `_distribution` and `_remember`)."""
@@ -42,7 +67,8 @@ class Learning:
         self.memory = memory
         self._keys = itertools.count()
         # Adapted distributions, keyed by (memory version, context): this view's own.
-        self._adapted: OrderedDict[tuple, tuple[np.ndarray, Lexicon]] = OrderedDict()
+        self._adapted: OrderedDict[tuple, Adapted] = OrderedDict()
+        self._last_adapted: Adapted | None = None
 
     def view(self, memory: Memory | None = None) -> Self:
         """A predictor with its own memory (`memory`, else a new empty one) that shares
@@ -66,17 +92,28 @@ class Learning:
     def _served(self, key: tuple[int, ...], tokens: Sequence[str]) -> tuple[np.ndarray, Lexicon | None]:
         """The distribution after context `key` (the ids of `tokens`), adapted to the
         memory when it holds anything, and the learned words its ids past the base mean."""
-        base = self._distribution(key)
+        if not self.memory.messages:
+            return self._distribution(key), None
+        return self._adapted_for(key, tokens).pair
+
+    def _adapted_for(self, key: tuple[int, ...], tokens: Sequence[str]) -> Adapted:
+        """The adapted distribution after `key`/`tokens` for the memory as it is now: the
+        last one served while the memory and context stay the same (every keystroke of a
+        word), else from the cache keyed by (context, memory version, memory context)."""
         memory = self.memory
-        if not memory.messages:
-            return base, None
-        cache_key = (key, memory.version, tuple(tokens[-(memory.order - 1) :]) if memory.order > 1 else ())
+        version = memory.version
+        tail = tuple(tokens[-(memory.order - 1) :]) if memory.order > 1 else ()
+        last = self._last_adapted  # one read: another thread may replace it
+        if last is not None and last.version == version and last.key == key and last.tail == tail:
+            return last
+        cache_key = (key, version, tail)
         with self._lock:
             found = self._adapted.get(cache_key)
         if found is None:
-            found = memory.serve(base, tokens)
+            found = Adapted(key, version, tail, memory.serve(self._distribution(key), tokens))
             with self._lock:
                 self._remember(self._adapted, cache_key, found, ADAPTED_CACHE_SIZE)
+        self._last_adapted = found
         return found
 
     def learned_share(self, text: str, word: str) -> float:
@@ -113,20 +150,42 @@ class Learning:
         return bool(self.memory.messages) and len(self.memory.lexicon().starting_with(prefix)) > 0
 
     @staticmethod
-    def _with_learned(ids: np.ndarray, lexicon: Lexicon, prefix: str | None = None) -> np.ndarray:
-        """`ids` and the learned words (that start with `prefix`) that a user may be offered."""
-        learned = lexicon.offered if prefix is None else lexicon.starting_with(prefix)
+    def _with_learned(ids: np.ndarray, lexicon: Lexicon) -> np.ndarray:
+        """`ids` and the learned words that a user may be offered."""
+        learned = lexicon.offered
         return np.concatenate([ids, learned]) if len(learned) else ids
 
-    def _unlikely_learned(self, probs, ids, k: int, sentence_start: bool, lexicon: Lexicon) -> list[Prediction]:
+    def _learned_completions(self, adapted: Adapted, ids: np.ndarray, prefix: str, k: int,
+                             sentence_start: bool) -> list[Prediction]:  # fmt: skip
+        """The completions of `prefix` with a memory: the vocabulary's words that start
+        with it (`ids`) and the learned ones, ranked by the adapted distribution
+        (renormalised over all of them); those it gives no probability come last."""
+        probs, lexicon = adapted.pair
+        learned = lexicon.starting_with(prefix)
+        every = np.concatenate([ids, learned]) if len(learned) else ids
+        if not len(every):
+            return []
+        base_positive, learned_positive = adapted.positive(self._word_ids)
+        # What every[probs[every] > 0] is, without looking where it is known already.
+        likely = ids if base_positive else ids[probs[ids] > 0]
+        if len(learned) and learned_positive is not False:
+            likely = np.concatenate([likely, learned if learned_positive else learned[probs[learned] > 0]])
+        total = float(probs[every].sum())
+        completions = self._ranked(probs, likely, k, sentence_start, total, lexicon) if total > 0 else []
+        if len(completions) < k and len(likely) < len(every):
+            zero = every[probs[every] <= 0]
+            completions += self._unlikely_learned(zero, k - len(completions), sentence_start, lexicon)
+        return completions
+
+    def _unlikely_learned(self, zero: np.ndarray, k: int, sentence_start: bool, lexicon: Lexicon) -> list[Prediction]:
         """Learned words that start with the typed prefix but have no probability in this
-        context (the memory's mix has no context-free level): after the others, the most
-        often written first, with probability 0, so a learned word is always completable."""
+        context (`zero`; the memory's mix has no context-free level): after the others, the
+        most often written first, with probability 0, so a learned word is always completable."""
         from wordbot.predictor import Prediction
 
         memory = self.memory
-        zero = [self._token(int(i), lexicon) for i in ids[probs[ids] <= 0]]
-        counted = sorted(((memory.count(t), t) for t in zero), key=lambda c: (-c[0], c[1]))
+        counted = sorted(((memory.count(t), t) for t in (self._token(int(i), lexicon) for i in zero)),
+                         key=lambda c: (-c[0], c[1]))  # fmt: skip
         chosen = [t for c, t in counted if c > 0][:k]
         cased = self._cased(chosen)
         return [Prediction(display_form(t, sentence_start, cased), 0.0) for t in chosen]
