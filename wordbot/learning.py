@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections import ChainMap, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -135,15 +135,18 @@ class Learning:
     def _token(self, i: int, lexicon: Lexicon | None) -> str:
         return self.tokenizer.vocab[i] if lexicon is None or i < lexicon.base_size else lexicon.token(i)
 
-    def _cased(self, tokens) -> dict[str, str] | ChainMap:
-        """How to write `tokens`: the community's capitals (`memory.written`) over the model's."""
-        learned = {}
-        if self.memory.messages:
-            for token in tokens:
-                form = self.memory.written(token)
-                if form and form != token:  # only capitals: lowercase "i" stays "I"
-                    learned[token] = form
-        return ChainMap(learned, self.tokenizer.cased) if learned else self.tokenizer.cased
+    def _cased(self, tokens) -> dict[str, str]:
+        """How to write `tokens`: the community's capitals (`memory.capitals`) over the
+        model's (a small map of `tokens` alone when they differ)."""
+        cased = self.tokenizer.cased
+        if not self.memory.messages:
+            return cased
+        learned = self.memory.capitals(tokens)  # only capitals: lowercase "i" stays "I"
+        if not learned:
+            return cased
+        mapped = {t: cased[t] for t in tokens if t in cased}
+        mapped.update(learned)
+        return mapped
 
     def _learned_start(self, prefix: str) -> bool:
         """Whether a learned word a user may be offered starts with `prefix`."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -62,12 +62,21 @@ class Lexicon:
         self._sorted_words = sorted_words  # the offered learned words by spelling, and their ids
         self._sorted_ids = np.asarray(sorted_ids, dtype=np.int64)
         self.offered = np.asarray(offered, dtype=np.int64)  # their ids in order
+        self._last: tuple[str, int, int] = ("", 0, len(sorted_words))  # the last prefix looked up, its slice
 
     def starting_with(self, prefix: str) -> np.ndarray:
-        """The ids of the learned words a user may be offered that start with `prefix`."""
+        """The ids of the learned words a user may be offered that start with `prefix`.
+        Typing one more letter looks only among the words that started with the last
+        prefix (none: nothing to look at)."""
         words = self._sorted_words
-        lo = bisect_left(words, prefix)
-        return self._sorted_ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
+        last, lo, hi = self._last  # one read: another thread may replace it
+        if not prefix.startswith(last):
+            lo, hi = 0, len(words)
+        if lo < hi:
+            lo = bisect_left(words, prefix, lo, hi)
+            hi = bisect_left(words, prefix + "\U0010ffff", lo, hi)
+        self._last = (prefix, lo, hi)
+        return self._sorted_ids[lo:hi]
 
     def token(self, i: int) -> str:
         return self.words[i - self.base_size]
@@ -330,6 +339,18 @@ class Memory:
                 seen = self._forms.get(token)
                 cache[token] = min(seen.items(), key=lambda item: (-item[1], item[0]))[0] if seen else None
             return cache[token]
+
+    def capitals(self, tokens: Iterable[str]) -> dict[str, str]:
+        """`written` for each of `tokens` where it differs from the token (its capitals),
+        by token: what a suggestion of them writes differently from the model."""
+        found = {}
+        version, cache = self._written
+        current = version == self._version  # then the forms asked before are at hand
+        for token in tokens:
+            form = cache[token] if current and token in cache else self.written(token)
+            if form and form != token:
+                found[token] = form
+        return found
 
     # -- serving ------------------------------------------------------------------
 
