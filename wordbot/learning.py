@@ -4,11 +4,16 @@ memory (`wordbot/memory.py`) and mixes it into the answers.
 `Predictor` calls these at a few marked places ("memory hook"): `_served` for the
 distribution after a context (the model's own while the memory is empty, so a loaded
 predictor answers exactly as the model alone), `_token` and `_cased` to name and write
-ids past the vocabulary (learned words), `_with_learned` and `_unlikely_learned` for
-ranking and completing them, `_draw` for continuations that never replay a message.
+ids past the vocabulary (learned words), `_with_learned` for ranking them,
+`_learned_completions` for completing a typed word with them, `_draw` for
+continuations that never replay a message.
 A `view` shares the model and its memory-free caches (states, base distributions)
 and has its own memory and its own cache of adapted distributions, keyed by the
 memory's version, so one community's words never reach another's answers.
+Per keystroke the memory costs lookups, not passes: the keystrokes of one word are
+served from the last adapted distribution (`Adapted`, while the version and context
+stay), and the learned words that start with the typed letters are found among those
+of the last prefix (`Lexicon.starting_with`).
 """
 
 from __future__ import annotations
@@ -35,26 +40,13 @@ ADAPTED_CACHE_SIZE = 64
 class Adapted:
     """One adapted distribution as the suggestions are served from it: `pair` (the
     distribution, the lexicon its learned ids refer to) for context `key`, memory
-    `version` and memory context `tail`; which of its words have probability is found
-    at the first completion from it, so later keystrokes of the word need not look."""
+    `version` and memory context `tail`."""
 
-    __slots__ = ("_positive", "key", "pair", "tail", "version")
+    __slots__ = ("key", "pair", "tail", "version")
 
     def __init__(self, key: tuple[int, ...], version: int, tail: tuple[str, ...],
                  pair: tuple[np.ndarray, Lexicon]) -> None:  # fmt: skip
         self.key, self.version, self.tail, self.pair = key, version, tail, pair
-        self._positive: tuple[bool, bool | None] | None = None
-
-    def positive(self, word_ids: np.ndarray) -> tuple[bool, bool | None]:
-        """(every word of `word_ids` has probability; the learned ids: True all have,
-        False none has, None some have)."""
-        if self._positive is None:
-            probs, lexicon = self.pair
-            learned = probs[lexicon.base_size :]
-            every_base = not len(word_ids) or bool(probs[word_ids].min() > 0)
-            every_learned = True if not len(learned) or learned.min() > 0 else (False if learned.max() <= 0 else None)
-            self._positive = (every_base, every_learned)
-        return self._positive
 
 
 class Learning:
@@ -168,14 +160,11 @@ class Learning:
         every = np.concatenate([ids, learned]) if len(learned) else ids
         if not len(every):
             return []
-        base_positive, learned_positive = adapted.positive(self._word_ids)
-        # What every[probs[every] > 0] is, without looking where it is known already.
-        likely = ids if base_positive else ids[probs[ids] > 0]
-        if len(learned) and learned_positive is not False:
-            likely = np.concatenate([likely, learned if learned_positive else learned[probs[learned] > 0]])
         total = float(probs[every].sum())
-        completions = self._ranked(probs, likely, k, sentence_start, total, lexicon) if total > 0 else []
-        if len(completions) < k and len(likely) < len(every):
+        completions = self._ranked(probs, every, k, sentence_start, total, lexicon) if total > 0 else []
+        if completions and completions[-1].prob <= 0:  # ranked last: leave out those without probability
+            completions = [c for c in completions if c.prob > 0]
+        if len(completions) < k and len(completions) < len(every):  # then some have none: learned words
             zero = every[probs[every] <= 0]
             completions += self._unlikely_learned(zero, k - len(completions), sentence_start, lexicon)
         return completions

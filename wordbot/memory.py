@@ -49,6 +49,7 @@ MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut her
 COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words of one message
 _SENTENCE_END = {".", "...", "!", "?"}
 _SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
+_UNKNOWN = object()  # not in the cache of written forms
 
 
 class Lexicon:
@@ -146,7 +147,7 @@ class Memory:
             self._sorted_words: list[str] = []  # the offered learned words by spelling
             self._sorted_ids = np.zeros(0, np.int64)  # their ids (arrays replaced, never changed)
             self._offered = np.zeros(0, np.int64)  # the same ids in order
-            self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
+            self._written: dict[str, str | None] = {}  # token -> `written` (a token leaves when its forms change)
             self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
 
     def add(self, key: Hashable, text: str) -> None:
@@ -192,7 +193,9 @@ class Memory:
             self._unigram_add(token, sign)
             for k in range(2, min(self.order, j + 1) + 1):
                 self._context_add(k, sequence[j - k + 1 : j], token, sign)
+        written = self._written
         for token, form in zip(form_tokens, forms, strict=True):
+            written.pop(token, None)
             seen = self._forms.setdefault(token, {})
             seen[form] = seen.get(form, 0) + sign
             if seen[form] <= 0:
@@ -328,26 +331,29 @@ class Memory:
     def written(self, token: str) -> str | None:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
-        version, cache = self._written
-        if version == self._version and token in cache:
-            return cache[token]
+        form = self._written.get(token, _UNKNOWN)  # one read, without the lock
+        if form is not _UNKNOWN:
+            return form
         with self._lock:
-            if self._written[0] != self._version:
-                self._written = (self._version, {})
-            cache = self._written[1]
-            if token not in cache:
-                seen = self._forms.get(token)
-                cache[token] = min(seen.items(), key=lambda item: (-item[1], item[0]))[0] if seen else None
-            return cache[token]
+            seen = self._forms.get(token)
+            if not seen:
+                form = None
+            elif len(seen) == 1:  # most words: one form
+                form = next(iter(seen))
+            else:
+                form = min(seen.items(), key=lambda item: (-item[1], item[0]))[0]
+            self._written[token] = form
+            return form
 
     def capitals(self, tokens: Iterable[str]) -> dict[str, str]:
         """`written` for each of `tokens` where it differs from the token (its capitals),
         by token: what a suggestion of them writes differently from the model."""
         found = {}
-        version, cache = self._written
-        current = version == self._version  # then the forms asked before are at hand
+        cache = self._written
         for token in tokens:
-            form = cache[token] if current and token in cache else self.written(token)
+            form = cache.get(token, _UNKNOWN)
+            if form is _UNKNOWN:
+                form = self.written(token)
             if form and form != token:
                 found[token] = form
         return found
