@@ -270,6 +270,20 @@ def test_the_lexicon_names_learned_ids_and_offers_only_words():
     assert memory.lexicon().words == () and lexicon.words  # an old snapshot stays as it was
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text("zoreb", max_size=4), min_size=1, max_size=12))
+def test_the_lexicon_finds_the_same_words_whatever_was_typed_before(prefixes):
+    """Typing narrows the next lookup to the last prefix's words: typing on, backspacing,
+    or starting another word must find what a fresh lookup finds."""
+    memory = Memory(BASE_VOCAB)
+    memory.add(1, "zorblax zebra zoo zoom zo orb ore zzz frobnicate")
+    lexicon = memory.lexicon()
+    spelled = sorted(lexicon.token(int(i)) for i in lexicon.offered)
+    for prefix in prefixes:
+        found = sorted(lexicon.token(int(i)) for i in lexicon.starting_with(prefix))
+        assert found == [w for w in spelled if w.startswith(prefix)], prefix
+
+
 def test_the_version_never_repeats_after_clear():
     memory = Memory(BASE_VOCAB)
     memory.add(1, "the cat")

@@ -466,6 +466,23 @@ def test_learning_a_20_word_message_takes_under_a_millisecond(tiny_predictor):
     assert sorted(times)[len(times) // 2] < 1e-3
 
 
+def test_a_word_learned_between_two_keystrokes_completes_at_the_next(tiny_predictor):
+    """The keystrokes of one word reuse what the first one found (the adapted
+    distribution, the learned words that start with the prefix): a learn or a forget
+    between two keystrokes must show at the next one."""
+    catzilla = "we deploy the Catzilla cluster every friday"
+    tiny_predictor.learn("the cat sat on the mat")  # a memory that holds something
+    typed = [_words(tiny_predictor.complete(f"we deploy the {'catzilla'[:i]}", k=50)) for i in (1, 2, 3)]
+    assert all(typed) and not any("Catzilla" in words for words in typed)  # the model's own words
+    for _ in range(3):
+        tiny_predictor.learn(catzilla, key="catzilla")  # the same key: replaced, still learned
+    assert _words(tiny_predictor.complete("we deploy the catz")) == ["Catzilla"]
+    assert tiny_predictor.forget("catzilla")
+    assert "Catzilla" not in _words(tiny_predictor.complete("we deploy the catz", k=50))
+    tiny_predictor.learn(catzilla.replace("Catzilla", "CatZilla"))
+    assert "CatZilla" in _words(tiny_predictor.complete("we deploy the catz", k=50))  # its new case
+
+
 def test_relearning_after_forget_all_is_never_answered_from_an_old_cache(tiny_predictor):
     tiny_predictor.learn(LEARNED)
     first = tiny_predictor.next_words("we deploy the", k=3)

@@ -40,64 +40,17 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import cached_property
 
 import numpy as np
 
 from wordbot.adaptation import Followers, Prequential, Scheme, mix, position_codes
-from wordbot.text import BOS, EOS, is_debris, is_word, normalize, tokenize
+from wordbot.lexicon import MAX_MESSAGE_CHARS, MAX_MESSAGE_TOKENS, Lexicon, read_message  # noqa: F401 (re-exported)
+from wordbot.text import BOS, EOS, is_debris, is_word
 
-MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
-MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut here
 COPY_RUN = 9  # a continuation may copy at most COPY_RUN - 1 consecutive words of one message
-_SENTENCE_END = {".", "...", "!", "?"}
-_SEE_THROUGH = {'"', "'", "(", ")"}  # quotes and parens keep a sentence start for the next word
-
-
-class Lexicon:
-    """The learned words at one moment (ids `base_size + j` for `words[j]`), as a
-    predictor ranks and completes them: taken with the adapted distribution under one
-    lock, so ids and words always agree even while another thread learns or forgets."""
-
-    def __init__(self, base_size: int, words: tuple[str, ...], sorted_words=(), sorted_ids=(), offered=()):
-        self.base_size = base_size
-        self.words = words
-        self._sorted_words = sorted_words  # the offered learned words by spelling, and their ids
-        self._sorted_ids = np.asarray(sorted_ids, dtype=np.int64)
-        self.offered = np.asarray(offered, dtype=np.int64)  # their ids in order
-
-    def starting_with(self, prefix: str) -> np.ndarray:
-        """The ids of the learned words a user may be offered that start with `prefix`."""
-        words = self._sorted_words
-        lo = bisect_left(words, prefix)
-        return self._sorted_ids[lo : bisect_left(words, prefix + "\U0010ffff", lo)]
-
-    def token(self, i: int) -> str:
-        return self.words[i - self.base_size]
-
-
-def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """The tokens of a message (as `tokenize` gives them, cut to the bounds) and
-    (token, written form) for its words away from a sentence start."""
-    text = text[:MAX_MESSAGE_CHARS]
-    tokens = tokenize(text)[:MAX_MESSAGE_TOKENS]
-    written = normalize(text, lower=False)
-    lower = written.lower()
-    if len(lower) != len(written):  # lowercasing changed the length (rare scripts): no casing evidence
-        return tokens, []
-    forms, cursor, sentence_start = [], 0, True
-    for token in tokens:
-        at = lower.find(token, cursor)
-        if at < 0:
-            break
-        cursor = at + len(token)
-        form = written[at:cursor]
-        if not sentence_start and form[:1].isalpha():
-            forms.append((token, form))
-        if token not in _SEE_THROUGH:
-            sentence_start = token in _SENTENCE_END
-    return tokens, forms
+_UNKNOWN = object()  # not in the cache of written forms
 
 
 class Memory:
@@ -142,7 +95,7 @@ class Memory:
             self._sorted_words: list[str] = []  # the offered learned words by spelling
             self._sorted_ids = np.zeros(0, np.int64)  # their ids (arrays replaced, never changed)
             self._offered = np.zeros(0, np.int64)  # the same ids in order
-            self._written: tuple[int, dict[str, str | None]] = (-1, {})  # (version, token -> form)
+            self._written: dict[str, str | None] = {}  # token -> `written` (a token leaves when its forms change)
             self._version = getattr(self, "_version", -1) + 1  # never reused: caches key on it
             self._weights = Prequential(self.scheme) if self.scheme.kind == "learned" else None
 
@@ -216,7 +169,9 @@ class Memory:
             self._unigram_add(token, sign)
             for k in range(2, min(self.order, j + 1) + 1):
                 self._context_add(k, sequence[j - k + 1 : j], token, sign)
+        written = self._written
         for token, form in zip(form_tokens, forms, strict=True):
+            written.pop(token, None)
             seen = self._forms.setdefault(token, {})
             seen[form] = seen.get(form, 0) + sign
             if seen[form] <= 0:
@@ -352,17 +307,32 @@ class Memory:
     def written(self, token: str) -> str | None:
         """How the community writes `token` away from sentence starts: its most frequent
         form (ties: the first in sort order), or None without evidence."""
-        version, cache = self._written
-        if version == self._version and token in cache:
-            return cache[token]
+        form = self._written.get(token, _UNKNOWN)  # one read, without the lock
+        if form is not _UNKNOWN:
+            return form
         with self._lock:
-            if self._written[0] != self._version:
-                self._written = (self._version, {})
-            cache = self._written[1]
-            if token not in cache:
-                seen = self._forms.get(token)
-                cache[token] = min(seen.items(), key=lambda item: (-item[1], item[0]))[0] if seen else None
-            return cache[token]
+            seen = self._forms.get(token)
+            if not seen:
+                form = None
+            elif len(seen) == 1:  # most words: one form
+                form = next(iter(seen))
+            else:
+                form = min(seen.items(), key=lambda item: (-item[1], item[0]))[0]
+            self._written[token] = form
+            return form
+
+    def capitals(self, tokens: Iterable[str]) -> dict[str, str]:
+        """`written` for each of `tokens` where it differs from the token (its capitals),
+        by token: what a suggestion of them writes differently from the model."""
+        found = {}
+        cache = self._written
+        for token in tokens:
+            form = cache.get(token, _UNKNOWN)
+            if form is _UNKNOWN:
+                form = self.written(token)
+            if form and form != token:
+                found[token] = form
+        return found
 
     # -- serving ------------------------------------------------------------------
 

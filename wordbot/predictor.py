@@ -336,16 +336,15 @@ class Predictor(Learning):
         ids = sorted_ids[lo:hi]
         if lo == hi and not self._learned_start(prefix):
             return Suggestions(partial, [])
-        probs, lexicon = self._served(self._context(tokens), tokens)  # memory hook
-        if lexicon is not None:  # memory hook: learned words that start with the prefix
-            ids = self._with_learned(ids, lexicon, prefix)
-        if not len(ids):
-            return Suggestions(partial, [])
-        total = float(probs[ids].sum())
-        likely = ids if lexicon is None else ids[probs[ids] > 0]
-        completions = self._ranked(probs, likely, k, sentence_start, total, lexicon) if total > 0 else []
-        if len(completions) < k and lexicon is not None:
-            completions += self._unlikely_learned(probs, ids, k - len(completions), sentence_start, lexicon)
+        key = self._context(tokens)
+        if self.memory.messages:  # memory hook: the learned words that start with the prefix too
+            completions = self._learned_completions(self._adapted_for(key, tokens), ids, prefix, k, sentence_start)
+        elif len(ids):
+            probs = self._distribution(key)
+            total = float(probs[ids].sum())
+            completions = self._ranked(probs, ids, k, sentence_start, total) if total > 0 else []
+        else:
+            completions = []
         if not completions:
             return Suggestions(partial, [])
         if all(normalize(p.word).startswith(prefix) for p in completions):
