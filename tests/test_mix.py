@@ -21,19 +21,24 @@ from .conftest import TRAIN_FILE, make_model_dir
 MESSAGES = read_messages(TRAIN_FILE)[:1500]  # the tiny network's 800 words come from these
 
 
-@pytest.fixture(scope="module")
-def open_model_dir(tmp_path_factory):
-    """The tiny model, trained (its manifest says) on the 1,500 messages its vocabulary came from."""
-    root = tmp_path_factory.mktemp("open")
+def served_mix_dir(root, cell: str = "simple_rnn", members: int = 1):
+    """A tiny model served as the mix, its n-gram counted on the 1,500 messages its
+    vocabulary came from (so the served vocabulary is open: words past the network's)."""
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(MESSAGES) + "\n", encoding="utf-8")
-    directory = make_model_dir(root / "model")
+    directory = make_model_dir(root / "model", cell=cell, members=members)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": ""}]
     manifest["mix"] = {"order": 4, "ngram_weight_by_order": {"1": 0.2, "2": 0.3, "3": 0.4, "4": 0.5}}
     manifest["serving"] = {"backend": "mix"}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
+
+
+@pytest.fixture(scope="module")
+def open_model_dir(tmp_path_factory):
+    """The tiny model, trained (its manifest says) on the 1,500 messages its vocabulary came from."""
+    return served_mix_dir(tmp_path_factory.mktemp("open"))
 
 
 @pytest.fixture(scope="module")

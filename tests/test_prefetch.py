@@ -4,8 +4,6 @@ the same figures, and each position charged its share of the batched work."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -16,25 +14,11 @@ from wordbot.prefetch import NETWORK_BATCH, Lookahead, batched, distributions
 from wordbot.testing.reference import DenseMix
 from wordbot.text import BOS_ID, tokenize
 
-from .conftest import TRAIN_FILE, make_model_dir
+from .conftest import TRAIN_FILE
 from .test_engine import random_network
+from .test_mix import served_mix_dir
 
-MESSAGES = read_messages(TRAIN_FILE)[:1500]  # the tiny networks' 800 words come from these
 SCORED = read_messages(TRAIN_FILE)[3000:3060]  # text the tiny models' n-gram never counted
-
-
-def served_mix_dir(root, cell: str = "simple_rnn", members: int = 1):
-    """A tiny model served as the mix, its n-gram counted on the 1,500 messages its
-    vocabulary came from (so the served vocabulary is open: words past the network's)."""
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(MESSAGES) + "\n", encoding="utf-8")
-    directory = make_model_dir(root / "model", cell=cell, members=members)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": ""}]
-    manifest["mix"] = {"order": 4, "ngram_weight_by_order": {"1": 0.2, "2": 0.3, "3": 0.4, "4": 0.5}}
-    manifest["serving"] = {"backend": "mix"}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
 
 
 @pytest.fixture(scope="module")
