@@ -72,7 +72,8 @@ class GatewayMixin:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await session.ws.send_str(json.dumps(frame))
 
-    def _guild_payload(self) -> dict[str, Any]:
+    def _guild_roles(self) -> list[dict[str, Any]]:
+        """The first server's roles: @everyone, the bot's own role, and "moderators"."""
         everyone = {
             "id": str(self.guild_id),
             "name": "@everyone",
@@ -98,6 +99,10 @@ class GatewayMixin:
             "tags": {"bot_id": self.bot_user["id"]},
         }
         moderators = {**everyone, "id": str(self.role_id), "name": "moderators", "permissions": "0", "position": 2}
+        return [everyone, bot_role, moderators]
+
+    def _guild_channels(self) -> list[dict[str, Any]]:
+        """The first server's text channels: #general (with its overwrites) and #random."""
         channel = {
             "id": str(self.channel_id),
             "type": 0,
@@ -111,6 +116,10 @@ class GatewayMixin:
             "last_message_id": None,
             "rate_limit_per_user": 0,
         }
+        return [channel, {**channel, "id": str(self.other_channel_id), "name": "random", "position": 1}]
+
+    def _guild_payload(self) -> dict[str, Any]:
+        """The first server as GUILD_CREATE sends it, with the bot as its one member."""
         me = {
             "user": self.bot_user,
             "roles": [str(self.bot_role_id)],
@@ -124,11 +133,11 @@ class GatewayMixin:
             "name": "wordbot test server",
             "icon": None,
             "owner_id": self.users["alice"]["id"],
-            "roles": [everyone, bot_role, moderators],
+            "roles": self._guild_roles(),
             "emojis": [],
             "stickers": [],
             "features": [],
-            "channels": [channel, {**channel, "id": str(self.other_channel_id), "name": "random", "position": 1}],
+            "channels": self._guild_channels(),
             "threads": [],
             "members": [me],
             "member_count": len(self.users) + 1,

@@ -41,33 +41,13 @@ class RestMixin:
             case ("GET", "applications", _, "commands"):
                 return json_response(self.commands)
             case ("PUT", "applications", _, "commands"):
-                self.command_puts += 1
-                body = await request.json()
-                self.commands = [
-                    {
-                        **command,
-                        "id": str(self.new_id()),
-                        "application_id": str(self.application_id),
-                        "version": "1",
-                        "type": command.get("type", 1),
-                        "default_member_permissions": None,
-                        "dm_permission": True,
-                    }
-                    for command in body
-                ]
-                return json_response(self.commands)
+                return await self._put_commands(request)
             case ("POST", "channels", channel_id, "messages"):
                 return await self._post_message(int(channel_id), await self._payload(request))
             case ("GET", "channels", channel_id, "messages"):
                 return self._history(int(channel_id), request.query)
             case ("PATCH", "channels", _, "messages", message_id) if int(message_id) in self.messages:
-                body = await self._payload(request)
-                edited = {**self.messages[int(message_id)], "content": body.get("content"), "edited_timestamp": EPOCH}
-                if "components" in body:
-                    edited["components"] = body["components"]
-                self.messages[int(message_id)] = edited
-                self.edited.append(edited)
-                return json_response(edited)
+                return self._edit_message(int(message_id), await self._payload(request))
             case ("GET", "channels", _, "messages", message_id):
                 message = self.messages.get(int(message_id))
                 if message is None:
@@ -83,6 +63,33 @@ class RestMixin:
                 return await self._post_message(self.channel_id, await self._payload(request), token)
         self.unhandled.append((request.method, path))
         return json_response({"message": "404: Not Found", "code": 0}, 404)
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        """The bot registers its global slash commands (a bulk overwrite): they get ids."""
+        self.command_puts += 1
+        body = await request.json()
+        self.commands = [
+            {
+                **command,
+                "id": str(self.new_id()),
+                "application_id": str(self.application_id),
+                "version": "1",
+                "type": command.get("type", 1),
+                "default_member_permissions": None,
+                "dm_permission": True,
+            }
+            for command in body
+        ]
+        return json_response(self.commands)
+
+    def _edit_message(self, message_id: int, body: dict[str, Any]) -> web.Response:
+        """The bot edits a message (PATCH): its content and, when given, its components."""
+        edited = {**self.messages[message_id], "content": body.get("content"), "edited_timestamp": EPOCH}
+        if "components" in body:
+            edited["components"] = body["components"]
+        self.messages[message_id] = edited
+        self.edited.append(edited)
+        return json_response(edited)
 
     def _history(self, channel_id: int, query: Any) -> web.Response:
         """A page of a channel's messages, newest first, before `before`; once, when
