@@ -230,3 +230,14 @@ def test_the_memorys_probability_at_learn_time_is_the_one_it_serves():
         assert (q == 2047) == (expected == 0.0)
         if expected:
             assert abs(-np.log(expected) * 64 - q) <= 0.5 + 1e-9
+
+
+def test_a_memory_attached_again_to_the_same_model_is_not_scored_again():
+    """Views of one served model hand a memory the same scorer: re-attaching it keeps its
+    evidence as it is (rescoring every message is for another model's n-gram)."""
+    from wordbot.adaptation import served_ngram_scorer
+    from wordbot.mix import OrderWeighted
+
+    lm = OrderWeighted.__new__(OrderWeighted)
+    lm.models = (object(), NGRAM)
+    assert served_ngram_scorer(lm) is served_ngram_scorer(lm) is served_ngram_scorer(NGRAM)

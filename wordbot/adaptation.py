@@ -277,10 +277,15 @@ def ngram_scorer(ngram, tokenizer):
 
 
 def served_ngram_scorer(lm):
-    """`ngram_scorer` of the n-gram a served model holds (itself, or the mix's), or None."""
+    """`ngram_scorer` of the n-gram a served model holds (itself, or the mix's), or None:
+    one scorer per n-gram, so a memory attached again to a view of the same model keeps
+    its scores (`Memory.score_with` rescores every message only for another scorer)."""
     from wordbot.ngram import KneserNey
 
     for model in (lm, *getattr(lm, "models", ())):
         if isinstance(model, KneserNey):
-            return ngram_scorer(model, model.tokenizer)
+            scorer = model.__dict__.get("_memory_scorer")
+            if scorer is None:
+                scorer = model._memory_scorer = ngram_scorer(model, model.tokenizer)
+            return scorer
     return None

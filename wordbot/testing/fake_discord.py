@@ -11,7 +11,7 @@ INVALID_SESSION, dispatch) for the client to connect, drop, resume and answer.
 This module holds the server's state, its start and stop, and `FakeDiscordThread`; the rest is
 in mixins by route family: `fake_discord_users` (what tests do as users), `fake_discord_gateway`
 (the websocket), `fake_discord_http` (the REST routes), and `fake_discord_payloads` (plain data).
-Every name is importable from here, as before the split.
+Tests import `FakeDiscord`, `FakeDiscordThread` and `MESSAGE_CONTENT_INTENT` from here.
 """
 
 from __future__ import annotations
@@ -30,39 +30,15 @@ from aiohttp import web
 
 from wordbot.testing.fake_discord_gateway import GatewayMixin
 from wordbot.testing.fake_discord_http import RestMixin
-from wordbot.testing.fake_discord_payloads import (
-    DISPATCH,
-    EPOCH,
-    HEARTBEAT,
-    HEARTBEAT_ACK,
-    HELLO,
-    IDENTIFY,
-    INVALID_SESSION,
-    MESSAGE_CONTENT_INTENT,
-    RESUME,
-    Posted,
-    Session,
-    json_response,
-    user_payload,
-)
+from wordbot.testing.fake_discord_payloads import MESSAGE_CONTENT_INTENT, Posted, Session, user_payload
 from wordbot.testing.fake_discord_users import UsersMixin
 
-__all__ = [
-    "DISPATCH",
-    "EPOCH",
-    "HEARTBEAT",
-    "HEARTBEAT_ACK",
-    "HELLO",
-    "IDENTIFY",
-    "INVALID_SESSION",
+__all__ = [  # what tests and benchmarks import from here; the rest lives in the mixins' modules
     "MESSAGE_CONTENT_INTENT",
-    "RESUME",
     "FakeDiscord",
     "FakeDiscordThread",
     "Posted",
     "Session",
-    "json_response",
-    "user_payload",
 ]
 
 
