@@ -42,6 +42,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wordbot.text import EOS_ID, UNK_ID
+
+SERVED_SPLITS = ("none", "novel", "order")
+
 
 @dataclass(frozen=True)
 class Scheme:
@@ -63,6 +67,10 @@ class Scheme:
     grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     prior: str = "zero"
     shrink: float = 1000.0
+    # learned: what the buckets also tell apart about the served n-gram's own context there
+    # ("none"; "novel": whether the memory saw a longer context than the training text did;
+    # "order": the order of the longest context the training text saw, 1..order)
+    served: str = "none"
 
     def __post_init__(self) -> None:
         if self.order < 1:
@@ -83,11 +91,22 @@ class Scheme:
             raise ValueError("a learned scheme needs weights in [0, 1) and a prior 'today' or 'zero'")
         if self.shrink < 0:
             raise ValueError("shrink must be at least 0")
+        if self.served not in SERVED_SPLITS:
+            raise ValueError(f"served must be one of {', '.join(SERVED_SPLITS)}")
+
+    @property
+    def splits(self) -> int:
+        """How many parts each (order, count) bucket has by the served context (`served`)."""
+        return {"none": 1, "novel": 2, "order": self.order}[self.served]
 
     def name(self) -> str:
         if self.kind == "learned":
-            return f"learned order={self.order} shrink={self.shrink:g} to {self.prior}" + (
-                f" ({','.join(f'{w:g}' for w in self.weights)} e={self.evidence:g})" if self.prior == "today" else ""
+            today = f" ({','.join(map('{:g}'.format, self.weights))} e={self.evidence:g})"
+            return (
+                f"learned order={self.order} shrink={self.shrink:g} to {self.prior}"
+                + (today if self.prior == "today" else "")
+                + (f" served={self.served}" if self.served != "none" else "")
+                + (f" grid..{self.grid[-1]:g}" if self.grid[-1] != 0.9 else "")
             )
         if self.kind == "linear":
             return f"linear order={self.order} l={','.join(f'{w:g}' for w in self.weights)} e={self.evidence:g}" + (
@@ -230,50 +249,82 @@ class Prequential:
 
     def __init__(self, scheme: Scheme):
         self.grid = np.array(scheme.grid)
-        self.totals = np.zeros((scheme.order * COUNT_BUCKETS, len(self.grid)), np.int64)
+        self.served, self.splits, self.order = scheme.served, scheme.splits, scheme.order
+        self.totals = np.zeros((scheme.order * COUNT_BUCKETS * self.splits, len(self.grid)), np.int64)
         self.tokens = np.zeros(len(self.totals), np.int64)  # tokens scored per bucket
         prior = np.zeros(len(self.totals))
         if scheme.prior == "today":  # linear's weight at a count inside the bucket (1, 3, 6, 12, 24, 48)
             count = np.array([1, 3, 6, 12, 24, 48][:COUNT_BUCKETS], dtype=np.float64)
             top = np.repeat(scheme.weights, COUNT_BUCKETS)
-            prior = top * np.tile(count / (count + scheme.evidence), scheme.order)
+            prior = np.repeat(top * np.tile(count / (count + scheme.evidence), scheme.order), self.splits)
         self._penalty = scheme.shrink * (self.grid[None, :] - prior[:, None]) ** 2
         self._weights: np.ndarray | None = None
 
-    def update(self, codes: bytes, base: np.ndarray, sign: int) -> None:
+    def split(self, k, served_order):
+        """The part of bucket (k, ...) for a position whose served n-gram context has order
+        `served_order` (arrays or ints)."""
+        if self.served == "novel":
+            return k > served_order
+        if self.served == "order":
+            return np.minimum(served_order, self.order) - 1
+        return 0
+
+    def update(self, codes: bytes, base: np.ndarray, served_orders=None, *, sign: int) -> None:
         """Add (sign +1) or remove (-1) one message: its `position_codes` and the base
-        probability of each of its tokens."""
+        probability of each of its tokens (and, split by the served context, the order of
+        the served n-gram's context at each)."""
         if not codes:
             return
         code = np.frombuffer(codes, np.uint16).astype(np.int64)
+        where = code >> 11
+        if self.splits > 1:
+            where = where * self.splits + self.split(where // COUNT_BUCKETS + 1, np.asarray(served_orders))
         q = code & 2047
         p_mem = np.where(q == _Q_ZERO, 0.0, np.exp(-q / _Q_STEP))[:, None]
         p_base = np.maximum(np.asarray(base, np.float64), _FLOOR)[:, None]
         units = np.rint(np.log((1 - self.grid) * p_base + self.grid * p_mem) * _UNIT).astype(np.int64)
-        np.add.at(self.totals, code >> 11, units if sign > 0 else -units)
-        np.add.at(self.tokens, code >> 11, sign)
+        np.add.at(self.totals, where, units if sign > 0 else -units)
+        np.add.at(self.tokens, where, sign)
         self._weights = None
 
-    def weight(self, k: int, count: int) -> float:
-        """The memory's weight at a position of bucket (k, count)."""
+    def weight(self, k: int, count: int, served_order: int = 1) -> float:
+        """The memory's weight at a position of bucket (k, count) (whose served n-gram
+        context has order `served_order`)."""
         weights = self._weights
         if weights is None:
             score = self.totals / _UNIT - self._penalty
             weights = self._weights = self.grid[np.argmax(score, axis=1)]
-        return float(weights[bucket(k, count)])
+        return float(weights[bucket(k, count) * self.splits + int(self.split(k, served_order))])
 
 
-def ngram_scorer(ngram, tokenizer):
+class NgramScorer:
     """p_base at learn time, cheaply: the Kneser-Ney n-gram's probability of each token of a
-    message after its own start (tokens outside its vocabulary as <unk>), then of its end."""
-    from wordbot.text import EOS_ID, UNK_ID
+    message after its own start (tokens outside its vocabulary as <unk>), then of its end;
+    `scored` adds the order of the n-gram's context at each, `context_order` that of a
+    message so far (what a learned scheme split by the served context reads)."""
 
-    index = tokenizer.index
+    def __init__(self, ngram, tokenizer):
+        self.ngram, self.index = ngram, tokenizer.index
 
-    def score(tokens: Sequence[str]) -> np.ndarray:
-        return ngram.sequence_probs([*(index.get(t, UNK_ID) for t in tokens), EOS_ID])
+    def _ids(self, tokens: Sequence[str]) -> list[int]:
+        index = self.index
+        return [index.get(t, UNK_ID) for t in tokens]
 
-    return score
+    def __call__(self, tokens: Sequence[str]) -> np.ndarray:
+        return self.scored(tokens)[0]
+
+    def scored(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.ngram.sequence_probs([*self._ids(tokens), EOS_ID], orders=True)
+
+    def context_order(self, context: Sequence[str]) -> int:
+        ngram = self.ngram
+        pad = ngram.order - 1
+        return ngram.context_order(ngram.initial_state() + tuple(self._ids(context[-pad:] if pad else ())))
+
+
+def ngram_scorer(ngram, tokenizer) -> NgramScorer:
+    """The `NgramScorer` of `ngram` over `tokenizer`'s ids."""
+    return NgramScorer(ngram, tokenizer)
 
 
 def served_ngram_scorer(lm):

@@ -159,7 +159,10 @@ class Memory:
 
     def _weigh(self, message: tuple, sign: int) -> None:
         if message[3] and self._scorer is not None:
-            self._weights.update(message[3], self._scorer(message[0]), sign)
+            if self._weights.splits > 1:  # split by the served context: its orders too
+                self._weights.update(message[3], *self._scorer.scored(message[0]), sign=sign)
+            else:
+                self._weights.update(message[3], self._scorer(message[0]), sign=sign)
 
     def _count(self, message: tuple, sign: int) -> None:
         tokens, form_tokens, forms, _ = message
@@ -364,7 +367,10 @@ class Memory:
             unigram = self._unigram[: self._base_size + len(self._words)]
             seen = self._seen(context)
             weights = None if self._scorer is None else self._weights  # no scorer: linear's weights
-            weight = None if weights is None else weights.weight(len(seen) + 1, seen[-1][0] if seen else self._total)
+            weight = None
+            if weights is not None:
+                served = self._scorer.context_order(context) if weights.splits > 1 else 1
+                weight = weights.weight(len(seen) + 1, seen[-1][0] if seen else self._total, served)
             return mix(self.scheme, base_probs, unigram, self._total, seen, weight)
 
     def share(self, base_probs: np.ndarray, context: Sequence[str], index: int,

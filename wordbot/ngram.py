@@ -116,13 +116,15 @@ class KneserNey:
             p = float(table.gamma[row]) * p + value
         return p
 
-    def sequence_probs(self, ids: Sequence[int]) -> np.ndarray:
+    def sequence_probs(self, ids: Sequence[int], orders: bool = False):
         """`prob` of each of `ids` after the ones before it, the first after the start
-        state (a message scored from its start), vectorised per order."""
+        state (a message scored from its start), vectorised per order; with `orders`,
+        (those, the `context_order` of each position)."""
         ids = np.asarray(ids, dtype=np.int64)
         n, pad = len(ids), self.order - 1
         stream = np.concatenate([np.full(pad, BOS_ID, dtype=np.int64), ids])
         p = self._unigram[ids].astype(np.float64)
+        order = np.ones(n, dtype=np.int64)
         context = np.full(n, -1, dtype=np.int64)
         for k in range(2, self.order + 1):
             m = k - 1
@@ -147,7 +149,8 @@ class KneserNey:
                     table, table.starts[r].astype(np.int64), table.starts[r + 1].astype(np.int64), ids[at]
                 )
                 p[at] = table.gamma[r] * p[at] + value
-        return p
+                order[at] = k
+        return (p, order) if orders else p
 
     def context_order(self, state: Sequence[int]) -> int:
         """The highest order whose context (the last order - 1 tokens of `state`) was
