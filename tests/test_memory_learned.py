@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wordbot.adaptation import Scheme, ngram_scorer
+from wordbot.adaptation import SERVED_SPLITS, Scheme, ngram_scorer
 from wordbot.memory import Memory
 from wordbot.ngram import KneserNey
 from wordbot.predictor import Predictor
@@ -180,10 +180,15 @@ def test_a_predictor_hands_its_ngram_to_the_memory():
 messages = st.lists(st.sampled_from(["the", "cat", "grep", "glorp", "frobnicator", ".", "sat", "zap"]), max_size=10)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(messages.map(" ".join), max_size=8), messages.map(" ".join), st.sampled_from(CONTEXTS))
-def test_any_message_added_then_removed_leaves_everything_as_it_was(history, message, context):
-    found = memory(Scheme("learned", order=int(len(history) % 3) + 2))
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(messages.map(" ".join), max_size=8),
+    messages.map(" ".join),
+    st.sampled_from(CONTEXTS),
+    st.sampled_from(SERVED_SPLITS),
+)
+def test_any_message_added_then_removed_leaves_everything_as_it_was(history, message, context, served):
+    found = memory(Scheme("learned", order=int(len(history) % 3) + 2, served=served))
     for i, text in enumerate(history):
         found.add(i, text)
     before, totals = found.adapt(base(context), context), found._weights.totals.copy()
@@ -194,6 +199,34 @@ def test_any_message_added_then_removed_leaves_everything_as_it_was(history, mes
     assert np.array_equal(found.adapt(base(context), context), before)
 
 
+@pytest.mark.parametrize("text", ["grep the frobnicator logs", "the cat sat on the glorp mat .", ""])
+def test_a_token_is_weighed_where_it_will_be_served_by_the_served_context(text):
+    """The served n-gram's context order a token is scored under at learn time (the bucket's
+    split) is the one `adapt` looks up for the same context as the message goes on."""
+    scorer = ngram_scorer(NGRAM, TOKENIZER)
+    tokens = tokenize(text)
+    probs, orders = scorer.scored(tokens)
+    assert len(orders) == len(probs) == len(tokens) + 1
+    assert [scorer.context_order(tokens[:j]) for j in range(len(tokens) + 1)] == orders.tolist()
+    assert np.array_equal(probs, scorer(tokens))
+
+
+def test_a_split_weight_trusts_the_memory_only_where_the_base_never_saw_the_context():
+    """A community that writes what the base predicts after the contexts the base knows, and
+    a jargon after words the base never saw: split by the served context ("novel"), the
+    memory gets a large weight after the jargon and little after the known contexts."""
+    plain = written_like_the_base(300, seed=1)
+    jargon = ["zork glorp frobnicator", "zork glorp frobnicator logs", "zork glorp frobnicator ."]
+    split = memory(Scheme("learned", shrink=0.0, served="novel"))
+    for i in range(300):
+        split.add(i, f"{plain[i]} {jargon[i % 3]}")
+    novel = split._weights.weight(3, 200, served_order=1)  # after "zork glorp": the base knows neither
+    known = split._weights.weight(3, 200, served_order=3)  # a 3-gram context the base saw
+    assert novel >= 0.7 and known <= 0.3, (novel, known)
+    context = ["the", "cat", "zork", "glorp"]
+    assert split.adapt(base(context), context)[split.learned_id("frobnicator")] > 0.6
+
+
 def test_a_learned_scheme_is_checked():
     with pytest.raises(ValueError):
         Scheme("learned", grid=(0.0, 1.0))
@@ -201,6 +234,8 @@ def test_a_learned_scheme_is_checked():
         Scheme("learned", prior="elsewhere")
     with pytest.raises(ValueError):
         Scheme("learned", shrink=-1.0)
+    with pytest.raises(ValueError):
+        Scheme("learned", served="everywhere")
 
 
 def test_the_memorys_probability_at_learn_time_is_the_one_it_serves():

@@ -358,12 +358,17 @@ def test_the_sparse_distribution_is_the_dense_one_it_replaces(order):
 @given(st.lists(st.sampled_from([UNK_ID, *range(4, V)]), min_size=1, max_size=15), st.integers(1, 5))
 def test_prob_and_sequence_probs_are_the_distributions_entries(ids, order):
     """What a memory scores a learned message with: each token's probability after the
-    ones before it, equal to the full distribution's entry (up to rounding)."""
+    ones before it, equal to the full distribution's entry (up to rounding), and the order
+    of the context each was scored after."""
     model = KneserNey.train(toy_corpus(300), TOKENIZER, order)
-    state, expected = model.initial_state(), []
+    state, expected, expected_orders = model.initial_state(), [], []
     for token_id in ids:
-        full = model.probs(state)
+        full, seen = model.probs_and_order(state)
         expected.append(full[token_id])
+        expected_orders.append(seen)
         assert model.prob(state, token_id) == pytest.approx(full[token_id], rel=1e-12, abs=0)
         state = model.advance(state, token_id)
     np.testing.assert_allclose(model.sequence_probs(ids), expected, rtol=1e-12, atol=0)
+    probs, orders = model.sequence_probs(ids, orders=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-12, atol=0)
+    assert orders.tolist() == expected_orders
