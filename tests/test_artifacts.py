@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import time
 
 import numpy as np
 import pytest
@@ -314,6 +315,23 @@ def test_a_changed_weight_file_is_read_again_not_taken_from_the_cache(tmp_path, 
     np.save(_npy(directory), embedding)
     with pytest.raises(ModelError, match="holds NaN or infinite values"):
         load_model(directory)
+
+
+def test_a_weight_file_rewritten_in_place_with_its_old_time_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    """Same inode, same size, the modification time set back: the change time still moved."""
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    directory = make_model_dir(tmp_path / "m", dtype="float16")
+    load_model(directory)
+    path = _npy(directory)
+    before = path.stat()
+    embedding = np.load(path)
+    time.sleep(0.01)  # a change time the file system can tell apart
+    with open(path, "r+b") as f:  # in place: same inode, same size
+        np.save(f, (embedding * 2).astype(np.float16))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert np.array_equal(load_model(directory)[2]["embedding"], 2 * embedding.astype(np.float32))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "another type", "not an array"])

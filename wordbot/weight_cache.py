@@ -4,8 +4,10 @@ a start neither converts them nor fills 34 MB of fresh memory (the bundled model
 processes serving the same model share the pages.
 
 The file is named after the weight files' identity (device, inode, size, modification
-time) and the shapes the manifest implies, as the n-gram cache trusts its files: the
-full checks (shape, finite values) are made when it is written, after a conversion.
+and change times) and the shapes the manifest implies: a weight file rewritten in place
+gets a new change time even when its modification time is set back, so it is
+converted again. The full checks (shape, finite values) are made when the copy is
+written, after a conversion.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def cached_weights_path(shapes: dict[str, tuple[int, ...]], files: dict[str, Pat
             st = os.stat(files[name])
         except OSError:
             return None
-        material.append([name, list(shape), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns])
+        material.append([name, list(shape), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     key = sha256(json.dumps(material).encode("utf-8")).hexdigest()[:32]
     return cache_dir() / f"weights-{key}.npy"
 
