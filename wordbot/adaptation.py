@@ -27,7 +27,9 @@ the memory found for a context. Chosen on validation text
   toward 0, so a bucket needs clear evidence (a weight 0.3 must have gained 90 nats)
   before the memory counts there: a history the model already predicts (in domain)
   keeps weights near 0, a jargon gets 0.2-0.5. Without a scorer (a network-only
-  predictor) it serves "linear"'s weights.
+  predictor) it serves "linear"'s weights. `served` splits each bucket further by what
+  the served n-gram knows of the context (round 5: no gain over the rule's 0.1 point,
+  so not the default).
 
 Either way the memory's weight is 0 with nothing learned; the result
 sums to 1 and is `scale * p_base` plus a part only where the memory saw words
