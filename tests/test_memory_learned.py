@@ -135,6 +135,20 @@ def test_shrinkage_draws_a_bucket_with_little_evidence_to_its_prior():
     assert followed._weights.weight(3, 5) == 0.0  # no evidence in that bucket: the grid's first
 
 
+def test_a_count_bucket_nothing_was_scored_in_keeps_the_weight_of_the_one_below():
+    """Prior "lower": a context whose count grows into a bucket with no evidence yet keeps
+    the weight it had (a word offered first does not drop out at 4, 8, 16 repeats); "zero"
+    falls back to 0 there."""
+    found = {p: memory(Scheme("learned", shrink=100.0, prior=p)) for p in ("lower", "zero")}
+    for m in found.values():
+        for i in range(3):  # "grep the" seen 1, 2, 3 times: evidence in count buckets 1 and 2-3 only
+            m.add(i, JARGON[0])
+    lower, zero = found["lower"]._weights, found["zero"]._weights
+    assert lower.weight(3, 3) > 0.0 and zero.weight(3, 3) > 0.0
+    assert [lower.weight(3, c) for c in (4, 8, 16, 100)] == [lower.weight(3, 3)] * 4
+    assert [zero.weight(3, c) for c in (4, 8, 16, 100)] == [0.0] * 4
+
+
 def test_without_a_scorer_the_learned_scheme_serves_the_linear_weights():
     bare, linear = Memory(VOCAB, LEARNED), Memory(VOCAB, Scheme("linear"))
     for i, text in enumerate(JARGON):
@@ -236,6 +250,7 @@ def test_a_learned_scheme_is_checked():
         Scheme("learned", shrink=-1.0)
     with pytest.raises(ValueError):
         Scheme("learned", served="everywhere")
+    assert Scheme("learned", prior="lower").prior == "lower"
 
 
 def test_the_memorys_probability_at_learn_time_is_the_one_it_serves():

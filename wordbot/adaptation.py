@@ -65,7 +65,8 @@ class Scheme:
     weights: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
     evidence: float = 5.0  # linear: the count of that context at which it gets half its top weight
     # learned: the weights tried in each bucket, the prior ("today": linear's weight at the
-    # bucket's count; "zero") and how strongly a bucket is drawn to it (nats per unit^2)
+    # bucket's count; "zero"; "lower": the weight chosen for the next lower count of the
+    # same order, 0 for the lowest) and how strongly a bucket is drawn to it (nats per unit^2)
     grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     prior: str = "zero"
     shrink: float = 1000.0
@@ -89,8 +90,8 @@ class Scheme:
         if self.kind != "chain" and (not weights or any(not 0 <= w <= 1 for w in weights)):
             raise ValueError("a linear scheme needs weights in [0, 1]")
         object.__setattr__(self, "weights", weights)
-        if not self.grid or any(not 0 <= w < 1 for w in self.grid) or self.prior not in ("today", "zero"):
-            raise ValueError("a learned scheme needs weights in [0, 1) and a prior 'today' or 'zero'")
+        if not self.grid or any(not 0 <= w < 1 for w in self.grid) or self.prior not in ("today", "zero", "lower"):
+            raise ValueError("a learned scheme needs weights in [0, 1) and a prior 'today', 'zero' or 'lower'")
         if self.shrink < 0:
             raise ValueError("shrink must be at least 0")
         if self.served not in SERVED_SPLITS:
@@ -260,6 +261,7 @@ class Prequential:
             top = np.repeat(scheme.weights, COUNT_BUCKETS)
             prior = np.repeat(top * np.tile(count / (count + scheme.evidence), scheme.order), self.splits)
         self._penalty = scheme.shrink * (self.grid[None, :] - prior[:, None]) ** 2
+        self._shrink, self._chained = scheme.shrink, scheme.prior == "lower"
         self._weights: np.ndarray | None = None
 
     def split(self, k, served_order):
@@ -294,9 +296,24 @@ class Prequential:
         context has order `served_order`)."""
         weights = self._weights
         if weights is None:
-            score = self.totals / _UNIT - self._penalty
-            weights = self._weights = self.grid[np.argmax(score, axis=1)]
+            weights = self._weights = self._choose()
         return float(weights[bucket(k, count) * self.splits + int(self.split(k, served_order))])
+
+    def _choose(self) -> np.ndarray:
+        """Each bucket's weight: the grid's best total less the shrinkage toward its prior.
+        "lower" goes up the count buckets of each order (and split) in turn, each drawn
+        to the weight just chosen below it: a context whose count enters a bucket no
+        message was scored in yet keeps the weight it had, rather than falling to 0."""
+        score = self.totals / _UNIT
+        if not self._chained:
+            return self.grid[np.argmax(score - self._penalty, axis=1)]
+        score = score.reshape(self.order, COUNT_BUCKETS, self.splits, len(self.grid))
+        chosen = np.empty(score.shape[:3])
+        below = np.zeros((self.order, self.splits))
+        for c in range(COUNT_BUCKETS):
+            penalty = self._shrink * (self.grid - below[..., None]) ** 2
+            below = chosen[:, c] = self.grid[np.argmax(score[:, c] - penalty, axis=-1)]
+        return chosen.reshape(-1)
 
 
 class NgramScorer:
