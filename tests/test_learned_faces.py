@@ -29,12 +29,19 @@ from wordbot.testing.fake_discord import FakeDiscord, FakeDiscordThread
 from wordbot.text import tokenize
 
 from .test_bot_learning import Running, listening, memory, say, taught
-from .test_repl import ENTER, Driver, _commit_history, _watch_questions, completions
+from .test_repl import (
+    ENTER,
+    Driver,
+    _commit_history,
+    _learned_menu_in_a_real_terminal,
+    _watch_questions,
+    completions,
+)
 
 CONTEXT = "we deploy the"
 TAUGHT = "we deploy the Zorblax cluster"
 # The same line this many times: its words are offered after CONTEXT from the third
-# repeat on, except after exactly 4, 8, 16... (see `test_the_learned_word_after_n_repeats`).
+# repeat on, except after exactly 4, 8, 16... (`test_a_word_offered_first_stays_first_...`).
 REPEATS = 6
 
 
@@ -68,6 +75,22 @@ def test_the_mix_fixture_serves_the_learned_weight(mix_predictor, tiny_predictor
     assert view.memory._weights.tokens.sum() > 0  # each message after the first was scored
     assert 0 < learned_weight(view, CONTEXT) < 1
     assert view.next_words(CONTEXT, 1)[0].word == "Zorblax"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the learned weight is 0 in a count bucket no message was scored in yet: after exactly "
+    "4, 8, 16, 32 repeats the context's count enters a new bucket (4-7, 8-15, ...) and the word drops out",
+)
+def test_a_word_offered_first_stays_first_as_it_is_typed_again(mix_predictor):
+    view = mix_predictor.view()
+    menus = {}
+    for n in range(1, 17):
+        view.learn(TAUGHT)
+        menus[n] = [c.text.strip() for c in completions(view, CONTEXT + " ")]
+    assert "Zorblax" not in menus[1]  # once is not yet evidence that the memory helps
+    missing = [n for n in range(3, 17) if menus[n][0] != "Zorblax"]
+    assert missing == [], f"not offered first after {missing} repeats"
 
 
 # ---- the REPL ----
@@ -126,6 +149,20 @@ def test_a_word_typed_again_and_again_becomes_the_first_next_word_and_forget_bri
         assert view.next_words(CONTEXT, 10) == mix_predictor.next_words(CONTEXT, 10)  # exactly
         assert memory._weights.tokens.sum() == 0  # the evidence went too
     assert mix_predictor.memory.messages == 0  # the REPL taught its own view
+
+
+def test_a_real_terminal_with_the_mix_model_offers_its_historys_word_with_the_learned_weight(
+    mix_model_dir, mix_predictor, tmp_path
+):
+    """`wordbot repl --model MIX` in a pseudo-terminal learns its history file (TAUGHT five
+    times) at start; the menu shows the learned word first with the learned weight's
+    probability (the fixed weights would show about 35%)."""
+    _, *rows = _learned_menu_in_a_real_terminal(mix_model_dir, tmp_path)
+    view = mix_predictor.view()
+    for _ in range(5):
+        view.learn(TAUGHT)
+    top = view.next_words(CONTEXT, 1)[0]
+    assert rows[0].split()[:2] == ["Zorblax", format_prob(top.prob)], rows
 
 
 # ---- the bot ----
