@@ -2,8 +2,9 @@
 so its memory mixes with the fixed "linear" weights; here the faces run the tiny model
 served as a mix (`mix_model_dir`), whose Kneser-Ney n-gram scores each learned message,
 so the memory's weight is the one learned from the history (`Scheme(kind="learned")`).
-The REPL through prompt_toolkit's pipe input, the bot through discord.py's real client
-against the fake Discord, with a real SQLite store."""
+The REPL through prompt_toolkit's pipe input and a real pseudo-terminal, the bot through
+discord.py's real client against the fake Discord with a real SQLite store, in this
+process and as `wordbot discord` processes restarted on one store."""
 
 from __future__ import annotations
 
