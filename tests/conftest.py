@@ -3,6 +3,7 @@ tests of the predictor, the bot and the REPL run in milliseconds."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -69,6 +70,20 @@ def make_model_dir(
     return save_model(directory, manifest, tokenizer, weights, dtype=dtype, **version)
 
 
+def served_mix_dir(root: Path, cell: str = "simple_rnn", members: int = 1) -> Path:
+    """A tiny model served as the mix, its n-gram counted on the 1,500 messages its
+    vocabulary came from (so the served vocabulary is open: words past the network's)."""
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(read_messages(TRAIN_FILE)[:1500]) + "\n", encoding="utf-8")
+    directory = make_model_dir(root / "model", cell=cell, members=members)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": ""}]
+    manifest["mix"] = {"order": 4, "ngram_weight_by_order": {"1": 0.2, "2": 0.3, "3": 0.4, "4": 0.5}}
+    manifest["serving"] = {"backend": "mix"}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
     """Counted n-grams go to a directory of the test run's own, never ~/.cache
@@ -92,6 +107,21 @@ def tiny_predictor(tiny_model_dir):
     from wordbot.predictor import Predictor
 
     return Predictor.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def mix_model_dir(tmp_path_factory) -> Path:
+    """The tiny model served as a mix with a Kneser-Ney n-gram (`served_mix_dir`): a predictor
+    that holds an n-gram, so its memory's weight is the learned one, not the fixed fallback.
+    Built once per session (its n-gram is counted at the first load, then cached)."""
+    return served_mix_dir(tmp_path_factory.mktemp("mix"))
+
+
+@pytest.fixture
+def mix_predictor(mix_model_dir):
+    from wordbot.predictor import Predictor
+
+    return Predictor.load(mix_model_dir)
 
 
 @pytest_asyncio.fixture

@@ -4,7 +4,6 @@ not know by the n-gram, and the result is still a distribution."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -16,23 +15,9 @@ from wordbot.predictor import Predictor
 from wordbot.testing.reference import DenseMix, sorted_top
 from wordbot.text import BOS_ID, UNK_ID, Tokenizer, tokenize
 
-from .conftest import TRAIN_FILE, make_model_dir
+from .conftest import TRAIN_FILE, served_mix_dir
 
 MESSAGES = read_messages(TRAIN_FILE)[:1500]  # the tiny network's 800 words come from these
-
-
-def served_mix_dir(root, cell: str = "simple_rnn", members: int = 1):
-    """A tiny model served as the mix, its n-gram counted on the 1,500 messages its
-    vocabulary came from (so the served vocabulary is open: words past the network's)."""
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(MESSAGES) + "\n", encoding="utf-8")
-    directory = make_model_dir(root / "model", cell=cell, members=members)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["corpus"]["files"] = [{"path": str(corpus), "sha256": ""}]
-    manifest["mix"] = {"order": 4, "ngram_weight_by_order": {"1": 0.2, "2": 0.3, "3": 0.4, "4": 0.5}}
-    manifest["serving"] = {"backend": "mix"}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
 
 
 @pytest.fixture(scope="module")
