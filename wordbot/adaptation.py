@@ -21,15 +21,18 @@ the memory found for a context. Chosen on validation text
   each of its tokens in its bucket (k and a log2 bucket of c(h)) as
   log((1 - l_g) p_base + l_g p_mem) for every weight l_g of `grid`; a bucket serves the
   l_g with the best total less `shrink` (l_g - l_0)^2 nats, l_0 the prior's weight
-  there ("linear"'s at the bucket's count, or 0). p_base at learn time is a cheap
+  there ("linear"'s at the bucket's count, 0, or "lower": the weight just chosen for the
+  count bucket below it in the same order, 0 for the lowest). p_base at learn time is a cheap
   proxy: the served Kneser-Ney n-gram's probability of the token (`ngram_scorer`; the
-  network would cost milliseconds a message). The chosen one (round 4): shrink 1000
-  toward 0, so a bucket needs clear evidence (a weight 0.3 must have gained 90 nats)
-  before the memory counts there: a history the model already predicts (in domain)
-  keeps weights near 0, a jargon gets 0.2-0.5. Without a scorer (a network-only
-  predictor) it serves "linear"'s weights. `served` splits each bucket further by what
-  the served n-gram knows of the context (round 5: no gain over the rule's 0.1 point,
-  so not the default).
+  network would cost milliseconds a message). The chosen one (round 6): shrink 100
+  toward the count bucket below, so a context whose count grows into a bucket nothing
+  was scored in yet keeps its weight (round 4's shrink 1000 toward 0 dropped a word
+  offered first at 4, 8 and 16 repeats, and offered a word typed again and again in one
+  sentence late or never); a history the model already predicts (in domain) keeps
+  weights near 0, a jargon gets 0.2-0.5. Without a scorer (a network-only predictor)
+  it serves "linear"'s weights. `served` splits each bucket further by what the served
+  n-gram knows of the context (round 5: no gain over the rule's 0.1 point, so not the
+  default).
 
 Either way the memory's weight is 0 with nothing learned; the result
 sums to 1 and is `scale * p_base` plus a part only where the memory saw words
@@ -51,9 +54,10 @@ SERVED_SPLITS = ("none", "novel", "order")
 
 @dataclass(frozen=True)
 class Scheme:
-    """A way to mix; the defaults are the one chosen on validation text (round 4 of
+    """A way to mix; the defaults are the one chosen on validation text (round 6 of
     benchmarks/memory_validation.py: benchmarks/results/memory_validation.txt): "learned",
-    shrink 1000 toward 0 ("linear"'s weights serve a memory that has no scorer)."""
+    shrink 100 toward the count bucket below ("linear"'s weights serve a memory that has
+    no scorer)."""
 
     kind: str = "learned"  # "chain", "linear" or "learned" (above)
     order: int = 4  # memory contexts of up to order - 1 tokens
@@ -68,8 +72,8 @@ class Scheme:
     # bucket's count; "zero"; "lower": the weight chosen for the next lower count of the
     # same order, 0 for the lowest) and how strongly a bucket is drawn to it (nats per unit^2)
     grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    prior: str = "zero"
-    shrink: float = 1000.0
+    prior: str = "lower"
+    shrink: float = 100.0
     # learned: what the buckets also tell apart about the served n-gram's own context there
     # ("none"; "novel": whether the memory saw a longer context than the training text did;
     # "order": the order of the longest context the training text saw, 1..order)
