@@ -329,6 +329,34 @@ async def test_deleted_and_edited_messages_are_removed_or_replaced(server, bot):
 
 
 @pytest.mark.asyncio
+async def test_a_burst_of_messages_is_learned_in_the_order_it_was_written(server, bot):
+    """The order a restart learns them in again (the store's): the learned weight's evidence
+    depends on it, so the answers after a restart are the ones before it."""
+    await listening(server)
+    sent = [await server.send_message(f"{TAUGHT} number {n}", author=("alice", "bob")[n % 2]) for n in range(24)]
+    await server.wait_until(lambda: all(learned(bot, server, m) for m in sent))
+    keys = [key for key in memory(bot, server)._messages if key[1] in {int(m["id"]) for m in sent}]
+    assert keys == [(server.guild_id, int(m["id"])) for m in sent]
+
+
+@pytest.mark.asyncio
+async def test_an_edit_or_delete_right_after_a_message_applies_to_it(server, bot):
+    await listening(server)
+    for _ in range(5):
+        edited = await server.send_message(f"{TAUGHT} soon edited")
+        await server.edit_message(edited, "we deploy the Quasar cluster")
+        deleted = await server.send_message(f"{TAUGHT} soon deleted")
+        await server.delete_message(deleted)
+        marker = await taught(bot, server, "a message after them")
+        await asyncio.sleep(0.05)
+        found = memory(bot, server)
+        assert learned(bot, server, edited) and not learned(bot, server, deleted) and learned(bot, server, marker)
+        assert found.count("zorblax") == 0 and found.count("quasar") >= 1
+        store = bot.get_cog("learning").communities.store
+        assert "soon" not in " ".join(m.text for m in store.messages(server.guild_id))
+
+
+@pytest.mark.asyncio
 async def test_what_was_learned_survives_a_restart_of_the_bot(server, running):
     first = await running.start()
     await listening(server)

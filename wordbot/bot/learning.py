@@ -65,6 +65,18 @@ class LearningCog(commands.Cog, name="learning"):
         self._rebuild: asyncio.Future[int] | None = None
         self._pruning: asyncio.Future[None] | None = None
         self._backfilling: dict[int, tuple[int, asyncio.Future[None]]] = {}  # channel -> (guild, its read)
+        self._in_order: dict[int | None, asyncio.Lock] = {}  # guild -> its messages' changes, one at a time
+
+    def in_order(self, guild: int | None) -> asyncio.Lock:
+        """A server's messages are learned, edited and deleted one at a time, in the order
+        their events came: taken before a handler's first await, an asyncio lock is FIFO.
+        Else a delete or edit right after a message could run before its learn (and the
+        deleted message stay learned), and a burst would be learned in another order than
+        a restart learns it again."""
+        found = self._in_order.get(guild)
+        if found is None:
+            found = self._in_order[guild] = asyncio.Lock()
+        return found
 
     async def cog_load(self) -> None:
         # In the background: the bot answers at once, with what is learned so far.
@@ -136,11 +148,12 @@ class LearningCog(commands.Cog, name="learning"):
                 removed = await asyncio.to_thread(self.communities.forget_author, message.author.id, None)
                 await message.channel.send(forgotten(removed, everywhere=True), allowed_mentions=NO_PINGS)
             return
-        if message.channel.id not in await asyncio.to_thread(self.communities.listened, message.guild.id):
-            return
-        stored = await self.to_learn(message)
-        if stored is not None:
-            await asyncio.to_thread(self.communities.learn, stored)
+        async with self.in_order(message.guild.id):
+            if message.channel.id not in await asyncio.to_thread(self.communities.listened, message.guild.id):
+                return
+            stored = await self.to_learn(message)
+            if stored is not None:
+                await asyncio.to_thread(self.communities.learn, stored)
 
     async def to_learn(self, message: discord.Message) -> Message | None:
         """The message as the store keeps it, if it is one to learn: written by a person (not a
@@ -213,17 +226,20 @@ class LearningCog(commands.Cog, name="learning"):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await asyncio.to_thread(self.communities.delete, [payload.message_id])
+        async with self.in_order(payload.guild_id):
+            await asyncio.to_thread(self.communities.delete, [payload.message_id])
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        await asyncio.to_thread(self.communities.delete, list(payload.message_ids))
+        async with self.in_order(payload.guild_id):
+            await asyncio.to_thread(self.communities.delete, list(payload.message_ids))
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         content = payload.data.get("content")
         if content is not None:  # an update of embeds only leaves the text as it was
-            await asyncio.to_thread(self.communities.edit, payload.message_id, learnable(content))
+            async with self.in_order(payload.guild_id):
+                await asyncio.to_thread(self.communities.edit, payload.message_id, learnable(content))
 
 
 LEARNED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
