@@ -67,7 +67,9 @@ def _add_continue(sub) -> None:
         help=f"at most this many words, 0 to {CLI_WORDS[1]} (default {CLI_WORDS[0]})",
     )
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (default 40)")
+    p.add_argument(
+        "--top-k", type=int, default=40, help="sample among the k likeliest tokens; 0: no limit (default 40)"
+    )
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus: smallest set with this mass (default 0.95)")
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible continuation")
     _add_model(p)
