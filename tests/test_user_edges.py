@@ -5,6 +5,8 @@ CLI's `main`, `python -m wordbot` in a pipe, or the REPL in a pseudo-terminal.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,18 @@ def test_continue_help_says_what_top_k_0_means(capsys):
         main(["continue", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--top-k TOP_K sample among the k likeliest tokens; 0: no limit (default 40)" in help_text
+
+
+# ---- the REPL in a pipe: why it learns nothing ----
+
+
+def test_learned_in_a_pipe_says_piped_lines_are_not_learned_rather_than_blaming_no_learn(tiny_model_dir, tmp_path):
+    command = [sys.executable, "-m", "wordbot", "repl", "--model", str(tiny_model_dir)]
+    piped = subprocess.run(command, input=":learned\n", capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert "learning is off (lines read from a pipe are never learned)" in piped.stdout
+    assert "--no-learn" not in piped.stdout  # the user never gave it
+    told = subprocess.run(
+        [*command, "--no-learn"], input=":learned\n", capture_output=True, text=True, env=_env(tmp_path), timeout=60
+    )
+    assert "learning is off (--no-learn)" in told.stdout

@@ -69,6 +69,7 @@ class Repl:
         self.state_dir = state_dir
         # Learning from the user (wordbot/repl/learning.py): the predictor becomes a view with its own memory.
         self.learner = Learner(history_path(state_dir)) if learn else None
+        self.not_learning = "--no-learn"  # why nothing is learned, when it is not, as :learned says
         self.predictor = predictor
         self.transcript: list[str] = []  # committed lines, in order
         self.errors = 0
@@ -336,7 +337,9 @@ def run(
     if interactive and is_dumb_terminal():
         return Repl(predictor, write=stream_writer(sys.stdout), **options).line_mode(sys.stdin, sys.stdout)
     if not interactive:
-        out = output or sys.stdout
-        return Repl(predictor, write=stream_writer(out), **options).pipe(input or sys.stdin)
+        piped = Repl(predictor, write=stream_writer(output or sys.stdout), **options)
+        if learn:
+            piped.not_learning = "lines read from a pipe are never learned"
+        return piped.pipe(input or sys.stdin)
     repl = Repl(predictor, write=terminal_writer(None), **options)
     return repl.interact(repl.session())

@@ -109,7 +109,7 @@ def _set_temperature(repl: Repl, argument: str) -> None:
 
 def _learned(repl: Repl) -> None:
     if repl.learner is None:
-        repl.say("learning is off (--no-learn): nothing is learned from what you type", "note")
+        repl.say(f"learning is off ({repl.not_learning}): nothing is learned from what you type", "note")
     else:
         repl.say(repl.learner.summary(), "note")
 
