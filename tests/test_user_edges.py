@@ -5,6 +5,7 @@ CLI's `main`, `python -m wordbot` in a pipe, or the REPL in a pseudo-terminal.""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from wordbot.cli import main
+from wordbot.repl import Repl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +65,61 @@ def test_learned_in_a_pipe_says_piped_lines_are_not_learned_rather_than_blaming_
         [*command, "--no-learn"], input=":learned\n", capture_output=True, text=True, env=_env(tmp_path), timeout=60
     )
     assert "learning is off (--no-learn)" in told.stdout
+
+
+# ---- the REPL's history: private, and a clear reason when it cannot be kept ----
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_directory_and_history_file_the_repl_makes_are_readable_by_their_owner_only(tiny_model_dir, tmp_path):
+    # What a person types (and the REPL learns from) was world-readable (0644 in a 0755
+    # directory) on a shared machine; a shell keeps its history 0600.
+    pexpect = pytest.importorskip("pexpect")
+    state = tmp_path / "state"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "wordbot", "repl", "--model", str(tiny_model_dir)],
+        env=_env(tmp_path, TERM="xterm"),
+        dimensions=(24, 80),
+        timeout=30,
+    )
+    try:
+        child.expect("Ctrl-D")
+        child.send("my secret plans\r")
+        child.expect("next words|continued|%")
+        child.send("\x04")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    history = state / "history"
+    assert "my secret plans" in history.read_text(encoding="utf-8")
+    assert _mode(history) & 0o077 == 0, oct(_mode(history))
+    assert _mode(state) & 0o077 == 0, oct(_mode(state))
+
+
+def test_a_history_file_its_owner_made_keeps_the_mode_they_gave_it(tiny_predictor, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    (state / "history").write_text("\n# 2026-01-01\n+shared on purpose\n", encoding="utf-8")
+    (state / "history").chmod(0o644)
+    said: list[str] = []
+    repl = Repl(tiny_predictor, state_dir=state, write=lambda text, style: said.append(text))
+    assert list(repl.history().load_history_strings()) == ["shared on purpose"]
+    assert (_mode(state / "history"), _mode(state)) == (0o644, 0o755) and not said
+
+
+@pytest.mark.parametrize("where", ["state", "state/deeper"])
+def test_a_file_where_the_state_directory_should_be_is_said_as_such(tiny_predictor, tmp_path, where):
+    # The reason read "(file exists)", which sends a user looking for a history file.
+    (tmp_path / "state").write_text("not a directory")
+    said: list[tuple[str, str]] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path / where, write=lambda text, style: said.append((style, text)))
+    repl.history()
+    ((style, line),) = said
+    assert style == "error"
+    history = tmp_path / where / "history"
+    assert line == f"history will not be kept: cannot use {history} (a file stands where a directory should be)"
