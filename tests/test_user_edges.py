@@ -123,3 +123,33 @@ def test_a_file_where_the_state_directory_should_be_is_said_as_such(tiny_predict
     assert style == "error"
     history = tmp_path / where / "history"
     assert line == f"history will not be kept: cannot use {history} (a file stands where a directory should be)"
+
+
+# ---- wordbot discord: where the learned messages are kept ----
+
+
+def test_the_bots_start_line_names_the_sqlite_file_it_keeps_messages_in(tmp_path, monkeypatch):
+    # `--store sqlite:///var/lib/wordbot/bot.db` is a path relative to where the bot starts
+    # (four slashes make it absolute); the start line said only the URL, so an admin could
+    # not tell that the messages went to ./var/lib/wordbot/bot.db.
+    from wordbot.bot.config import describe, load
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path / "state"))
+    relative = describe(load(environ={}, options={"store": "sqlite:///var/lib/wordbot/bot.db"}))
+    assert f"store=sqlite:///var/lib/wordbot/bot.db (the file {tmp_path}/var/lib/wordbot/bot.db)," in relative
+    absolute = describe(load(environ={}, options={"store": "sqlite:////srv/bot.db"}))
+    assert "store=sqlite:////srv/bot.db," in absolute
+    default = describe(load(environ={}))
+    assert f"store=SQLite in the state directory ({tmp_path / 'state' / 'wordbot.sqlite3'})," in default
+
+
+def test_the_store_option_says_how_to_write_an_absolute_sqlite_path(capsys):
+    with pytest.raises(SystemExit):
+        main(["discord", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps (and may hyphen-break) it
+    assert "sqlite:///RELATIVE/PATHorsqlite:////ABSOLUTE/PATH" in help_text
+    assert main(["discord", "--store", "sqlite:///"]) == 2
+    assert capsys.readouterr().err == (
+        "wordbot: error: --store must be sqlite:///relative/path or sqlite:////absolute/path\n"
+    )

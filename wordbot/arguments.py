@@ -96,8 +96,8 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--store",
         metavar="URL",
-        help="with --discord-server: the bot's store, sqlite:///PATH or postgresql://… "
-        "(default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
+        help="with --discord-server: the bot's store, sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or "
+        "postgresql://… (default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
     )
     _add_network_options(p)
     _add_fit_options(p)
@@ -185,7 +185,12 @@ def _add_discord(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file; WORDBOT_* variables and options override it")
     p.add_argument("--prefix", help="command prefix (default !)")
     p.add_argument("--token-file", metavar="PATH", help="read the bot token from this file")
-    p.add_argument("--store", metavar="URL", help="sqlite:///PATH (default: in the state directory) or postgresql://…")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (default: wordbot.sqlite3 in the state "
+        "directory), or postgresql://…",
+    )
     p.add_argument("--shards", metavar="N", help="every shard in this process: how many, or 0 to let Discord choose")
     p.add_argument("--shard-ids", metavar="IDS", help="run only these shards here, e.g. 0-3 (with --shard-count)")
     p.add_argument("--shard-count", metavar="N", help="the whole bot's shard count, over all its processes")
