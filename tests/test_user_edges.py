@@ -153,3 +153,30 @@ def test_the_store_option_says_how_to_write_an_absolute_sqlite_path(capsys):
     assert capsys.readouterr().err == (
         "wordbot: error: --store must be sqlite:///relative/path or sqlite:////absolute/path\n"
     )
+
+
+# ---- the REPL's :model answers, on a narrow terminal ----
+
+
+@pytest.mark.parametrize("argument", ["", " default", " /no/such/model/directory/anywhere/on/this/machine"])
+def test_what_model_says_wraps_between_words_to_the_terminal_width(tiny_predictor, tmp_path, argument):
+    # The start screen wrapped the model's line, but `:model` printed it whole, so a
+    # terminal cut it mid-word ("vo" / "cabulary").
+    from tests.test_repl import ENTER, Driver, _SizedOutput
+
+    said: list[str] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append(text))
+    with Driver(repl, _SizedOutput(40)) as d:
+        d.type(":model" + argument + ENTER)
+        d.wait(lambda: said[-1].startswith(("model: ", "cannot load model")), "the answer to :model")
+    rows = said[-1].splitlines()
+    # Whole words in rows of at most 39 columns; only a word longer than that (a path) stands alone.
+    assert len(rows) > 1 and all(len(row) <= 39 or len(row.split()) == 1 for row in rows), rows
+    assert rows[0].startswith(("model: ", "cannot load model")) and all(row.startswith("  ") for row in rows[1:])
+
+
+def test_in_a_pipe_what_model_says_stays_one_line(tiny_model_dir, tmp_path):
+    command = [sys.executable, "-m", "wordbot", "repl", "--model", str(tiny_model_dir)]
+    piped = subprocess.run(command, input=":model\n", capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    (line,) = [row for row in piped.stdout.splitlines() if row.startswith("model: ")]
+    assert line.endswith("(:model PATH loads another)")

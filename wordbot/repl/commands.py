@@ -135,16 +135,23 @@ def _forget(repl: Repl) -> None:
 
 def _load_model(repl: Repl, argument: str) -> None:
     if not argument:
-        repl.say(f"model: {repl.predictor.describe()} (:model PATH loads another)", "note")
+        repl.say(_wrapped(repl, f"model: {repl.predictor.describe()} (:model PATH loads another)"), "note")
         return
     path = None if argument == "default" and not Path(argument).exists() else os.path.expanduser(argument)
     try:
         predictor = load_predictor(path, repl.backend)
     except WordbotError as exc:
-        repl.error(f"cannot load model {argument!r}: {exc}; the model in use stays")
+        repl.error(_wrapped(repl, f"cannot load model {argument!r}: {exc}; the model in use stays"))
         return
     repl.predictor = predictor
-    repl.say(f"model: {predictor.describe()}", "note")
+    repl.say(_wrapped(repl, f"model: {predictor.describe()}"), "note")
+
+
+def _wrapped(repl: Repl, text: str) -> str:
+    """`text` wrapped between words to the terminal's width, as the start screen's model
+    line is (a terminal would cut it mid-word); as it is where the width is unknown (a pipe)."""
+    width = repl.width()
+    return text if width is None else fill(text, width, indent="  ")
 
 
 def load_predictor(path: str | os.PathLike | None, backend: str | None) -> Predictor:
