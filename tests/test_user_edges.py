@@ -180,3 +180,22 @@ def test_in_a_pipe_what_model_says_stays_one_line(tiny_model_dir, tmp_path):
     piped = subprocess.run(command, input=":model\n", capture_output=True, text=True, env=_env(tmp_path), timeout=60)
     (line,) = [row for row in piped.stdout.splitlines() if row.startswith("model: ")]
     assert line.endswith("(:model PATH loads another)")
+
+
+def test_a_long_lines_report_wraps_between_words_to_the_terminal_width(tiny_predictor, tmp_path):
+    # "  continued: <the line's end> <twenty words>" ran past the terminal's edge and was
+    # cut mid-word there.
+    from tests.test_repl import ENTER, Driver, _SizedOutput
+
+    said: list[str] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append(text))
+    line = "when the going gets tough and the night is long and the road is"
+    with Driver(repl, _SizedOutput(40)) as d:
+        d.type(line + ENTER)
+        d.wait(lambda: any("next words:" in text for text in said), "the line's report")
+    shown = next(text for text in said if "next words:" in text)
+    rows = shown.splitlines()
+    assert all(len(row) <= 39 or len(row.split()) == 1 for row in rows), rows
+    repl.width = lambda: None  # as in a pipe: the same report, a line each
+    assert shown.split() == repl.report(line).split()
+    assert len(rows) > len(repl.report(line).splitlines())

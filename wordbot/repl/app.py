@@ -243,7 +243,8 @@ class Repl:
         continuation = self.predictor.continue_text(text, GHOST_WORDS * 2, temperature=temperature, seed=seed)
         if continuation.strip():
             lines.append(f"  continued: {join_text(shorten(text), continuation)}")
-        return "\n".join(lines)
+        width = self.width()  # a terminal would cut a long continuation mid-word; a pipe keeps one line each
+        return "\n".join(lines if width is None else (fill(line, width, indent="    ") for line in lines))
 
     def start_learning(self) -> None:
         """Say once that the REPL learns, and learn the history file in the background."""
