@@ -199,3 +199,20 @@ def test_a_long_lines_report_wraps_between_words_to_the_terminal_width(tiny_pred
     repl.width = lambda: None  # as in a pipe: the same report, a line each
     assert shown.split() == repl.report(line).split()
     assert len(rows) > len(repl.report(line).splitlines())
+
+
+# ---- wordbot --help: where the files are ----
+
+
+def test_help_says_where_wordbot_keeps_its_files_and_the_variables_that_move_them(tmp_path, monkeypatch, capsys):
+    # A user looking for the history the REPL learns from, or the bot's store, had no
+    # answer short of the docs.
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("WORDBOT_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"store are kept in {tmp_path / 'state'} (WORDBOT_STATE_DIR moves them)" in shown
+    assert f"weight copies in {tmp_path / 'cache'} (WORDBOT_CACHE_DIR; safe to delete)" in shown
+    assert "DISCORD_TOKEN or --token-file" in shown

@@ -22,6 +22,30 @@ class Parser(argparse.ArgumentParser):
             print(json.dumps({"error": message}))
         super().error(message)
 
+    def format_help(self) -> str:
+        if callable(self.epilog):  # worked out only when help is shown: it looks up directories
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _files_epilog() -> str:
+    """`wordbot --help`'s last paragraph: where wordbot keeps files, as resolved here and now,
+    wrapped as argparse would but never inside a path (argparse breaks words at hyphens)."""
+    import shutil
+    import textwrap
+
+    from wordbot.limits import state_dir
+    from wordbot.ngram_cache import cache_dir
+
+    text = (
+        f"Files: the REPL's history and the Discord bot's store are kept in {state_dir()} "
+        f"(WORDBOT_STATE_DIR moves them); counted n-grams and weight copies in {cache_dir()} "
+        "(WORDBOT_CACHE_DIR; safe to delete). The bot's token: DISCORD_TOKEN or --token-file. "
+        "'wordbot COMMAND --help' lists a command's options."
+    )
+    width = max(shutil.get_terminal_size().columns - 2, 20)
+    return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False)
+
 
 def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     parser.add_argument("--model", metavar="DIR", default=None, help="model directory (default: the bundled model)")
@@ -38,7 +62,9 @@ def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="wordbot",
-        description="A small, fast next-word predictor. With no command, opens the interactive REPL.",
+        description="A small, fast next-word predictor. With no command, opens the interactive\nREPL.",
+        epilog=_files_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog comes wrapped
     )
     parser.add_argument("--version", action="version", version=f"wordbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
