@@ -216,3 +216,61 @@ def test_help_says_where_wordbot_keeps_its_files_and_the_variables_that_move_the
     assert f"store are kept in {tmp_path / 'state'} (WORDBOT_STATE_DIR moves them)" in shown
     assert f"weight copies in {tmp_path / 'cache'} (WORDBOT_CACHE_DIR; safe to delete)" in shown
     assert "DISCORD_TOKEN or --token-file" in shown
+
+
+# ---- wordbot discord: a token file saved by an ordinary editor ----
+
+_NOTEPAD_FORMS = {
+    "UTF-8 with a byte-order mark": lambda token: b"\xef\xbb\xbf" + token.encode() + b"\r\n",
+    "UTF-16 (Notepad's 'Unicode')": lambda token: (token + "\r\n").encode("utf-16"),
+    "an environment file's line": lambda token: f"DISCORD_TOKEN={token}\n".encode(),
+    "a shell's export line": lambda token: f'export DISCORD_TOKEN="{token}"\n'.encode(),
+}
+
+
+@pytest.mark.parametrize("form", list(_NOTEPAD_FORMS))
+def test_a_token_file_as_editors_and_env_files_write_it_gives_the_token(form, tmp_path, monkeypatch):
+    # Each was refused ("does not hold a Discord bot token", "not UTF-8 text") or, for
+    # DISCORD_TOKEN=..., sent to Discord whole, which rejects it as a wrong token.
+    from wordbot.bot import read_token
+
+    token = "MTA1NjQ4OTk5OTk5OTk5OTk5OQ.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+    path = tmp_path / "token"
+    path.write_bytes(_NOTEPAD_FORMS[form](token))
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert read_token(path) == token
+
+
+def test_the_bot_logs_in_with_a_token_file_notepad_saved(tiny_model_dir, tmp_path):
+    """`wordbot discord --token-file` for real, in a process of its own, against the fake
+    Discord: it identifies with the token, then SIGTERM ends it cleanly."""
+    import signal
+
+    from wordbot.testing.fake_discord import FakeDiscordThread
+
+    side = FakeDiscordThread()
+    server = side.server
+    path = tmp_path / "token.txt"
+    path.write_bytes(_NOTEPAD_FORMS["UTF-16 (Notepad's 'Unicode')"](server.token))
+    script = (
+        "import sys, discord, yarl\n"
+        "discord.http.Route.BASE = sys.argv[1]\n"
+        "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
+        "from wordbot.cli import main\n"
+        "sys.exit(main(['discord', '--token-file', sys.argv[3], '--model', sys.argv[4]]))\n"
+    )
+    env = {k: v for k, v in _env(tmp_path).items() if k != "DISCORD_TOKEN"}
+    command = [sys.executable, "-c", script, server.api_base, server.gateway_url, str(path), str(tiny_model_dir)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        side.call_sync(server.wait_until(lambda: bool(server.identifies) or proc.poll() is not None, timeout=30))
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        side.close()
+    assert server.identifies and proc.returncode == 0, err
+    assert server.token not in out + err
