@@ -274,3 +274,23 @@ def test_the_bot_logs_in_with_a_token_file_notepad_saved(tiny_model_dir, tmp_pat
         side.close()
     assert server.identifies and proc.returncode == 0, err
     assert server.token not in out + err
+
+
+# ---- the REPL's toolbar on a narrow terminal ----
+
+
+@pytest.mark.parametrize("columns", [45, 60, 80, 120])
+def test_the_toolbar_keeps_help_and_quit_in_sight_on_a_narrow_terminal(tiny_predictor, tmp_path, columns):
+    # At 60 columns the toolbar ended "Alt-F word  :he": the terminal cut off how to quit.
+    from tests.test_repl import Driver, _SizedOutput
+
+    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: None)
+    with Driver(repl, _SizedOutput(columns)) as d:
+        d.type("the ")
+        d.menu()
+        d.wait(lambda: repl.settings.last_ms is not None, "a suggestion's time")
+        bar = "".join(text for _, text in repl.toolbar())
+    assert len(bar) < columns, bar
+    assert bar.endswith(":help  Ctrl-D quit"), bar
+    if columns >= 80:
+        assert "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit" in bar

@@ -110,10 +110,11 @@ class Repl:
         timing = "-" if last is None else f"{last:.1f} ms"
         name = str(getattr(self.predictor, "name", "model"))[:16]
         own = "from your text | " if (self.settings.own_share or 0) >= OWN_TEXT_SHARE else ""
+        status = f" {name} | {timing} | {own}"
         return FormattedText(
             [
-                ("class:bottom-toolbar.text", f" {name} | {timing} | {own}"),
-                ("class:bottom-toolbar.text", "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit"),
+                ("class:bottom-toolbar.text", status),
+                ("class:bottom-toolbar.text", _key_hints(None if (w := self.width()) is None else w - len(status))),
             ]
         )
 
@@ -259,6 +260,22 @@ class Repl:
     def help_text(self, width: int | None = None) -> str:
         """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
         return commands.help_text(self, width)
+
+
+# The toolbar's key hints, in the order shown; on a narrow terminal the first ones go first,
+# so that how to get help and how to quit stay in sight rather than being cut off the edge.
+_KEY_HINTS = ("Alt-F word", "Right accept", "Tab pick", ":help", "Ctrl-D quit")
+_HINT_ORDER = ("Tab pick", "Right accept", "Alt-F word", ":help", "Ctrl-D quit")
+
+
+def _key_hints(room: int | None) -> str:
+    """The key hints that fit in `room` columns (None: unknown, so all of them)."""
+    kept = list(_HINT_ORDER)
+    for dropped in _KEY_HINTS:
+        if room is None or len("  ".join(kept)) <= room:
+            break
+        kept.remove(dropped)
+    return "  ".join(kept)
 
 
 def _ask(session: PromptSession, question: str) -> str | None:
