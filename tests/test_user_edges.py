@@ -294,3 +294,24 @@ def test_the_toolbar_keeps_help_and_quit_in_sight_on_a_narrow_terminal(tiny_pred
     assert bar.endswith(":help  Ctrl-D quit"), bar
     if columns >= 80:
         assert "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit" in bar
+
+
+# ---- wordbot next - at a terminal ----
+
+
+def test_next_dash_at_a_terminal_says_it_is_reading_and_how_to_end(tiny_model_dir, tmp_path):
+    # `wordbot next -` typed at a terminal waited for standard input without a word, as
+    # if it hung.
+    pexpect = pytest.importorskip("pexpect")
+    command = ["-m", "wordbot", "next", "-", "-k", "2", "--model", str(tiny_model_dir)]
+    child = pexpect.spawn(sys.executable, command, env=_env(tmp_path), timeout=30, encoding="utf-8")
+    try:
+        child.expect("reading the text from the terminal; end it with Ctrl-D")
+        child.send("the cat\n")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        answer = child.before
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert len([row for row in answer.splitlines() if row.rstrip().endswith("%")]) == 2, answer

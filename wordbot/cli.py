@@ -27,6 +27,8 @@ def _text(args: argparse.Namespace) -> str:
     if args.text == ["-"]:
         # Bytes that are not UTF-8 become U+FFFD rather than a traceback; the newline
         # `echo` adds ends the input, it is not part of the text.
+        if sys.stdin.isatty() and sys.stderr is not None:  # else a silent wait looks like a hang
+            print("wordbot: reading the text from the terminal; end it with Ctrl-D", file=sys.stderr, flush=True)
         stdin = getattr(sys.stdin, "buffer", None)
         text = stdin.read().decode("utf-8", errors="replace") if stdin is not None else sys.stdin.read()
         text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
