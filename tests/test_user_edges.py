@@ -315,3 +315,29 @@ def test_next_dash_at_a_terminal_says_it_is_reading_and_how_to_end(tiny_model_di
         child.close(force=True)
     assert child.exitstatus == 0
     assert len([row for row in answer.splitlines() if row.rstrip().endswith("%")]) == 2, answer
+
+
+# ---- wordbot discord: a misspelt WORDBOT_ variable ----
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("WORDBOT_PREFX", "WORDBOT_PREFIX"),
+        ("WORDBOT_LIMIT_K", "WORDBOT_LIMITS_K"),
+        ("WORDBOT_STATEDIR", "WORDBOT_STATE_DIR"),
+    ],
+)
+def test_a_misspelt_wordbot_variable_is_refused_naming_the_one_meant(name, meant, monkeypatch, capsys):
+    # The config file refuses an unknown key ("did you mean prefix?"), but a misspelt
+    # variable was ignored: the bot started with the default and nothing said why.
+    monkeypatch.setenv(name, "?")
+    monkeypatch.setenv("DISCORD_TOKEN", "not-used")
+    assert main(["discord"]) == 2
+    assert capsys.readouterr().err == f"wordbot: error: {name} is not read (did you mean {meant}?)\n"
+
+
+def test_wordbot_variables_that_belong_to_nothing_near_a_setting_are_left_alone():
+    from wordbot.bot.config import BotConfig, load
+
+    assert load(environ={"WORDBOT_DEBUG": "1", "WORDBOT_HOME": "/x", "WORDBOT_CACHE_DIR": "/c"}) == BotConfig()

@@ -253,6 +253,7 @@ def load(
             named[setting.field] = name
     if environ.get("WORDBOT_TOKEN"):
         raise ConfigError("WORDBOT_TOKEN is not read: the token comes from DISCORD_TOKEN or a token file")
+    _check_variable_names(environ)
     for setting in SETTINGS:
         if environ.get(setting.env, "").strip():
             values[setting.field] = setting.parse(environ[setting.env].strip(), setting.env)
@@ -265,6 +266,22 @@ def load(
     config = BotConfig(**values)
     _check_shards(config, named)
     return config
+
+
+# WORDBOT_ variables read elsewhere: not settings of the bot, but not typos either.
+_OTHER_VARIABLES = ("WORDBOT_STATE_DIR", "WORDBOT_CACHE_DIR", "WORDBOT_TOKEN")
+
+
+def _check_variable_names(environ: Mapping[str, str]) -> None:
+    """Refuse a WORDBOT_ variable that is a near miss of a setting's (WORDBOT_PREFX), as the
+    file refuses an unknown key: ignored, it would leave the setting at its default unseen.
+    Names far from every setting's are left alone; they may belong to something else."""
+    known = [setting.env for setting in SETTINGS] + list(_OTHER_VARIABLES)
+    for name in sorted(environ):
+        if name.startswith("WORDBOT_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                raise ConfigError(f"{name} is not read (did you mean {close[0]}?)")
 
 
 def _read_file(path: str | os.PathLike[str]) -> list[tuple[_Setting, Any]]:
