@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,46 @@ def test_wordbot_variables_that_belong_to_nothing_near_a_setting_are_left_alone(
     from wordbot.bot.config import BotConfig, load
 
     assert load(environ={"WORDBOT_DEBUG": "1", "WORDBOT_HOME": "/x", "WORDBOT_CACHE_DIR": "/c"}) == BotConfig()
+
+
+# ---- the REPL's :learned and :forget say what is so ----
+
+
+def test_learned_says_so_while_the_history_file_is_still_being_learned(tiny_predictor, tmp_path):
+    # Right after start, :learned said "learned 9 lines" of a 10,000-line history, which
+    # reads as all there is.
+    state = tmp_path / "state"
+    state.mkdir()
+    lines = [f"line {i} of what I typed before, with a few more words in it" for i in range(3000)]
+    (state / "history").write_text("".join(f"\n# 2026-01-01\n+{line}\n" for line in lines), encoding="utf-8")
+    said: list[str] = []
+    repl = Repl(tiny_predictor, state_dir=state, write=lambda text, style: said.append(text), learn=True)
+    repl.start_learning()
+    seen_busy = False
+    while repl.learner.thread.is_alive():
+        repl.commit(":learned")
+        if repl.learner.thread.is_alive():  # alive before and after: it must have said so
+            seen_busy = True
+            assert said[-1].endswith("; still learning your history file"), said[-1]
+        time.sleep(0.01)
+    repl.learner.thread.join()
+    repl.commit(":learned")
+    assert said[-1].startswith("learned 3,000 lines") and "still" not in said[-1], said[-1]
+    assert seen_busy
+
+
+def test_forget_says_no_history_file_is_kept_when_none_could_be(tiny_predictor, tmp_path):
+    # It said "the history file is empty" of a file that could not exist.
+    (tmp_path / "state").write_text("not a directory")
+    said: list[str] = []
+    repl = Repl(tiny_predictor, state_dir=tmp_path / "state", write=lambda text, style: said.append(text), learn=True)
+    repl.ask = lambda question: "y"
+    repl.commit("a line")
+    repl.commit(":forget")
+    assert said[-1] == "forgotten: nothing learned, and no history file is kept"
+    ok = Repl(tiny_predictor, state_dir=tmp_path / "fine", write=lambda text, style: said.append(text), learn=True)
+    ok.history().append_string("a line")
+    ok.ask = lambda question: "yes"
+    ok.commit(":forget")
+    assert said[-1] == "forgotten: nothing learned, the history file is empty"
+    assert (tmp_path / "fine" / "history").read_bytes() == b""

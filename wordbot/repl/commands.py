@@ -111,7 +111,9 @@ def _learned(repl: Repl) -> None:
     if repl.learner is None:
         repl.say(f"learning is off ({repl.not_learning}): nothing is learned from what you type", "note")
     else:
-        repl.say(repl.learner.summary(), "note")
+        thread = repl.learner.thread
+        busy = thread is not None and thread.is_alive()  # so a count of 9 lines is not read as all there is
+        repl.say(repl.learner.summary() + ("; still learning your history file" if busy else ""), "note")
 
 
 def _forget(repl: Repl) -> None:
@@ -129,8 +131,10 @@ def _forget(repl: Repl) -> None:
         repl.kept_history._loaded_strings = []  # Up recalls nothing of it either
     if problem:
         repl.error(f"forgot what was learned, but {problem}")
-    else:
+    elif learner.history.is_file():
         repl.say("forgotten: nothing learned, the history file is empty", "note")
+    else:  # a history that could not be kept (see the line said at start)
+        repl.say("forgotten: nothing learned, and no history file is kept", "note")
 
 
 def _load_model(repl: Repl, argument: str) -> None:
