@@ -164,7 +164,7 @@ def test_relative_paths_in_the_file_are_taken_from_the_files_folder(tmp_path):
         ('backend = "lstm"', "backend must be one of rnn, ngram, mix"),
         ("server_models = false", "server_models must be a non-empty string"),
         ('store = "mysql://x/y"', "store must be sqlite:///PATH or postgresql://"),
-        ('store = "sqlite://relative"', "store must be sqlite:///PATH"),
+        ('store = "sqlite://relative"', "store must be sqlite:///relative/path or sqlite:////absolute/path"),
         ("store = 5", "store must be a URL string"),
         ("shards = -1", "shards must be 0 (Discord chooses) or a shard count of at least 1"),
         ('shards = "many"', "shards must be a number, not a string"),

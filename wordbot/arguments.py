@@ -22,6 +22,30 @@ class Parser(argparse.ArgumentParser):
             print(json.dumps({"error": message}))
         super().error(message)
 
+    def format_help(self) -> str:
+        if callable(self.epilog):  # worked out only when help is shown: it looks up directories
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _files_epilog() -> str:
+    """`wordbot --help`'s last paragraph: where wordbot keeps files, as resolved here and now,
+    wrapped as argparse would but never inside a path (argparse breaks words at hyphens)."""
+    import shutil
+    import textwrap
+
+    from wordbot.limits import state_dir
+    from wordbot.ngram_cache import cache_dir
+
+    text = (
+        f"Files: the REPL's history and the Discord bot's store are kept in {state_dir()} "
+        f"(WORDBOT_STATE_DIR moves them); counted n-grams and weight copies in {cache_dir()} "
+        "(WORDBOT_CACHE_DIR; safe to delete). The bot's token: DISCORD_TOKEN or --token-file. "
+        "'wordbot COMMAND --help' lists a command's options."
+    )
+    width = max(shutil.get_terminal_size().columns - 2, 20)
+    return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False)
+
 
 def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     parser.add_argument("--model", metavar="DIR", default=None, help="model directory (default: the bundled model)")
@@ -38,7 +62,9 @@ def _add_model(parser: argparse.ArgumentParser, backend: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="wordbot",
-        description="A small, fast next-word predictor. With no command, opens the interactive REPL.",
+        description="A small, fast next-word predictor. With no command, opens the interactive\nREPL.",
+        epilog=_files_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog comes wrapped
     )
     parser.add_argument("--version", action="version", version=f"wordbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -67,7 +93,9 @@ def _add_continue(sub) -> None:
         help=f"at most this many words, 0 to {CLI_WORDS[1]} (default {CLI_WORDS[0]})",
     )
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (default 40)")
+    p.add_argument(
+        "--top-k", type=int, default=40, help="sample among the k likeliest tokens; 0: no limit (default 40)"
+    )
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus: smallest set with this mass (default 0.95)")
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible continuation")
     _add_model(p)
@@ -94,8 +122,8 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--store",
         metavar="URL",
-        help="with --discord-server: the bot's store, sqlite:///PATH or postgresql://… "
-        "(default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
+        help="with --discord-server: the bot's store, sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or "
+        "postgresql://… (default: WORDBOT_STORE, else the bot's SQLite file in the state directory)",
     )
     _add_network_options(p)
     _add_fit_options(p)
@@ -183,7 +211,12 @@ def _add_discord(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file; WORDBOT_* variables and options override it")
     p.add_argument("--prefix", help="command prefix (default !)")
     p.add_argument("--token-file", metavar="PATH", help="read the bot token from this file")
-    p.add_argument("--store", metavar="URL", help="sqlite:///PATH (default: in the state directory) or postgresql://…")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (default: wordbot.sqlite3 in the state "
+        "directory), or postgresql://…",
+    )
     p.add_argument("--shards", metavar="N", help="every shard in this process: how many, or 0 to let Discord choose")
     p.add_argument("--shard-ids", metavar="IDS", help="run only these shards here, e.g. 0-3 (with --shard-count)")
     p.add_argument("--shard-count", metavar="N", help="the whole bot's shard count, over all its processes")

@@ -27,6 +27,8 @@ def _text(args: argparse.Namespace) -> str:
     if args.text == ["-"]:
         # Bytes that are not UTF-8 become U+FFFD rather than a traceback; the newline
         # `echo` adds ends the input, it is not part of the text.
+        if sys.stdin.isatty() and sys.stderr is not None:  # else a silent wait looks like a hang
+            print("wordbot: reading the text from the terminal; end it with Ctrl-D", file=sys.stderr, flush=True)
         stdin = getattr(sys.stdin, "buffer", None)
         text = stdin.read().decode("utf-8", errors="replace") if stdin is not None else sys.stdin.read()
         text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
@@ -67,14 +69,16 @@ def _cmd_next(args: argparse.Namespace) -> int:
 def _cmd_continue(args: argparse.Namespace) -> int:
     if args.words > CLI_WORDS[1]:
         raise WordbotError(f"-n/--words must be at most {CLI_WORDS[1]}, not {args.words}")
-    if (
-        args.words < 0
-        or not 0 <= args.temperature < math.inf
-        or not 0 < args.top_p <= 1
-        or args.top_k < 0
-        or (args.seed is not None and args.seed < 0)
-    ):
-        raise WordbotError("need --words >= 0, finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --seed >= 0")
+    checks = (  # each bad option is named with the value given, not a list of every rule
+        (args.words >= 0, "--words >= 0", args.words),
+        (0 <= args.temperature < math.inf, "finite --temperature >= 0", args.temperature),
+        (0 < args.top_p <= 1, "0 < --top-p <= 1", args.top_p),
+        (args.top_k >= 0, "--top-k >= 0 (0: no limit)", args.top_k),
+        (args.seed is None or args.seed >= 0, "--seed >= 0", args.seed),
+    )
+    for good, rule, value in checks:
+        if not good:
+            raise WordbotError(f"need {rule}, not {f'{value:g}' if isinstance(value, float) else value}")
     predictor = _predictor(args)
     text = _text(args)
     continuation = predictor.continue_text(

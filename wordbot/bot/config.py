@@ -160,7 +160,7 @@ def _store(value: Any, name: str) -> str:
         return value  # the store's own spelling of its default: SQLite in the state directory
     if scheme == "sqlite":
         if not value.startswith("sqlite:///") or len(value) == len("sqlite:///") or "\x00" in value:
-            raise ConfigError(f"{name} must be sqlite:///PATH (three slashes, then the file's path)")
+            raise ConfigError(f"{name} must be sqlite:///relative/path or sqlite:////absolute/path")
         return value
     if scheme in ("postgresql", "postgres"):
         if not value.lower().startswith(f"{scheme}://"):
@@ -180,6 +180,18 @@ def redacted_store(url: str | None) -> str:
     if sep and at and ":" in userinfo:
         url = f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
     return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
+
+
+def _store_shown(url: str | None) -> str:
+    """The store as the start-up line shows it: a password hidden, an SQLite file's full path."""
+    if url is None or url in ("sqlite:", "sqlite://"):
+        from wordbot.bot.store import DEFAULT_FILE
+        from wordbot.limits import state_dir
+
+        return f"SQLite in the state directory ({state_dir() / DEFAULT_FILE})"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"{url} (the file {os.path.abspath(url[len('sqlite:///') :])})"
+    return redacted_store(url)
 
 
 # -- the settings, and where each comes from ---------------------------------------------------
@@ -241,6 +253,7 @@ def load(
             named[setting.field] = name
     if environ.get("WORDBOT_TOKEN"):
         raise ConfigError("WORDBOT_TOKEN is not read: the token comes from DISCORD_TOKEN or a token file")
+    _check_variable_names(environ)
     for setting in SETTINGS:
         if environ.get(setting.env, "").strip():
             values[setting.field] = setting.parse(environ[setting.env].strip(), setting.env)
@@ -253,6 +266,22 @@ def load(
     config = BotConfig(**values)
     _check_shards(config, named)
     return config
+
+
+# WORDBOT_ variables read elsewhere: not settings of the bot, but not typos either.
+_OTHER_VARIABLES = ("WORDBOT_STATE_DIR", "WORDBOT_CACHE_DIR", "WORDBOT_TOKEN")
+
+
+def _check_variable_names(environ: Mapping[str, str]) -> None:
+    """Refuse a WORDBOT_ variable that is a near miss of a setting's (WORDBOT_PREFX), as the
+    file refuses an unknown key: ignored, it would leave the setting at its default unseen.
+    Names far from every setting's are left alone; they may belong to something else."""
+    known = [setting.env for setting in SETTINGS] + list(_OTHER_VARIABLES)
+    for name in sorted(environ):
+        if name.startswith("WORDBOT_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                raise ConfigError(f"{name} is not read (did you mean {close[0]}?)")
 
 
 def _read_file(path: str | os.PathLike[str]) -> list[tuple[_Setting, Any]]:
@@ -336,6 +365,8 @@ def _check_shards(config: BotConfig, named: dict[str, str]) -> None:
 
 
 def describe(config: BotConfig) -> str:
-    """One log line of what the bot runs with; no token, no password."""
-    shown = dataclasses.asdict(config) | {"store": redacted_store(config.store)}
+    """One log line of what the bot runs with; no token, no password. An SQLite store is
+    named with the file it opens, so an admin sees where the learned messages are kept
+    (`sqlite:///PATH` is relative to where the bot starts, which surprises)."""
+    shown = dataclasses.asdict(config) | {"store": _store_shown(config.store)}
     return ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)

@@ -5,6 +5,7 @@ Problems a user can fix before connecting are raised as `WordbotError` for the C
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -200,13 +201,13 @@ def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
                 " (it is now in your shell history: consider resetting it in the developer portal)"
             )
         where = f"the token file {os.fspath(token_file)}"
-        try:
-            token = _read_small_file(token_file, where).decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise WordbotError(f"cannot read {where}: it is not UTF-8 text") from None
+        token = _token_text(_read_small_file(token_file, where), where)
     else:
         where = "DISCORD_TOKEN"
         token = os.environ.get("DISCORD_TOKEN", "").strip()
+    # An environment file's line (`DISCORD_TOKEN=...`, as systemd's EnvironmentFile= and
+    # .env files write it) copied whole into the token file.
+    token = _ENV_ASSIGNMENT.sub("", token, count=1).strip()
     if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
         token = token[1:-1].strip()
     if token[:4].lower() == "bot ":
@@ -215,6 +216,20 @@ def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
     if token and not (token.isascii() and token.isprintable() and not any(c.isspace() for c in token)):
         raise WordbotError(f"{where} does not hold a Discord bot token (it has spaces or other characters)")
     return token or None
+
+
+_ENV_ASSIGNMENT = re.compile(r"^(?:export\s+)?DISCORD_TOKEN\s*=\s*")
+
+
+def _token_text(data: bytes, where: str) -> str:
+    """A token file's text: UTF-8, with or without a byte-order mark, or UTF-16 with one
+    (Notepad saves both), stripped of surrounding blanks."""
+    try:
+        if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return data.decode("utf-16").strip()
+        return data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise WordbotError(f"cannot read {where}: it is not UTF-8 text") from None
 
 
 def _read_small_file(path: str | os.PathLike[str], where: str) -> bytes:

@@ -69,6 +69,7 @@ class Repl:
         self.state_dir = state_dir
         # Learning from the user (wordbot/repl/learning.py): the predictor becomes a view with its own memory.
         self.learner = Learner(history_path(state_dir)) if learn else None
+        self.not_learning = "--no-learn"  # why nothing is learned, when it is not, as :learned says
         self.predictor = predictor
         self.transcript: list[str] = []  # committed lines, in order
         self.errors = 0
@@ -109,10 +110,11 @@ class Repl:
         timing = "-" if last is None else f"{last:.1f} ms"
         name = str(getattr(self.predictor, "name", "model"))[:16]
         own = "from your text | " if (self.settings.own_share or 0) >= OWN_TEXT_SHARE else ""
+        status = f" {name} | {timing} | {own}"
         return FormattedText(
             [
-                ("class:bottom-toolbar.text", f" {name} | {timing} | {own}"),
-                ("class:bottom-toolbar.text", "Tab pick  Right accept  Alt-F word  :help  Ctrl-D quit"),
+                ("class:bottom-toolbar.text", status),
+                ("class:bottom-toolbar.text", _key_hints(None if (w := self.width()) is None else w - len(status))),
             ]
         )
 
@@ -242,7 +244,8 @@ class Repl:
         continuation = self.predictor.continue_text(text, GHOST_WORDS * 2, temperature=temperature, seed=seed)
         if continuation.strip():
             lines.append(f"  continued: {join_text(shorten(text), continuation)}")
-        return "\n".join(lines)
+        width = self.width()  # a terminal would cut a long continuation mid-word; a pipe keeps one line each
+        return "\n".join(lines if width is None else (fill(line, width, indent="    ") for line in lines))
 
     def start_learning(self) -> None:
         """Say once that the REPL learns, and learn the history file in the background."""
@@ -257,6 +260,22 @@ class Repl:
     def help_text(self, width: int | None = None) -> str:
         """:help's text, wrapped between words to `width` columns (None: unknown, not wrapped)."""
         return commands.help_text(self, width)
+
+
+# The toolbar's key hints, in the order shown; on a narrow terminal the first ones go first,
+# so that how to get help and how to quit stay in sight rather than being cut off the edge.
+_KEY_HINTS = ("Alt-F word", "Right accept", "Tab pick", ":help", "Ctrl-D quit")
+_HINT_ORDER = ("Tab pick", "Right accept", "Alt-F word", ":help", "Ctrl-D quit")
+
+
+def _key_hints(room: int | None) -> str:
+    """The key hints that fit in `room` columns (None: unknown, so all of them)."""
+    kept = list(_HINT_ORDER)
+    for dropped in _KEY_HINTS:
+        if room is None or len("  ".join(kept)) <= room:
+            break
+        kept.remove(dropped)
+    return "  ".join(kept)
 
 
 def _ask(session: PromptSession, question: str) -> str | None:
@@ -336,7 +355,9 @@ def run(
     if interactive and is_dumb_terminal():
         return Repl(predictor, write=stream_writer(sys.stdout), **options).line_mode(sys.stdin, sys.stdout)
     if not interactive:
-        out = output or sys.stdout
-        return Repl(predictor, write=stream_writer(out), **options).pipe(input or sys.stdin)
+        piped = Repl(predictor, write=stream_writer(output or sys.stdout), **options)
+        if learn:
+            piped.not_learning = "lines read from a pipe are never learned"
+        return piped.pipe(input or sys.stdin)
     repl = Repl(predictor, write=terminal_writer(None), **options)
     return repl.interact(repl.session())

@@ -109,9 +109,11 @@ def _set_temperature(repl: Repl, argument: str) -> None:
 
 def _learned(repl: Repl) -> None:
     if repl.learner is None:
-        repl.say("learning is off (--no-learn): nothing is learned from what you type", "note")
+        repl.say(f"learning is off ({repl.not_learning}): nothing is learned from what you type", "note")
     else:
-        repl.say(repl.learner.summary(), "note")
+        thread = repl.learner.thread
+        busy = thread is not None and thread.is_alive()  # so a count of 9 lines is not read as all there is
+        repl.say(repl.learner.summary() + ("; still learning your history file" if busy else ""), "note")
 
 
 def _forget(repl: Repl) -> None:
@@ -129,22 +131,31 @@ def _forget(repl: Repl) -> None:
         repl.kept_history._loaded_strings = []  # Up recalls nothing of it either
     if problem:
         repl.error(f"forgot what was learned, but {problem}")
-    else:
+    elif learner.history.is_file():
         repl.say("forgotten: nothing learned, the history file is empty", "note")
+    else:  # a history that could not be kept (see the line said at start)
+        repl.say("forgotten: nothing learned, and no history file is kept", "note")
 
 
 def _load_model(repl: Repl, argument: str) -> None:
     if not argument:
-        repl.say(f"model: {repl.predictor.describe()} (:model PATH loads another)", "note")
+        repl.say(_wrapped(repl, f"model: {repl.predictor.describe()} (:model PATH loads another)"), "note")
         return
     path = None if argument == "default" and not Path(argument).exists() else os.path.expanduser(argument)
     try:
         predictor = load_predictor(path, repl.backend)
     except WordbotError as exc:
-        repl.error(f"cannot load model {argument!r}: {exc}; the model in use stays")
+        repl.error(_wrapped(repl, f"cannot load model {argument!r}: {exc}; the model in use stays"))
         return
     repl.predictor = predictor
-    repl.say(f"model: {predictor.describe()}", "note")
+    repl.say(_wrapped(repl, f"model: {predictor.describe()}"), "note")
+
+
+def _wrapped(repl: Repl, text: str) -> str:
+    """`text` wrapped between words to the terminal's width, as the start screen's model
+    line is (a terminal would cut it mid-word); as it is where the width is unknown (a pipe)."""
+    width = repl.width()
+    return text if width is None else fill(text, width, indent="  ")
 
 
 def load_predictor(path: str | os.PathLike | None, backend: str | None) -> Predictor:

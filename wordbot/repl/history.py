@@ -1,7 +1,8 @@
 """The REPL's history of committed lines: where it lives, and a file history that never
 ends the session. A history file that cannot be read or written (read-only, a directory
 in its place, a state directory without permission, a disk that fills) is said once in
-one line, and the session goes on with its lines kept in memory."""
+one line, and the session goes on with its lines kept in memory. What the user typed is
+theirs alone: a state directory or history file made here is private to them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from wordbot.limits import state_dir as default_state_dir
+
+PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600  # modes of a state directory and history file made here
 
 
 def history_path(state_dir: str | os.PathLike | None = None) -> Path:
@@ -64,6 +67,8 @@ class KeptHistory(_NoBlankLines, FileHistory):
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir, or open, met a file on the way
+        return "a file stands where a directory should be"
     if isinstance(exc, IsADirectoryError):
         return "it is a directory"
     if isinstance(exc, OSError) and exc.strerror:
@@ -79,9 +84,10 @@ def open_history(path: Path, warn: Callable[[str], None]) -> History:
         warn(f"history will not be kept: cannot use {path} ({reason})")
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab"):  # can be written, and created where missing
-            pass
+        path.parent.mkdir(PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        # Can be written, and is created where missing: readable by its owner only, as a
+        # shell's history is (an existing file keeps the mode its owner gave it).
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE))
         with open(path, "rb"):  # can be read
             pass
     except OSError as exc:
