@@ -23,6 +23,9 @@ CLI_MAX_TEXT_CHARS = 100_000
 BOT_MAX_INPUT_CHARS = 1000  # longer input gets a polite refusal
 
 STATE_DIR_ENV = "WORDBOT_STATE_DIR"
+# What the faces remember is their user's alone: the modes of a state directory and of its
+# files (the REPL's history, the bot's store and journal) made here; one the user made keeps its own.
+PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600
 
 
 def state_dir() -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wordbot.bot.health import StoreError
+from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE
 
 if TYPE_CHECKING:
     from wordbot.bot.store import Message, Store
@@ -55,8 +56,8 @@ class Journal:
             if end + len(line) > MAX_BYTES:
                 raise JournalFull(f"the journal {self.path} is full ({MAX_BYTES:,} bytes): try again later")
             created = not self.path.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as f:
+            self.path.parent.mkdir(PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+            with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE), "ab") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
@@ -114,7 +115,7 @@ class Journal:
         rest = self.path.read_bytes()[end:]
         if rest:
             partial = self.path.with_name(self.path.name + ".partial")
-            with open(partial, "wb") as f:
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as f:
                 f.write(rest)
                 f.flush()
                 os.fsync(f.fileno())

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
+from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE
 
 # SQLite errors that say the file cannot be used just now, not that the SQL is wrong.
 _SQLITE_LOST = ("disk i/o error", "database is locked", "unable to open", "database or disk is full")
@@ -36,7 +37,10 @@ class SQLiteStore(SqlStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Members' messages and ids: a directory and database made here are the bot's user's
+            # alone (SQLite gives its -wal and -shm files the database's mode).
+            self.path.parent.mkdir(PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE))
             if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING
                 raise sqlite3.Error(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or later is needed")
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
+from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE
 from wordbot.limits import state_dir as default_state_dir
-
-PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600  # modes of a state directory and history file made here
 
 
 def history_path(state_dir: str | os.PathLike | None = None) -> Path:
