@@ -98,6 +98,15 @@ def test_bad_sampling_options_are_one_line_errors(tiny_model_dir, args, message,
     assert message in err and err.count("\n") == 1
 
 
+def test_continue_prints_control_characters_of_its_text_as_they_read(tiny_model_dir, capsys):
+    """Escape sequences in the text (read from a file with -) are shown, not acted on by the terminal."""
+    text = "the dog \x1b[31mred\x1b]0;title\x07 \u202egnip"
+    assert main(["continue", text, "-n", "3", "--seed", "1", "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the dog ^[[31mred^[]0;title^G <U+202E>gnip")
+    assert not any(c in out for c in "\x1b\x07\u202e")
+
+
 @pytest.mark.parametrize("temperature", ["1e-310", "4.9e-324", "1e-30"])
 def test_a_tiny_temperature_continues_greedily_instead_of_crashing(tiny_model_dir, temperature, capsys):
     model = ["--model", str(tiny_model_dir)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from wordbot.arguments import Parser, build_parser
 from wordbot.errors import WordbotError
 from wordbot.limits import CLI_K, CLI_MAX_TEXT_CHARS, CLI_WORDS
-from wordbot.text import join_text
+from wordbot.text import join_text, visible
 from wordbot.threads import serving
 
 
@@ -84,7 +84,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     continuation = predictor.continue_text(
         text, args.words, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
     )
-    print(join_text(text, continuation))
+    print(visible(join_text(text, continuation)))  # the text as it reads, not as a terminal would act on it
     return 0
 
 

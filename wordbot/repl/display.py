@@ -16,6 +16,8 @@ from prompt_toolkit import print_formatted_text
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.styles import Style
 
+from wordbot.text import visible as visible  # (re-exported: where it was)
+
 if TYPE_CHECKING:
     from prompt_toolkit.output import Output
 
@@ -29,9 +31,6 @@ BANNER_WIDTH = 79  # the model line's width when the terminal's is unknown
 _WHITESPACE_RUN_RE = re.compile(r"\s+")
 _LINE_BREAKS = frozenset("\r\n\x0b\x0c\x85\u2028\u2029")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
-# Control characters in text printed line by line, but for the line break and the tab; and
-# the invisible bidi embeddings, overrides and isolates, which reorder what the terminal shows.
-_SHOWN_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 STYLE = Style.from_dict(
     {
@@ -62,21 +61,6 @@ def one_line(text: str) -> str:
 def _one_space_if_broken(run: re.Match[str]) -> str:
     whitespace = run.group()
     return " " if not _LINE_BREAKS.isdisjoint(whitespace) else whitespace
-
-
-def visible(text: str) -> str:
-    """Text to print as it reads, not as the terminal would act on it: control characters
-    shown the way the prompt shows them ("a\x1b[31m" -> "a^[[31m", "\x9b" -> "<9b>"), bidi
-    controls by their code point ("\u202e" -> "<U+202E>"); line breaks and tabs stay, and so
-    does other text (emoji with their joiners, CJK, accents)."""
-    return _SHOWN_CONTROL_RE.sub(_caret, text)
-
-
-def _caret(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x20 or code == 0x7F:
-        return f"^{chr(code ^ 0x40)}"
-    return f"<{code:02x}>" if code <= 0xFF else f"<U+{code:04X}>"
 
 
 def shorten(text: str, width: int = 40) -> str:
