@@ -110,14 +110,7 @@ def build_bot(
     discord.py (e.g. `guild_ready_timeout` in tests) and to the cog (`max_k`, `max_words`,
     `max_input_chars`)."""
     cog_options = {key: options.pop(key) for key in ("max_k", "max_words", "max_input_chars") if key in options}
-    bot_class: type[commands.Bot] = WordBot
-    if shards is not None:
-        bot_class = ShardedWordBot
-        if shards > 0:
-            options["shard_count"] = shards
-        if shard_ids is not None:
-            options["shard_ids"] = list(shard_ids)
-    bot = bot_class(
+    bot = _bot_class(shards, shard_ids, options)(
         command_prefix=prefix,
         intents=intents(),
         allowed_mentions=NO_MENTIONS,
@@ -139,20 +132,36 @@ def build_bot(
             )
         )
         if store is not None:
-            # With server models, server memories a server model's memory can follow.
-            communities = ServedCommunities if server_models is not None else Communities
-            learning = LearningCog(bot, predictor, store, communities=communities)
-            # Several processes on one PostgreSQL store: a DM `forget me` that another one gets drops
-            # those messages here too. Listening starts before the memories are rebuilt (cog_load).
-            listen = getattr(store, "listen_forgets", None)  # SQLite: one process, nothing to hear
-            if listen is not None:
-                await asyncio.to_thread(listen, learning.communities.drop)
-            await bot.add_cog(learning)
+            await _add_learning(bot, predictor, store, server_models)
         if sync_commands:
             await sync_if_changed(bot)
 
     bot.setup_hook = setup_hook  # type: ignore[method-assign]
     return bot
+
+
+def _bot_class(shards: int | None, shard_ids: tuple[int, ...] | None, options: dict[str, Any]) -> type[commands.Bot]:
+    """One connection, or shards (`options` get their count and ids)."""
+    if shards is None:
+        return WordBot
+    if shards > 0:
+        options["shard_count"] = shards
+    if shard_ids is not None:
+        options["shard_ids"] = list(shard_ids)
+    return ShardedWordBot
+
+
+async def _add_learning(bot: commands.Bot, predictor: Predictor, store: Store,
+                        server_models: ServerModels | None) -> None:  # fmt: skip
+    # With server models, server memories a server model's memory can follow.
+    communities = ServedCommunities if server_models is not None else Communities
+    learning = LearningCog(bot, predictor, store, communities=communities)
+    # Several processes on one PostgreSQL store: a DM `forget me` that another one gets drops
+    # those messages here too. Listening starts before the memories are rebuilt (cog_load).
+    listen = getattr(store, "listen_forgets", None)  # SQLite: one process, nothing to hear
+    if listen is not None:
+        await asyncio.to_thread(listen, learning.communities.drop)
+    await bot.add_cog(learning)
 
 
 def _command_key(command: dict[str, Any]) -> str:
