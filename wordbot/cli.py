@@ -19,7 +19,8 @@ from pathlib import Path
 from wordbot.arguments import Parser, build_parser
 from wordbot.errors import WordbotError
 from wordbot.limits import CLI_K, CLI_MAX_TEXT_CHARS, CLI_WORDS
-from wordbot.text import join_text, visible
+from wordbot.printable import visible
+from wordbot.text import join_text
 from wordbot.threads import serving
 
 

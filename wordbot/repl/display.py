@@ -16,7 +16,7 @@ from prompt_toolkit import print_formatted_text
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.styles import Style
 
-from wordbot.text import visible as visible  # (re-exported: where it was)
+from wordbot.printable import visible as visible  # (re-exported: where it was)
 
 if TYPE_CHECKING:
     from prompt_toolkit.output import Output
