@@ -740,6 +740,17 @@ def test_discord_server_refuses_too_few_messages_and_a_missing_from(trained, tmp
     assert "give --from default" in capsys.readouterr().err
 
 
+def test_discord_server_says_when_there_is_no_store_and_makes_none(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("WORDBOT_STORE", raising=False)
+    base = ["train", "--from", str(trained["simple_rnn"]), "--discord-server", "7", "--out", str(tmp_path / "m")]
+    assert main(base) == 2
+    assert f"no SQLite file at {tmp_path / 'state' / 'wordbot.sqlite3'}" in capsys.readouterr().err
+    assert main([*base, "--store", f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}"]) == 2
+    assert "no SQLite file at" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists() and not (tmp_path / "elsewhere.sqlite3").exists()
+
+
 def test_max_minutes_stops_in_the_middle_of_an_epoch_and_still_writes_the_model(corpus, tmp_path, capsys):
     out = tmp_path / "m"
     args = ["train", str(corpus), "--out", str(out), "--epochs", "5", "--quiet", *TINY, "--batch-size", "1"]

@@ -33,6 +33,7 @@ def server_text(guild: int, store_url: str | None, out: str | os.PathLike) -> Se
     if guild <= 0:
         raise ConfigError(f"--discord-server takes a server id (a positive number), not {guild}")
     url = store_url or os.environ.get("WORDBOT_STORE") or None
+    _sqlite_file_exists(url)
     store = open_store(url, flush_interval=None)  # a StoreError is one line
     try:
         messages = [m for m in store.messages(guild) if m.text.strip()]
@@ -56,3 +57,19 @@ def server_text(guild: int, store_url: str | None, out: str | os.PathLike) -> Se
         tmp.write_bytes(text)
         os.replace(tmp, corpus)
     return ServerText(corpus, section, {section["messages_file"]: listed})
+
+
+def _sqlite_file_exists(url: str | None) -> None:
+    """A SQLite store to read must be there: opening it would make an empty one."""
+    from wordbot.bot.store import DEFAULT_FILE
+    from wordbot.limits import state_dir
+
+    if url is None or url in ("sqlite:", "sqlite://"):
+        path = state_dir() / DEFAULT_FILE
+    elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+    else:
+        return  # PostgreSQL, or a bad URL that open_store names
+    if not path.is_file():
+        where = "the bot's default store" if url is None else "the store"
+        raise WordbotError(f"no SQLite file at {path} ({where}): the bot keeps one once a server lets it learn")
