@@ -51,8 +51,9 @@ def memory(scheme: Scheme) -> Memory:
     return found
 
 
-def assert_same(one: Memory, other: Memory) -> None:
-    """Every count, every number of the learned weight, every served distribution: ==."""
+def assert_same(one: Memory, other: Memory, base=base) -> None:
+    """Every count, every number of the learned weight, every served distribution (over
+    `base(context)`): ==."""
     if one._weights is not None:
         assert np.array_equal(one._weights.totals, other._weights.totals)
         assert np.array_equal(one._weights.tokens, other._weights.tokens)
@@ -222,3 +223,69 @@ def test_a_scorer_of_one_message_at_a_time_gives_the_same_memory(scheme):
     one.add_many(history)
     other.add_many(history)
     assert_same(one, other)
+
+
+# -- the bot's rebuild learns its stored messages in batches -------------------------------
+
+
+def test_a_rebuild_in_batches_learns_every_stored_message_as_one_by_one(tmp_path, tiny_predictor):
+    """Several batches (REBUILD_BATCH), two servers, messages edited and deleted through the
+    journal (what an outage left) spread over the batches: each server's memory is the one
+    its messages, as they are now, give learned one by one in order."""
+    from wordbot.bot.communities import REBUILD_BATCH, Communities
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.store import Message, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.sqlite3", flush_interval=None)
+    count = 2 * REBUILD_BATCH + 37
+    texts = {i: f"message {i} on the Zorblax cluster{i % 13}" for i in range(1, count + 1)}
+    for i, text in texts.items():
+        store.add_message(Message(i, 100 + i % 2, 7, 1000 + i % 5, float(i), text))
+    store.flush()
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("delete", ids=[3, REBUILD_BATCH + 1, count])
+    journal.append("edit", id=REBUILD_BATCH * 2, text="edited: quuxwise")
+    communities = Communities(tiny_predictor, store, journal)
+    assert communities.rebuild() == count
+    texts.update({REBUILD_BATCH * 2: "edited: quuxwise"})
+    for gone in (3, REBUILD_BATCH + 1, count):
+        del texts[gone]
+    for guild in (100, 101):
+        expected = tiny_predictor.view()
+        for i, text in texts.items():
+            if 100 + i % 2 == guild:
+                expected.learn(text, key=(guild, i))
+        served = lambda context: tiny_predictor._distribution(tiny_predictor._context(context))  # noqa: E731
+        assert_same(communities.view(guild).memory, expected.memory, served)
+    store.close()
+
+
+def test_messages_deleted_and_edited_while_the_rebuild_runs_stay_so(tmp_path, tiny_predictor):
+    """Deletes and edits that come while the stored messages are learned again (in another
+    thread, batch after batch) are never undone by the rebuild, whenever they come."""
+    from wordbot.bot.communities import Communities
+    from wordbot.bot.journal import Journal
+    from wordbot.bot.store import Message, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.sqlite3", flush_interval=None)
+    for i in range(1, 3001):
+        store.add_message(Message(i, 100, 7, 1000, float(i), f"stored message {i} about the cluster"))
+    store.flush()
+    communities = Communities(tiny_predictor, store, Journal(tmp_path / "journal.jsonl"))
+    rebuild = threading.Thread(target=communities.rebuild)
+    rebuild.start()
+    deleted, edited = [], []
+    for i in range(1, 3001, 150):  # one every 150 messages, as the rebuild goes along
+        if i % 300 == 1:
+            assert communities.delete([i]) == 1
+            deleted.append(i)
+        else:
+            communities.edit(i, f"edited {i}: glorpwise")
+            edited.append(i)
+    rebuild.join(120)
+    assert communities.rebuilt.is_set()
+    memory = communities.view(100).memory
+    assert memory.messages == 3000 - len(deleted)
+    assert not any((100, i) in memory for i in deleted)
+    assert memory.count("glorpwise") == len(edited) and memory.count("edited") == len(edited)
+    store.close()
