@@ -289,3 +289,34 @@ def test_messages_deleted_and_edited_while_the_rebuild_runs_stay_so(tmp_path, ti
     assert not any((100, i) in memory for i in deleted)
     assert memory.count("glorpwise") == len(edited) and memory.count("edited") == len(edited)
     store.close()
+
+
+def test_add_many_stops_when_asked_with_what_it_learned_until_then():
+    found, calls = memory(Scheme()), []
+    history = [(i, f"{BASE_TEXT[i % len(BASE_TEXT)]} glorp{i}") for i in range(3000)]
+    learned = found.add_many(history, stop=lambda: calls.append(1) or len(calls) > 1)  # after one hold
+    assert 0 < learned < 3000 and found.messages == learned
+    expected = memory(Scheme())
+    for key, text in history[:learned]:
+        expected.add(key, text)
+    assert_same(found, expected)
+
+
+def test_forget_while_the_history_is_being_learned_leaves_nothing_learned(tiny_predictor, tmp_path):
+    """The REPL learns its history in batches outside its own lock: `:forget` meanwhile
+    still empties the memory for good (the batch under way stops)."""
+    from wordbot.repl.learning import Learner
+
+    history = tmp_path / "history"
+    history.write_text("".join(f"\n# 2026-12-01\n+line {i} about the Zorblax cluster\n" for i in range(10_000)))
+    learner = Learner(history)
+    view = learner.attach(tiny_predictor)
+    learner.start()
+    while view.memory.messages < 100:
+        pass
+    assert learner.thread.is_alive()
+    assert learner.forget() is None
+    learner.thread.join(60)
+    assert view.memory.messages == 0 and view.memory.count("zorblax") == 0 and not learner.lines
+    learner.learn("a line after the forget")  # learning goes on from there
+    assert view.memory.messages == 1

@@ -24,10 +24,9 @@ remain). Words outside the served vocabulary get ids after it
 (`B + j`, j their index in `words`); learning a new word never moves an id, but the
 ids of later words shift when a word is forgotten, so key caches on `version`.
 
-Cost: a context's (ids, counts) arrays are built the first time it is served and
-then kept up to date in place by every add and remove, and the sorted index of the
-learned words by insertion, so serving just after a change costs about what it did
-before it.
+Cost: a context's (ids, counts) arrays are built when it is first served, then kept
+up to date in place by every add and remove (the learned words' sorted index by
+insertion): serving just after a change costs about what it did before it.
 
 `copies_too_much` keeps a continuation from replaying a member's message (`wordbot/copies.py`).
 
@@ -51,7 +50,7 @@ from wordbot.lexicon import MAX_MESSAGE_CHARS, MAX_MESSAGE_TOKENS, Lexicon, Word
 from wordbot.text import BOS, EOS
 
 BATCH = 256  # add_many: messages scored in one pass
-HOLD_S = 0.01  # add_many: how long the lock is held at a time (seconds)
+HOLD_S = 0.002  # add_many: how long the lock is held at a time (s): an answer waits little more
 _UNKNOWN = object()  # not in the cache of written forms
 
 
@@ -107,20 +106,21 @@ class Memory:
             self._weigh(self._put(key, tokens, forms), +1)
             self._version += 1
 
-    def add_many(self, items: Iterable[tuple[Hashable, str]]) -> int:
-        """`add` of each (key, text) in order, with exactly the same result, faster: the
-        base probabilities of BATCH messages scored in one pass (they depend on no count),
-        the codes and counts message by message, the evidence added once per lock taken.
-        The lock is held about HOLD_S at a time, so serving waits little meanwhile (a
-        memory rebuilt while the bot answers). How many messages."""
+    def add_many(self, items: Iterable[tuple[Hashable, str]], stop=None) -> int:
+        """`add` of each (key, text) in order, exactly, faster: p_base of BATCH messages in
+        one pass (it depends on no count), codes and counts message by message, the evidence
+        once per hold of the lock (about HOLD_S: serving waits little meanwhile). `stop()`,
+        asked under the lock at each hold, ends it (a `clear` after it turned true leaves
+        nothing of it). How many."""
         added, items = 0, iter(items)
         while batch := list(islice(items, BATCH)):
             read = [(key, *read_message(text)) for key, text in batch]
-            scorer = self._scorer
+            scorer, done = self._scorer, 0
             scored = self._scored(scorer, [tokens for _, tokens, _ in read])
-            done = 0
             while done < len(read):
                 with self._lock:
+                    if stop is not None and stop():
+                        return added + done
                     if scorer is not self._scorer:  # `score_with` meanwhile: scored again, with its scorer
                         scorer = self._scorer
                         scored = self._scored(scorer, [tokens for _, tokens, _ in read])

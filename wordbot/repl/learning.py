@@ -8,7 +8,6 @@ erases both, `:learned` says how much is learned.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,7 @@ if TYPE_CHECKING:
     from wordbot.predictor import Predictor
 
 HISTORY_LINES = 10_000  # the most recent history lines learned at start
-# History lines learned at once (`Predictor.learn_many`): a line committed meanwhile waits
-# for one batch at most (10-20 ms with the bundled model).
-LEARN_BATCH = 16
+LEARN_BATCH = 256  # history lines learned at once (`Predictor.learn_many`)
 KEPT_LINES = 20_000  # lines kept to learn again when :model swaps the model
 TOLD_FILE = "learning-told"  # in the state directory: the first-start line was said
 OWN_TEXT_SHARE = 0.5  # the toolbar says "from your text" when the memory gave at least this much
@@ -89,20 +86,16 @@ class Learner:
     def _learn_all(self, lines: Callable[[], list[str]], generation: int) -> None:
         found = lines()
         for start in range(0, len(found), LEARN_BATCH):
-            if not self._learn_batch(found[start : start + LEARN_BATCH], generation):
-                return
-            # Between batches the interpreter goes to whoever waits for it (the prompt, a suggestion,
-            # a committed line): otherwise they would wait up to 5 ms for it, again and again.
-            time.sleep(0)
-
-    def _learn_batch(self, lines: list[str], generation: int) -> bool:
-        """Learn lines at once (`learn_many`, in order), unless :forget or a new model came."""
-        with self._lock:
-            if generation != self._generation or self.predictor is None:
-                return False
-            self.predictor.learn_many(lines)
-            self.lines.extend(lines)
-            return True
+            batch = found[start : start + LEARN_BATCH]
+            with self._lock:  # kept first: a model `:model` loads meanwhile is taught them too
+                if generation != self._generation or self.predictor is None:
+                    return
+                predictor = self.predictor
+                self.lines.extend(batch)
+            # Not under the lock: a committed line waits for the memory's lock alone (a few ms).
+            # :forget and :model stop it: `stop` is asked under the memory's lock, before the
+            # `forget_all` that follows the change of generation.
+            predictor.learn_many(batch, stop=lambda: generation != self._generation)
 
     def learn(self, line: str) -> None:
         """Learn one committed line (not a command, not a blank line)."""
