@@ -223,7 +223,7 @@ class Memory:
         for j in range(1, len(sequence)):
             token = sequence[j]
             self._unigram_add(token, sign)
-            for k in range(2, min(order, j + 1) + 1):  # what `_context_add` does, inline: the hot loop
+            for k in range(2, min(order, j + 1) + 1):  # inline, the hot loop: a call only if it empties or is served
                 context = sequence[j - k + 1 : j]
                 table = tables[k - 1]
                 follow = table.get(context)

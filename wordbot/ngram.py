@@ -130,8 +130,7 @@ class KneserNey:
         """`sequence_probs` of many messages in one pass, concatenated in order: each
         message scored from its own start, exactly (==) as it is alone."""
         lengths = np.fromiter(map(len, messages), np.int64, len(messages))
-        ids = np.concatenate([np.asarray(m, dtype=np.int64) for m in messages]) if len(messages) else np.zeros(0)
-        ids = ids.astype(np.int64, copy=False)
+        ids = np.concatenate([np.zeros(0, np.int64), *(np.asarray(m, dtype=np.int64) for m in messages)])
         n, pad = len(ids), self.order - 1
         # Every message after its own `pad` start tokens; `at`: where its tokens are.
         at = np.arange(n) + pad * np.repeat(np.arange(1, len(messages) + 1), lengths)
