@@ -320,3 +320,23 @@ def test_forget_while_the_history_is_being_learned_leaves_nothing_learned(tiny_p
     assert view.memory.messages == 0 and view.memory.count("zorblax") == 0 and not learner.lines
     learner.learn("a line after the forget")  # learning goes on from there
     assert view.memory.messages == 1
+
+
+def test_a_server_memory_keeps_its_texts_edits_and_followers_through_add_many():
+    """The bot's server memory (`MirroredMemory`, with server models on) keeps each message's
+    text, counts edits and repeats every add into the memories that follow it: add_many too."""
+    from wordbot.bot.server_models import MirroredMemory
+
+    one, other = MirroredMemory(VOCAB), MirroredMemory(VOCAB)
+    one_follower, other_follower = Memory(VOCAB), Memory(VOCAB)
+    one.follow(one_follower)
+    other.follow(other_follower)
+    history = [(i % 7, f"grep the glorp{i}" if i % 3 else "the Frobnicator sat") for i in range(20)]
+    for key, text in history:
+        one.add(key, text)
+    other.add_many(history)
+    assert other.texts == one.texts == dict(history)
+    assert [key for _, key in other._removals] == [key for _, key in one._removals] != []  # the edits
+    assert_same(one, other)
+    assert_same(one_follower, other_follower)
+    assert other_follower.messages == 7

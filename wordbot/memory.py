@@ -103,27 +103,26 @@ class Memory:
         learned is replaced (an edited message)."""
         tokens, forms = read_message(text)
         with self._lock:
-            self._weigh(self._put(key, tokens, forms), +1)
+            self._weigh(self._put(key, text, tokens, forms), +1)
             self._version += 1
 
     def add_many(self, items: Iterable[tuple[Hashable, str]], stop=None) -> int:
-        """`add` of each (key, text) in order, exactly, faster: p_base of BATCH messages in
-        one pass (it depends on no count), codes and counts message by message, the evidence
-        once per hold of the lock (about HOLD_S: serving waits little meanwhile). `stop()`,
-        asked under the lock at each hold, ends it (a `clear` after it turned true leaves
-        nothing of it). How many."""
+        """`add` of each (key, text) in order, exactly, faster: p_base of BATCH messages in one
+        pass (it depends on no count), codes and counts one by one, the evidence once per hold
+        of the lock (about HOLD_S: serving waits little). `stop()`, asked under the lock at each
+        hold, ends it (a `clear` after it turned true leaves nothing of it). How many."""
         added, items = 0, iter(items)
         while batch := list(islice(items, BATCH)):
-            read = [(key, *read_message(text)) for key, text in batch]
+            read = [(key, text, *read_message(text)) for key, text in batch]
             scorer, done = self._scorer, 0
-            scored = self._scored(scorer, [tokens for _, tokens, _ in read])
+            scored = self._scored(scorer, [tokens for _, _, tokens, _ in read])
             while done < len(read):
                 with self._lock:
                     if stop is not None and stop():
                         return added + done
                     if scorer is not self._scorer:  # `score_with` meanwhile: scored again, with its scorer
                         scorer = self._scorer
-                        scored = self._scored(scorer, [tokens for _, tokens, _ in read])
+                        scored = self._scored(scorer, [tokens for _, _, tokens, _ in read])
                     done = self._put_some(read, done, scored)
                 time.sleep(0)  # a thread waiting for the lock (an answer) takes it now
             added += len(read)
@@ -137,8 +136,7 @@ class Memory:
         return probs, orders, np.cumsum([0, *(len(m) + 1 for m in messages)])
 
     def _put_some(self, read: list, start: int, scored) -> int:
-        """`_put` the messages of `read` from `start` on for about HOLD_S, then add their
-        evidence at once; where it stopped."""
+        """`_put` `read` from `start` on for about HOLD_S, then their evidence at once; where it stopped."""
         deadline, weighed, i = time.perf_counter() + HOLD_S, [], start
         while i < len(read) and (i == start or time.perf_counter() < deadline):
             message = self._put(*read[i])
@@ -154,9 +152,8 @@ class Memory:
             self._weights.update(codes, np.concatenate([probs[s] for s in parts]), served, sign=+1)
         return i
 
-    def _put(self, key: Hashable, tokens: list[str], forms: list[tuple[str, str]]) -> tuple:
-        """Count one read message under `key` (replacing the one learned there): the
-        message, whose evidence (`_weigh`) the caller adds."""
+    def _put(self, key: Hashable, text: str, tokens: list[str], forms: list[tuple[str, str]]) -> tuple:
+        """Count one read message under `key` (replacing it): the message; its evidence is the caller's."""
         if key in self._messages:
             self._forget(self._messages.pop(key))
         canonical = self._canonical
@@ -168,7 +165,11 @@ class Memory:
         message = (tokens, form_tokens, written, self._codes(tokens))
         self._messages[key] = message
         self._count(message, +1)
+        self._added(key, text)
         return message
+
+    def _added(self, key: Hashable, text: str) -> None:
+        """Each message `add` or `add_many` counted, under the lock (a subclass keeps its text)."""
 
     def remove(self, key: Hashable) -> bool:
         """Forget one message exactly; False if `key` was never learned (or is forgotten)."""
@@ -265,8 +266,7 @@ class Memory:
         self._total += sign
 
     def _context_changed(self, k: int, context: tuple[str, ...], token: str, n: int) -> None:
-        """After `follow[token] = n` after `context` (order k): a context no message holds
-        leaves; a served one's arrays follow in place (or are rebuilt when ids moved)."""
+        """A context no message holds leaves; a served one's arrays follow (rebuilt if ids moved)."""
         table = self._contexts[k - 1]
         served = self._followers.get((k, context))
         if table[context][None] <= 0:
