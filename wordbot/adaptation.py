@@ -231,20 +231,22 @@ def position_codes(scheme: Scheme, sequence: Sequence[str], unigram, total: int,
     """What the memory (before this message) says about each token of `sequence` (BOS,
     tokens..., EOS) after its start: bucket << 11 | quantized p_mem, 2 bytes a token.
     `unigram(token)`: its count; `contexts[k-1]`: context -> {token: count, None: total}."""
-    d, order = scheme.discount, scheme.order
+    d, order, log = scheme.discount, scheme.order, math.log
+    sequence = tuple(sequence)
     codes = []
     for j in range(1, len(sequence)):
         token = sequence[j]
-        p, k, count = unigram(token) / total, 1, total
+        p, k, count = float(unigram(token)) / total, 1, total
         for m in range(2, min(order, j + 1) + 1):
-            follow = contexts[m - 1].get(tuple(sequence[j - m + 1 : j]))
+            follow = contexts[m - 1].get(sequence[j - m + 1 : j])
             if follow is None:
                 break  # a longer context holding an unseen one is unseen too
             count, k = follow[None], m
             seen = follow.get(token, 0)
             p = d * (len(follow) - 1) / count * p + (seen - d if seen else 0.0) / count
-        q = _Q_ZERO if p <= 0.0 else min(_Q_ZERO - 1, round(-_Q_STEP * math.log(p)))
-        codes.append(bucket(k, count) << 11 | q)
+        q = min(_Q_ZERO - 1, round(-_Q_STEP * log(p))) if p > 0.0 else _Q_ZERO
+        # `bucket(k, count)`, inline: this loop runs for every learned token
+        codes.append(((k - 1) * COUNT_BUCKETS + min(int(count).bit_length() - 1, COUNT_BUCKETS - 1)) << 11 | q)
     return np.array(codes, np.uint16).tobytes()
 
 
@@ -339,10 +341,27 @@ class NgramScorer:
     def scored(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.ngram.sequence_probs([*self._ids(tokens), EOS_ID], orders=True)
 
+    def scored_many(self, messages: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """`scored` of many messages in one pass, concatenated in order (each message's
+        len(tokens) + 1 values, equal to its own `scored`)."""
+        return self.ngram.messages_probs([[*self._ids(tokens), EOS_ID] for tokens in messages], orders=True)
+
     def context_order(self, context: Sequence[str]) -> int:
         ngram = self.ngram
         pad = ngram.order - 1
         return ngram.context_order(ngram.initial_state() + tuple(self._ids(context[-pad:] if pad else ())))
+
+
+def score_messages(scorer, messages: Sequence[Sequence[str]], orders: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """`scorer`'s p_base of every token and end of `messages`, concatenated, and with
+    `orders` the served context order at each (else None): in one pass where the scorer
+    can (`NgramScorer.scored_many`), else message by message."""
+    if hasattr(scorer, "scored_many"):
+        probs, found = scorer.scored_many(messages)
+        return probs, (found if orders else None)
+    scored = [scorer.scored(m) if orders else (scorer(m), None) for m in messages]
+    probs = np.concatenate([np.zeros(0), *(p for p, _ in scored)])
+    return probs, (np.concatenate([np.zeros(0, np.int64), *(o for _, o in scored)]) if orders else None)
 
 
 def ngram_scorer(ngram, tokenizer) -> NgramScorer:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,6 +75,14 @@ class Learning:
         """Learn one message (a committed line, a channel message): the next answers
         reflect it. `key` names it for `forget` (default: a new one)."""
         self.memory.add(("learned", next(self._keys)) if key is None else key, text)
+
+    def learn_many(self, texts: Iterable[str], keys: Iterable[object] | None = None, stop=None) -> int:
+        """`learn` of each of `texts` in order (under `keys`, else new ones), with exactly
+        the same result, faster (`Memory.add_many`): a history learned again at start.
+        Answers are served meanwhile; `stop()` true ends it early. How many."""
+        if keys is None:  # drawn as the texts come: the next `learn` gets the key it would have
+            keys = (("learned", next(self._keys)) for _ in itertools.repeat(None))
+        return self.memory.add_many(((key, text) for text, key in zip(texts, keys, strict=False)), stop)
 
     def forget(self, key: object) -> bool:
         """Forget the message learned under `key` exactly; False if there is none."""

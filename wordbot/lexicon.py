@@ -1,5 +1,5 @@
-"""The learned words as a predictor ranks and completes them (`Lexicon`), and how one
-learned message is read (`read_message`: its tokens, cut to the bounds, and the written
+"""The learned words as a predictor ranks and completes them (`Lexicon`, snapshots of a
+`WordIndex`), and how one learned message is read (`read_message`: its tokens, cut to the bounds, and the written
 forms of its words). Split out of `wordbot/memory.py`, which re-exports both."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from wordbot.text import normalize, tokenize
+from wordbot.text import is_debris, is_word, normalize, tokenize
 
 MAX_MESSAGE_CHARS = 4000  # Discord's longest message (with Nitro); more is cut before tokenizing
 MAX_MESSAGE_TOKENS = 1000  # a message of 4,000 one-character symbols is cut here
@@ -45,6 +45,37 @@ class Lexicon:
 
     def token(self, i: int) -> str:
         return self.words[i - self.base_size]
+
+
+class WordIndex:
+    """The learned words a user may be offered (words, not debris), sorted by spelling,
+    with their ids: kept by insertion as words come and go, so a new word costs a bisect
+    and two array copies, never a sort. Its arrays are replaced, never changed: a
+    `Lexicon` taken from it stays as it was."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.ids = np.zeros(0, np.int64)  # the id of each of `words`
+        self.offered = np.zeros(0, np.int64)  # the same ids in order
+
+    def add(self, token: str, i: int) -> None:
+        """`token` (id `i`) joins the index, if it is a word a user may be offered."""
+        if is_word(token) and not is_debris(token):
+            at = bisect_left(self.words, token)
+            self.words.insert(at, token)
+            self.ids = np.insert(self.ids, at, i)
+            self.offered = np.insert(self.offered, np.searchsorted(self.offered, i), i)
+
+    def remove(self, token: str, i: int) -> None:
+        at = bisect_left(self.words, token)
+        if at < len(self.words) and self.words[at] == token:
+            del self.words[at]
+            self.ids = np.delete(self.ids, at)
+            self.offered = np.delete(self.offered, np.searchsorted(self.offered, i))
+
+    def lexicon(self, base_size: int, learned: tuple[str, ...]) -> Lexicon:
+        """A snapshot over `learned` (every learned token, by id)."""
+        return Lexicon(base_size, learned, tuple(self.words), self.ids, self.offered)
 
 
 def read_message(text: str) -> tuple[list[str], list[tuple[str, str]]]:

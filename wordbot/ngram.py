@@ -18,6 +18,10 @@ import numpy as np
 from wordbot.artifacts import DEFAULT_ORDER, MAX_NGRAM_ORDER
 from wordbot.text import BOS_ID, PAD_ID, Tokenizer
 
+# Above this many tokens, `messages_probs` looks them up with numpy's calls, below it with a
+# bisect each (cheaper for a message's few words).
+SMALL_BATCH = 200
+
 # A discount estimate that falls to zero or below (tiny or odd corpora) would leave no
 # mass for the lower orders, and unseen tokens would get probability 0.
 MIN_DISCOUNT = 0.05
@@ -120,37 +124,62 @@ class KneserNey:
         """`prob` of each of `ids` after the ones before it, the first after the start
         state (a message scored from its start), vectorised per order; with `orders`,
         (those, the `context_order` of each position)."""
-        ids = np.asarray(ids, dtype=np.int64)
+        return self.messages_probs([ids], orders=orders)
+
+    def messages_probs(self, messages: Sequence[Sequence[int]], orders: bool = False):
+        """`sequence_probs` of many messages in one pass, concatenated in order: each
+        message scored from its own start, exactly (==) as it is alone."""
+        lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+        ids = np.concatenate([np.zeros(0, np.int64), *(np.asarray(m, dtype=np.int64) for m in messages)])
         n, pad = len(ids), self.order - 1
-        stream = np.concatenate([np.full(pad, BOS_ID, dtype=np.int64), ids])
+        # Every message after its own `pad` start tokens; `at`: where its tokens are.
+        at = np.arange(n) + pad * np.repeat(np.arange(1, len(messages) + 1), lengths)
+        stream = np.full(n + pad * len(messages), BOS_ID, dtype=np.int64)
+        stream[at] = ids
+        batched = n > SMALL_BATCH
         p = self._unigram[ids].astype(np.float64)
         order = np.ones(n, dtype=np.int64)
         context = np.full(n, -1, dtype=np.int64)
         for k in range(2, self.order + 1):
             m = k - 1
-            word = stream[pad - m : pad - m + n]  # the token m places before each one
+            word = stream[at - m]  # the token m places before each one
             if m == 1:
                 context = word.copy()
             else:
-                keys = self._context_keys[m]
                 key = np.where(context >= 0, word * self._context_sizes[m - 2] + context, -1)
-                at = keys.searchsorted(key) if keys.flags.aligned else np.array([bisect_left(keys, x) for x in key])
-                found = (at < len(keys)) & (context >= 0)
-                found[found] = keys[at[found]] == key[found]
-                context = np.where(found, at, -1)
+                context = self._context_ids(m, key, context >= 0, batched)
             table = self._orders[k - 1]
             known = (context >= 0) & (context < len(table.row_of_context))
             row = np.full(n, -1, dtype=np.int64)
             row[known] = table.row_of_context[context[known]]
-            at = np.flatnonzero(row >= 0)
-            if len(at):
-                r = row[at]
-                value = _row_values(
-                    table, table.starts[r].astype(np.int64), table.starts[r + 1].astype(np.int64), ids[at]
-                )
-                p[at] = table.gamma[r] * p[at] + value
-                order[at] = k
+            seen = np.flatnonzero(row >= 0)
+            if len(seen):
+                r = row[seen]
+                lo, end = table.starts[r].astype(np.int64), table.starts[r + 1].astype(np.int64)
+                value = (_row_values_batched if batched else _row_values)(table, lo, end, ids[seen])
+                p[seen] = table.gamma[r] * p[seen] + value
+                order[seen] = k
         return (p, order) if orders else p
+
+    def _context_ids(self, m: int, key: np.ndarray, valid: np.ndarray, batched: bool) -> np.ndarray:
+        """The id of each context `key` of length m (-1: never seen, or not `valid`)."""
+        keys = self._context_keys[m]
+        if not keys.flags.aligned and batched:
+            keys = self._aligned_keys(m)
+        # bisect: searchsorted copies an unaligned array (mapped from a file) at every call
+        at = keys.searchsorted(key) if keys.flags.aligned else np.array([bisect_left(keys, x) for x in key], np.int64)
+        found = (at < len(keys)) & valid
+        found[found] = keys[at[found]] == key[found]
+        return np.where(found, at, -1)
+
+    def _aligned_keys(self, m: int) -> np.ndarray:
+        """An aligned copy of the context keys of length m, made once, at the first batch
+        that needs it (8 bytes a key): only a key table mapped unaligned from a file has none."""
+        copies = self.__dict__.setdefault("_aligned_copies", {})
+        found = copies.get(m)
+        if found is None:
+            found = copies[m] = np.array(self._context_keys[m], dtype=np.int64)
+        return found
 
     def context_order(self, state: Sequence[int]) -> int:
         """The highest order whose context (the last order - 1 tokens of `state`) was
@@ -332,4 +361,22 @@ def _row_values(table: _Order, lo: np.ndarray, end: np.ndarray, words: np.ndarra
         at = bisect_left(row_words, w, a, b)
         if at < b and row_words[at] == w:
             out[j] = values[at]
+    return out
+
+
+def _row_values_batched(table: _Order, lo: np.ndarray, end: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """`_row_values` for many words at once: one binary search per row, all of them in
+    step (about log2 of the longest row numpy passes)."""
+    row_words, values = table.words, table.values
+    out = np.zeros(len(words))
+    left, right, open_ = lo.copy(), end.copy(), np.flatnonzero(lo < end)
+    while len(open_):  # the searches still open: [left, right) holds the first word >= theirs
+        mid = (left[open_] + right[open_]) >> 1
+        below = row_words[mid] < words[open_]
+        left[open_[below]] = mid[below] + 1
+        right[open_[~below]] = mid[~below]
+        open_ = open_[left[open_] < right[open_]]
+    hit = np.flatnonzero(left < end)
+    hit = hit[row_words[left[hit]] == words[hit]]
+    out[hit] = values[left[hit]]
     return out

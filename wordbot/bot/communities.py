@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wordbot.bot.health import StoreUnavailable
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from wordbot.predictor import Predictor
 
 log = logging.getLogger("wordbot.bot")
+REBUILD_BATCH = 256  # stored messages learned again at once (`Predictor.learn_many`)
 T = TypeVar("T")
 
 
@@ -86,22 +88,10 @@ class Communities:
             for guild in self.store.guilds():
                 if not self.owns(guild):
                     continue  # another process's shard holds that server's memory
-                view = self.view(guild)
-                for message in self.store.messages(guild):
-                    key = (guild, message.id)
-                    text = self.journal.after(message)
-                    if text is not None:
-                        view.learn(text, key=key)
-                        with self._lock:
-                            self._owners[message.id] = (guild, message.author)
-                    with self._lock:
-                        change = self._changed.get(key, text)
-                    if change is None:
-                        self._drop(key)
-                    elif change != text:
-                        view.learn(change, key=key)
-                    learned += 1
-                    time.sleep(0)  # let answers have the interpreter between messages: they never wait long
+                view, messages = self.view(guild), iter(self.store.messages(guild))
+                while batch := list(islice(messages, REBUILD_BATCH)):
+                    learned += self._learn_again(guild, view, batch)
+                    time.sleep(0)  # let answers have the interpreter between batches: they never wait long
             self._complete = True
         except StoreUnavailable:
             log.info("learning the stored messages again stopped at %d; goes on when the database is back", learned)
@@ -112,6 +102,26 @@ class Communities:
             self.rebuilt.set()
         log.info("learned %d stored messages again", learned)
         return learned
+
+    def _learn_again(self, guild: int, view: Predictor, batch: list[Message]) -> int:
+        """Learn a batch of stored messages again at once (`learn_many`), then what changed
+        under them meanwhile (noted in `_changed`): each ends as it is now. Their owners are
+        known before they are learned, so a `forget me` meanwhile (while the database is down:
+        by the owners) reaches them too."""
+        found = [(message, self.journal.after(message)) for message in batch]
+        kept = [(message, text) for message, text in found if text is not None]
+        with self._lock:
+            self._owners.update((message.id, (guild, message.author)) for message, _ in kept)
+        view.learn_many([text for _, text in kept], keys=[(guild, message.id) for message, _ in kept])
+        for message, text in found:
+            key = (guild, message.id)
+            with self._lock:
+                change = self._changed.get(key, text)
+            if change is None:
+                self._drop(key)
+            elif change != text:
+                view.learn(change, key=key)
+        return len(batch)
 
     def _note(self, key: tuple[int, int], text: str | None) -> None:
         with self._lock:

@@ -122,15 +122,15 @@ class MirroredMemory(Memory):
             self.generation = self._cleared_at = next(_generations)
             self._repeat("clear")
 
-    def add(self, key: Hashable, text: str) -> None:
-        with self._lock:
-            old = self.texts.get(key)
-            super().add(key, text)
-            self.texts[key] = text
-            if old is not None and old != text:  # an edit
-                self.generation = next(_generations)
-                self._removals.append((self.generation, key))
-            self._repeat("add", key, text)
+    def _added(self, key: Hashable, text: str) -> None:
+        """Each message `add` or `add_many` counted (under the lock): kept, an edit counted,
+        repeated into the followers."""
+        old = self.texts.get(key)
+        self.texts[key] = text
+        if old is not None and old != text:  # an edit
+            self.generation = next(_generations)
+            self._removals.append((self.generation, key))
+        self._repeat("add", key, text)
 
     def remove(self, key: Hashable) -> bool:
         with self._lock:

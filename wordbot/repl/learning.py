@@ -8,7 +8,6 @@ erases both, `:learned` says how much is learned.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from wordbot.predictor import Predictor
 
 HISTORY_LINES = 10_000  # the most recent history lines learned at start
+LEARN_BATCH = 256  # history lines learned at once (`Predictor.learn_many`)
 KEPT_LINES = 20_000  # lines kept to learn again when :model swaps the model
 TOLD_FILE = "learning-told"  # in the state directory: the first-start line was said
 OWN_TEXT_SHARE = 0.5  # the toolbar says "from your text" when the memory gave at least this much
@@ -84,12 +84,18 @@ class Learner:
         self.thread.start()
 
     def _learn_all(self, lines: Callable[[], list[str]], generation: int) -> None:
-        for line in lines():
-            if not self._learn(line, generation):
-                return
-            # Between lines the interpreter goes to whoever waits for it (the prompt, a suggestion,
-            # a committed line): otherwise they would wait up to 5 ms for it, again and again.
-            time.sleep(0)
+        found = lines()
+        for start in range(0, len(found), LEARN_BATCH):
+            batch = found[start : start + LEARN_BATCH]
+            with self._lock:  # kept first: a model `:model` loads meanwhile is taught them too
+                if generation != self._generation or self.predictor is None:
+                    return
+                predictor = self.predictor
+                self.lines.extend(batch)
+            # Not under the lock: a committed line waits for the memory's lock alone (a few ms).
+            # :forget and :model stop it: `stop` is asked under the memory's lock, before the
+            # `forget_all` that follows the change of generation.
+            predictor.learn_many(batch, stop=lambda: generation != self._generation)
 
     def learn(self, line: str) -> None:
         """Learn one committed line (not a command, not a blank line)."""
