@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from wordbot.bot.cog import COOLDOWN_PER, COOLDOWN_RATE, PERMISSIONS
 from wordbot.bot.render import MAX_OUTPUT_CHARS, plain
 from wordbot.limits import BOT_MAX_INPUT_CHARS as MAX_INPUT_CHARS
 from wordbot.testing.fake_discord import MESSAGE_CONTENT_INTENT, FakeDiscord, FakeDiscordThread
+from wordbot.testing.processes import sigterm_at_end
 from wordbot.text import is_word, tokenize
 
 from .test_bot_text import bold_balanced
@@ -1092,17 +1092,14 @@ def test_sigterm_closes_the_connection_and_exits_cleanly(tiny_model_dir):
         text=True,
     )
     try:
-        side.call_sync(server.wait_until(lambda: bool(server.identifies), timeout=30))
-        message = side.call_sync(server.send_message("!next the"))
-        assert "→" in side.call_sync(server.wait_for_reply(message)).content
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        with sigterm_at_end(proc) as ended:
+            side.call_sync(server.wait_until(lambda: bool(server.identifies), timeout=30))
+            message = side.call_sync(server.send_message("!next the"))
+            assert "→" in side.call_sync(server.wait_for_reply(message)).content
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         side.close()
-    assert proc.returncode == 0, err
+    out, err = ended.out, ended.err
+    assert ended.returncode == 0, err
     assert "Traceback" not in err and server.token not in err + out
     # A close frame (discord.py's code), not a dropped socket: Discord shows the bot offline at once.
     assert server.closes == [1000], server.closes

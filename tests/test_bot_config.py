@@ -8,7 +8,6 @@ import dataclasses
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from wordbot.bot.config import SETTINGS, BotConfig, describe, load, redacted_sto
 from wordbot.errors import ConfigError
 from wordbot.limits import BOT_K, BOT_MAX_INPUT_CHARS, BOT_WORDS
 from wordbot.testing.fake_discord import FakeDiscordThread
+from wordbot.testing.processes import discord_command, sigterm_at_end
 
 from .postgres import postgres_server  # noqa: F401  (a fixture, used through request)
 
@@ -330,33 +330,19 @@ def test_the_token_never_reaches_the_log_even_at_debug_level(tiny_model_dir, tmp
         tmp_path,
         f'token_file = "token"\nlog_level = "debug"\nstore = "{store_url}"\n' + "[limits]\nk = 2\ninput_chars = 40\n",
     )
-    script = (
-        "import sys, discord, yarl\n"
-        "discord.http.Route.BASE = sys.argv[1]\n"
-        "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
-        "from wordbot import cli\n"
-        "sys.exit(cli.main(['discord', '--config', sys.argv[3], '--model', sys.argv[4]]))\n"
-    )
     env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("WORDBOT_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, server.api_base, server.gateway_url, str(path), str(tiny_model_dir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = discord_command(server, "--config", str(path), "--model", str(tiny_model_dir))
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        side.call_sync(server.wait_until(lambda: bool(server.identifies), timeout=30))
-        reply = side.call_sync(server.wait_for_reply(side.call_sync(server.send_message("!next the k=9"))))
-        refusal = side.call_sync(server.wait_for_reply(side.call_sync(server.send_message("!next " + "word " * 10))))
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        with sigterm_at_end(proc) as ended:
+            side.call_sync(server.wait_until(lambda: bool(server.identifies), timeout=30))
+            reply = side.call_sync(server.wait_for_reply(side.call_sync(server.send_message("!next the k=9"))))
+            too_long = side.call_sync(server.send_message("!next " + "word " * 10))
+            refusal = side.call_sync(server.wait_for_reply(too_long))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         side.close()
-    assert proc.returncode == 0, err
+    out, err = ended.out, ended.err
+    assert ended.returncode == 0, err
     assert reply.content.count("**") == 2 * 2  # limits.k = 2 from the file: two words, though 9 were asked
     assert "under 40 characters" in refusal.content  # limits.input_chars
     assert "DEBUG" in err and "starting with" in err  # the level from the file; a log worth searching

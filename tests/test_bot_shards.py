@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from wordbot.bot.store import Message
 from wordbot.testing.fake_discord import FakeDiscordThread
+from wordbot.testing.processes import discord_command
 
 from .postgres import postgres_server  # noqa: F401
 
@@ -157,14 +157,6 @@ def test_a_listener_made_while_the_database_is_unreachable_applies_what_was_forg
 
 # -- two bot processes --------------------------------------------------------------------
 
-SCRIPT = (
-    "import sys, discord, yarl\n"
-    "discord.http.Route.BASE = sys.argv[1]\n"
-    "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
-    "from wordbot import cli\n"
-    "sys.exit(cli.main(['discord', *sys.argv[3:]]))\n"
-)
-
 
 def start_shard(side: FakeDiscordThread, shard: int, count: int, store: str, model: Path, logs: Path) -> Any:
     """`wordbot discord --shard-ids SHARD --shard-count COUNT --store STORE` in a process of its own."""
@@ -175,7 +167,7 @@ def start_shard(side: FakeDiscordThread, shard: int, count: int, store: str, mod
     args = ["--shard-ids", str(shard), "--shard-count", str(count), "--store", store, "--model", str(model)]
     with open(logs / f"shard-{shard}.log", "w") as log:  # a file, not a pipe nobody reads while it runs
         return subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, server.api_base, server.gateway_url, *args],
+            discord_command(server, *args),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

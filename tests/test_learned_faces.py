@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from wordbot.adaptation import Scheme, served_ngram_scorer
 from wordbot.memory import Memory
 from wordbot.repl import Repl, format_prob
 from wordbot.testing.fake_discord import FakeDiscord, FakeDiscordThread
+from wordbot.testing.processes import discord_command, sigterm_at_end
 from wordbot.text import tokenize
 
 from .test_bot_learning import Running, listening, memory, say, taught
@@ -244,14 +243,6 @@ async def test_a_restarted_bot_rebuilds_the_learned_weight_and_answers_exactly_a
 
 # ---- the bot's process, restarted ----
 
-SCRIPT = (
-    "import sys, discord, yarl\n"
-    "discord.http.Route.BASE = sys.argv[1]\n"
-    "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
-    "from wordbot import cli\n"
-    "sys.exit(cli.main(['discord', *sys.argv[3:]]))\n"
-)
-
 
 def bot_process(side: FakeDiscordThread, model: Path, state: Path, cache: Path) -> subprocess.Popen[str]:
     """`wordbot discord --model MODEL` in a process of its own, its SQLite store and its
@@ -260,7 +251,7 @@ def bot_process(side: FakeDiscordThread, model: Path, state: Path, cache: Path) 
     env |= {"DISCORD_TOKEN": side.server.token, "WORDBOT_STATE_DIR": str(state), "WORDBOT_CACHE_DIR": str(cache)}
     env |= {"WORDBOT_COOLDOWN_COMMANDS": "10000"}  # the test asks often
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, side.server.api_base, side.server.gateway_url, "--model", str(model)],
+        discord_command(side.server, "--model", str(model)),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -291,21 +282,9 @@ def learned_count(side: FakeDiscordThread, messages: int, timeout: float = 30.0)
 @contextlib.contextmanager
 def running_bot(side: FakeDiscordThread, model: Path, state: Path, cache: Path) -> Iterator[None]:
     """A bot process for the block; SIGTERM at its end, which it must obey cleanly."""
-    proc = bot_process(side, model, state, cache)
-    try:
+    with sigterm_at_end(bot_process(side, model, state, cache)) as ended:
         yield
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert ended.returncode == 0 and "Traceback" not in ended.err, ended.err
 
 
 def test_a_restarted_bot_process_rebuilds_the_learned_weight_and_answers_as_before(mix_model_dir, tmp_path):

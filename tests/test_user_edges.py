@@ -15,6 +15,7 @@ import pytest
 
 from wordbot.cli import main
 from wordbot.repl import Repl
+from wordbot.testing.processes import discord_command, sigterm_at_end
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,7 +246,6 @@ def test_a_token_file_as_editors_and_env_files_write_it_gives_the_token(form, tm
 def test_the_bot_logs_in_with_a_token_file_notepad_saved(tiny_model_dir, tmp_path):
     """`wordbot discord --token-file` for real, in a process of its own, against the fake
     Discord: it identifies with the token, then SIGTERM ends it cleanly."""
-    import signal
 
     from wordbot.testing.fake_discord import FakeDiscordThread
 
@@ -253,28 +253,17 @@ def test_the_bot_logs_in_with_a_token_file_notepad_saved(tiny_model_dir, tmp_pat
     server = side.server
     path = tmp_path / "token.txt"
     path.write_bytes(_NOTEPAD_FORMS["UTF-16 (Notepad's 'Unicode')"](server.token))
-    script = (
-        "import sys, discord, yarl\n"
-        "discord.http.Route.BASE = sys.argv[1]\n"
-        "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])\n"
-        "from wordbot.cli import main\n"
-        "sys.exit(main(['discord', '--token-file', sys.argv[3], '--model', sys.argv[4]]))\n"
-    )
     env = {k: v for k, v in _env(tmp_path).items() if k != "DISCORD_TOKEN"}
-    command = [sys.executable, "-c", script, server.api_base, server.gateway_url, str(path), str(tiny_model_dir)]
+    command = discord_command(server, "--token-file", str(path), "--model", str(tiny_model_dir))
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        side.call_sync(server.wait_until(lambda: bool(server.identifies) or proc.poll() is not None, timeout=30))
-        assert proc.poll() is None, proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        with sigterm_at_end(proc) as ended:
+            side.call_sync(server.wait_until(lambda: bool(server.identifies) or proc.poll() is not None, timeout=30))
+            assert proc.poll() is None, proc.communicate()[1]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         side.close()
-    assert server.identifies and proc.returncode == 0, err
-    assert server.token not in out + err
+    assert server.identifies and ended.returncode == 0, ended.err
+    assert server.token not in ended.out + ended.err
 
 
 # ---- the REPL's toolbar on a narrow terminal ----
