@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from wordbot.bot.journal import Journal
 from wordbot.bot.store import Message
 from wordbot.bot.store_sqlite import SQLiteStore
@@ -52,3 +54,15 @@ def test_the_journal_is_private_and_stays_so_when_rewritten(tmp_path):
     with journal._lock:
         journal._drop_first(first_end)  # what replay does once the store took the first line
     assert mode(path) == 0o600 and journal.pending
+
+
+def test_a_file_where_the_state_directory_should_be_is_said_in_words(tmp_path):
+    from wordbot.bot.health import StoreError
+
+    (tmp_path / "state").write_text("not a directory")
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(tmp_path / "state" / "wordbot.sqlite3", flush_interval=None)
+    assert str(caught.value) == (
+        f"cannot open the SQLite store {tmp_path / 'state' / 'wordbot.sqlite3'}: "
+        f"a file stands where a directory should be ({tmp_path / 'state'})"
+    )

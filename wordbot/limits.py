@@ -28,6 +28,15 @@ STATE_DIR_ENV = "WORDBOT_STATE_DIR"
 PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600
 
 
+def file_reason(exc: OSError) -> str:
+    """Why a file of the state directory could not be made or opened, in words."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir, or open, met a file on the way
+        return "a file stands where a directory should be"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    return exc.strerror[:1].lower() + exc.strerror[1:] if exc.strerror else str(exc)
+
+
 def state_dir() -> Path:
     """Where the faces keep what they remember (the REPL's history, the bot's store):
     $WORDBOT_STATE_DIR, else the user's state directory (~/.local/state/wordbot on Linux)."""

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wordbot.bot.store import FLUSH_INTERVAL, SCHEMA_VERSION, SqlStore, StoreError
-from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE
+from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE, file_reason
 
 # SQLite errors that say the file cannot be used just now, not that the SQL is wrong.
 _SQLITE_LOST = ("disk i/o error", "database is locked", "unable to open", "database or disk is full")
@@ -55,7 +55,10 @@ class SQLiteStore(SqlStore):
             self._conn.execute("PRAGMA synchronous = FULL")  # a commit survives power loss, not only a kill
             with self._transaction() as conn:
                 self._migrate(conn, schema_version)
-        except (OSError, sqlite3.Error) as e:
+        except OSError as e:  # the reason, and where on the way it met it when not the file itself
+            met = f" ({e.filename})" if e.filename and str(e.filename) != str(self.path) else ""
+            raise StoreError(f"cannot open the SQLite store {self.path}: {file_reason(e)}{met}") from None
+        except sqlite3.Error as e:
             raise StoreError(f"cannot open the SQLite store {self.path}: {e}") from None
         super().__init__(flush_interval, retry)
 

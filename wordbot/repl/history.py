@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE
+from wordbot.limits import PRIVATE_DIRECTORY, PRIVATE_FILE, file_reason
 from wordbot.limits import state_dir as default_state_dir
 
 
@@ -66,12 +66,8 @@ class KeptHistory(_NoBlankLines, FileHistory):
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir, or open, met a file on the way
-        return "a file stands where a directory should be"
-    if isinstance(exc, IsADirectoryError):
-        return "it is a directory"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
+    if isinstance(exc, OSError):
+        return file_reason(exc)
     return f"it is not text ({type(exc).__name__})"
 
 
