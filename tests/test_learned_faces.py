@@ -235,7 +235,9 @@ async def test_a_restarted_bot_rebuilds_the_learned_weight_and_answers_exactly_a
     communities = second.get_cog("learning").communities
     await server.wait_until(communities.rebuilt.is_set)
     again = communities.view(server.guild_id)
-    assert again is not view and again.memory.messages == len(CONVERSATION)
+    stored = [(m.id, m.author, m.text) for m in communities.store.messages(server.guild_id)]
+    # (seen once in CI at 10 of 9 and not reproduced since: the message list says which one)
+    assert again is not view and again.memory.messages == len(CONVERSATION), (stored, list(again.memory._messages))
     np.testing.assert_array_equal(again.memory._weights.totals, totals)  # the same evidence, to the unit
     assert again.next_words(CONTEXT, 10) == probs  # the same probabilities, exactly
     assert await say(server, f"!next {CONTEXT} k=10") == answer
