@@ -97,6 +97,14 @@ def private_cache_dir(tmp_path_factory):
         os.environ["WORDBOT_CACHE_DIR"] = previous
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory, monkeypatch):
+    """What a face remembers (the REPL's history, the bot's store and journal) goes to a
+    directory of the test's own, never ~/.local/state nor another test's (subprocesses
+    inherit it); a test that wants another sets its own."""
+    monkeypatch.setenv("WORDBOT_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("models") / "tiny")
