@@ -5,6 +5,7 @@ real SQLite store in a temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -52,12 +53,21 @@ class Running:
         store.close()
 
 
+@contextlib.asynccontextmanager
+async def started_bots(server: FakeDiscord, predictor: Any, path: Path) -> AsyncIterator[Running]:
+    """A `Running` on one SQLite store; every bot still running is stopped at the end."""
+    bots = Running(server, predictor, path)
+    try:
+        yield bots
+    finally:
+        for bot in list(bots.bots):
+            await bots.stop(bot)
+
+
 @pytest_asyncio.fixture
 async def running(server: FakeDiscord, tiny_predictor: Any, tmp_path: Path) -> AsyncIterator[Running]:
-    bots = Running(server, tiny_predictor, tmp_path / "wordbot.sqlite3")
-    yield bots
-    for bot in list(bots.bots):
-        await bots.stop(bot)
+    async with started_bots(server, tiny_predictor, tmp_path / "wordbot.sqlite3") as bots:
+        yield bots
 
 
 @pytest_asyncio.fixture

@@ -23,12 +23,12 @@ import pytest_asyncio
 
 from wordbot.adaptation import Scheme, served_ngram_scorer
 from wordbot.memory import Memory
-from wordbot.repl import Repl, format_prob
+from wordbot.repl import format_prob
 from wordbot.testing.fake_discord import FakeDiscord, FakeDiscordThread
 from wordbot.testing.processes import discord_command, sigterm_at_end
 from wordbot.text import tokenize
 
-from .test_bot_learning import Running, listening, memory, say, taught
+from .test_bot_learning import Running, listening, memory, say, started_bots, taught
 from .test_repl import (
     ENTER,
     Driver,
@@ -36,6 +36,7 @@ from .test_repl import (
     _learned_menu_in_a_real_terminal,
     _watch_questions,
     completions,
+    recording_repl,
 )
 
 CONTEXT = "we deploy the"
@@ -96,10 +97,7 @@ def test_a_word_offered_first_stays_first_as_it_is_typed_again(mix_predictor):
 
 @pytest.fixture
 def mix_repl(mix_predictor, tmp_path):
-    said: list[tuple[str, str]] = []
-    repl = Repl(mix_predictor, state_dir=tmp_path, write=lambda text, style: said.append((style, text)), learn=True)
-    repl.said = said
-    return repl
+    return recording_repl(mix_predictor, tmp_path, learn=True)
 
 
 def _menu(d: Driver) -> list[tuple[str, str]]:
@@ -169,10 +167,8 @@ def test_a_real_terminal_with_the_mix_model_offers_its_historys_word_with_the_le
 
 @pytest_asyncio.fixture
 async def mix_running(server: FakeDiscord, mix_predictor: Any, tmp_path: Path) -> AsyncIterator[Running]:
-    bots = Running(server, mix_predictor, tmp_path / "wordbot.sqlite3")
-    yield bots
-    for bot in list(bots.bots):
-        await bots.stop(bot)
+    async with started_bots(server, mix_predictor, tmp_path / "wordbot.sqlite3") as bots:
+        yield bots
 
 
 def offered(answer: str) -> list[str]:

@@ -224,12 +224,17 @@ def test_ten_kilobytes_of_text_get_suggestions(tiny_predictor):
 # ---- commands ----
 
 
-@pytest.fixture
-def quiet_repl(tiny_predictor, tmp_path):
+def recording_repl(predictor, state_dir, **options) -> Repl:
+    """A Repl whose output goes to `repl.said`, as (style, text) pairs."""
     said: list[tuple[str, str]] = []
-    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append((style, text)))
+    repl = Repl(predictor, state_dir=state_dir, write=lambda text, style: said.append((style, text)), **options)
     repl.said = said
     return repl
+
+
+@pytest.fixture
+def quiet_repl(tiny_predictor, tmp_path):
+    return recording_repl(tiny_predictor, tmp_path)
 
 
 def test_k_and_temp_change_the_settings(quiet_repl):
@@ -1254,10 +1259,7 @@ TAUGHT = "we deploy the Zorblax cluster"
 
 @pytest.fixture
 def learning_repl(tiny_predictor, tmp_path):
-    said: list[tuple[str, str]] = []
-    repl = Repl(tiny_predictor, state_dir=tmp_path, write=lambda text, style: said.append((style, text)), learn=True)
-    repl.said = said
-    return repl
+    return recording_repl(tiny_predictor, tmp_path, learn=True)
 
 
 def _menu_words(d: Driver) -> list[str]:
