@@ -10,6 +10,7 @@ import logging
 import operator
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from wordbot.bot.health import Availability, StoreError, StoreUnavailable
@@ -382,18 +383,27 @@ class SqlStore(Availability):
             log.warning("%d learned messages not committed: the database is unreachable", len(self._pending))
 
 
+def sqlite_path(url: str | None) -> Path | None:
+    """The SQLite file a store URL names (None: the default one in the state directory), or
+    None for another kind of store."""
+    if url is None or url in ("sqlite:", "sqlite://"):
+        return state_dir() / DEFAULT_FILE
+    if (url.split(":", 1)[0].lower() if ":" in url else "") != "sqlite":
+        return None
+    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+        raise StoreError(f"bad SQLite store URL {url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
+    return Path(url[len("sqlite:///") :])
+
+
 def open_store(url: str | None = None, **options: Any) -> SqlStore:
     """`sqlite:///PATH` (relative; `sqlite:////abs/path` for an absolute one), `sqlite://`
     or None (the default file in the state directory), or `postgresql://USER:PASSWORD@HOST/DB`."""
     from wordbot.bot.store_sqlite import SQLiteStore
 
-    if url is None or url in ("sqlite:", "sqlite://"):
-        return SQLiteStore(state_dir() / DEFAULT_FILE, **options)
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            raise StoreError(f"bad SQLite store URL {url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
-        return SQLiteStore(url[len("sqlite:///") :], **options)
+    path = sqlite_path(url)
+    if path is not None:
+        return SQLiteStore(path, **options)
+    scheme = url.split(":", 1)[0].lower() if url and ":" in url else ""
     if scheme in ("postgresql", "postgres"):
         from wordbot.bot.store_postgres import PostgresStore
 

@@ -61,15 +61,9 @@ def server_text(guild: int, store_url: str | None, out: str | os.PathLike) -> Se
 
 def _sqlite_file_exists(url: str | None) -> None:
     """A SQLite store to read must be there: opening it would make an empty one."""
-    from wordbot.bot.store import DEFAULT_FILE
-    from wordbot.limits import state_dir
+    from wordbot.bot.store import sqlite_path
 
-    if url is None or url in ("sqlite:", "sqlite://"):
-        path = state_dir() / DEFAULT_FILE
-    elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-    else:
-        return  # PostgreSQL, or a bad URL that open_store names
-    if not path.is_file():
+    path = sqlite_path(url)  # a bad SQLite URL: a StoreError, one line
+    if path is not None and not path.is_file():
         where = "the bot's default store" if url is None else "the store"
         raise WordbotError(f"no SQLite file at {path} ({where}): the bot keeps one once a server lets it learn")
